@@ -1,0 +1,81 @@
+"""The I/O contract of a full-image model, as recorded in its ``metadata_props``.
+
+Production consumers depend on it (SPEC section 3): input ``input`` float32
+``(N,3,H,W)`` = channels/255; output ``output`` float32 ``(N,3,H,W)`` with
+channel 0 the defect probability and channels 1-2 zeros. The builder writes it,
+the SDK and ``bgsdk inspect`` read it: one dataclass, one JSON key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+from .tiling import Tiling, plan_axis
+
+__all__ = ["Contract", "CONTRACT_KEY", "FORMAT_VERSION"]
+
+CONTRACT_KEY = "bgsdk.contract"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Contract:
+    height: int
+    width: int
+    patch: int
+    row_positions: tuple[int, ...]
+    col_positions: tuple[int, ...]
+    row_keep: tuple[tuple[int, int], ...]
+    col_keep: tuple[tuple[int, int], ...]
+    input_name: str = "input"
+    output_name: str = "output"
+    input_channels: tuple[str, ...] = ("target", "ref1", "ref2")
+    output_channels: tuple[str, ...] = ("defect_probability", "zero", "zero")
+    # The model expects pixel values already divided by this (file values are 0..255).
+    input_scale: float = 255.0
+    format_version: int = FORMAT_VERSION
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_tiling(cls, tiling: Tiling, **kwargs: Any) -> "Contract":
+        return cls(
+            height=tiling.height,
+            width=tiling.width,
+            patch=tiling.patch,
+            row_positions=tuple(tiling.row_positions),
+            col_positions=tuple(tiling.col_positions),
+            row_keep=tuple((s.keep_start, s.keep_stop) for s in tiling.rows),
+            col_keep=tuple((s.keep_start, s.keep_stop) for s in tiling.cols),
+            **kwargs,
+        )
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["extra"] = dict(self.extra)
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Contract":
+        d = json.loads(text)
+        if not isinstance(d, dict):
+            raise ValueError("contract is not a JSON object")
+        known = set(cls.__dataclass_fields__)
+        d = {k: v for k, v in d.items() if k in known}
+        for k in ("row_positions", "col_positions", "input_channels", "output_channels"):
+            if k in d:
+                d[k] = tuple(d[k])
+        for k in ("row_keep", "col_keep"):
+            if k in d:
+                d[k] = tuple(tuple(x) for x in d[k])
+        return cls(**d)
+
+    def tiling(self) -> Tiling:
+        """Rebuild the tiling from the recorded positions (and check the crops agree)."""
+        rows = plan_axis(self.height, self.patch, len(self.row_positions))
+        cols = plan_axis(self.width, self.patch, len(self.col_positions))
+        t = Tiling(self.height, self.width, self.patch, rows, cols)
+        if tuple(t.row_positions) != tuple(self.row_positions) or tuple(t.col_positions) != tuple(self.col_positions):
+            raise ValueError("recorded patch positions do not match the tiling rule")
+        return t

@@ -1,0 +1,270 @@
+"""Opening a model file and checking that it is a bgsdk full-image model.
+
+Two steps, kept apart so ``bgsdk inspect`` can show a model that does *not* fit:
+
+* :func:`open_session` -- file checks, execution providers, threads, ONNX Runtime
+  session. Anything that fails is a :class:`~bgsdk.errors.ModelError`.
+* :func:`describe` -- reads the contract from ``metadata_props`` (or, for a model
+  without one, from the input shape) and checks names, element types and shapes.
+
+Only ONNX Runtime's own API is used (no ``onnx`` package): the runtime SDK stays
+numpy + onnxruntime + tifffile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence, Union
+
+import onnxruntime as ort
+
+from .contract import CONTRACT_KEY, FORMAT_VERSION, Contract
+from .errors import ModelError
+
+__all__ = [
+    "PROVIDER_ALIASES",
+    "ProviderSpec",
+    "ModelInfo",
+    "resolve_providers",
+    "open_session",
+    "describe",
+    "format_shape",
+]
+
+log = logging.getLogger(__name__)
+
+#: Short names accepted wherever a provider is asked for (CLI ``--provider`` too).
+PROVIDER_ALIASES: dict[str, str] = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "gpu": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+}
+
+#: A provider name (alias or ONNX Runtime name), or ``(name, options)``.
+ProviderSpec = Union[str, tuple[str, Mapping[str, Any]]]
+
+_FLOAT = "tensor(float)"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Everything the SDK needs to feed the model, validated.
+
+    ``contract`` is ``None`` for a model without ``bgsdk.contract`` metadata; the
+    image size then comes from the input shape and the scale is the default 255.
+    ``batch`` is ``None`` for a dynamic batch dimension, else the fixed size.
+    """
+
+    path: str
+    input_name: str
+    output_name: str
+    height: int
+    width: int
+    input_scale: float
+    batch: int | None
+    contract: Contract | None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+def resolve_providers(
+    requested: Sequence[ProviderSpec] | str | None,
+    source: str | Path | None = None,
+    fallback: bool = False,
+) -> list[ProviderSpec]:
+    """Map aliases to ONNX Runtime names and check they exist in this build.
+
+    Default: CPU only. A requested provider that this onnxruntime build lacks is a
+    :class:`ModelError` that lists the available ones -- unless ``fallback`` is
+    true, in which case it is dropped with a warning and CPU is used instead.
+    Silent fallback would turn "why is production 20x slower" into a hunt.
+    """
+    if requested is None:
+        return ["CPUExecutionProvider"]
+    if isinstance(requested, str):
+        requested = [requested]
+    available = ort.get_available_providers()
+    chosen: list[ProviderSpec] = []
+    missing: list[str] = []
+    for spec in requested:
+        name, options = (spec, None) if isinstance(spec, str) else (spec[0], dict(spec[1]))
+        full = PROVIDER_ALIASES.get(name.lower(), name)
+        if full not in available:
+            missing.append(full)
+        elif options is None:
+            chosen.append(full)
+        else:
+            chosen.append((full, options))
+    if missing:
+        msg = (
+            f"execution provider(s) {', '.join(missing)} not available in this onnxruntime build "
+            f"(available: {', '.join(available)})"
+        )
+        if not fallback:
+            hint = ""
+            if any(m in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for m in missing):
+                hint = "; CUDA/TensorRT need the onnxruntime-gpu package and a GPU"
+            raise ModelError(source, msg + hint + "; or pass fallback=True to run on what is available")
+        log.warning("%s: %s; falling back", source, msg)
+    if not any((s if isinstance(s, str) else s[0]) == "CPUExecutionProvider" for s in chosen):
+        if fallback or not chosen:
+            chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else ""
+    line = line if len(line) <= limit else line[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
+def open_session(
+    model_path: str | os.PathLike[str],
+    providers: Sequence[ProviderSpec] | str | None = None,
+    threads: int | None = None,
+    fallback: bool = False,
+) -> ort.InferenceSession:
+    """An ONNX Runtime session for ``model_path``; every failure is a ``ModelError``.
+
+    ``threads`` sets ONNX Runtime's intra-op thread pool (``None``: its default,
+    one per physical core). The inter-op pool is kept at 1: the full-image graph
+    is one chain, and callers who want parallel images use threads of their own.
+    """
+    path = Path(model_path)
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    if not path.exists():
+        raise ModelError(path, "model file not found")
+    if path.is_dir():
+        raise ModelError(path, "is a directory, not an ONNX model file")
+    if path.stat().st_size == 0:
+        raise ModelError(path, "model file is empty (0 bytes)")
+    chosen = resolve_providers(providers, path, fallback)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # errors only: ORT's warnings are for ORT developers
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=chosen)
+    except Exception as exc:  # ORT raises its own (pybind) exception types
+        raise ModelError(path, f"cannot be loaded as an ONNX model ({_first_line(exc)})") from exc
+    # ORT drops a provider whose libraries fail to load (CUDA without cuDNN, ...) and
+    # goes on with CPU. Make that loud too.
+    active = session.get_providers()
+    lost = [n for n in ((s if isinstance(s, str) else s[0]) for s in chosen) if n not in active]
+    if lost:
+        msg = f"execution provider(s) {', '.join(lost)} failed to initialise (active: {', '.join(active)})"
+        if not fallback:
+            raise ModelError(path, msg + "; check the CUDA/cuDNN/TensorRT installation, or pass fallback=True")
+        log.warning("%s: %s; falling back", path, msg)
+    return session
+
+
+def format_shape(shape: Sequence[Any] | None) -> str:
+    """``[N, 3, 976, 176]`` -- symbolic dims by name, unknown ones as ``?``."""
+    if shape is None:
+        return "[?]"
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _sig(args: Sequence[Any]) -> str:
+    return ", ".join(f"{a.name} {a.type} {format_shape(a.shape)}" for a in args) or "none"
+
+
+def _static(d: Any) -> int | None:
+    return d if isinstance(d, int) and d > 0 else None
+
+
+def describe(session: ort.InferenceSession, model_path: str | os.PathLike[str]) -> ModelInfo:
+    """Validate a session against the bgsdk contract and return what feeding it needs."""
+    src = str(model_path)
+    metadata = dict(session.get_modelmeta().custom_metadata_map)
+    contract: Contract | None = None
+    if CONTRACT_KEY in metadata:
+        try:
+            contract = Contract.from_json(metadata[CONTRACT_KEY])
+        except (ValueError, TypeError) as exc:
+            raise ModelError(src, f"metadata {CONTRACT_KEY!r} is not a valid contract ({exc})") from None
+        if contract.format_version > FORMAT_VERSION:
+            raise ModelError(
+                src,
+                f"contract format version {contract.format_version} is newer than this bgsdk understands "
+                f"({FORMAT_VERSION}); upgrade bgsdk",
+            )
+        try:
+            contract.tiling()
+        except ValueError as exc:
+            raise ModelError(src, f"metadata {CONTRACT_KEY!r} is inconsistent: {exc}") from None
+        if not (contract.input_scale > 0):
+            raise ModelError(src, f"contract input_scale must be positive, got {contract.input_scale}")
+
+    input_name = contract.input_name if contract else "input"
+    output_name = contract.output_name if contract else "output"
+    inputs = session.get_inputs()
+    outputs = {o.name: o for o in session.get_outputs()}
+
+    if len(inputs) != 1 or inputs[0].name != input_name:
+        raise ModelError(src, f"expected exactly one input named {input_name!r}, model has: {_sig(inputs)}")
+    if output_name not in outputs:
+        hint = ""
+        if any(o.name == "logits" or (o.shape and len(o.shape) == 4 and o.shape[1] == 2) for o in outputs.values()):
+            hint = (
+                " -- this looks like a patch model (2 logit channels); bgsdk runs the full-image model "
+                "that build-model composes around it"
+            )
+        raise ModelError(
+            src, f"no output named {output_name!r} (outputs: {_sig(list(outputs.values()))}){hint}"
+        )
+    inp, out = inputs[0], outputs[output_name]
+    for role, arg in (("input", inp), ("output", out)):
+        if arg.type != _FLOAT:
+            raise ModelError(src, f"{role} {arg.name!r} has element type {arg.type}, expected {_FLOAT} (float32)")
+
+    shape = list(inp.shape) if inp.shape is not None else []
+    if len(shape) != 4 or _static(shape[1]) != 3:
+        raise ModelError(
+            src, f"input {inp.name!r} has shape {format_shape(inp.shape)}, expected [N, 3, height, width]"
+        )
+    h, w = _static(shape[2]), _static(shape[3])
+    if contract is not None:
+        if (h is not None and h != contract.height) or (w is not None and w != contract.width):
+            raise ModelError(
+                src,
+                f"input {inp.name!r} has shape {format_shape(inp.shape)} but the contract says "
+                f"{contract.height}x{contract.width}",
+            )
+        h, w = contract.height, contract.width
+    elif h is None or w is None:
+        raise ModelError(
+            src,
+            f"input {inp.name!r} has no fixed image size ({format_shape(inp.shape)}) and the model has no "
+            f"{CONTRACT_KEY!r} metadata to say which size it expects",
+        )
+    if contract is None:
+        log.info("%s: no %r metadata; image size %dx%d taken from the input shape", src, CONTRACT_KEY, h, w)
+
+    oshape = list(out.shape) if out.shape is not None else []
+    expected = [None, 3, h, w]
+    if len(oshape) != 4 or any(_static(d) not in (None, e) for d, e in zip(oshape[1:], expected[1:])):
+        raise ModelError(
+            src,
+            f"output {out.name!r} has shape {format_shape(out.shape)}, expected [N, 3, {h}, {w}] "
+            "(channel 0 defect probability, channels 1-2 zeros)",
+        )
+    return ModelInfo(
+        path=src,
+        input_name=inp.name,
+        output_name=out.name,
+        height=h,
+        width=w,
+        input_scale=float(contract.input_scale) if contract else 255.0,
+        batch=_static(shape[0]),
+        contract=contract,
+        metadata=metadata,
+    )

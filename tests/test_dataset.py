@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from bgsdk.errors import InputError
+from bgsdk.io import read_image, write_tiff
+from bgsdk.tiling import tiling_for
+from bgtrain.dataset import ImageCache, PatchDataset
+from bgtrain.layout import labelled_split, training_images
+
+
+@pytest.fixture(scope="module")
+def files(demo_root):
+    return training_images(demo_root)
+
+
+def test_len_and_locate(files):
+    ds = PatchDataset(files, cache_size=2, seed=0)
+    assert len(ds) == len(files) * 18
+    path, patch = ds.locate(18 + 3)
+    assert path == files[1] and patch.index == 3
+    assert (patch.y, patch.x) == (106, 48)
+    with pytest.raises(IndexError):
+        ds.locate(len(ds))
+
+
+def test_item_is_crop_of_image_plus_defects(files):
+    ds = PatchDataset(files, seed=5)
+    img = read_image(files[0]) / 255.0
+    t = tiling_for("strip")
+    seen_defect = False
+    for i in range(18):
+        item = ds[i]
+        x, m = item["input"], item["mask"]
+        assert x.shape == (3, 128, 128) and x.dtype == torch.float32
+        assert m.shape == (1, 128, 128) and m.dtype == torch.float32
+        assert set(torch.unique(m).tolist()) <= {0.0, 1.0}
+        p = list(t.patches())[i]
+        crop = img[:, p.y : p.y + 128, p.x : p.x + 128]
+        changed = np.abs(x.numpy() - crop) > 1e-6
+        if m.any():
+            seen_defect = True
+            # every GT pixel changed the target
+            assert changed[0][m[0].numpy() > 0].all()
+        # outside changed pixels the crop is exactly the image
+        np.testing.assert_allclose(x.numpy()[~changed], crop[~changed], atol=1e-6)
+    assert seen_defect
+
+
+def test_deterministic_under_seed_and_epoch(files):
+    a = PatchDataset(files, seed=1)
+    b = PatchDataset(files, seed=1)
+    c = PatchDataset(files, seed=2)
+    same = [torch.equal(a[i]["input"], b[i]["input"]) for i in range(30)]
+    assert all(same)
+    assert any(not torch.equal(a[i]["input"], c[i]["input"]) for i in range(30))
+    a.set_epoch(1)
+    assert any(not torch.equal(a[i]["input"], b[i]["input"]) for i in range(30))
+
+
+def _collect(ds, workers):
+    loader = DataLoader(ds, batch_size=4, shuffle=False, num_workers=workers)
+    xs, ms = [], []
+    for batch in loader:
+        xs.append(batch["input"])
+        ms.append(batch["mask"])
+    return torch.cat(xs), torch.cat(ms)
+
+
+def test_two_workers_match_single_process(files):
+    ds = PatchDataset(files[:2], seed=9, cache_size=4)
+    x0, m0 = _collect(ds, 0)
+    x2, m2 = _collect(ds, 2)
+    assert torch.equal(x0, x2) and torch.equal(m0, m2)
+    # No duplicated random streams across workers: distinct patches of the same image differ in defects.
+    masks = [m0[i].flatten() for i in range(len(m0)) if m0[i].any()]
+    assert len({tuple(torch.nonzero(m).flatten().tolist()) for m in masks}) == len(masks)
+
+
+def test_lru_cache(files):
+    cache = ImageCache(2)
+    cache.get(files[0])
+    cache.get(files[1])
+    cache.get(files[0])  # hit, now most recent
+    cache.get(files[2])  # evicts files[1]
+    assert cache.hits == 1 and cache.misses == 3 and len(cache) == 2
+    cache.get(files[0])
+    assert cache.hits == 2
+    cache.get(files[1])
+    assert cache.misses == 4
+
+
+def test_three_channel_input_and_wrong_size(tmp_path, files):
+    img = read_image(files[0])
+    p3 = tmp_path / "three.tiff"
+    write_tiff(p3, np.moveaxis(img, 0, -1))  # 3 channels, channel-last
+    ds = PatchDataset([p3], seed=0)
+    assert ds[0]["input"].shape == (3, 128, 128)
+    small = tmp_path / "small.tiff"
+    write_tiff(small, img[:, :500])
+    with pytest.raises(InputError, match="expects 976x176"):
+        PatchDataset([small])[0]
+
+
+def test_square_type(tmp_path):
+    p = tmp_path / "sq.tiff"
+    write_tiff(p, np.full((3, 256, 256), 100, np.float32))
+    ds = PatchDataset([p], image_type="square")
+    assert len(ds) == 1 and ds[0]["input"].shape == (3, 256, 256)
+
+
+def test_layout_helpers(demo_root, tmp_path):
+    valid = labelled_split(demo_root, "valid")
+    assert len(valid) == 4 and sum(s.defective for s in valid) == 2
+    assert all(s.mask_path is not None and s.mask_path.exists() for s in valid if s.defective)
+    assert labelled_split(demo_root, "nonexistent") == []
+    with pytest.raises(InputError, match="training folder not found"):
+        training_images(tmp_path)

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from bgsdk.io import read_image, read_mask
+from bgtrain.layout import labelled_split, training_images
+from bgtrain.synth_dataset import main as synth_main
+
+
+def test_layout_and_content(demo_root):
+    train = training_images(demo_root)
+    assert len(train) == 4
+    for split in ("valid", "test"):
+        samples = labelled_split(demo_root, split)
+        assert len(samples) == 4
+        for s in samples:
+            img = read_image(s.path)
+            assert img.shape == (3, 976, 176) and 0 <= img.min() and img.max() <= 255
+            if s.defective:
+                m = read_mask(s.mask_path)
+                assert m.shape == (976, 176) and m.any()
+                # GT pixels are target-only: double detection responds there.
+                dd = np.minimum(np.abs(img[0] - img[1]), np.abs(img[0] - img[2]))
+                assert np.median(dd[m]) > 10
+    # Stored production layout: 4 channels, channel-first, float32.
+    import tifffile
+
+    raw = tifffile.imread(train[0])
+    assert raw.shape == (4, 976, 176) and raw.dtype == np.float32
+    summary = json.loads((demo_root / "dataset.json").read_text())
+    assert summary["counts"]["train/good"] == 4
+
+
+def test_views_differ_slightly_but_share_the_pattern(demo_root):
+    img = read_image(training_images(demo_root)[0])
+    diff = np.abs(img[0] - img[1])
+    assert 0.5 < diff.mean() < 15  # noise + misregistration, not identical, not unrelated
+    assert np.corrcoef(img[0].ravel(), img[1].ravel())[0, 1] > 0.8
+
+
+def test_reproducible(tmp_path):
+    from bgtrain.synth_dataset import make_dataset
+
+    make_dataset(tmp_path / "a", 1, 2, 0, seed=4, progress=False)
+    make_dataset(tmp_path / "b", 1, 2, 0, seed=4, progress=False)
+    for rel in ["train/good/train_0000.tiff", "valid/bright_spots/valid_0001.tiff"]:
+        np.testing.assert_array_equal(read_image(tmp_path / "a" / rel), read_image(tmp_path / "b" / rel))
+
+
+def test_cli_ok_and_user_error(tmp_path):
+    out = tmp_path / "d"
+    r = subprocess.run(
+        [sys.executable, "-m", "bgtrain.synth_dataset", str(out), "--n-train", "1", "--n-valid", "2", "--n-test", "0", "-q"],
+        capture_output=True, text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert (out / "train/good/train_0000.tiff").exists()
+    r = subprocess.run(
+        [sys.executable, "-m", "bgtrain.synth_dataset", str(out), "--n-train", "0"],
+        capture_output=True, text=True,
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "error" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_help_mentions_layout(capsys):
+    try:
+        synth_main(["--help"])
+    except SystemExit as e:
+        assert e.code in (0, None)
+    assert "ground_truth" in capsys.readouterr().out

@@ -1,0 +1,128 @@
+"""Training patches: index -> (image, patch) on the fly, crop first, then synthesise.
+
+No patch list is precomputed: ``index`` decomposes into an image number and a
+patch number of the shared tiling, so the data set costs O(images) memory and
+validation sees exactly the patches deployment will. Decoded images sit in a
+small LRU cache (per worker process).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from bgsdk.errors import InputError
+from bgsdk.io import read_image
+from bgsdk.tiling import Patch, Tiling, tiling_for
+
+from .synth import SynthConfig, apply_defects, plan_defects, sample_rng
+
+__all__ = ["PatchDataset", "ImageCache"]
+
+
+class ImageCache:
+    """Least-recently-used cache of decoded ``(3,H,W)`` images."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(0, int(capacity))
+        self._items: OrderedDict[Path, np.ndarray] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, path: Path) -> np.ndarray:
+        img = self._items.get(path)
+        if img is not None:
+            self._items.move_to_end(path)
+            self.hits += 1
+            return img
+        self.misses += 1
+        img = read_image(path)
+        if self.capacity:
+            self._items[path] = img
+            if len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return img
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class PatchDataset(Dataset):
+    """Synthetic-defect training patches from clean images.
+
+    Each item is ``{"input": (3,P,P) float32 in 0..1, "mask": (1,P,P) float32}``.
+    Samples are a pure function of (seed, epoch, index): call :meth:`set_epoch`
+    each epoch (before the loader's workers start) to get fresh defects.
+    """
+
+    def __init__(
+        self,
+        files: Sequence[str | Path],
+        image_type: str = "strip",
+        cache_size: int = 64,
+        synth: SynthConfig | None = None,
+        seed: int = 0,
+        image_size: tuple[int, int] | None = None,
+    ) -> None:
+        if not files:
+            raise ValueError("PatchDataset needs at least one image")
+        self.files = [Path(f) for f in files]
+        self.image_type = image_type
+        h, w = image_size if image_size is not None else (None, None)
+        self.tiling: Tiling = tiling_for(image_type, h, w)
+        self.patches: list[Patch] = list(self.tiling.patches())
+        self.synth = synth or SynthConfig()
+        self.seed = int(seed)
+        self.epoch = 0
+        self.cache = ImageCache(cache_size)
+
+    @property
+    def patch_size(self) -> int:
+        return self.tiling.patch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.files) * len(self.patches)
+
+    def locate(self, index: int) -> tuple[Path, Patch]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} patches")
+        image_index, patch_index = divmod(index, len(self.patches))
+        return self.files[image_index], self.patches[patch_index]
+
+    def image(self, path: Path) -> np.ndarray:
+        img = self.cache.get(path)
+        expected = (self.tiling.height, self.tiling.width)
+        if img.shape[1:] != expected:
+            raise InputError(
+                path,
+                f"image is {img.shape[1]}x{img.shape[2]}, but the {self.image_type!r} tiling expects "
+                f"{expected[0]}x{expected[1]}",
+            )
+        return img
+
+    def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Numpy view of item ``index``: ((3,P,P) float32 0..255, (P,P) bool)."""
+        path, patch = self.locate(index)
+        img = self.image(path)
+        p = self.tiling.patch
+        crop = img[:, patch.y : patch.y + p, patch.x : patch.x + p].copy()
+        rng = sample_rng(self.seed, self.epoch, index)
+        defects = plan_defects(p, p, rng, self.synth)
+        crop, mask = apply_defects(crop, defects, self.synth.mask_threshold)
+        return crop, mask
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        crop, mask = self.sample(index)
+        crop *= np.float32(1.0 / 255.0)
+        return {
+            "input": torch.from_numpy(crop),
+            "mask": torch.from_numpy(mask[None].astype(np.float32)),
+        }

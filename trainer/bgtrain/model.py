@@ -1,0 +1,93 @@
+"""The segmentation network: DRAEM's discriminative sub-network (SPEC section 2).
+
+A plain UNet: 6 encoder blocks of (Conv3x3-BN-ReLU)x2 with widths
+``w*[1,2,4,8,8,8]`` and 5 max-pools, a decoder of 5 stages (bilinear upsample
+with align_corners=True, Conv-BN-ReLU, skip concat, (Conv-BN-ReLU)x2) and a final
+Conv3x3 to 2 logits (background, defect). ``base_width`` is a parameter so tests
+and demos can use tiny models; 64 is the production width (28.4 M parameters).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["UNet", "check_input_size", "count_parameters", "DOWNSAMPLE"]
+
+# 5 max-pools: both input sides must be multiples of 2**5.
+DOWNSAMPLE = 32
+
+
+def check_input_size(height: int, width: int) -> None:
+    """Raise a ValueError that says why, for sides the network cannot take."""
+    if height % DOWNSAMPLE or width % DOWNSAMPLE or height <= 0 or width <= 0:
+        raise ValueError(
+            f"UNet input must have sides that are positive multiples of {DOWNSAMPLE} "
+            f"(5 max-pools halve them 5 times and the decoder must restore the exact size), got {height}x{width}"
+        )
+
+
+def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+def _double(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(*_conv_bn_relu(cin, cout), *_conv_bn_relu(cout, cout))
+
+
+def _up(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True), *_conv_bn_relu(cin, cout))
+
+
+class Encoder(nn.Module):
+    def __init__(self, in_channels: int, w: int) -> None:
+        super().__init__()
+        widths = [w, 2 * w, 4 * w, 8 * w, 8 * w, 8 * w]
+        chans = [in_channels] + widths
+        self.blocks = nn.ModuleList(_double(chans[i], chans[i + 1]) for i in range(6))
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for i, block in enumerate(self.blocks):
+            x = block(x if i == 0 else self.pool(x))
+            feats.append(x)
+        return feats
+
+
+class Decoder(nn.Module):
+    def __init__(self, w: int, out_channels: int) -> None:
+        super().__init__()
+        # (in of upsample, out of upsample, skip width, out of stage)
+        stages = [(8 * w, 8 * w, 8 * w, 8 * w), (8 * w, 4 * w, 8 * w, 4 * w), (4 * w, 2 * w, 4 * w, 2 * w),
+                  (2 * w, w, 2 * w, w), (w, w, w, w)]
+        self.ups = nn.ModuleList(_up(cin, cup) for cin, cup, _, _ in stages)
+        self.blocks = nn.ModuleList(_double(cup + skip, cout) for _, cup, skip, cout in stages)
+        self.head = nn.Conv2d(w, out_channels, 3, padding=1)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        x = feats[-1]
+        for up, block, skip in zip(self.ups, self.blocks, reversed(feats[:-1])):
+            x = block(torch.cat([up(x), skip], dim=1))
+        return self.head(x)
+
+
+class UNet(nn.Module):
+    """``(B,3,H,W)`` in 0..1 -> ``(B,2,H,W)`` logits (background, defect)."""
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 2, base_width: int = 64) -> None:
+        super().__init__()
+        if base_width < 1:
+            raise ValueError(f"base_width must be >= 1, got {base_width}")
+        self.base_width = base_width
+        self.encoder = Encoder(in_channels, base_width)
+        self.decoder = Decoder(base_width, out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export():
+            check_input_size(int(x.shape[-2]), int(x.shape[-1]))
+        return self.decoder(self.encoder(x))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
