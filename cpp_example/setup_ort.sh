@@ -99,7 +99,7 @@ fetch_headers() {
     local apt=(-q -o "Dir::Etc::sourcelist=$tmp/sources.list" -o "Dir::Etc::sourceparts=-"
                -o "Dir::State::Lists=$tmp/lists" -o "Dir::Cache=$tmp/cache"
                -o "Dir::State::status=/dev/null" -o "Debug::NoLocking=1"
-               -o "APT::Get::List-Cleanup=0")
+               -o "APT::Get::List-Cleanup=0" -o "Acquire::Check-Valid-Until=false")
     [ "$(id -u)" = 0 ] && apt+=(-o "APT::Sandbox::User=root")
     info "fetching $package from Debian $suite ($(echo $uris | tr '\n' ' '))"
     apt-get "${apt[@]}" update >"$tmp/update.log" 2>&1 \
@@ -118,8 +118,9 @@ tmp=""
 stage=""
 cleanup() { [ -z "$tmp" ] || rm -rf "$tmp"; [ -z "$stage" ] || rm -rf "$stage"; }
 trap cleanup EXIT
-mkdir -p "$(dirname "$dest")"
-stage="$(mktemp -d "${dest%/}.tmp.XXXXXX")"
+# Stage inside DEST (git-ignored there), then rename the parts into place.
+mkdir -p "$dest"
+stage="$(mktemp -d "$dest/.stage.XXXXXX")"
 chmod 755 "$stage"
 if header_ok && [ "$force" = 0 ]; then
     cp -a "$dest/include" "$stage/include"
@@ -141,11 +142,12 @@ ln -sf "$lib" "$stage/lib/$soname"
 ln -sf "$lib" "$stage/lib/libonnxruntime.so.$lib_version"
 printf 'headers=%s api=%s\nlibrary=%s %s\n' "$hdr_version" "$api" "$lib_version" "$lib" > "$stage/VERSIONS"
 
-# Swap into place (a reader never sees a half-written tree).
-rm -rf "${dest%/}.old"
-[ -e "$dest" ] && mv "$dest" "${dest%/}.old"
-mv "$stage" "$dest"
-stage=""
-rm -rf "${dest%/}.old"
+# Swap each part into place with a rename (never a half-written include/ or lib/).
+for part in include lib VERSIONS; do
+    rm -rf "$dest/.old.$part"
+    if [ -e "$dest/$part" ]; then mv "$dest/$part" "$dest/.old.$part"; fi
+    mv "$stage/$part" "$dest/$part"
+    rm -rf "$dest/.old.$part"
+done
 info "headers $hdr_version (API $api), library onnxruntime $lib_version ($lib)"
 echo "$dest"

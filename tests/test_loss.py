@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+from typing import Iterator
 
 import numpy as np
 import pytest
 import torch
 
+from bgtrain.background import random_pattern, render_views
 from bgtrain.loss import FocalLoss, gamma_at
+from bgtrain.metrics import average_precision
+from bgtrain.model import UNet
+from bgtrain.synth import SynthConfig, apply_defects, plan_defects
 
 
 def draem_focal_numpy(logits: np.ndarray, mask: np.ndarray, gamma: float, alpha: float = 0.75, smooth: float = 1e-5) -> float:
@@ -64,8 +69,12 @@ def test_gamma_zero_is_alpha_weighted_cross_entropy() -> None:
     ).mean()
     got = FocalLoss(smoothing=0.0)(lt, mt, 0.0)
     torch.testing.assert_close(got, ce, rtol=1e-12, atol=0)
-    # The default tiny smoothing changes it only by O(smoothing).
-    assert FocalLoss()(lt, mt, 0.0).item() == pytest.approx(ce.item(), rel=1e-3)
+    # Mild logits: the default tiny smoothing barely moves it.
+    mild = lt / 10
+    ce_mild = torch.nn.functional.cross_entropy(
+        mild, mt[:, 0].long(), weight=torch.tensor([0.25, 0.75], dtype=lt.dtype), reduction="none"
+    ).mean()
+    assert FocalLoss()(mild, mt, 0.0).item() == pytest.approx(ce_mild.item(), rel=1e-3)
 
 
 def test_extreme_logits_stay_finite_with_finite_gradients() -> None:
@@ -109,9 +118,7 @@ def test_gamma_schedule() -> None:
 
 
 def _synthetic_batch(n: int = 4, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    from bgtrain.background import random_pattern, render_views
-    from bgtrain.synth import SynthConfig, plan_defects, apply_defects
-
+    """``n`` demo-pattern patches, each with target-only defects and reference distractors."""
     rng = np.random.default_rng(seed)
     cfg = SynthConfig(defect_prob=1.0, num_defects_range=(4, 6))
     images, masks = [], []
@@ -123,26 +130,41 @@ def _synthetic_batch(n: int = 4, size: int = 64, seed: int = 0) -> tuple[torch.T
     return torch.from_numpy(np.stack(images)).float(), torch.from_numpy(np.stack(masks))
 
 
-def test_tiny_unet_overfits_one_batch() -> None:
-    from bgtrain.model import UNet
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Shared 2-core machines: one torch thread beats two oversubscribed ones by far."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
+
+def test_tiny_unet_overfits_one_batch(one_thread: None) -> None:
+    """The loss must be trainable: a w=4 UNet learns one fixed batch, defects included.
+
+    A 10x fall alone could come from predicting "all background" (defects are
+    ~0.5% of the pixels), so the learned batch must also be segmented: pixel AP
+    of the defect probability against the mask >= 0.9 (distractor defects that
+    are also in a reference are in the input but not in the mask).
+    """
     torch.manual_seed(0)
     x, y = _synthetic_batch()
-    assert y.sum() > 0
+    assert 0 < y.mean() < 0.05
     model = UNet(base_width=4)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     loss_fn = FocalLoss()
     model.train()
-    first = None
-    best = math.inf
-    for step in range(150):
+    losses = []
+    for _ in range(120):
         opt.zero_grad()
         loss = loss_fn(model(x), y, 2.0)  # fixed gamma: the fall is learning, not the schedule
         loss.backward()
         opt.step()
-        if first is None:
-            first = loss.item()
-        best = min(best, loss.item())
-        if best * 10 <= first:
-            break
-    assert first is not None and best * 10 <= first, f"loss only went from {first:.4g} to {best:.4g}"
+        losses.append(loss.item())
+    assert losses[-1] * 10 <= losses[0], f"loss only went from {losses[0]:.4g} to {losses[-1]:.4g}"
+    with torch.no_grad():
+        prob = torch.softmax(model(x), dim=1)[:, 1]
+    ap = average_precision(y[:, 0].numpy().ravel() > 0.5, prob.numpy().ravel())
+    assert ap >= 0.9, f"pixel AP on the training batch is only {ap:.3f}"

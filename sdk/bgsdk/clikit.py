@@ -42,7 +42,10 @@ def run_cli(command: click.Command, argv: list[str] | None = None, prog_name: st
     args = sys.argv[1:] if argv is None else list(argv)
     debug = any(a in ("-vv", "-vvv") for a in args) or args.count("-v") + args.count("--verbose") >= 2
     try:
-        command.main(args=args, prog_name=name, standalone_mode=False)
+        rv = command.main(args=args, prog_name=name, standalone_mode=False)
+        # With standalone_mode=False click returns ctx.exit(n)'s code instead of exiting.
+        if isinstance(rv, int) and rv:
+            sys.exit(rv)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.Abort:

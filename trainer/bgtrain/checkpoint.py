@@ -130,12 +130,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(p, "is a directory, not a checkpoint file")
     if p.stat().st_size == 0:
         raise CheckpointError(p, "file is empty")
+    with open(p, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":  # torch.save writes a zip archive
+        raise CheckpointError(p, "not a PyTorch checkpoint (not a torch.save zip archive)")
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
+        lines = [ln.strip() for ln in str(exc).splitlines() if "Unsupported global" in ln]
+        detail = f" ({lines[0]})" if lines else ""
         raise CheckpointError(
-            p, f"refused to load: it contains pickled objects that weights_only loading does not allow ({first})"
+            p, f"refused to load: it contains pickled objects that safe (weights_only) loading does not allow{detail}"
         ) from None
     except Exception as exc:
         raise CheckpointError(p, f"not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from None

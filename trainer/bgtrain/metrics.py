@@ -11,8 +11,10 @@ Pixel AP is reported next to pixel AUROC because defects are a few pixels in a
 pixel AUROC saturates near 1 and hides differences that AP (precision!) shows.
 
 ``evaluate`` is memory-conscious: ~100 strips are ~17 M pixels, so the scores go
-into one preallocated float32 array, are sorted once, and the ROC and PR curves
-are both read off that single sort.
+into one preallocated float32 array that is sorted once, in place. Both metrics
+are then read off it with binary searches for the (few) positive pixels' scores:
+AUROC as the Mann-Whitney statistic, AP summed over the thresholds where recall
+changes -- no argsort, no per-threshold arrays.
 """
 
 from __future__ import annotations
@@ -25,23 +27,8 @@ import numpy as np
 __all__ = ["roc_auc", "average_precision", "double_detection", "SegMetrics", "evaluate"]
 
 
-@dataclass(frozen=True)
-class _Curve:
-    """Cumulative counts at each distinct threshold, from the highest score down."""
-
-    tps: np.ndarray  # true positives with score >= threshold
-    fps: np.ndarray  # false positives with score >= threshold
-
-    @property
-    def n_pos(self) -> int:
-        return int(self.tps[-1])
-
-    @property
-    def n_neg(self) -> int:
-        return int(self.fps[-1])
-
-
 def _check_inputs(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat bool labels and finite numeric scores of the same shape, or a ValueError that says why."""
     y = np.asarray(labels)
     s = np.asarray(scores)
     if y.shape != s.shape:
@@ -59,52 +46,71 @@ def _check_inputs(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, n
     return y.ravel(), s.ravel()
 
 
-def _curve(labels: np.ndarray, scores: np.ndarray) -> _Curve:
-    """One descending sort -> cumulative TP/FP counts at every distinct score."""
-    y, s = _check_inputs(labels, scores)
-    order = np.argsort(s, kind="stable")[::-1]
-    s_sorted = s[order]
-    y_sorted = y[order]
-    del order
-    # Last index of each run of equal scores: the counts "score >= that value".
-    distinct = np.flatnonzero(s_sorted[1:] != s_sorted[:-1])
-    ends = np.concatenate([distinct, [s_sorted.size - 1]])
-    del s_sorted
-    count_dtype = np.int32 if y_sorted.size < 2**31 - 1 else np.int64
-    tps = np.cumsum(y_sorted, dtype=count_dtype)[ends].astype(np.int64)
-    fps = (ends + 1).astype(np.int64) - tps
-    curve = _Curve(tps, fps)
-    if curve.n_pos == 0 or curve.n_neg == 0:
-        only = "positive" if curve.n_neg == 0 else "negative"
+@dataclass(frozen=True)
+class _Ranked:
+    """All scores sorted ascending, plus the positives' scores sorted ascending.
+
+    Both metrics only need, for each positive score ``t``, how many scores (all /
+    positive) are below or equal to ``t``: binary searches in these two arrays.
+    No argsort and no per-threshold arrays, so the memory is the one sorted copy
+    of the scores (sorted in place by ``evaluate``) plus the positives.
+    """
+
+    all_sorted: np.ndarray
+    pos_sorted: np.ndarray
+
+    @property
+    def n_pos(self) -> int:
+        return int(self.pos_sorted.size)
+
+    @property
+    def n_neg(self) -> int:
+        return int(self.all_sorted.size - self.pos_sorted.size)
+
+    def auc(self) -> float:
+        """Mann-Whitney: P(pos > neg) + P(pos == neg)/2 -- the area of sklearn's ROC curve."""
+        t = self.pos_sorted
+        all_lt = np.searchsorted(self.all_sorted, t, side="left")
+        all_le = np.searchsorted(self.all_sorted, t, side="right")
+        pos_lt = np.searchsorted(t, t, side="left")
+        pos_le = np.searchsorted(t, t, side="right")
+        neg_lt = all_lt - pos_lt
+        neg_eq = (all_le - all_lt) - (pos_le - pos_lt)
+        twice_u = int(np.sum(2 * neg_lt + neg_eq, dtype=np.int64))  # exact integer
+        return twice_u / (2.0 * self.n_pos * self.n_neg)
+
+    def ap(self) -> float:
+        """``sum_n (R_n - R_{n-1}) P_n``; only thresholds holding a positive add recall."""
+        t, count = np.unique(self.pos_sorted, return_counts=True)
+        tp = self.n_pos - np.searchsorted(self.pos_sorted, t, side="left")
+        predicted = self.all_sorted.size - np.searchsorted(self.all_sorted, t, side="left")
+        return float(np.sum((count / self.n_pos) * (tp / predicted)))
+
+
+def _ranked(all_sorted: np.ndarray, pos_scores: np.ndarray) -> _Ranked:
+    r = _Ranked(all_sorted, np.sort(pos_scores))
+    if r.n_pos == 0 or r.n_neg == 0:
+        only = "positive" if r.n_neg == 0 else "negative"
         raise ValueError(
-            f"only one class present (all {y.size} labels are {only}): "
+            f"only one class present (all {all_sorted.size} labels are {only}): "
             "AUROC/AP need both positive and negative examples"
         )
-    return curve
+    return r
 
 
-def _auc(curve: _Curve) -> float:
-    """Trapezoidal area under the ROC curve, starting at (0, 0)."""
-    fpr = np.concatenate([[0.0], curve.fps / curve.n_neg])
-    tpr = np.concatenate([[0.0], curve.tps / curve.n_pos])
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
-
-
-def _ap(curve: _Curve) -> float:
-    """``sum_n (R_n - R_{n-1}) P_n`` over distinct thresholds, ``R_{-1} = 0``."""
-    precision = curve.tps / (curve.tps + curve.fps)  # tps+fps >= 1 at every threshold
-    recall = curve.tps / curve.n_pos
-    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+def _ranked_from(labels: np.ndarray, scores: np.ndarray) -> _Ranked:
+    y, s = _check_inputs(labels, scores)
+    return _ranked(np.sort(s), s[y])
 
 
 def roc_auc(labels: np.ndarray | Sequence[float], scores: np.ndarray | Sequence[float]) -> float:
     """Area under the ROC curve (as ``sklearn.metrics.roc_auc_score``); ValueError if one class only."""
-    return _auc(_curve(np.asarray(labels), np.asarray(scores)))
+    return _ranked_from(np.asarray(labels), np.asarray(scores)).auc()
 
 
 def average_precision(labels: np.ndarray | Sequence[float], scores: np.ndarray | Sequence[float]) -> float:
     """Average precision (as ``sklearn.metrics.average_precision_score``); ValueError if one class only."""
-    return _ap(_curve(np.asarray(labels), np.asarray(scores)))
+    return _ranked_from(np.asarray(labels), np.asarray(scores)).ap()
 
 
 def double_detection(image: np.ndarray) -> np.ndarray:
@@ -165,21 +171,24 @@ def evaluate(
     image_labels = np.array([bool(b) for b in defective])
     image_auroc = roc_auc(image_labels, image_scores) if 0 < image_labels.sum() < n else None
 
-    total = int(sum(sizes))
-    scores = np.empty(total, dtype=np.float32)
-    labels = np.zeros(total, dtype=bool)
+    # One float32 buffer for all pixels, sorted in place; positives gathered on the way.
+    scores = np.empty(int(sum(sizes)), dtype=np.float32)
+    positives = []
     pos = 0
     for hm, m, size in zip(heatmaps, masks, sizes):
-        scores[pos : pos + size] = np.asarray(hm, dtype=np.float32).ravel()
+        hm32 = np.asarray(hm, dtype=np.float32)
+        scores[pos : pos + size] = hm32.ravel()
         if m is not None:
-            labels[pos : pos + size] = np.asarray(m).ravel() > 0
+            positives.append(hm32[np.asarray(m) > 0])
         pos += size
-
-    n_pos = int(labels.sum())
-    if 0 < n_pos < total:
-        curve = _curve(labels, scores)
-        pixel_auroc: float | None = _auc(curve)
-        pixel_ap: float | None = _ap(curve)
+    if not np.isfinite(scores).all():
+        raise ValueError("heatmaps contain NaN or Inf")
+    pos_scores = np.concatenate(positives) if positives else np.empty(0, np.float32)
+    if 0 < pos_scores.size < scores.size:
+        scores.sort()
+        ranked = _ranked(scores, pos_scores)
+        pixel_auroc: float | None = ranked.auc()
+        pixel_ap: float | None = ranked.ap()
     else:
         pixel_auroc = pixel_ap = None
     return SegMetrics(

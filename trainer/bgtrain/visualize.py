@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -29,13 +30,48 @@ __all__ = ["seven_panel", "PANEL_TITLES"]
 PANEL_TITLES = ("target", "ref1", "ref2", "|T-R1|", "|T-R2|", "double det.", "model")
 
 
+# Layout in inches: margins, gap between panels, room for panel titles, the
+# figure title and the colour bars under the panels.
+_MARGIN_IN, _GAP_IN, _PANEL_TITLE_IN, _TITLE_IN, _CBAR_IN = 0.1, 0.12, 0.3, 0.35, 0.6
+# Panels whose colour bar is drawn (|T-R1|, |T-R2| and double det. share one scale).
+_CBAR_PANELS = (3, 6)
+
+
+def _panel_size(h: int, w: int, dpi: int) -> tuple[float, float]:
+    """Panel size in inches: about one screen pixel per image pixel for a strip
+    (a 3x3 defect stays visible), bounded so square/mvtec figures stay reasonable."""
+    ph = min(max(h / dpi, 2.5), 10.0)
+    pw = ph * w / h
+    if pw > 3.0:
+        pw, ph = 3.0, 3.0 * h / w
+    return max(pw, 0.6), max(ph, 0.6)
+
+
+def _layout(h: int, w: int, dpi: int, has_title: bool) -> tuple[Figure, list[Axes], list[Axes | None]]:
+    """Figure with seven equal image axes in a row, placed explicitly (layout engines
+    leave big gaps around tall fixed-aspect panels), and colour-bar axes under the
+    panels in ``_CBAR_PANELS``."""
+    pw, ph = _panel_size(h, w, dpi)
+    fw = 2 * _MARGIN_IN + 7 * pw + 6 * _GAP_IN
+    fh = _CBAR_IN + ph + _PANEL_TITLE_IN + (_TITLE_IN if has_title else 0.0) + _MARGIN_IN
+    fig = Figure(figsize=(fw, fh), dpi=dpi)
+    FigureCanvasAgg(fig)
+    axes: list[Axes] = []
+    caxes: list[Axes | None] = []
+    for i in range(7):
+        x = (_MARGIN_IN + i * (pw + _GAP_IN)) / fw
+        axes.append(fig.add_axes((x, _CBAR_IN / fh, pw / fw, ph / fh)))
+        caxes.append(fig.add_axes((x, 0.3 / fh, pw / fw, 0.12 / fh)) if i in _CBAR_PANELS else None)
+    return fig, axes, caxes
+
+
 def seven_panel(
     image: np.ndarray,
     heatmap: np.ndarray,
     path: str | os.PathLike[str],
     mask: np.ndarray | None = None,
     title: str | None = None,
-    dpi: int = 100,
+    dpi: int = 120,
 ) -> Path:
     """Save the 7-panel PNG for one ``(3,H,W)`` 0..255 image and its ``(H,W)`` heatmap; returns the path.
 
@@ -67,26 +103,22 @@ def seven_panel(
         (hm, "inferno", 0.0, 1.0),
     ]
 
-    # Panel size follows the image aspect: a 976x176 strip gives tall, narrow panels.
-    panel_h = 8.0 if h >= w else 2.6
-    panel_w = max(1.2, panel_h * w / h)
-    fig = Figure(figsize=(7 * panel_w + 1.0, panel_h + (0.9 if title else 0.6)), dpi=dpi)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 7)
-    for ax, name, (arr, cmap, vmin, vmax) in zip(axes, PANEL_TITLES, panels):
-        im = ax.imshow(arr, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    fig, axes, caxes = _layout(h, w, dpi, bool(title))
+    for ax, cax, name, (arr, cmap, vmin, vmax) in zip(axes, caxes, PANEL_TITLES, panels):
+        im = ax.imshow(arr, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest", aspect="auto")
         ax.set_title(name, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-        if name in ("double det.", "model"):
-            fig.colorbar(im, ax=ax, fraction=0.08, pad=0.02)
+        if cax is not None:
+            cb = fig.colorbar(im, cax=cax, orientation="horizontal")
+            cb.ax.tick_params(labelsize=7)
     if m is not None and m.any():
         axes[-1].contour(m.astype(np.float32), levels=[0.5], colors="cyan", linewidths=0.8)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=10, y=1.0 - _TITLE_IN / 2 / fig.get_figheight(), va="center")
 
     def _write(tmp: Path) -> None:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=dpi)
 
     try:
         return atomic_write(path, _write)

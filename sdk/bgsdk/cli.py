@@ -1,0 +1,282 @@
+"""``bgsdk`` command line: ``run``, ``inspect``, ``bench``.
+
+Needs the ``cli`` extra (click, tqdm); ``--png`` also needs ``images`` (Pillow).
+User errors are one line ``bgsdk: error: ...`` and exit code 2 (bgsdk.clikit).
+
+``bgsdk run`` exit codes: 0 every image written; 1 some images failed (each is
+reported, the rest are written); 2 a usage/model error, or the first bad image
+with ``--fail-fast``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .clikit import UserError, run_cli, setup_logging, verbosity_options
+from .errors import ModelError
+from .io import IMAGE_SUFFIXES, list_images, write_tiff
+
+__all__ = ["cli", "main", "collect_inputs", "HEATMAP_SUFFIX", "OVERLAY_SUFFIX"]
+
+log = logging.getLogger("bgsdk.cli")
+
+HEATMAP_SUFFIX = ".heatmap.tiff"
+OVERLAY_SUFFIX = ".overlay.png"
+
+_provider_opt = click.option(
+    "--provider",
+    "providers",
+    multiple=True,
+    metavar="NAME",
+    help="Execution provider, repeatable in priority order: cpu (default), cuda, tensorrt.",
+)
+_threads_opt = click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime intra-op threads [default: ORT's choice]."
+)
+
+
+def _segmenter(model: Path, providers: tuple[str, ...], threads: int | None) -> Any:
+    from .segmenter import Segmenter
+
+    return Segmenter(model, providers=list(providers) or None, threads=threads)
+
+
+def collect_inputs(inputs: tuple[Path, ...] | list[Path]) -> list[Path]:
+    """Files as given (in order), folders expanded to their image files (sorted).
+
+    A named file that is missing or not an image stays in the list, so it is
+    reported as that file's error without stopping the others. Two inputs that
+    would write the same output name are a usage error.
+    """
+    paths: list[Path] = []
+    for p in inputs:
+        if p.is_dir():
+            found = list_images(p)
+            if not found:
+                log.warning("%s: no image files (%s)", p, ", ".join(IMAGE_SUFFIXES))
+            paths.extend(found)
+        else:
+            paths.append(p)
+    if not paths:
+        raise UserError(f"no image files found in {', '.join(str(p) for p in inputs)}")
+    seen: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in seen and seen[p.stem] != p:
+            raise UserError(f"{seen[p.stem]} and {p} would both write {p.stem}{HEATMAP_SUFFIX}; rename one")
+        seen[p.stem] = p
+    return paths
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="bgsdk")
+def cli() -> None:
+    """Run a bgsdk full-image defect model (ONNX) on strip images."""
+
+
+@cli.command("run")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (created if missing).")
+@click.option("--png", is_flag=True, help=f"Also write <stem>{OVERLAY_SUFFIX}: target in grey, defects red (needs Pillow).")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+              help="Probability above which a pixel counts as defect (overlay and summary).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Images per model call.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first unreadable image (exit 2) instead of skipping it.")
+@_provider_opt
+@_threads_opt
+@verbosity_options
+def run_cmd(
+    model: Path,
+    inputs: tuple[Path, ...],
+    out_dir: Path,
+    png: bool,
+    threshold: float,
+    batch_size: int,
+    fail_fast: bool,
+    providers: tuple[str, ...],
+    threads: int | None,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Segment INPUT files/folders; write <stem>.heatmap.tiff (float32 probability) to --out."""
+    setup_logging(verbose, quiet)
+    from tqdm import tqdm
+
+    from .io import read_image
+    from .overlay import overlay_rgb, pillow_available, write_png
+
+    if png and not pillow_available():
+        raise UserError("--png needs Pillow: pip install 'bgsdk[images]'")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: --out exists and is not a folder")
+    paths = collect_inputs(inputs)
+    seg = _segmenter(model, providers, threads)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    ok = failed = flagged = 0
+    t0 = time.perf_counter()
+    with tqdm(total=len(paths), unit="img", disable=quiet, file=sys.stderr, dynamic_ncols=True) as bar:
+        outcomes = seg.iter_batch(paths, batch_size=batch_size, on_error="raise" if fail_fast else "return")
+        for path, res in zip(paths, outcomes):
+            if not res.ok:
+                failed += 1
+                tqdm.write(f"bgsdk: skipped {res.error}", file=sys.stderr)
+            else:
+                write_tiff(out_dir / f"{path.stem}{HEATMAP_SUFFIX}", res.heatmap)
+                if png:
+                    write_png(out_dir / f"{path.stem}{OVERLAY_SUFFIX}", overlay_rgb(read_image(path), res.heatmap, threshold))
+                ok += 1
+                flagged += int(res.score > threshold)
+                log.info("%s: score %.4f", path, res.score)
+            bar.update(1)
+    elapsed = time.perf_counter() - t0
+    if not quiet:
+        rate = f"{elapsed / max(ok, 1):.3f} s/image" if ok else "no image run"
+        click.echo(
+            f"bgsdk run: {ok} of {len(paths)} image(s) written to {out_dir} in {elapsed:.1f} s ({rate}); "
+            f"{flagged} with defects (score > {threshold:g}); {failed} failed"
+        )
+    if failed:
+        sys.exit(1)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _pretty(value: Any, indent: str = "") -> str:
+    """Indented JSON, but short lists (positions, crops) stay on one line."""
+    if isinstance(value, dict) and value:
+        inner = indent + "  "
+        items = [f"{inner}{json.dumps(k)}: {_pretty(v, inner)}" for k, v in sorted(value.items())]
+        return "{\n" + ",\n".join(items) + f"\n{indent}}}"
+    if isinstance(value, list):
+        flat = json.dumps(value)
+        if len(flat) <= 100 or not any(isinstance(v, (dict, list)) for v in value):
+            return flat
+        inner = indent + "  "
+        return "[\n" + ",\n".join(inner + _pretty(v, inner) for v in value) + f"\n{indent}]"
+    return json.dumps(value)
+
+
+def _signature(args: Any) -> list[dict[str, Any]]:
+    return [{"name": a.name, "type": a.type, "shape": list(a.shape) if a.shape is not None else None} for a in args]
+
+
+@cli.command("inspect")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+@verbosity_options
+def inspect_cmd(model: Path, as_json: bool, verbose: int, quiet: bool) -> None:
+    """Print MODEL's contract, metadata and input/output signatures, and check it."""
+    setup_logging(verbose, quiet)
+    from .model import describe, format_shape, open_session
+
+    session = open_session(model)
+    meta = session.get_modelmeta()
+    props = dict(meta.custom_metadata_map)
+    try:
+        info = describe(session, model)
+        problem = None
+    except ModelError as exc:
+        info, problem = None, exc
+    report = {
+        "path": str(model),
+        "size_bytes": model.stat().st_size,
+        "producer": meta.producer_name,
+        "graph": meta.graph_name,
+        "inputs": _signature(session.get_inputs()),
+        "outputs": _signature(session.get_outputs()),
+        "metadata_props": {k: _parse_value(v) for k, v in sorted(props.items())},
+        "check": "ok" if problem is None else problem.problem,
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        click.echo(f"model:    {model} ({report['size_bytes'] / 1e6:.2f} MB)")
+        click.echo(f"producer: {meta.producer_name or '-'}   graph: {meta.graph_name or '-'}")
+        for title, args in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
+            click.echo(f"{title}:")
+            for a in args:
+                click.echo(f"  {a.name:<10} {a.type:<14} {format_shape(a.shape)}")
+        click.echo("metadata_props:" + ("" if props else " (none)"))
+        for k, v in report["metadata_props"].items():
+            text = _pretty(v, "  ") if isinstance(v, (dict, list)) else str(v)
+            click.echo(f"  {k}: {text}")
+        if info is not None:
+            if info.contract is not None:
+                c = info.contract
+                n_patches = len(c.row_positions) * len(c.col_positions)
+                how = (
+                    f"{c.height}x{c.width} image, {n_patches} patches of {c.patch}x{c.patch} "
+                    f"({len(c.row_positions)} rows x {len(c.col_positions)} cols)"
+                )
+            else:
+                how = f"no contract metadata; {info.height}x{info.width} taken from the input shape"
+            batch = "dynamic" if info.batch is None else f"fixed {info.batch}"
+            click.echo(f"check:    ok -- {how}, input = pixels / {info.input_scale:g}, batch {batch}")
+    if problem is not None:
+        raise problem
+
+
+@cli.command("bench")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--repeat", type=click.IntRange(min=1), default=10, show_default=True, help="Timed runs (median reported).")
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="Untimed runs first.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Images per model call.")
+@click.option("--input", "input_path", type=click.Path(path_type=Path), default=None,
+              help="Image to run [default: random pixels of the model's size].")
+@_provider_opt
+@_threads_opt
+@verbosity_options
+def bench_cmd(
+    model: Path,
+    repeat: int,
+    warmup: int,
+    batch_size: int,
+    input_path: Path | None,
+    providers: tuple[str, ...],
+    threads: int | None,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Median latency and throughput of MODEL through the SDK."""
+    setup_logging(verbose, quiet)
+    from .bench import benchmark
+    from .io import read_image
+
+    seg = _segmenter(model, providers, threads)
+    image = read_image(input_path) if input_path is not None else None
+    r = benchmark(seg, batch_size=batch_size, repeat=repeat, warmup=warmup, image=image)
+    thr = str(threads) if threads else f"ORT default (one per physical core; {os.cpu_count()} logical CPUs)"
+    click.echo(f"model:      {model}")
+    click.echo(f"provider:   {', '.join(r.providers)}")
+    click.echo(f"threads:    {thr}")
+    click.echo(f"batch size: {batch_size}   repeats: {repeat} (+{warmup} warm-up)")
+    click.echo(
+        f"latency:    median {r.median_s * 1e3:.1f} ms per call (min {min(r.latencies_s) * 1e3:.1f}, "
+        f"max {max(r.latencies_s) * 1e3:.1f}); {r.per_image_s * 1e3:.1f} ms per image"
+    )
+    click.echo(f"throughput: {r.throughput:.2f} images/s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console script ``bgsdk``."""
+    run_cli(cli, argv, prog_name="bgsdk")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,231 @@
+"""``Segmenter``: one full-image ONNX model, any accepted input, a heatmap out.
+
+Preprocessing is deliberately nothing more than the documented input rule
+(:mod:`bgsdk.io`: 3/4 channels, CHW/HWC, float/uint8/uint16, no NaN) followed by
+``/ contract.input_scale`` in float32, so the SDK's output is bit for bit what
+``session.run`` gives on ``read_image(path)[None] / 255``. Tiling, softmax and
+stitching live inside the model graph, not here.
+
+Thread safety: after ``__init__`` a ``Segmenter`` holds no mutable state;
+ONNX Runtime's ``InferenceSession.run`` may be called from several threads at
+once. Every call builds its own batch buffer, so one ``Segmenter`` can serve a
+thread pool. (A single generator from ``iter_batch``/``iter_folder`` must not be
+advanced from two threads at once -- true of any Python generator.)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Iterable, Iterator, Sequence, Union
+
+import numpy as np
+
+from .contract import Contract
+from .errors import BgsdkError, InputError, ModelError
+from .io import list_images, read_image, to_chw
+from .model import ModelInfo, ProviderSpec, describe, open_session
+from .result import ErrorResult, Outcome, Result
+
+__all__ = ["Segmenter", "ImageLike", "ON_ERROR"]
+
+log = logging.getLogger(__name__)
+
+#: A file path (TIFF/PNG/JPG/BMP/.npy) or an array in any accepted layout.
+ImageLike = Union[str, "os.PathLike[str]", np.ndarray, Any]
+
+#: ``"return"``: a bad image becomes an :class:`ErrorResult` and the run goes on;
+#: ``"raise"``: its :class:`InputError` is raised once the images before it are yielded.
+ON_ERROR = ("return", "raise")
+
+_Pending = tuple[Union[str, None], Union[np.ndarray, BgsdkError]]
+
+
+class Segmenter:
+    """Run a bgsdk full-image model on strips.
+
+    >>> seg = Segmenter("model.onnx")            # doctest: +SKIP
+    >>> seg.run("strip.tiff").heatmap.shape      # doctest: +SKIP
+    (976, 176)
+
+    ``providers``: ``None`` (CPU), or names in priority order -- ``"cpu"``,
+    ``"cuda"``, ``"tensorrt"`` or full ONNX Runtime names, optionally as
+    ``(name, options)``. A provider this onnxruntime build lacks is a
+    :class:`ModelError` listing the available ones; ``fallback=True`` drops it
+    with a logged warning and runs on CPU instead. ``threads``: ONNX Runtime
+    intra-op threads (``None``: its default, one per physical core).
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        providers: Sequence[ProviderSpec] | str | None = None,
+        threads: int | None = None,
+        *,
+        fallback: bool = False,
+    ) -> None:
+        self._session = open_session(model_path, providers, threads, fallback)
+        self._info = describe(self._session, model_path)
+        self._threads = threads
+        self._scale = np.float32(self._info.input_scale)
+        self._shape = (3, self._info.height, self._info.width)
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def contract(self) -> Contract | None:
+        """The model's recorded contract (``None`` for a model without metadata)."""
+        return self._info.contract
+
+    @property
+    def model_path(self) -> str:
+        return self._info.path
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(height, width)`` every input must have."""
+        return self._info.height, self._info.width
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers actually active, in priority order."""
+        return list(self._session.get_providers())
+
+    @property
+    def threads(self) -> int | None:
+        return self._threads
+
+    @property
+    def session(self) -> Any:
+        """The underlying ``onnxruntime.InferenceSession`` (for raw comparisons)."""
+        return self._session
+
+    def __repr__(self) -> str:
+        h, w = self.image_size
+        return f"Segmenter({self.model_path!r}, {h}x{w}, providers={self.providers}, threads={self._threads})"
+
+    # --------------------------------------------------------- preprocessing
+    def _load(self, x: ImageLike, label: str) -> tuple[str | None, np.ndarray]:
+        """``(source, (3,H,W) float32 0..255)``; raises ``InputError``."""
+        if isinstance(x, (str, os.PathLike)):
+            source: str | None = os.fspath(x)
+            try:
+                img = read_image(x)
+            except OSError as exc:  # permissions, I/O errors: still this file's problem
+                raise InputError(x, f"cannot be read ({exc.strerror or exc})") from None
+        else:
+            source = None
+            img = to_chw(x, label)
+        if img.shape != self._shape:
+            h, w = self.image_size
+            raise InputError(
+                source or label,
+                f"wrong image size: this model expects {h}x{w} (rows x cols), got {img.shape[1]}x{img.shape[2]}",
+            )
+        return source, img
+
+    def preprocess(self, x: ImageLike) -> np.ndarray:
+        """Exactly what the model is fed for ``x``: ``(3,H,W)`` float32, ``pixels / input_scale``."""
+        _, img = self._load(x, "array")
+        return img / self._scale
+
+    # ------------------------------------------------------------- inference
+    def _infer(self, images: list[np.ndarray]) -> np.ndarray:
+        """Run ``images`` (each (3,H,W), 0..255) as one batch; returns ``(n,3,H,W)``."""
+        n = len(images)
+        rows = self._info.batch or n  # a fixed-batch model is padded up to its size
+        batch = np.zeros((rows,) + self._shape, dtype=np.float32)
+        for i, img in enumerate(images):
+            np.divide(img, self._scale, out=batch[i])
+        try:
+            out = self._session.run([self._info.output_name], {self._info.input_name: batch})[0]
+        except Exception as exc:
+            raise ModelError(self.model_path, f"inference failed on a batch of {n}: {exc}") from exc
+        expected = (rows,) + self._shape
+        if not isinstance(out, np.ndarray) or out.shape != expected or out.dtype != np.float32:
+            got = f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
+            raise ModelError(self.model_path, f"model output is {got}, expected float32 {expected}")
+        return out[:n] if rows != n else out
+
+    def run(self, x: ImageLike) -> Result:
+        """Segment one image (path or array); raises ``InputError`` for bad input."""
+        source, img = self._load(x, "array")
+        return Result.from_raw(self._infer([img])[0], source)
+
+    def _flush(self, pending: list[_Pending]) -> Iterator[Outcome]:
+        images = [p for _, p in pending if isinstance(p, np.ndarray)]
+        out = self._infer(images) if images else None
+        k = 0
+        for source, p in pending:
+            if isinstance(p, np.ndarray):
+                assert out is not None
+                yield Result.from_raw(out[k], source)
+                k += 1
+            else:
+                yield ErrorResult(source, p)
+
+    def iter_batch(
+        self,
+        items: Iterable[ImageLike],
+        batch_size: int = 4,
+        on_error: str = "return",
+    ) -> Iterator[Outcome]:
+        """Stream results for ``items`` in order, ``batch_size`` images per model call.
+
+        ``items`` is consumed lazily: at most one batch of images is in memory,
+        so a generator over a huge folder is fine. A fixed-batch model caps the
+        batch size at its own. See :data:`ON_ERROR` for ``on_error``.
+        """
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        fixed = self._info.batch
+        if fixed is not None and batch_size != fixed:
+            log.info("%s: fixed batch size %d; using it instead of %d", self.model_path, fixed, batch_size)
+            batch_size = fixed
+        pending: list[_Pending] = []
+        n_images = 0
+        for i, item in enumerate(items):
+            try:
+                source, img = self._load(item, f"items[{i}]")
+            except InputError as exc:
+                if on_error == "raise":
+                    yield from self._flush(pending)
+                    raise exc
+                is_path = isinstance(item, (str, os.PathLike))
+                pending.append((os.fspath(item) if is_path else None, exc))
+                continue
+            pending.append((source, img))
+            n_images += 1
+            if n_images == batch_size:
+                yield from self._flush(pending)
+                pending, n_images = [], 0
+        yield from self._flush(pending)
+
+    def run_batch(
+        self,
+        items: Iterable[ImageLike],
+        batch_size: int = 4,
+        on_error: str = "return",
+    ) -> list[Outcome]:
+        """:meth:`iter_batch` collected into a list (same order as ``items``)."""
+        return list(self.iter_batch(items, batch_size, on_error))
+
+    def iter_folder(
+        self,
+        folder: str | os.PathLike[str],
+        batch_size: int = 4,
+        on_error: str = "return",
+    ) -> Iterator[Outcome]:
+        """Stream results for the image files directly inside ``folder``, sorted by name.
+
+        Only the file list is built up front; pixels are read one batch at a
+        time. A missing folder raises ``InputError`` at once.
+        """
+        paths = list_images(folder)
+        return self.iter_batch(paths, batch_size, on_error)
+

@@ -1,0 +1,91 @@
+"""UNet architecture: shapes, size check, parameter count and the DRAEM layer choices."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from bgtrain.model import UNet, check_input_size, count_parameters
+
+
+def expected_parameters(w: int, cin: int = 3, cout: int = 2) -> int:
+    """Parameter count of the SPEC architecture, added up layer by layer."""
+
+    def conv(a: int, b: int) -> int:
+        return a * b * 9 + b
+
+    def bn(c: int) -> int:
+        return 2 * c
+
+    def double(a: int, b: int) -> int:
+        return conv(a, b) + bn(b) + conv(b, b) + bn(b)
+
+    widths = [w, 2 * w, 4 * w, 8 * w, 8 * w, 8 * w]
+    chans = [cin] + widths
+    total = sum(double(chans[i], chans[i + 1]) for i in range(6))
+    # Decoder stages: upsample-conv (cin -> cup), then double((cup + skip) -> cout).
+    for cin_up, cup, skip, c in [(8 * w, 8 * w, 8 * w, 8 * w), (8 * w, 4 * w, 8 * w, 4 * w),
+                                 (4 * w, 2 * w, 4 * w, 2 * w), (2 * w, w, 2 * w, w), (w, w, w, w)]:
+        total += conv(cin_up, cup) + bn(cup) + double(cup + skip, c)
+    return total + conv(w, cout)
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_output_shape(size: int) -> None:
+    torch.manual_seed(0)
+    model = UNet(base_width=4).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, size, size))
+    assert out.shape == (2, 2, size, size)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+def test_non_rectangular_multiple_of_32() -> None:
+    model = UNet(base_width=4).eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 96, 160)).shape == (1, 2, 96, 160)
+
+
+def test_bad_size_names_32() -> None:
+    model = UNet(base_width=4)
+    with pytest.raises(ValueError, match="32"):
+        model(torch.rand(1, 3, 100, 128))
+    with pytest.raises(ValueError, match="100x128"):
+        check_input_size(100, 128)
+    check_input_size(128, 64)
+    with pytest.raises(ValueError):
+        UNet(base_width=0)
+
+
+def test_w64_parameter_count() -> None:
+    model = UNet(base_width=64)  # constructing only, no forward pass
+    n = count_parameters(model)
+    assert abs(n - 28.4e6) <= 0.05e6, n
+    assert n == expected_parameters(64)
+    assert count_parameters(UNet(base_width=4)) == expected_parameters(4)
+
+
+def test_layers_are_draem_choices() -> None:
+    model = UNet(base_width=4)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    ups = [m for m in model.modules() if isinstance(m, nn.Upsample)]
+    pools = [m for m in model.modules() if isinstance(m, nn.MaxPool2d)]
+    # Every conv but the final head is followed by BatchNorm: 12 encoder + 5*(1+2) decoder.
+    assert len(bns) == len(convs) - 1 == 27
+    assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) for c in convs)
+    assert len(ups) == 5
+    assert all(u.mode == "bilinear" and u.align_corners is True and u.scale_factor == 2 for u in ups)
+    assert len(pools) >= 1 and all(p.kernel_size == 2 for p in pools)
+    assert convs[-1].out_channels == 2
+
+
+def test_align_corners_numerics() -> None:
+    """The upsampler really is align_corners=True: its output corners equal the input corners."""
+    up = next(m for m in UNet(base_width=4).modules() if isinstance(m, nn.Upsample))
+    x = torch.rand(1, 1, 3, 4)
+    y = up(x)
+    ref = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+    torch.testing.assert_close(y, ref)
+    torch.testing.assert_close(y[..., [0, -1], :][..., [0, -1]], x[..., [0, -1], :][..., [0, -1]])

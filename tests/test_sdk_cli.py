@@ -1,0 +1,157 @@
+"""``bgsdk run / inspect / bench`` through the console-script entry point (bgsdk.cli.main).
+
+Going through ``main`` (not click's CliRunner) also exercises bgsdk.clikit.run_cli:
+user errors must come out as one ``bgsdk: error: ...`` line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from bgsdk import Segmenter
+from bgsdk.cli import main
+from bgsdk.io import read_image
+from bgsdk.overlay import overlay_rgb
+from sdk_models import SdkEnv, random_strip, sdk_env, strip_contract_json  # noqa: F401
+
+
+def invoke(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    try:
+        main([str(a) for a in argv])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("bgsdk: error:")]
+
+
+def test_run_writes_heatmaps_and_overlays(sdk_env: SdkEnv, tmp_path, capsys):
+    out = tmp_path / "out"
+    extra = tmp_path / "extra.tiff"
+    tifffile.imwrite(extra, random_strip(11))
+    code, stdout, err = invoke(capsys, "run", sdk_env.strip_model, sdk_env.root / "strips", extra,
+                               "--out", out, "--png", "--batch-size", "2", "--threshold", "0.7")
+    assert code == 0, err
+    seg = Segmenter(sdk_env.strip_model)
+    sources = [*sdk_env.strips, extra]
+    for src in sources:
+        heat = tifffile.imread(out / f"{src.stem}.heatmap.tiff")
+        assert heat.dtype == np.float32
+        expected = seg.run(src).heatmap
+        np.testing.assert_array_equal(heat, expected)
+        png = np.asarray(Image.open(out / f"{src.stem}.overlay.png"))
+        np.testing.assert_array_equal(png, overlay_rgb(read_image(src), expected, 0.7))
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{s.stem}.heatmap.tiff" for s in sources] + [f"{s.stem}.overlay.png" for s in sources]
+    )  # nothing else: no temp files left behind
+    assert "4 of 4 image(s) written" in stdout and "0 failed" in stdout
+    assert "100%" in err  # the progress bar went to stderr
+
+
+def test_run_skips_a_bad_file_and_exits_1(sdk_env, tmp_path, capsys):
+    bad = tmp_path / "bad.tiff"
+    bad.write_bytes(b"II*\x00 not really a tiff")
+    missing = tmp_path / "missing.tiff"
+    out = tmp_path / "out"
+    code, stdout, err = invoke(capsys, "run", sdk_env.strip_model, sdk_env.strips[0], bad, missing,
+                               sdk_env.strips[1], "--out", out)
+    assert code == 1
+    assert (out / "strip0.heatmap.tiff").exists() and (out / "strip1.heatmap.tiff").exists()
+    assert not (out / "bad.heatmap.tiff").exists()
+    assert f"skipped {bad}" in err and f"skipped {missing}: file not found" in err
+    assert "2 of 4 image(s)" in stdout and "2 failed" in stdout
+
+
+def test_run_fail_fast_is_one_line_exit_2(sdk_env, tmp_path, capsys):
+    missing = tmp_path / "missing.tiff"
+    code, _, err = invoke(capsys, "run", sdk_env.strip_model, missing, sdk_env.strips[0], "--out", tmp_path / "o",
+                          "--fail-fast", "-q")
+    assert code == 2
+    assert error_lines(err) == [f"bgsdk: error: {missing}: file not found"]
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["run", "{patch}", "{strip}", "--out", "{tmp}/o"], "patch model"),
+        (["run", "{tmp}/none.onnx", "{strip}", "--out", "{tmp}/o"], "model file not found"),
+        (["run", "{model}", "{strip}", "--out", "{tmp}/o", "--provider", "cuda"], "not available"),
+        (["run", "{model}", "{strip}", "--out", "{tmp}/o", "--threshold", "2"], "threshold"),
+        (["run", "{model}", "{strip}", "{tmp}/sub/strip0.tiff", "--out", "{tmp}/o"], "would both write"),
+        (["run", "{model}", "{tmp}/emptydir", "--out", "{tmp}/o"], "no image files"),
+        (["run", "{model}", "{strip}"], "--out"),
+        (["inspect", "{tmp}/junk.onnx"], "cannot be loaded as an ONNX model"),
+        (["bench", "{patch}"], "patch model"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(sdk_env, tmp_path, capsys, args, fragment):
+    (tmp_path / "sub").mkdir()
+    tifffile.imwrite(tmp_path / "sub" / "strip0.tiff", random_strip(0))
+    (tmp_path / "emptydir").mkdir()
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    subst = {"patch": sdk_env.patch_model, "strip": sdk_env.strips[0], "tmp": tmp_path, "model": sdk_env.strip_model}
+    code, _, err = invoke(capsys, *(a.format(**subst) for a in args))
+    assert code == 2, err
+    lines = error_lines(err)
+    assert len(lines) == 1 and fragment in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_png_without_pillow_is_a_clear_error(sdk_env, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "PIL", None)  # makes `import PIL` raise ImportError
+    monkeypatch.setitem(sys.modules, "PIL.Image", None)
+    code, _, err = invoke(capsys, "run", sdk_env.strip_model, sdk_env.strips[0], "--out", tmp_path / "o", "--png")
+    assert code == 2
+    assert error_lines(err) == ["bgsdk: error: --png needs Pillow: pip install 'bgsdk[images]'"]
+    assert not (tmp_path / "o").exists()  # checked before any work
+
+
+def test_inspect_prints_contract_metadata_and_signatures(sdk_env, capsys):
+    code, out, err = invoke(capsys, "inspect", sdk_env.strip_model)
+    assert code == 0, err
+    assert "input      tensor(float)  [N, 3, 976, 176]" in out
+    assert "output     tensor(float)  [N, 3, 976, 176]" in out
+    assert '"row_positions": [0, 106, 212, 318, 424, 530, 636, 742, 848]' in out
+    assert "note: plain text value" in out and '"name": "sdk_models"' in out
+    assert "check:    ok -- 976x176 image, 18 patches of 128x128" in out
+
+    code, out, _ = invoke(capsys, "inspect", sdk_env.strip_model, "--json")
+    report = json.loads(out)
+    assert code == 0 and report["check"] == "ok"
+    assert report["metadata_props"]["bgsdk.contract"] == json.loads(strip_contract_json())
+    assert report["inputs"] == [{"name": "input", "type": "tensor(float)", "shape": ["N", 3, 976, 176]}]
+
+
+def test_inspect_shows_a_model_that_does_not_fit_then_fails(sdk_env, capsys):
+    code, out, err = invoke(capsys, "inspect", sdk_env.patch_model)
+    assert code == 2
+    assert "logits     tensor(float)  [B, 2, 128, 128]" in out  # still shown
+    assert len(error_lines(err)) == 1 and "patch model" in err
+
+
+def test_bench_reports_latency_throughput_provider_threads(sdk_env, capsys):
+    code, out, err = invoke(capsys, "bench", sdk_env.strip_model, "--repeat", "2", "--warmup", "0",
+                            "--batch-size", "2", "--threads", "1")
+    assert code == 0, err
+    assert "provider:   CPUExecutionProvider" in out
+    assert "threads:    1" in out
+    assert "batch size: 2" in out
+    assert "ms per call" in out and "images/s" in out
+
+
+def test_version_and_help(capsys):
+    code, out, _ = invoke(capsys, "--version")
+    assert code == 0 and "bgsdk" in out
+    code, out, _ = invoke(capsys, "run", "--help")
+    assert code == 0 and "--batch-size" in out and "--png" in out

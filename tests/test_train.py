@@ -1,0 +1,167 @@
+"""Training loop: reproducibility, exact resume, checkpoints, DDP, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bgtrain.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from bgtrain.train import TrainConfig, train
+
+
+def _cfg(demo_root: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(
+        training_dataset_path=str(demo_root),
+        checkpoint_path=str(out),
+        bs=4,
+        epochs=2,
+        width=4,
+        seed=3,
+        max_steps_per_epoch=3,
+        device="cpu",
+        cache_size=8,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model_state_dict"]
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def straight_run(demo_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight")
+    res = train(_cfg(demo_root, out), progress=False, echo=lambda s: None)
+    return out, res
+
+
+def test_outputs_and_checkpoint_fields(straight_run):
+    out, res = straight_run
+    assert res.last_checkpoint.exists() and res.best_checkpoint is not None
+    ckpt = torch.load(res.last_checkpoint, weights_only=True)  # no pickled objects
+    for key in ("model_state_dict", "img_height", "img_width", "image_type", "epoch", "seed", "width",
+                "image_size", "tiling", "metrics", "version", "optimizer_state_dict", "scheduler_state_dict"):
+        assert key in ckpt, key
+    assert (ckpt["img_height"], ckpt["img_width"], ckpt["image_type"], ckpt["epoch"], ckpt["seed"], ckpt["width"]) == (
+        128, 128, "strip", 1, 3, 4)
+    assert ckpt["tiling"]["row_positions"] == [0, 106, 212, 318, 424, 530, 636, 742, 848]
+    hist = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in hist] == [0, 1]
+    for h in hist:
+        assert h["loss"] > 0 and 0 <= h["pixel_ap"] <= 1 and 0 <= h["pixel_auroc"] <= 1
+    assert hist[0]["gamma"] < hist[1]["gamma"] <= 3.0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["baseline_pixel_ap"] is not None and summary["pixel_ap"] == hist[-1]["pixel_ap"]
+    # the best checkpoint is a clean inference checkpoint
+    best = torch.load(res.best_checkpoint, weights_only=True)
+    assert "optimizer_state_dict" not in best
+    model, info = model_from_checkpoint(res.best_checkpoint)
+    assert info.width == 4 and not model.training
+
+
+def test_same_seed_same_weights(demo_root, tmp_path, straight_run):
+    out, res = straight_run
+    again = train(_cfg(demo_root, tmp_path), progress=False, echo=lambda s: None)
+    assert _same(_weights(res.last_checkpoint), _weights(again.last_checkpoint))
+    other = train(_cfg(demo_root, tmp_path / "o", seed=4, epochs=1), progress=False, echo=lambda s: None)
+    assert not _same(_weights(res.last_checkpoint), _weights(other.last_checkpoint))
+
+
+def test_resume_equals_uninterrupted(demo_root, tmp_path, straight_run):
+    _, res = straight_run
+    first = train(_cfg(demo_root, tmp_path), progress=False, echo=lambda s: None, stop_after=1)
+    assert torch.load(first.last_checkpoint, weights_only=True)["epoch"] == 0
+    resumed = train(_cfg(demo_root, tmp_path, resume=str(first.last_checkpoint)), progress=False, echo=lambda s: None)
+    assert _same(_weights(res.last_checkpoint), _weights(resumed.last_checkpoint))
+    hist = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in hist] == [0, 1]
+
+
+class _Evil:
+    """Unpickling this would run code: weights_only loading must refuse it."""
+
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_bad_checkpoints(tmp_path):
+    p = tmp_path / "x.pt"
+    torch.save({"model_state_dict": {}}, p)
+    with pytest.raises(CheckpointError, match="missing key"):
+        load_checkpoint(p)
+
+    q = tmp_path / "evil.pt"
+    torch.save({"x": _Evil()}, q)
+    with pytest.raises(CheckpointError, match="pickled objects"):
+        load_checkpoint(q)
+    r = tmp_path / "junk.pt"
+    r.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+        load_checkpoint(r)
+    with pytest.raises(CheckpointError, match="file not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_wrong_shapes_in_checkpoint(straight_run, tmp_path):
+    _, res = straight_run
+    ckpt = torch.load(res.best_checkpoint, weights_only=True)
+    ckpt["width"] = 8
+    p = tmp_path / "w8.pt"
+    torch.save(ckpt, p)
+    with pytest.raises(CheckpointError, match="do not fit a width-8 UNet"):
+        model_from_checkpoint(p)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def test_cli_user_errors(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "bgtrain", "--training_dataset_path", str(tmp_path / "nope")],
+                       capture_output=True, text=True, env=_env())
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = subprocess.run([sys.executable, "-m", "bgtrain", "--training_dataset_path", str(tmp_path)],
+                       capture_output=True, text=True, env=_env())
+    assert r.returncode == 2 and "training folder not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_help():
+    r = subprocess.run([sys.executable, "-m", "bgtrain", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0
+    for opt in ("--bs", "--lr", "--epochs", "--num_defects_range", "--image_type", "--img_format", "--gamma_start",
+                "--gamma_end", "--cache_size", "--seed", "--checkpoint_path", "--training_dataset_path", "--width",
+                "--workers", "--device", "--resume", "--val-every"):
+        assert opt in r.stdout, opt
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_cpu(demo_root, tmp_path):
+    out = tmp_path / "ddp"
+    import socket
+
+    with socket.socket() as sock:  # a free loopback port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={port}", "-m", "bgtrain",
+           "--training_dataset_path", str(demo_root), "--checkpoint_path", str(out), "--bs", "4", "--epochs", "1",
+           "--width", "4", "--max-steps-per-epoch", "2", "--device", "cpu", "--threads", "1", "-q"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    assert summary["rank_weight_max_diff"] == 0.0
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 0

@@ -1,0 +1,121 @@
+"""``train-model`` and ``visual-check`` command lines.
+
+Option names follow the research scripts (``--num_defects_range``,
+``--checkpoint_path``, ...); each also has the dashed spelling.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from bgsdk.clikit import run_cli, setup_logging, verbosity_options
+from bgsdk.tiling import IMAGE_TYPES
+
+__all__ = ["train_command", "visual_check_command", "main", "visual_main"]
+
+
+def _opt(name: str, **kw):
+    dashed = name.replace("_", "-")
+    names = [f"--{name}"] + ([f"--{dashed}"] if dashed != name else [])
+    return click.option(*names, **kw)
+
+
+@click.command(name="train-model")
+@_opt("training_dataset_path", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+      help="Data set root (ROOT/train/good, optional ROOT/valid or ROOT/test with ROOT/ground_truth).")
+@_opt("checkpoint_path", default=Path("checkpoints"), show_default=True, type=click.Path(file_okay=False, path_type=Path),
+      help="Folder for best.pt, last.pt, metrics.jsonl and summary.json.")
+@_opt("bs", default=16, show_default=True, type=click.IntRange(1), help="Global batch size (split across processes).")
+@_opt("lr", default=1e-3, show_default=True, type=click.FloatRange(0, min_open=True), help="Adam learning rate.")
+@_opt("epochs", default=30, show_default=True, type=click.IntRange(1), help="Epochs; LR drops x0.2 at 80% and 90%.")
+@_opt("num_defects_range", nargs=2, type=click.IntRange(1), default=(3, 8), show_default=True,
+      help="Min and max defects per defective patch (research run: 4 10).")
+@_opt("image_type", default="strip", show_default=True, type=click.Choice(sorted(IMAGE_TYPES)),
+      help="Image geometry: strip 976x176 (128 px patches), square 256x256, mvtec 1024x1024 (256 px).")
+@_opt("img_format", default="tiff", show_default=True, type=click.Choice(["tiff", "png", "jpg", "any"]),
+      help="Which training files to use.")
+@_opt("gamma_start", default=1.0, show_default=True, type=float, help="Focal-loss gamma at the first step.")
+@_opt("gamma_end", default=3.0, show_default=True, type=float, help="Focal-loss gamma at the last step (cosine schedule).")
+@_opt("cache_size", default=64, show_default=True, type=click.IntRange(0), help="Decoded images kept per worker (LRU).")
+@_opt("seed", default=0, show_default=True, type=int, help="Same seed, same data, same run -> same weights.")
+@_opt("width", default=64, show_default=True, type=click.IntRange(1), help="UNet base width (64 = production; 8-16 for demos).")
+@_opt("workers", default=0, show_default=True, type=click.IntRange(0), help="DataLoader worker processes.")
+@_opt("device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@_opt("resume", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+      help="Continue exactly from a last.pt (optimizer, scheduler and epoch included).")
+@_opt("val_every", default=1, show_default=True, type=click.IntRange(1), help="Validate every N epochs (and after the last).")
+@_opt("max_steps_per_epoch", default=None, type=click.IntRange(1), help="Cap optimiser steps per epoch (quick runs).")
+@_opt("stop_after", default=None, type=click.IntRange(1),
+      help="Stop this invocation after N epochs (schedule still spans --epochs); continue with --resume last.pt.")
+@_opt("threads", default=None, type=click.IntRange(1), help="torch CPU threads per process.")
+@verbosity_options
+def train_command(verbose: int, quiet: bool, **opts) -> None:
+    """Train the defect-segmentation UNet on clean images with synthetic defects.
+
+    Validates on full images of valid/ (or test/) after each epoch -- image AUROC,
+    pixel AUROC, pixel AP -- next to the double-detection baseline, and keeps the
+    best (by pixel AP) and last checkpoints. Multi-process:
+    torchrun --nproc_per_node=2 -m bgtrain --training_dataset_path DATA ...
+    """
+    from .train import TrainConfig, train
+
+    setup_logging(verbose, quiet)
+    opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in opts.items()}
+    opts["num_defects_range"] = tuple(opts["num_defects_range"])
+    lo, hi = opts["num_defects_range"]
+    if lo > hi:
+        raise click.BadParameter(f"min {lo} > max {hi}", param_hint="--num_defects_range")
+    stop_after = opts.pop("stop_after")
+    cfg = TrainConfig(**opts)
+    train(cfg, progress=not quiet, echo=(lambda s: None) if quiet else click.echo, stop_after=stop_after)
+
+
+@click.command(name="visual-check")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the PNGs.")
+@click.option("--masks", "mask_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder of GT masks (same file stem) to outline on the heatmap.")
+@click.option("--device", default="cpu", show_default=True)
+@verbosity_options
+def visual_check_command(checkpoint: Path, inputs: tuple[Path, ...], out_dir: Path, mask_dir: Path | None,
+                         device: str, verbose: int, quiet: bool) -> None:
+    """Save the 7-panel figure (target, ref1, ref2, |T-R1|, |T-R2|, double detection, heatmap) per image.
+
+    INPUTS are image files or folders of images.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from bgsdk.io import list_images, read_image, read_mask
+
+    from .checkpoint import model_from_checkpoint
+    from .infer import heatmap_numpy
+    from .layout import _find_mask
+    from .visualize import seven_panel
+
+    setup_logging(verbose, quiet)
+    model, info = model_from_checkpoint(checkpoint, map_location=device)
+    model.to(torch.device(device))
+    files: list[Path] = []
+    for p in inputs:
+        files += list_images(p) if p.is_dir() else [p]
+    for f in tqdm(files, desc="visual-check", unit="img", disable=quiet):
+        img = read_image(f)
+        tiling = info.tiling((img.shape[1], img.shape[2]))
+        hm = heatmap_numpy(model, img, tiling)
+        mpath = _find_mask(mask_dir, f.stem) if mask_dir else None
+        mask = read_mask(mpath) if mpath else None
+        seven_panel(img, hm, out_dir / f"{f.stem}.panels.png", mask=mask, title=f"{f.name}  max={hm.max():.3f}")
+    if not quiet:
+        click.echo(f"wrote {len(files)} figure(s) to {out_dir}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_cli(train_command, argv, "train-model")
+
+
+def visual_main(argv: list[str] | None = None) -> None:
+    run_cli(visual_check_command, argv, "visual-check")
