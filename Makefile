@@ -20,12 +20,23 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# End to end on built-in demo data: data -> train (width 16, short budget) -> build model.onnx
+# (verified against PyTorch) -> SDK on the test strips -> metrics vs the double-detection baseline.
 demo: $(STAMP)
-	$(VENV)/bin/synth-dataset $(DEMO_DATA) --n-train 16 --n-valid 8 --n-test 8 --seed 0
+	$(VENV)/bin/synth-dataset $(DEMO_DATA) --n-train 32 --n-valid 16 --n-test 16 --seed 0
+	$(VENV)/bin/train-model --training_dataset_path $(DEMO_DATA) --checkpoint_path $(DEMO_OUT)/checkpoints \
+		--width 16 --epochs 8 --bs 16 --seed 0
+	$(VENV)/bin/build-model $(DEMO_OUT)/checkpoints/best.pt -o $(DEMO_OUT)/model.onnx --verify-data $(DEMO_DATA)
+	$(VENV)/bin/bgsdk inspect $(DEMO_OUT)/model.onnx
+	$(VENV)/bin/bgsdk run $(DEMO_OUT)/model.onnx $(DEMO_DATA)/test/good $(DEMO_DATA)/test/bright_spots \
+		--out $(DEMO_OUT)/heatmaps --png
+	$(VENV)/bin/score-heatmaps $(DEMO_DATA) $(DEMO_OUT)/heatmaps --split test --figures $(DEMO_OUT)/figures \
+		--json-out $(DEMO_OUT)/test_metrics.json
 
-
+# Quick benchmarks only; bench_build.py, bench_int8.py and bench_cpp.py take several minutes each.
 bench: $(STAMP)
 	$(PY) benchmarks/bench_data.py
+	$(PY) benchmarks/bench_sdk.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DATA) $(DEMO_OUT) .pytest_cache

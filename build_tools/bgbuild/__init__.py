@@ -1,0 +1,31 @@
+"""bgbuild: turn a training checkpoint into one self-contained full-image ONNX model.
+
+``build_model(checkpoint, out, BuildOptions(...)) -> BuildReport`` runs the whole
+pipeline; its stages (export, compose, finalize, metadata, verify, write) are
+public so other builds (INT8 quantization) can reuse them.
+"""
+
+from __future__ import annotations
+
+from .artifact import read_metadata, write_artifacts
+from .build import DEFAULT_PATCH_BATCH, BuildOptions, BuildReport, build_model
+from .compose import ComposeOptions, compose_full_model
+from .errors import BuildError, VerificationError
+from .export import export_patch_model
+from .verify import VerificationResult, verify_model
+
+__all__ = [
+    "DEFAULT_PATCH_BATCH",
+    "BuildError",
+    "BuildOptions",
+    "BuildReport",
+    "ComposeOptions",
+    "VerificationError",
+    "VerificationResult",
+    "build_model",
+    "compose_full_model",
+    "export_patch_model",
+    "read_metadata",
+    "verify_model",
+    "write_artifacts",
+]

@@ -1,0 +1,144 @@
+"""The release artifact: metadata in the model, a manifest beside it, atomic writes.
+
+``model.onnx`` carries in its ``metadata_props`` everything a consumer needs
+(the contract: image size, patch size, positions, crops, normalisation, channel
+meaning) plus provenance (producer version, checkpoint sha256, training
+metadata, build options). ``model.json`` beside it adds what cannot live
+inside the file: the model's own sha256 and the verification result.
+All files are serialised in memory first and then written with
+:func:`bgsdk.io.atomic_write`, so a failed build leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import onnx
+
+from bgsdk import __version__
+from bgsdk.contract import CONTRACT_KEY, Contract
+from bgsdk.io import atomic_write
+
+__all__ = [
+    "PRODUCER_NAME",
+    "PRODUCER_VERSION_KEY",
+    "CHECKPOINT_SHA_KEY",
+    "TRAINING_KEY",
+    "BUILD_KEY",
+    "ArtifactPaths",
+    "set_metadata",
+    "read_metadata",
+    "manifest_path_for",
+    "patch_model_path_for",
+    "write_artifacts",
+    "sha256_bytes",
+]
+
+PRODUCER_NAME = "bgsdk build-model"
+PRODUCER_VERSION_KEY = "bgsdk.producer_version"
+CHECKPOINT_SHA_KEY = "bgsdk.checkpoint_sha256"
+TRAINING_KEY = "bgsdk.training"
+BUILD_KEY = "bgsdk.build"
+
+
+@dataclass(frozen=True)
+class ArtifactPaths:
+    model: Path
+    manifest: Path
+    patch_model: Path | None
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def manifest_path_for(out: Path) -> Path:
+    """``model.onnx`` -> ``model.json``."""
+    return out.with_suffix(".json")
+
+
+def patch_model_path_for(out: Path) -> Path:
+    """``model.onnx`` -> ``model.patch.onnx``."""
+    return out.with_suffix(".patch.onnx")
+
+
+def set_metadata(
+    model: onnx.ModelProto,
+    contract: Contract,
+    *,
+    checkpoint_sha256: str,
+    training: Mapping[str, Any],
+    build: Mapping[str, Any],
+) -> None:
+    """Replace ``metadata_props`` with the bgsdk keys (docs/design.md lists them)."""
+    props = {
+        CONTRACT_KEY: contract.to_json(),
+        PRODUCER_VERSION_KEY: __version__,
+        CHECKPOINT_SHA_KEY: checkpoint_sha256,
+        TRAINING_KEY: json.dumps(dict(training), sort_keys=True),
+        BUILD_KEY: json.dumps(dict(build), sort_keys=True),
+    }
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    model.producer_name = PRODUCER_NAME
+    model.producer_version = __version__
+    model.doc_string = (
+        "bgsdk full-image defect segmentation: input (N,3,H,W) float32 = channels/255 (target, ref1, ref2); "
+        "output (N,3,H,W): channel 0 defect probability, channels 1-2 zero. See metadata 'bgsdk.contract'."
+    )
+
+
+def read_metadata(model: onnx.ModelProto | str | Path) -> dict[str, Any]:
+    """The bgsdk metadata of a model, JSON values decoded; ``contract`` as a :class:`Contract`."""
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    props = {p.key: p.value for p in model.metadata_props}
+    out: dict[str, Any] = dict(props)
+    if CONTRACT_KEY in props:
+        out[CONTRACT_KEY] = Contract.from_json(props[CONTRACT_KEY])
+    for key in (TRAINING_KEY, BUILD_KEY):
+        if key in props:
+            out[key] = json.loads(props[key])
+    return out
+
+
+def write_artifacts(
+    out: str | Path,
+    model_bytes: bytes,
+    manifest: Mapping[str, Any],
+    patch_model_bytes: bytes | None = None,
+) -> ArtifactPaths:
+    """Atomically write ``out``, its manifest and (optionally) the patch model.
+
+    The manifest gets ``model_sha256`` and ``model_bytes`` of the exact bytes written.
+    If a later file fails to write, the files this call already wrote are removed.
+    """
+    out = Path(out)
+    paths = ArtifactPaths(out, manifest_path_for(out), patch_model_path_for(out) if patch_model_bytes is not None else None)
+    full_manifest = dict(manifest)
+    full_manifest["model_file"] = out.name
+    full_manifest["model_sha256"] = sha256_bytes(model_bytes)
+    full_manifest["model_bytes"] = len(model_bytes)
+    if patch_model_bytes is not None:
+        full_manifest["patch_model_file"] = paths.patch_model.name  # type: ignore[union-attr]
+        full_manifest["patch_model_sha256"] = sha256_bytes(patch_model_bytes)
+    manifest_text = json.dumps(full_manifest, indent=2, sort_keys=True) + "\n"
+
+    jobs: list[tuple[Path, bytes]] = []
+    if patch_model_bytes is not None and paths.patch_model is not None:
+        jobs.append((paths.patch_model, patch_model_bytes))
+    jobs += [(paths.manifest, manifest_text.encode()), (out, model_bytes)]
+    written: list[Path] = []
+    try:
+        for path, data in jobs:
+            atomic_write(path, lambda tmp, data=data: tmp.write_bytes(data))
+            written.append(path)
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    return paths

@@ -1,0 +1,281 @@
+"""The build pipeline: checkpoint -> verified, self-contained ``model.onnx`` (SPEC section 3).
+
+Each stage is a plain function so later work (INT8 quantization) can reuse
+them and slot its own stage in between: :func:`load_stage`, :func:`export_stage`,
+:func:`compose_stage`, :func:`finalize_stage` (simplify + checks),
+:func:`metadata_stage`, :func:`verify_model` and :func:`write_artifacts`.
+:func:`build_model` runs them in order and returns a :class:`BuildReport`.
+Nothing is written until verification has passed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import onnx
+import torch
+
+from bgsdk import __version__
+from bgsdk.contract import Contract
+from bgsdk.tiling import Tiling
+
+from .artifact import ArtifactPaths, set_metadata, write_artifacts
+from .compose import SUPPORTED_OPSETS, ComposeOptions, compose_full_model
+from .errors import BuildError
+from .export import export_patch_model, op_counts
+from .simplify import check_graph, constants_to_initializers, hoist_subgraph_initializers, simplify
+from .verify import DEFAULT_TOLERANCE, VerificationResult, select_verification_images, verify_model
+
+__all__ = [
+    "DEFAULT_PATCH_BATCH",
+    "BuildOptions",
+    "BuildReport",
+    "LoadedCheckpoint",
+    "build_model",
+    "load_stage",
+    "export_stage",
+    "compose_stage",
+    "finalize_stage",
+    "metadata_stage",
+]
+
+log = logging.getLogger(__name__)
+
+# Patches per patch-model call in CPU builds: the fastest K whose peak RSS stays
+# <= 500 MB on a w=64 strip (benchmarks/bench_build.py, docs/benchmarks.md).
+# Measured on 2 shared cores, ORT 1.32: peak RSS K=1 235 MB, 2 277, 3 309, 6 430,
+# 9 627, 18 1169; K=6 was the fastest of K<=6 (differences within run-to-run noise).
+DEFAULT_PATCH_BATCH = 6
+
+Progress = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Everything ``build-model`` can be told; defaults are the release settings."""
+
+    image_size: tuple[int, int] | None = None  # None: the checkpoint's image size
+    patch_batch: int | None = DEFAULT_PATCH_BATCH  # None: all patches in one call
+    opset: int = 17
+    simplify: bool = True
+    keep_patch_model: bool = False
+    verify_data: Path | None = None
+    verify_images: int = 2
+    tolerance: float = DEFAULT_TOLERANCE
+    threads: int | None = None  # ONNX Runtime threads during verification (None: all cores)
+    seed: int = 0  # synthetic verification images
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["verify_data"] = str(self.verify_data) if self.verify_data is not None else None
+        d["image_size"] = list(self.image_size) if self.image_size is not None else None
+        return d
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    model: torch.nn.Module
+    info: Any  # bgtrain.checkpoint.CheckpointInfo
+    sha256: str
+    tiling: Tiling
+
+
+@dataclass
+class BuildReport:
+    """What was built, how it checked out, and how long each stage took."""
+
+    paths: ArtifactPaths
+    size_bytes: int
+    nodes: int
+    op_counts: dict[str, int]
+    patch_batch: int
+    num_patches: int
+    simplified: bool
+    verification: VerificationResult
+    contract: Contract
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def build_seconds(self) -> float:
+        return sum(self.stage_seconds.values())
+
+
+def load_stage(checkpoint: str | Path, image_size: tuple[int, int] | None = None) -> LoadedCheckpoint:
+    """Load a checkpoint safely (weights_only) and plan the tiling for the build's image size."""
+    from bgtrain.checkpoint import file_sha256, model_from_checkpoint
+
+    model, info = model_from_checkpoint(checkpoint)
+    try:
+        tiling = info.tiling(image_size)
+    except ValueError as exc:
+        raise BuildError(f"--image-size: {exc}") from None
+    return LoadedCheckpoint(model, info, file_sha256(checkpoint), tiling)
+
+
+def export_stage(loaded: LoadedCheckpoint, opset: int) -> onnx.ModelProto:
+    return export_patch_model(loaded.model, loaded.tiling.patch, opset)
+
+
+def compose_stage(patch_model: onnx.ModelProto, tiling: Tiling, patch_batch: int | None, opset: int) -> onnx.ModelProto:
+    return compose_full_model(patch_model, tiling, ComposeOptions(opset=opset, patch_batch=patch_batch))
+
+
+def finalize_stage(model: onnx.ModelProto, *, simplify_graph: bool, uses_loop: bool) -> tuple[onnx.ModelProto, bool, list[str]]:
+    """Simplify (optional), weights as initializers, full check. Returns (model, simplified, warnings)."""
+    notes: list[str] = []
+    simplified = False
+    if simplify_graph:
+        res = simplify(model)
+        model, simplified = res.model, res.simplified
+        if res.warning:
+            notes.append(res.warning)
+    model = hoist_subgraph_initializers(constants_to_initializers(model))
+    check_graph(model, allow_loop=uses_loop)
+    return model, simplified, notes
+
+
+def metadata_stage(model: onnx.ModelProto, loaded: LoadedCheckpoint, options: BuildOptions, patch_batch: int, simplified: bool) -> Contract:
+    info = loaded.info
+    contract = Contract.from_tiling(loaded.tiling, extra={"image_type": info.image_type})
+    training = {
+        "epoch": info.epoch,
+        "seed": info.seed,
+        "width": info.width,
+        "image_type": info.image_type,
+        "checkpoint_image_size": list(info.image_size),
+        "trainer_version": info.version,
+        "metrics": dict(info.metrics),
+    }
+    build = {
+        "exporter": f"torch.onnx.export(dynamo=False) torch {torch.__version__}",
+        "opset": options.opset,
+        "patch_batch": patch_batch,
+        "num_patches": loaded.tiling.num_patches,
+        "simplified": simplified,
+        "onnx": onnx.__version__,
+        "python": platform.python_version(),
+        "bgsdk": __version__,
+    }
+    set_metadata(model, contract, checkpoint_sha256=loaded.sha256, training=training, build=build)
+    return contract
+
+
+def _check_options(options: BuildOptions) -> None:
+    if options.opset not in SUPPORTED_OPSETS:
+        raise BuildError(f"--opset {options.opset} is not supported; choose one of {list(SUPPORTED_OPSETS)}")
+    if options.patch_batch is not None and options.patch_batch < 1:
+        raise BuildError(f"--patch-batch must be >= 1, got {options.patch_batch}")
+    if options.verify_images < 1:
+        raise BuildError("need at least one verification image")
+
+
+def build_model(
+    checkpoint: str | Path,
+    out: str | Path,
+    options: BuildOptions | None = None,
+    progress: Progress | None = None,
+) -> BuildReport:
+    """Build, check, verify and write ``out`` (plus ``out.json``, optionally ``out.patch.onnx``).
+
+    Raises :class:`~bgsdk.errors.BgsdkError` subclasses (bad checkpoint, bad option,
+    failed check or verification); in that case no output file is written.
+    """
+    options = options or BuildOptions()
+    _check_options(options)
+    say: Progress = progress or (lambda stage, msg: log.info("%s: %s", stage, msg))
+    out = Path(out)
+    if out.exists() and out.is_dir():
+        raise BuildError(f"{out}: is a directory; give the output model file name (e.g. {out}/model.onnx)")
+    seconds: dict[str, float] = {}
+    notes: list[str] = []
+
+    def timed(stage: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        value = fn()
+        seconds[stage] = time.perf_counter() - t0
+        return value
+
+    loaded: LoadedCheckpoint = timed("load", lambda: load_stage(checkpoint, options.image_size))
+    tiling = loaded.tiling
+    T = tiling.num_patches
+    k = T if options.patch_batch is None else min(options.patch_batch, T)
+    say(
+        "load",
+        f"{checkpoint}: width {loaded.info.width}, {loaded.info.image_type}, epoch {loaded.info.epoch}; "
+        f"image {tiling.height}x{tiling.width}, {T} patches of {tiling.patch}px ({seconds['load']:.1f}s)",
+    )
+
+    patch_model = timed("export", lambda: export_stage(loaded, options.opset))
+    say("export", f"patch model: {len(patch_model.graph.node)} nodes, opset {options.opset} ({seconds['export']:.1f}s)")
+
+    composed = timed("compose", lambda: compose_stage(patch_model, tiling, k, options.opset))
+    mode = "one call" if k >= T else f"Loop over chunks of {k}"
+    say("compose", f"full-image graph, patch model inlined once, {mode} ({seconds['compose']:.1f}s)")
+
+    final, simplified, fin_notes = timed(
+        "simplify+check", lambda: finalize_stage(composed, simplify_graph=options.simplify, uses_loop=k < T)
+    )
+    notes += fin_notes
+    how = "simplified" if simplified else ("not simplified (--no-simplify)" if not options.simplify else "NOT simplified")
+    say("check", f"{how}; onnx.checker full check and shape inference passed ({seconds['simplify+check']:.1f}s)")
+
+    contract = metadata_stage(final, loaded, options, k, simplified)
+    model_bytes = final.SerializeToString()
+
+    def _verify() -> VerificationResult:
+        imgs = select_verification_images(
+            tiling,
+            verify_data=options.verify_data,
+            train_config=loaded.info.train_config,
+            count=options.verify_images,
+            seed=options.seed,
+        )
+        return verify_model(model_bytes, loaded.model, tiling, imgs, options.tolerance, options.threads)
+
+    result: VerificationResult = timed("verify", _verify)
+    say(
+        "verify",
+        f"max |ONNX - PyTorch| = {result.max_abs_diff:.3g} (tolerance {result.tolerance:g}) on {result.description}; "
+        f"channels 1-2 exactly zero ({seconds['verify']:.1f}s)",
+    )
+
+    manifest = {
+        "format": "bgsdk.model-manifest/1",
+        "producer": f"bgsdk build-model {__version__}",
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": loaded.sha256,
+        "contract": json.loads(contract.to_json()),
+        "build_options": options.as_dict() | {"effective_patch_batch": k},
+        "verification": result.as_dict(),
+        "graph": {"nodes": _node_total(final), "op_counts": dict(sorted(op_counts(final).items()))},
+        "warnings": notes,
+    }
+    patch_bytes = patch_model.SerializeToString() if options.keep_patch_model else None
+    paths = timed("write", lambda: write_artifacts(out, model_bytes, manifest, patch_bytes))
+    say("write", f"{paths.model} ({len(model_bytes) / 1e6:.1f} MB), {paths.manifest.name}"
+        + (f", {paths.patch_model.name}" if paths.patch_model else ""))
+    ops = op_counts(final)
+    return BuildReport(
+        paths=paths,
+        size_bytes=len(model_bytes),
+        nodes=sum(ops.values()),
+        op_counts=dict(ops),
+        patch_batch=k,
+        num_patches=T,
+        simplified=simplified,
+        verification=result,
+        contract=contract,
+        stage_seconds=seconds,
+        warnings=notes,
+    )
+
+
+def _node_total(model: onnx.ModelProto) -> int:
+    return sum(op_counts(model).values())

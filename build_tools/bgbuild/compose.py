@@ -1,0 +1,176 @@
+"""Compose the full-image graph around the patch model, with native ONNX ops (SPEC section 3).
+
+The graph is written programmatically with spox, not traced from a Python loop:
+every patch position and crop bound comes from :mod:`bgsdk.tiling`, so the
+builder, the PyTorch reference and the SDK share one layout rule.
+
+Data flow, for ``input (N,3,H,W)`` and a tiling of ``T`` patches::
+
+    Slice x T (axes 2,3)  ->  Concat(axis 0)            (T*N,3,P,P), patch-major
+    patch model (inlined once)                           (T*N,2,P,P) logits
+    Softmax(axis 1) -> Slice channel 1                   (T*N,1,P,P)
+    Reshape (T,N,P,P)                                    patch-major makes this a view
+    Slice each patch's centre region -> Concat columns (axis 3) -> Concat rows (axis 2)
+    Transpose -> (N,1,H,W) -> Pad two zero channels      output (N,3,H,W)
+
+Patch-major order (patch 0 of every image, then patch 1 of every image, ...)
+falls out of slicing the batched input once per position. Reshaping the
+probabilities to ``(T,N,P,P)`` is exact for that order, so patch ``t`` of image
+``n`` is ``[t, n]`` -- one static Slice per patch crops it for all images at once.
+
+``patch_batch=K`` (K < T) runs the patch model on chunks of K patches inside a
+``Loop``; its body holds the only copy of the weights. The chunks are cut from
+the flattened ``(T*N)`` batch, so K bounds the patches per call for any N; the
+last chunk may be shorter (Slice clamps its end), and the defect probabilities
+are accumulated in a loop-carried tensor whose first dimension grows.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from dataclasses import dataclass
+from types import ModuleType
+
+import numpy as np
+import onnx
+from spox import Tensor, Var, argument, build, inline
+
+from bgsdk.tiling import Tiling
+
+__all__ = ["ComposeOptions", "compose_full_model", "SUPPORTED_OPSETS", "opset_module", "INPUT_NAME", "OUTPUT_NAME"]
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+PATCH_INPUT = "input"
+PATCH_OUTPUT = "logits"
+# spox ships op modules v17..; the TorchScript exporter of torch 2.13 goes up to 20.
+SUPPORTED_OPSETS = tuple(range(17, 21))
+
+
+def opset_module(opset: int) -> ModuleType:
+    """The spox module generating ``ai.onnx`` ops of this opset."""
+    if opset not in SUPPORTED_OPSETS:
+        raise ValueError(f"opset {opset} is not supported; choose one of {list(SUPPORTED_OPSETS)}")
+    return importlib.import_module(f"spox.opset.ai.onnx.v{opset}")
+
+
+@dataclass(frozen=True)
+class ComposeOptions:
+    """How to wrap the patch model.
+
+    ``patch_batch``: patches per patch-model call; ``None`` or >= the patch count
+    means one call on the whole batch (no ``Loop`` in the graph).
+    """
+
+    opset: int = 17
+    patch_batch: int | None = None
+
+
+
+
+def _check_patch_model(patch_model: onnx.ModelProto, patch: int) -> None:
+    g = patch_model.graph
+    ins = [i.name for i in g.input if i.name not in {t.name for t in g.initializer}]
+    outs = [o.name for o in g.output]
+    if ins != [PATCH_INPUT] or outs != [PATCH_OUTPUT]:
+        raise ValueError(f"patch model must map {PATCH_INPUT!r} -> {PATCH_OUTPUT!r}, got inputs {ins} outputs {outs}")
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in g.input[0].type.tensor_type.shape.dim]
+    if len(dims) != 4 or dims[1:] != [3, patch, patch]:
+        raise ValueError(f"patch model input must be (B,3,{patch},{patch}), got {dims}")
+
+
+def compose_full_model(patch_model: onnx.ModelProto, tiling: Tiling, options: ComposeOptions | None = None) -> onnx.ModelProto:
+    """Full-image model ``input (N,3,H,W) -> output (N,3,H,W)`` around ``patch_model``.
+
+    ``patch_model`` must map ``input (B,3,P,P)`` to ``logits (B,2,P,P)`` with a
+    dynamic B (channel 0 background, channel 1 defect).
+    """
+    options = options or ComposeOptions()
+    op = opset_module(options.opset)
+    P = tiling.patch
+    _check_patch_model(patch_model, P)
+    patches = list(tiling.patches())
+    T = len(patches)
+    K = options.patch_batch
+    if K is not None and K < 1:
+        raise ValueError(f"patch batch must be >= 1, got {K}")
+    run_patch_model = inline(patch_model)
+
+    def _i64(values: list[int]) -> Var:
+        return op.constant(value=np.asarray(values, dtype=np.int64))
+
+    x = argument(Tensor(np.float32, ("N", 3, tiling.height, tiling.width)))
+
+    # 1. Slice every patch out of the batched input; Concat -> patch-major batch.
+    crops_in = [
+        op.slice(x, _i64([p.row.start, p.col.start]), _i64([p.row.stop, p.col.stop]), _i64([2, 3])) for p in patches
+    ]
+    batch = crops_in[0] if T == 1 else op.concat(crops_in, axis=0)
+
+    def defect_probability(chunk: Var) -> Var:
+        logits = run_patch_model(**{PATCH_INPUT: chunk})[PATCH_OUTPUT]
+        prob = op.softmax(logits, axis=1)
+        return op.slice(prob, _i64([1]), _i64([2]), _i64([1]))  # (B,1,P,P), defect channel
+
+    # 2. The patch model: once on the whole batch, or in a Loop over chunks of K.
+    if K is None or K >= T:
+        probs = defect_probability(batch)
+    else:
+        total = op.slice(op.shape(batch), _i64([0]), _i64([1]))  # (1,) = T*N
+        # ceil(T*N / K); K=1 written without the no-op arithmetic (onnxsim then loops to its iteration limit).
+        trips = total if K == 1 else op.div(op.add(total, _i64([K - 1])), _i64([K]))
+        # An empty (0,1,P,P) start value whose first dim spox cannot see as static:
+        # the carried tensor grows every iteration, so its type must leave dim 0 open.
+        empty_shape = op.concat([op.mul(total, _i64([0])), _i64([1, P, P])], axis=0)
+        acc0 = op.constant_of_shape(empty_shape, value=np.zeros((1,), np.float32))
+
+        def body(i: Var, cond: Var, acc: Var) -> list[Var]:
+            start = i if K == 1 else op.mul(i, _i64([K]))
+            chunk = op.slice(batch, start, op.add(start, _i64([K])), _i64([0]))  # end clamps at T*N
+            acc_next = op.concat([acc, defect_probability(chunk)], axis=0)
+            return [op.identity(cond), acc_next]
+
+        with warnings.catch_warnings():
+            # spox notes that the carried tensor has no static shape: by design, it grows.
+            warnings.filterwarnings("ignore", message=".*was not concrete.*")
+            (probs,) = op.loop(op.squeeze(trips, _i64([0])), None, [acc0], body=body)
+
+    # 3. Patch-major -> (T,N,P,P); crop each centre region for all images at once; stitch.
+    grid = op.reshape(probs, _i64([T, -1, P, P]))
+    rows = []
+    for r, row in enumerate(tiling.rows):
+        cols = []
+        for c, col in enumerate(tiling.cols):
+            t = r * len(tiling.cols) + c
+            cols.append(
+                op.slice(
+                    grid,
+                    _i64([t, row.keep_start, col.keep_start]),
+                    _i64([t + 1, row.keep_stop, col.keep_stop]),
+                    _i64([0, 2, 3]),
+                )
+            )
+        rows.append(cols[0] if len(cols) == 1 else op.concat(cols, axis=3))
+    full = rows[0] if len(rows) == 1 else op.concat(rows, axis=2)  # (1,N,H,W)
+    heat = op.transpose(full, perm=[1, 0, 2, 3])  # (N,1,H,W)
+
+    # 4. Two zero channels (SPEC I/O contract).
+    out = op.pad(heat, _i64([0, 0, 0, 0, 0, 2, 0, 0]), op.constant(value=np.float32(0.0)))
+
+    model = build({INPUT_NAME: x}, {OUTPUT_NAME: out})
+    _name_output_shape(model, tiling)
+    return model
+
+
+def _name_output_shape(model: onnx.ModelProto, tiling: Tiling) -> None:
+    """Declare ``output`` as ``(N,3,H,W)`` with the same symbolic N as ``input``."""
+    out = model.graph.output[0]
+    shape = out.type.tensor_type.shape
+    del shape.dim[:]
+    for v in ("N", 3, tiling.height, tiling.width):
+        d = shape.dim.add()
+        if isinstance(v, str):
+            d.dim_param = v
+        else:
+            d.dim_value = v
