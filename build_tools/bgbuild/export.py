@@ -21,6 +21,7 @@ import torch
 
 from .compose import PATCH_INPUT, PATCH_OUTPUT, SUPPORTED_OPSETS
 from .errors import BuildError
+from .graphs import all_graphs
 
 __all__ = ["export_patch_model", "op_counts"]
 
@@ -28,18 +29,8 @@ __all__ = ["export_patch_model", "op_counts"]
 def op_counts(model: onnx.ModelProto) -> Counter[str]:
     """Op types in the main graph and every subgraph (Loop bodies)."""
     counts: Counter[str] = Counter()
-
-    def walk(graph: onnx.GraphProto) -> None:
-        for node in graph.node:
-            counts[node.op_type] += 1
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    walk(attr.g)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    for g in attr.graphs:
-                        walk(g)
-
-    walk(model.graph)
+    for graph in all_graphs(model.graph):
+        counts.update(node.op_type for node in graph.node)
     return counts
 
 

@@ -17,6 +17,7 @@ from onnx import numpy_helper
 
 from .errors import BuildError
 from .export import op_counts
+from .graphs import all_graphs
 
 __all__ = ["SimplifyResult", "simplify", "constants_to_initializers", "hoist_subgraph_initializers", "check_graph", "initializer_bytes", "FORBIDDEN_OPS"]
 
@@ -60,15 +61,10 @@ def constants_to_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
 
-    def walk(graph: onnx.GraphProto) -> None:
+    # Innermost graphs first: rebuilding a parent's node list copies its nodes (and their bodies).
+    for graph in reversed(list(all_graphs(out.graph))):
         keep = []
         for node in graph.node:
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    walk(attr.g)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    for g in attr.graphs:
-                        walk(g)
             attrs = {a.name: a for a in node.attribute}
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and set(attrs) == {"value"}:
                 tensor = onnx.TensorProto()
@@ -79,8 +75,6 @@ def constants_to_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
                 keep.append(node)
         del graph.node[:]
         graph.node.extend(keep)
-
-    walk(out.graph)
     return out
 
 
@@ -141,19 +135,4 @@ def check_graph(model: onnx.ModelProto, allow_loop: bool = False) -> onnx.ModelP
 
 def initializer_bytes(model: onnx.ModelProto) -> int:
     """Bytes of all weights (initializers in every graph): a copy of the weights shows up here."""
-    total = 0
-
-    def walk(graph: onnx.GraphProto) -> None:
-        nonlocal total
-        for t in graph.initializer:
-            total += numpy_helper.to_array(t).nbytes
-        for node in graph.node:
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    walk(attr.g)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    for g in attr.graphs:
-                        walk(g)
-
-    walk(model.graph)
-    return total
+    return sum(numpy_helper.to_array(t).nbytes for g in all_graphs(model.graph) for t in g.initializer)
