@@ -25,7 +25,7 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/synth-dataset $(DEMO_DATA) --n-train 32 --n-valid 16 --n-test 16 --seed 0
 	$(VENV)/bin/train-model --training_dataset_path $(DEMO_DATA) --checkpoint_path $(DEMO_OUT)/checkpoints \
-		--width 16 --epochs 8 --bs 16 --seed 0
+		--width 16 --epochs 12 --val-every 2 --bs 16 --seed 0
 	$(VENV)/bin/build-model $(DEMO_OUT)/checkpoints/best.pt -o $(DEMO_OUT)/model.onnx --verify-data $(DEMO_DATA)
 	$(VENV)/bin/bgsdk inspect $(DEMO_OUT)/model.onnx
 	$(VENV)/bin/bgsdk run $(DEMO_OUT)/model.onnx $(DEMO_DATA)/test/good $(DEMO_DATA)/test/bright_spots \

@@ -29,8 +29,10 @@ __all__ = [
     "CHECKPOINT_SHA_KEY",
     "TRAINING_KEY",
     "BUILD_KEY",
+    "QUANTIZATION_KEY",
     "ArtifactPaths",
     "set_metadata",
+    "set_quantization_metadata",
     "read_metadata",
     "manifest_path_for",
     "patch_model_path_for",
@@ -43,6 +45,9 @@ PRODUCER_VERSION_KEY = "bgsdk.producer_version"
 CHECKPOINT_SHA_KEY = "bgsdk.checkpoint_sha256"
 TRAINING_KEY = "bgsdk.training"
 BUILD_KEY = "bgsdk.build"
+# INT8 models only: quantization settings, calibration set, INT8-vs-fp32 verification.
+# `bgsdk inspect` reads the same key (sdk/bgsdk/cli.py, QUANTIZATION_KEY there).
+QUANTIZATION_KEY = "bgsdk.quantization"
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,16 @@ def set_metadata(
     )
 
 
+def set_quantization_metadata(model: onnx.ModelProto, quantization: Mapping[str, Any]) -> None:
+    """Add (or replace) the ``bgsdk.quantization`` key; the other metadata stays as it is."""
+    keep = [p for p in model.metadata_props if p.key != QUANTIZATION_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    entry = model.metadata_props.add()
+    entry.key = QUANTIZATION_KEY
+    entry.value = json.dumps(dict(quantization), sort_keys=True)
+
+
 def read_metadata(model: onnx.ModelProto | str | Path) -> dict[str, Any]:
     """The bgsdk metadata of a model, JSON values decoded; ``contract`` as a :class:`Contract`."""
     if not isinstance(model, onnx.ModelProto):
@@ -100,7 +115,7 @@ def read_metadata(model: onnx.ModelProto | str | Path) -> dict[str, Any]:
     out: dict[str, Any] = dict(props)
     if CONTRACT_KEY in props:
         out[CONTRACT_KEY] = Contract.from_json(props[CONTRACT_KEY])
-    for key in (TRAINING_KEY, BUILD_KEY):
+    for key in (TRAINING_KEY, BUILD_KEY, QUANTIZATION_KEY):
         if key in props:
             out[key] = json.loads(props[key])
     return out

@@ -6,6 +6,12 @@ them and slot its own stage in between: :func:`load_stage`, :func:`export_stage`
 :func:`metadata_stage`, :func:`verify_model` and :func:`write_artifacts`.
 :func:`build_model` runs them in order and returns a :class:`BuildReport`.
 Nothing is written until verification has passed.
+
+With ``BuildOptions.quantize`` set the build also quantizes the patch model to
+INT8 (:mod:`bgbuild.quantize`), composes the quantized patch model the same
+way, verifies it against the fp32 model on held images and writes the INT8
+model instead; the fp32 model is still built and verified against PyTorch
+first, because it is the INT8 model's reference.
 """
 
 from __future__ import annotations
@@ -25,10 +31,20 @@ from bgsdk import __version__
 from bgsdk.contract import Contract
 from bgsdk.tiling import Tiling
 
-from .artifact import ArtifactPaths, set_metadata, write_artifacts
+from .artifact import ArtifactPaths, set_metadata, set_quantization_metadata, write_artifacts
 from .compose import SUPPORTED_OPSETS, ComposeOptions, compose_full_model
 from .errors import BuildError
 from .export import export_patch_model, op_counts
+from .quantize import (
+    CalibrationSet,
+    QuantizeOptions,
+    QuantVerification,
+    calibration_patches,
+    compare_models,
+    quantize_patch_model,
+    select_calibration_images,
+    select_eval_images,
+)
 from .simplify import check_graph, constants_to_initializers, hoist_subgraph_initializers, simplify
 from .verify import DEFAULT_TOLERANCE, VerificationResult, select_verification_images, verify_model
 
@@ -36,6 +52,7 @@ __all__ = [
     "DEFAULT_PATCH_BATCH",
     "BuildOptions",
     "BuildReport",
+    "QuantizationReport",
     "LoadedCheckpoint",
     "build_model",
     "load_stage",
@@ -70,11 +87,13 @@ class BuildOptions:
     tolerance: float = DEFAULT_TOLERANCE
     threads: int | None = None  # ONNX Runtime threads during verification (None: all cores)
     seed: int = 0  # synthetic verification images
+    quantize: QuantizeOptions | None = None  # INT8 release model (build-model --quantize)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["verify_data"] = str(self.verify_data) if self.verify_data is not None else None
         d["image_size"] = list(self.image_size) if self.image_size is not None else None
+        d["quantize"] = self.quantize.as_dict() if self.quantize is not None else None
         return d
 
 
@@ -84,6 +103,27 @@ class LoadedCheckpoint:
     info: Any  # bgtrain.checkpoint.CheckpointInfo
     sha256: str
     tiling: Tiling
+
+
+@dataclass
+class QuantizationReport:
+    """What the INT8 stage did: settings, calibration set and the INT8-vs-fp32 verification."""
+
+    settings: dict[str, Any]
+    calibration: CalibrationSet
+    verification: QuantVerification
+    fp32_size_bytes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``bgsdk.quantization`` metadata / manifest section."""
+        c = self.calibration
+        return {
+            "settings": dict(self.settings),
+            "calibration": {"source": c.source, "images": len(c.files), "patches": self.settings["calibration_patches"],
+                            "description": c.description, "files": [Path(f).name for f in c.files]},
+            "verification": self.verification.as_dict(),
+            "fp32_model_bytes": self.fp32_size_bytes,
+        }
 
 
 @dataclass
@@ -101,6 +141,7 @@ class BuildReport:
     contract: Contract
     stage_seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    quantization: QuantizationReport | None = None
 
     @property
     def build_seconds(self) -> float:
@@ -174,6 +215,8 @@ def _check_options(options: BuildOptions) -> None:
         raise BuildError(f"--patch-batch must be >= 1, got {options.patch_batch}")
     if options.verify_images < 1:
         raise BuildError("need at least one verification image")
+    if options.quantize is not None:
+        options.quantize.check()
 
 
 def build_model(
@@ -212,6 +255,13 @@ def build_model(
         f"image {tiling.height}x{tiling.width}, {T} patches of {tiling.patch}px ({seconds['load']:.1f}s)",
     )
 
+    calib: CalibrationSet | None = None
+    if options.quantize is not None:  # find the calibration images before any real work
+        q = options.quantize
+        calib = select_calibration_images(
+            tiling, calib_data=q.calib_data, train_config=loaded.info.train_config, count=q.calib_count
+        )
+
     patch_model = timed("export", lambda: export_stage(loaded, options.opset))
     say("export", f"patch model: {len(patch_model.graph.node)} nodes, opset {options.opset} ({seconds['export']:.1f}s)")
 
@@ -229,22 +279,29 @@ def build_model(
     contract = metadata_stage(final, loaded, options, k, simplified)
     model_bytes = final.SerializeToString()
 
-    def _verify() -> VerificationResult:
-        imgs = select_verification_images(
-            tiling,
-            verify_data=options.verify_data,
-            train_config=loaded.info.train_config,
-            count=options.verify_images,
-            seed=options.seed,
-        )
-        return verify_model(model_bytes, loaded.model, tiling, imgs, options.tolerance, options.threads)
-
-    result: VerificationResult = timed("verify", _verify)
+    vimgs = select_verification_images(
+        tiling,
+        verify_data=options.verify_data,
+        train_config=loaded.info.train_config,
+        count=options.verify_images,
+        seed=options.seed,
+    )
+    result: VerificationResult = timed(
+        "verify", lambda: verify_model(model_bytes, loaded.model, tiling, vimgs, options.tolerance, options.threads)
+    )
     say(
         "verify",
         f"max |ONNX - PyTorch| = {result.max_abs_diff:.3g} (tolerance {result.tolerance:g}) on {result.description}; "
         f"channels 1-2 exactly zero ({seconds['verify']:.1f}s)",
     )
+
+    quant: QuantizationReport | None = None
+    patch_out = patch_model
+    if options.quantize is not None and calib is not None:
+        final, model_bytes, patch_out, quant, q_notes = _quantize_stages(
+            loaded, options, options.quantize, calib, patch_model, model_bytes, vimgs.images, vimgs.description, k, say, timed
+        )
+        notes += q_notes
 
     manifest = {
         "format": "bgsdk.model-manifest/1",
@@ -257,7 +314,9 @@ def build_model(
         "graph": {"nodes": _node_total(final), "op_counts": dict(sorted(op_counts(final).items()))},
         "warnings": notes,
     }
-    patch_bytes = patch_model.SerializeToString() if options.keep_patch_model else None
+    if quant is not None:
+        manifest["quantization"] = quant.as_dict()
+    patch_bytes = patch_out.SerializeToString() if options.keep_patch_model else None
     paths = timed("write", lambda: write_artifacts(out, model_bytes, manifest, patch_bytes))
     say("write", f"{paths.model} ({len(model_bytes) / 1e6:.1f} MB), {paths.manifest.name}"
         + (f", {paths.patch_model.name}" if paths.patch_model else ""))
@@ -274,7 +333,61 @@ def build_model(
         contract=contract,
         stage_seconds=seconds,
         warnings=notes,
+        quantization=quant,
     )
+
+
+def _quantize_stages(
+    loaded: LoadedCheckpoint,
+    options: BuildOptions,
+    qopts: QuantizeOptions,
+    calib: CalibrationSet,
+    patch_model: onnx.ModelProto,
+    fp32_bytes: bytes,
+    fallback_images: Any,
+    fallback_description: str,
+    k: int,
+    say: Progress,
+    timed: Callable[[str, Callable[[], Any]], Any],
+) -> tuple[onnx.ModelProto, bytes, onnx.ModelProto, QuantizationReport, list[str]]:
+    """Calibrate + quantize the patch model, compose it, verify INT8 vs fp32; nothing is written here.
+
+    Returns (INT8 full model, its final bytes with the quantization metadata,
+    INT8 patch model, report, warnings). Raises VerificationError at the gate.
+    """
+    tiling = loaded.tiling
+    T = tiling.num_patches
+    patches = calibration_patches(calib.images, tiling, options.seed if qopts.calib_synth_defects else None)
+    q = timed("quantize", lambda: quantize_patch_model(patch_model, patches, qopts))
+    say("quantize", f"patch model -> INT8 QDQ ({q.settings['activations']} activations, {q.settings['weights']} weights), "
+        f"{qopts.calib_method} calibration on {calib.description}"
+        f"{' + synthetic training defects' if qopts.calib_synth_defects else ''} ({q.seconds:.1f}s)")
+    composed = timed("compose-int8", lambda: compose_stage(q.model, tiling, k, options.opset))
+    final, simplified, notes = timed(
+        "simplify+check-int8", lambda: finalize_stage(composed, simplify_graph=options.simplify, uses_loop=k < T)
+    )
+    ops = op_counts(final)
+    if not ops.get("DequantizeLinear"):
+        raise BuildError("the composed INT8 graph lost its QuantizeLinear/DequantizeLinear nodes")
+    metadata_stage(final, loaded, options, k, simplified)
+    unverified = final.SerializeToString()
+    evals = select_eval_images(
+        tiling, verify_data=options.verify_data, train_config=loaded.info.train_config, count=qopts.verify_count,
+        fallback=fallback_images, fallback_description=fallback_description,
+    )
+    qv: QuantVerification = timed(
+        "verify-int8",
+        lambda: compare_models(fp32_bytes, unverified, evals, max_ap_drop=qopts.max_ap_drop,
+                               max_mean_diff=qopts.max_mean_diff, threads=options.threads),
+    )
+    say("verify-int8", qv.summary())
+    report = QuantizationReport(q.settings, calib, qv, len(fp32_bytes))
+    # The verification numbers go into the metadata after the fact; the graph is the verified one.
+    set_quantization_metadata(final, report.as_dict())
+    if not evals.labelled:
+        notes.append("INT8 verification had no labelled images (valid/ or test/ with masks): "
+                     "only the heatmap difference was checked, not the pixel AP")
+    return final, final.SerializeToString(), q.model, report, notes
 
 
 def _node_total(model: onnx.ModelProto) -> int:

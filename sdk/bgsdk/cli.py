@@ -29,6 +29,9 @@ __all__ = ["cli", "main", "collect_inputs", "HEATMAP_SUFFIX", "OVERLAY_SUFFIX"]
 
 log = logging.getLogger("bgsdk.cli")
 
+# Written by `build-model --quantize` (bgbuild.artifact.QUANTIZATION_KEY; bgsdk must not import bgbuild).
+QUANTIZATION_KEY = "bgsdk.quantization"
+
 HEATMAP_SUFFIX = ".heatmap.tiff"
 OVERLAY_SUFFIX = ".overlay.png"
 
@@ -172,6 +175,32 @@ def _pretty(value: Any, indent: str = "") -> str:
     return json.dumps(value)
 
 
+def quantization_summary(value: Any) -> list[str]:
+    """Human lines for the ``bgsdk.quantization`` metadata (INT8 models); [] if absent or unreadable."""
+    if not isinstance(value, dict):
+        return []
+    s, cal, v = value.get("settings") or {}, value.get("calibration") or {}, value.get("verification") or {}
+    lines = [
+        f"{s.get('format', '?')} INT8: {s.get('activations', '?')} activations, {s.get('weights', '?')} weights; "
+        f"{s.get('scope', '')}",
+        f"calibration: {s.get('calibration_method', '?')} on {cal.get('patches', '?')} patches of "
+        f"{cal.get('images', '?')} image(s) ({cal.get('source', '?')})",
+    ]
+    if v:
+        def num(key: str, fmt: str = ".4f") -> str:
+            x = v.get(key)
+            return format(x, fmt) if isinstance(x, (int, float)) else "-"
+
+        verdict = "passed" if v.get("passed") else "FAILED"
+        line = f"verified vs fp32 ({verdict}; {v.get('gate', '')}) on {v.get('n_images', '?')} image(s): " \
+               f"max |diff| {num('max_abs_diff', '.3g')}, mean {num('mean_abs_diff', '.3g')}"
+        if v.get("labelled"):
+            line += f"; pixel AP {num('fp32_pixel_ap')} -> {num('int8_pixel_ap')}; " \
+                    f"image AUROC {num('fp32_image_auroc')} -> {num('int8_image_auroc')}"
+        lines.append(line)
+    return lines
+
+
 def _signature(args: Any) -> list[dict[str, Any]]:
     return [{"name": a.name, "type": a.type, "shape": list(a.shape) if a.shape is not None else None} for a in args]
 
@@ -203,6 +232,8 @@ def inspect_cmd(model: Path, as_json: bool, verbose: int, quiet: bool) -> None:
         "metadata_props": {k: _parse_value(v) for k, v in sorted(props.items())},
         "check": "ok" if problem is None else problem.problem,
     }
+    quant = _parse_value(props[QUANTIZATION_KEY]) if QUANTIZATION_KEY in props else None
+    report["quantization"] = quant if isinstance(quant, dict) else None
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
     else:
@@ -216,6 +247,10 @@ def inspect_cmd(model: Path, as_json: bool, verbose: int, quiet: bool) -> None:
         for k, v in report["metadata_props"].items():
             text = _pretty(v, "  ") if isinstance(v, (dict, list)) else str(v)
             click.echo(f"  {k}: {text}")
+        qlines = quantization_summary(quant)
+        click.echo("quantization: " + (qlines[0] if qlines else "none (fp32 model)"))
+        for line in qlines[1:]:
+            click.echo(f"  {line}")
         if info is not None:
             if info.contract is not None:
                 c = info.contract
