@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -15,3 +16,16 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("demo")
     make_dataset(root, n_train=4, n_valid=4, n_test=4, seed=123, progress=False)
     return root
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Shared 2-core machines: one torch thread beats two oversubscribed ones by far."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -101,14 +101,6 @@ def decode(prob: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, x0
 
 
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_strip_stitching_matches_spec() -> None:

@@ -130,15 +130,6 @@ def _synthetic_batch(n: int = 4, size: int = 64, seed: int = 0) -> tuple[torch.T
     return torch.from_numpy(np.stack(images)).float(), torch.from_numpy(np.stack(masks))
 
 
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Shared 2-core machines: one torch thread beats two oversubscribed ones by far."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_tiny_unet_overfits_one_batch(one_thread: None) -> None:

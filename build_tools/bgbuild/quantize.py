@@ -52,6 +52,7 @@ from bgsdk.tiling import Tiling
 
 from .errors import BuildError, VerificationError
 from .export import op_counts
+from .verify import read_matching
 
 __all__ = [
     "CALIBRATION_METHODS",
@@ -164,16 +165,8 @@ def select_calibration_images(
         root, source, flag = Path(dataset), "training-dataset", f"training data set {dataset}"
     try:
         files = _calib_files(root)
-        images, used, skipped = [], [], 0
-        for f in files:
-            if len(images) == count:
-                break
-            img = read_image(f)
-            if img.shape[1:] != (tiling.height, tiling.width):
-                skipped += 1
-                continue
-            images.append(img)
-            used.append(str(f))
+        images, used_paths, skipped = read_matching(files, tiling, count)
+        used = [str(f) for f in used_paths]
     except InputError as exc:
         raise BuildError(f"{flag}: {exc}") from None
     if not images:

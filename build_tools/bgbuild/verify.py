@@ -75,8 +75,9 @@ def _candidate_files(root: Path) -> list[Path]:
     return files
 
 
-def _read_matching(files: list[Path], tiling: Tiling, count: int) -> tuple[list[np.ndarray], int]:
-    images, skipped = [], 0
+def read_matching(files: list[Path], tiling: Tiling, count: int) -> tuple[list[np.ndarray], list[Path], int]:
+    """Up to ``count`` images of the tiling's size, the files they came from, and how many were skipped."""
+    images, used, skipped = [], [], 0
     for f in files:
         if len(images) == count:
             break
@@ -85,7 +86,8 @@ def _read_matching(files: list[Path], tiling: Tiling, count: int) -> tuple[list[
             skipped += 1
             continue
         images.append(img)
-    return images, skipped
+        used.append(f)
+    return images, used, skipped
 
 
 def _synthetic(tiling: Tiling, count: int, seed: int) -> np.ndarray:
@@ -112,7 +114,7 @@ def select_verification_images(
         if not root.is_dir():
             raise BuildError(f"--verify-data {root}: folder not found")
         try:
-            images, skipped = _read_matching(_candidate_files(root), tiling, count)
+            images, _, skipped = read_matching(_candidate_files(root), tiling, count)
         except InputError as exc:
             raise BuildError(f"--verify-data: {exc}") from None
         if not images:
@@ -121,7 +123,7 @@ def select_verification_images(
     dataset = (train_config or {}).get("training_dataset_path")
     if dataset and Path(dataset).is_dir():
         try:
-            images, skipped = _read_matching(_candidate_files(Path(dataset)), tiling, count)
+            images, _, skipped = read_matching(_candidate_files(Path(dataset)), tiling, count)
         except InputError as exc:
             log.warning("training data set unreadable (%s); using synthetic strips", exc)
             images, skipped = [], 0
