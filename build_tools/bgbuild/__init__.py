@@ -2,7 +2,7 @@
 
 ``build_model(checkpoint, out, BuildOptions(...)) -> BuildReport`` runs the whole
 pipeline; its stages (export, compose, finalize, metadata, verify, write) are
-public so other builds (INT8 quantization) can reuse them.
+public so the INT8 (``--quantize``) and fp16 (``--fp16``) builds reuse them.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from .build import DEFAULT_PATCH_BATCH, BuildOptions, BuildReport, build_model
 from .compose import ComposeOptions, compose_full_model
 from .errors import BuildError, VerificationError
 from .export import export_patch_model
+from .fp16 import Fp16Options
+from .quantize import QuantizeOptions
 from .verify import VerificationResult, verify_model
 
 __all__ = [
@@ -20,6 +22,8 @@ __all__ = [
     "BuildOptions",
     "BuildReport",
     "ComposeOptions",
+    "Fp16Options",
+    "QuantizeOptions",
     "VerificationError",
     "VerificationResult",
     "build_model",

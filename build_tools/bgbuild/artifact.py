@@ -30,9 +30,11 @@ __all__ = [
     "TRAINING_KEY",
     "BUILD_KEY",
     "QUANTIZATION_KEY",
+    "PRECISION_KEY",
     "ArtifactPaths",
     "set_metadata",
     "set_quantization_metadata",
+    "set_precision_metadata",
     "read_metadata",
     "manifest_path_for",
     "patch_model_path_for",
@@ -48,6 +50,9 @@ BUILD_KEY = "bgsdk.build"
 # INT8 models only: quantization settings, calibration set, INT8-vs-fp32 verification.
 # `bgsdk inspect` reads the same key (sdk/bgsdk/cli.py, QUANTIZATION_KEY there).
 QUANTIZATION_KEY = "bgsdk.quantization"
+# fp16 models only (build-model --fp16): conversion settings and the fp16-vs-fp32 verification.
+# `bgsdk inspect` reads the same key (sdk/bgsdk/cli.py, PRECISION_KEY there).
+PRECISION_KEY = "bgsdk.precision"
 
 
 @dataclass(frozen=True)
@@ -97,14 +102,23 @@ def set_metadata(
     )
 
 
-def set_quantization_metadata(model: onnx.ModelProto, quantization: Mapping[str, Any]) -> None:
-    """Add (or replace) the ``bgsdk.quantization`` key; the other metadata stays as it is."""
-    keep = [p for p in model.metadata_props if p.key != QUANTIZATION_KEY]
+def _set_json_metadata(model: onnx.ModelProto, key: str, value: Mapping[str, Any]) -> None:
+    keep = [p for p in model.metadata_props if p.key != key]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)
     entry = model.metadata_props.add()
-    entry.key = QUANTIZATION_KEY
-    entry.value = json.dumps(dict(quantization), sort_keys=True)
+    entry.key = key
+    entry.value = json.dumps(dict(value), sort_keys=True)
+
+
+def set_quantization_metadata(model: onnx.ModelProto, quantization: Mapping[str, Any]) -> None:
+    """Add (or replace) the ``bgsdk.quantization`` key; the other metadata stays as it is."""
+    _set_json_metadata(model, QUANTIZATION_KEY, quantization)
+
+
+def set_precision_metadata(model: onnx.ModelProto, precision: Mapping[str, Any]) -> None:
+    """Add (or replace) the ``bgsdk.precision`` key (fp16 builds); the other metadata stays as it is."""
+    _set_json_metadata(model, PRECISION_KEY, precision)
 
 
 def read_metadata(model: onnx.ModelProto | str | Path) -> dict[str, Any]:
@@ -115,7 +129,7 @@ def read_metadata(model: onnx.ModelProto | str | Path) -> dict[str, Any]:
     out: dict[str, Any] = dict(props)
     if CONTRACT_KEY in props:
         out[CONTRACT_KEY] = Contract.from_json(props[CONTRACT_KEY])
-    for key in (TRAINING_KEY, BUILD_KEY, QUANTIZATION_KEY):
+    for key in (TRAINING_KEY, BUILD_KEY, QUANTIZATION_KEY, PRECISION_KEY):
         if key in props:
             out[key] = json.loads(props[key])
     return out

@@ -12,6 +12,11 @@ INT8 (:mod:`bgbuild.quantize`), composes the quantized patch model the same
 way, verifies it against the fp32 model on held images and writes the INT8
 model instead; the fp32 model is still built and verified against PyTorch
 first, because it is the INT8 model's reference.
+
+``BuildOptions.fp16`` does the same with a float16 patch model
+(:mod:`bgbuild.fp16`, GPU-oriented): convert, compose, verify against fp32 on
+held images with the INT8 gate, write the fp16 model. ``quantize`` and ``fp16``
+are mutually exclusive.
 """
 
 from __future__ import annotations
@@ -31,10 +36,11 @@ from bgsdk import __version__
 from bgsdk.contract import Contract
 from bgsdk.tiling import Tiling
 
-from .artifact import ArtifactPaths, set_metadata, set_quantization_metadata, write_artifacts
+from .artifact import ArtifactPaths, set_metadata, set_precision_metadata, set_quantization_metadata, write_artifacts
 from .compose import SUPPORTED_OPSETS, ComposeOptions, compose_full_model
 from .errors import BuildError
 from .export import export_patch_model, op_counts
+from .fp16 import Fp16Options, Fp16Verification, convert_patch_model, verify_fp16
 from .quantize import (
     CalibrationSet,
     QuantizeOptions,
@@ -53,6 +59,7 @@ __all__ = [
     "BuildOptions",
     "BuildReport",
     "QuantizationReport",
+    "PrecisionReport",
     "LoadedCheckpoint",
     "build_model",
     "load_stage",
@@ -88,12 +95,14 @@ class BuildOptions:
     threads: int | None = None  # ONNX Runtime threads during verification (None: all cores)
     seed: int = 0  # synthetic verification images
     quantize: QuantizeOptions | None = None  # INT8 release model (build-model --quantize)
+    fp16: Fp16Options | None = None  # fp16 release model, GPU-oriented (build-model --fp16)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["verify_data"] = str(self.verify_data) if self.verify_data is not None else None
         d["image_size"] = list(self.image_size) if self.image_size is not None else None
         d["quantize"] = self.quantize.as_dict() if self.quantize is not None else None
+        d["fp16"] = self.fp16.as_dict() if self.fp16 is not None else None
         return d
 
 
@@ -127,6 +136,24 @@ class QuantizationReport:
 
 
 @dataclass
+class PrecisionReport:
+    """What the fp16 stage did: conversion settings and the fp16-vs-fp32 verification."""
+
+    settings: dict[str, Any]
+    verification: Fp16Verification
+    fp32_size_bytes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``bgsdk.precision`` metadata / manifest section."""
+        return {
+            "precision": "fp16",
+            "settings": dict(self.settings),
+            "verification": self.verification.as_dict(),
+            "fp32_model_bytes": self.fp32_size_bytes,
+        }
+
+
+@dataclass
 class BuildReport:
     """What was built, how it checked out, and how long each stage took."""
 
@@ -142,6 +169,7 @@ class BuildReport:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     quantization: QuantizationReport | None = None
+    precision: PrecisionReport | None = None
 
     @property
     def build_seconds(self) -> float:
@@ -217,6 +245,10 @@ def _check_options(options: BuildOptions) -> None:
         raise BuildError("need at least one verification image")
     if options.quantize is not None:
         options.quantize.check()
+    if options.fp16 is not None:
+        if options.quantize is not None:
+            raise BuildError("--fp16 and --quantize are mutually exclusive: choose one release precision")
+        options.fp16.check()
 
 
 def build_model(
@@ -302,6 +334,12 @@ def build_model(
             loaded, options, options.quantize, calib, patch_model, model_bytes, vimgs.images, vimgs.description, k, say, timed
         )
         notes += q_notes
+    prec: PrecisionReport | None = None
+    if options.fp16 is not None:
+        final, model_bytes, patch_out, prec, p_notes = _fp16_stages(
+            loaded, options, options.fp16, patch_model, model_bytes, vimgs.images, vimgs.description, k, say, timed
+        )
+        notes += p_notes
 
     manifest = {
         "format": "bgsdk.model-manifest/1",
@@ -316,6 +354,8 @@ def build_model(
     }
     if quant is not None:
         manifest["quantization"] = quant.as_dict()
+    if prec is not None:
+        manifest["precision"] = prec.as_dict()
     patch_bytes = patch_out.SerializeToString() if options.keep_patch_model else None
     paths = timed("write", lambda: write_artifacts(out, model_bytes, manifest, patch_bytes))
     say("write", f"{paths.model} ({len(model_bytes) / 1e6:.1f} MB), {paths.manifest.name}"
@@ -334,6 +374,7 @@ def build_model(
         stage_seconds=seconds,
         warnings=notes,
         quantization=quant,
+        precision=prec,
     )
 
 
@@ -388,6 +429,54 @@ def _quantize_stages(
         notes.append("INT8 verification had no labelled images (valid/ or test/ with masks): "
                      "only the heatmap difference was checked, not the pixel AP")
     return final, final.SerializeToString(), q.model, report, notes
+
+
+def _fp16_stages(
+    loaded: LoadedCheckpoint,
+    options: BuildOptions,
+    fopts: Fp16Options,
+    patch_model: onnx.ModelProto,
+    fp32_bytes: bytes,
+    fallback_images: Any,
+    fallback_description: str,
+    k: int,
+    say: Progress,
+    timed: Callable[[str, Callable[[], Any]], Any],
+) -> tuple[onnx.ModelProto, bytes, onnx.ModelProto, PrecisionReport, list[str]]:
+    """Convert the patch model to fp16, compose it, verify fp16 vs fp32; nothing is written here.
+
+    Returns (fp16 full model, its final bytes with the precision metadata, fp16
+    patch model, report, warnings). Raises VerificationError at the gate.
+    """
+    tiling = loaded.tiling
+    T = tiling.num_patches
+    conv = timed("fp16", lambda: convert_patch_model(patch_model))
+    s = conv.settings
+    say("fp16", f"patch model -> float16 ({s['fp16_initializers']} fp16 weights, {s['casts']} Casts; float32 "
+        f"input/logits) ({conv.seconds:.1f}s)")
+    composed = timed("compose-fp16", lambda: compose_stage(conv.model, tiling, k, options.opset))
+    final, simplified, notes = timed(
+        "simplify+check-fp16", lambda: finalize_stage(composed, simplify_graph=options.simplify, uses_loop=k < T)
+    )
+    metadata_stage(final, loaded, options, k, simplified)
+    unverified = final.SerializeToString()
+    evals = select_eval_images(
+        tiling, verify_data=options.verify_data, train_config=loaded.info.train_config, count=fopts.verify_count,
+        fallback=fallback_images, fallback_description=fallback_description,
+    )
+    fv: Fp16Verification = timed(
+        "verify-fp16",
+        lambda: verify_fp16(fp32_bytes, unverified, evals, max_ap_drop=fopts.max_ap_drop,
+                            max_mean_diff=fopts.max_mean_diff, threads=options.threads),
+    )
+    say("verify-fp16", fv.summary())
+    report = PrecisionReport(conv.settings, fv, len(fp32_bytes))
+    # As for INT8: the numbers go into the metadata after the gate; the graph is the verified one.
+    set_precision_metadata(final, report.as_dict())
+    if not evals.labelled:
+        notes.append("fp16 verification had no labelled images (valid/ or test/ with masks): "
+                     "only the heatmap difference was checked, not the pixel AP")
+    return final, final.SerializeToString(), conv.model, report, notes
 
 
 def _node_total(model: onnx.ModelProto) -> int:

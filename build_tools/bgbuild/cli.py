@@ -16,8 +16,8 @@ from bgsdk.clikit import run_cli, setup_logging, verbosity_options
 __all__ = ["build_command", "main"]
 
 
-_QUANT_PARAMS = ("calib_data", "calib_count", "calib_method", "calib_defects", "quant_activations",
-                 "max_ap_drop", "max_mean_diff")
+_QUANT_PARAMS = ("calib_data", "calib_count", "calib_method", "calib_defects", "quant_activations")
+_GATE_PARAMS = ("max_ap_drop", "max_mean_diff")  # --quantize or --fp16
 
 
 @click.command(name="build-model")
@@ -41,6 +41,11 @@ _QUANT_PARAMS = ("calib_data", "calib_count", "calib_method", "calib_defects", "
 @click.option("--quantize", is_flag=True,
               help="Write an INT8 model (static QDQ quantization of the patch model, calibrated on real training "
                    "images, verified against the fp32 model; see docs/design.md).")
+@click.option("--fp16", is_flag=True,
+              help="Write an fp16 model, GPU-oriented (float16 patch model, float32 I/O; verified against the fp32 "
+                   "model on CPU like --quantize). Speed on GPUs not measured; on CPU it gains nothing (ONNX Runtime "
+                   "computes it in float32 there). "
+                   "Not combinable with --quantize.")
 @click.option("--calib-data", type=click.Path(path_type=Path), default=None,
               help="--quantize: calibration images, a data set root (its train/good) or a folder of images "
                    "[default: the checkpoint's training data set].")
@@ -54,9 +59,11 @@ _QUANT_PARAMS = ("calib_data", "calib_count", "calib_method", "calib_defects", "
 @click.option("--quant-activations", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True,
               help="--quantize: activation type (uint8 = U8S8, fastest on x86; int8 = S8S8).")
 @click.option("--max-ap-drop", type=click.FloatRange(0.0, 1.0), default=0.02, show_default=True,
-              help="--quantize: fail if INT8 pixel AP is lower than fp32's by more than this (labelled held images).")
-@click.option("--max-mean-diff", type=click.FloatRange(0.0), default=0.01, show_default=True,
-              help="--quantize: fail if mean |INT8 - fp32| of the heatmap exceeds this.")
+              help="--quantize/--fp16: fail if the INT8/fp16 pixel AP is lower than fp32's by more than this "
+                   "(labelled held images).")
+@click.option("--max-mean-diff", type=click.FloatRange(0.0), default=None,
+              help="--quantize/--fp16: fail if mean |INT8/fp16 - fp32| of the heatmap exceeds this "
+                   "[default: 0.01 for --quantize, 0.001 for --fp16].")
 @verbosity_options
 def build_command(
     checkpoint: Path,
@@ -70,13 +77,14 @@ def build_command(
     verify_images: int,
     threads: int | None,
     quantize: bool,
+    fp16: bool,
     calib_data: Path | None,
     calib_count: int,
     calib_method: str,
     calib_defects: bool,
     quant_activations: str,
     max_ap_drop: float,
-    max_mean_diff: float,
+    max_mean_diff: float | None,
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -92,21 +100,33 @@ def build_command(
     (calibrated on real training images), composed the same way, and verified
     against the fp32 model on held images (heatmap |diff|, pixel AP, image
     AUROC); if the AP drops by more than --max-ap-drop nothing is written.
+
+    With --fp16 the written model runs its patch model in float16 (GPU-oriented;
+    input and output stay float32, Softmax and stitching stay float32) and is
+    verified against the fp32 model the same way. No speed-up has been measured:
+    no GPU was available.
     """
     import time
 
     import torch
 
     from .build import DEFAULT_PATCH_BATCH, BuildOptions, build_model
-    from .quantize import QuantizeOptions
+    from .fp16 import DEFAULT_FP16_MAX_MEAN_DIFF, Fp16Options
+    from .quantize import DEFAULT_MAX_MEAN_DIFF, QuantizeOptions
 
     setup_logging(verbose, quiet)
-    if not quantize:
-        ctx = click.get_current_context()
-        given = [f"--{n.replace('_', '-')}" for n in _QUANT_PARAMS
-                 if ctx.get_parameter_source(n) not in (None, click.core.ParameterSource.DEFAULT)]
-        if given:
-            raise click.UsageError(f"{', '.join(given)} only make(s) sense with --quantize")
+    if quantize and fp16:
+        raise click.UsageError("--fp16 and --quantize are mutually exclusive: choose one release precision")
+    ctx = click.get_current_context()
+
+    def given(names: tuple[str, ...]) -> list[str]:
+        return [f"--{n.replace('_', '-')}" for n in names
+                if ctx.get_parameter_source(n) not in (None, click.core.ParameterSource.DEFAULT)]
+
+    if not quantize and given(_QUANT_PARAMS):
+        raise click.UsageError(f"{', '.join(given(_QUANT_PARAMS))} only make(s) sense with --quantize")
+    if not (quantize or fp16) and given(_GATE_PARAMS):
+        raise click.UsageError(f"{', '.join(given(_GATE_PARAMS))} only make(s) sense with --quantize or --fp16")
     if threads:
         torch.set_num_threads(threads)
     options = BuildOptions(
@@ -125,9 +145,15 @@ def build_command(
             calib_synth_defects=calib_defects,
             activation_type=quant_activations,
             max_ap_drop=max_ap_drop,
-            max_mean_diff=max_mean_diff,
+            max_mean_diff=DEFAULT_MAX_MEAN_DIFF if max_mean_diff is None else max_mean_diff,
         )
         if quantize
+        else None,
+        fp16=Fp16Options(
+            max_ap_drop=max_ap_drop,
+            max_mean_diff=DEFAULT_FP16_MAX_MEAN_DIFF if max_mean_diff is None else max_mean_diff,
+        )
+        if fp16
         else None,
     )
 
@@ -155,6 +181,12 @@ def build_command(
                 f"INT8: {q.settings['activations']} activations / int8 per-channel weights, "
                 f"{q.settings['calibration_method']} calibration on {q.settings['calibration_patches']} patches; "
                 f"{q.verification.summary()}; {q.fp32_size_bytes / 1e6:.1f} MB fp32 -> {report.size_bytes / 1e6:.1f} MB"
+            )
+        if report.precision is not None:
+            p = report.precision
+            click.echo(
+                f"fp16 (GPU-oriented, speed not measured): float16 patch model, float32 I/O; "
+                f"{p.verification.summary()}; {p.fp32_size_bytes / 1e6:.1f} MB fp32 -> {report.size_bytes / 1e6:.1f} MB"
             )
 
 

@@ -491,21 +491,25 @@ def compare_models(
     max_mean_diff: float = DEFAULT_MAX_MEAN_DIFF,
     threads: int | None = None,
     raise_on_failure: bool = True,
+    label: str = "INT8",
 ) -> QuantVerification:
-    """Run both full-image models on ``images``; compare heatmaps and, with masks, AP/AUROC."""
+    """Run both full-image models on ``images``; compare heatmaps and, with masks, AP/AUROC.
+
+    ``label`` names the reduced-precision model in messages (``INT8``, ``fp16``).
+    """
     from bgtrain.metrics import evaluate
 
     x = (images.images / np.float32(255.0)).astype(np.float32)
     ref, t_ref = _run(fp32_bytes, x, threads)
     out, t_out = _run(int8_bytes, x, threads)
     if out.shape != ref.shape:
-        raise VerificationError(f"the INT8 model returned shape {out.shape}, the fp32 model {ref.shape}")
+        raise VerificationError(f"the {label} model returned shape {out.shape}, the fp32 model {ref.shape}")
     diff = np.abs(out[:, 0].astype(np.float64) - ref[:, 0].astype(np.float64))
     zeros = bool(np.all(out[:, 1:] == 0.0))
     kw: dict[str, Any] = {}
     failures: list[str] = []
     if not np.isfinite(out).all():
-        failures.append("the INT8 heatmap contains NaN or Inf")
+        failures.append(f"the {label} heatmap contains NaN or Inf")
         diff = np.nan_to_num(diff, nan=1.0, posinf=1.0)
     if images.labelled:
         assert images.masks is not None and images.defective is not None
@@ -517,9 +521,9 @@ def compare_models(
             failures.append(f"pixel AP dropped by {m32.pixel_ap - m8.pixel_ap:.4f} ({m32.pixel_ap:.4f} -> {m8.pixel_ap:.4f}) > {max_ap_drop:g}")
     mean = float(diff.mean())
     if mean > max_mean_diff:
-        failures.append(f"mean |INT8 - fp32| = {mean:.3g} > {max_mean_diff:g}")
+        failures.append(f"mean |{label} - fp32| = {mean:.3g} > {max_mean_diff:g}")
     if not zeros:
-        failures.append("channels 1-2 of the INT8 output are not exactly zero")
+        failures.append(f"channels 1-2 of the {label} output are not exactly zero")
     result = QuantVerification(
         max_abs_diff=float(diff.max()), mean_abs_diff=mean, n_images=len(x), source=images.source,
         description=images.description, labelled=images.labelled, max_ap_drop=max_ap_drop,

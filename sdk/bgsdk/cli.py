@@ -31,6 +31,8 @@ log = logging.getLogger("bgsdk.cli")
 
 # Written by `build-model --quantize` (bgbuild.artifact.QUANTIZATION_KEY; bgsdk must not import bgbuild).
 QUANTIZATION_KEY = "bgsdk.quantization"
+# Written by `build-model --fp16` (bgbuild.artifact.PRECISION_KEY).
+PRECISION_KEY = "bgsdk.precision"
 
 HEATMAP_SUFFIX = ".heatmap.tiff"
 OVERLAY_SUFFIX = ".overlay.png"
@@ -187,17 +189,36 @@ def quantization_summary(value: Any) -> list[str]:
         f"{cal.get('images', '?')} image(s) ({cal.get('source', '?')})",
     ]
     if v:
-        def num(key: str, fmt: str = ".4f") -> str:
-            x = v.get(key)
-            return format(x, fmt) if isinstance(x, (int, float)) else "-"
+        lines.append(_verification_line(v, "int8"))
+    return lines
 
-        verdict = "passed" if v.get("passed") else "FAILED"
-        line = f"verified vs fp32 ({verdict}; {v.get('gate', '')}) on {v.get('n_images', '?')} image(s): " \
-               f"max |diff| {num('max_abs_diff', '.3g')}, mean {num('mean_abs_diff', '.3g')}"
-        if v.get("labelled"):
-            line += f"; pixel AP {num('fp32_pixel_ap')} -> {num('int8_pixel_ap')}; " \
-                    f"image AUROC {num('fp32_image_auroc')} -> {num('int8_image_auroc')}"
-        lines.append(line)
+
+def _verification_line(v: dict[str, Any], other: str) -> str:
+    """One line for a ``verification`` section (INT8 or fp16 vs fp32); ``other`` is the key prefix."""
+    def num(key: str, fmt: str = ".4f") -> str:
+        x = v.get(key)
+        return format(x, fmt) if isinstance(x, (int, float)) else "-"
+
+    verdict = "passed" if v.get("passed") else "FAILED"
+    line = f"verified vs fp32 ({verdict}; {v.get('gate', '')}) on {v.get('n_images', '?')} image(s): " \
+           f"max |diff| {num('max_abs_diff', '.3g')}, mean {num('mean_abs_diff', '.3g')}"
+    if v.get("labelled"):
+        line += f"; pixel AP {num('fp32_pixel_ap')} -> {num(other + '_pixel_ap')}; " \
+                f"image AUROC {num('fp32_image_auroc')} -> {num(other + '_image_auroc')}"
+    return line
+
+
+def precision_summary(value: Any) -> list[str]:
+    """Human lines for the ``bgsdk.precision`` metadata (fp16 models); [] if absent or unreadable."""
+    if not isinstance(value, dict):
+        return []
+    s, v = value.get("settings") or {}, value.get("verification") or {}
+    lines = [f"{value.get('precision', '?')} (float16 patch model, float32 I/O): {s.get('scope', '')}",
+             f"target: {s.get('target', '?')}"]
+    if s.get("verification_scope"):
+        lines.append(f"note: {s['verification_scope']}")
+    if v:
+        lines.append(_verification_line(v, "fp16") + f" [{v.get('device', '?')}]")
     return lines
 
 
@@ -234,6 +255,8 @@ def inspect_cmd(model: Path, as_json: bool, verbose: int, quiet: bool) -> None:
     }
     quant = _parse_value(props[QUANTIZATION_KEY]) if QUANTIZATION_KEY in props else None
     report["quantization"] = quant if isinstance(quant, dict) else None
+    prec = _parse_value(props[PRECISION_KEY]) if PRECISION_KEY in props else None
+    report["precision"] = prec if isinstance(prec, dict) else None
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
     else:
@@ -247,8 +270,13 @@ def inspect_cmd(model: Path, as_json: bool, verbose: int, quiet: bool) -> None:
         for k, v in report["metadata_props"].items():
             text = _pretty(v, "  ") if isinstance(v, (dict, list)) else str(v)
             click.echo(f"  {k}: {text}")
+        plines = precision_summary(prec)
+        if plines:
+            click.echo("precision: " + plines[0])
+            for line in plines[1:]:
+                click.echo(f"  {line}")
         qlines = quantization_summary(quant)
-        click.echo("quantization: " + (qlines[0] if qlines else "none (fp32 model)"))
+        click.echo("quantization: " + (qlines[0] if qlines else ("none" if plines else "none (fp32 model)")))
         for line in qlines[1:]:
             click.echo(f"  {line}")
         if info is not None:
