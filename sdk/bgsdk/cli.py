@@ -95,7 +95,8 @@ def cli() -> None:
 @click.option("--png", is_flag=True, help=f"Also write <stem>{OVERLAY_SUFFIX}: target in grey, defects red (needs Pillow).")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
               help="Probability above which a pixel counts as defect (overlay and summary).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Images per model call.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Images per model call (1 is fastest on CPU, measured; try more on a GPU).")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first unreadable image (exit 2) instead of skipping it.")
 @_provider_opt
 @_threads_opt

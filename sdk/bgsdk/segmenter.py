@@ -41,6 +41,12 @@ ON_ERROR = ("return", "raise")
 _Pending = tuple[Union[str, None], Union[np.ndarray, BgsdkError]]
 
 
+# Images per model call. One strip already holds 18 patches, and on CPU larger batches were slower per
+# image in every measurement (docs/benchmarks.md: batch 1/2/4 = 219/283/286 ms per strip, width 16);
+# raise it on a GPU, where bigger batches fill the device.
+DEFAULT_BATCH_SIZE = 1
+
+
 class Segmenter:
     """Run a bgsdk full-image model on strips.
 
@@ -170,7 +176,7 @@ class Segmenter:
     def iter_batch(
         self,
         items: Iterable[ImageLike],
-        batch_size: int = 4,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         on_error: str = "return",
     ) -> Iterator[Outcome]:
         """Stream results for ``items`` in order, ``batch_size`` images per model call.
@@ -209,7 +215,7 @@ class Segmenter:
     def run_batch(
         self,
         items: Iterable[ImageLike],
-        batch_size: int = 4,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         on_error: str = "return",
     ) -> list[Outcome]:
         """:meth:`iter_batch` collected into a list (same order as ``items``)."""
@@ -218,7 +224,7 @@ class Segmenter:
     def iter_folder(
         self,
         folder: str | os.PathLike[str],
-        batch_size: int = 4,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         on_error: str = "return",
     ) -> Iterator[Outcome]:
         """Stream results for the image files directly inside ``folder``, sorted by name.
