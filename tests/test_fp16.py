@@ -22,7 +22,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 from test_build import SPEC_COL_KEEP, SPEC_COLS, SPEC_ROW_KEEP, SPEC_ROWS, spec_reference, tiny_unet
-from test_quantize import _invoke, double_detection_unet
+from cli_helpers import invoke
+from test_quantize import double_detection_unet
 
 from bgbuild import BuildError, BuildOptions, build_model, read_metadata
 from bgbuild.artifact import PRECISION_KEY, QUANTIZATION_KEY
@@ -73,8 +74,8 @@ def test_fp16_build_is_verified_and_matches_the_independent_baseline(fp16_build,
     assert v.passed and v.labelled and v.source == "valid" and v.n_images == 4
     ref = baseline(load_eval_set(demo_root, "valid"))  # numpy double detection, shares no code with the build
     assert v.fp32_pixel_ap == pytest.approx(ref.pixel_ap, abs=1e-6)
-    assert v.fp16_pixel_ap is not None and abs(v.ap_drop) <= 1e-3
-    assert v.fp16_image_auroc == pytest.approx(v.fp32_image_auroc)
+    assert v.pixel_ap is not None and abs(v.ap_drop) <= 1e-3
+    assert v.image_auroc == pytest.approx(v.fp32_image_auroc)
     # fp16 really differs (non-representable gain), but by about one rounding of the head weights:
     # dlogit <= |20.3 - 20.296875| * min(...) <= 3.2e-3, dp <= dlogit / 4.
     assert 0 < v.mean_abs_diff <= 1e-4 and v.max_abs_diff <= 1e-3
@@ -165,12 +166,12 @@ def test_sdk_runs_the_fp16_model_unchanged(fp16_build, demo_root):
 
 def test_inspect_shows_precision(fp16_build, capsys):
     _, out = fp16_build
-    code, text, err = _invoke(sdk_main, capsys, "inspect", out)
+    code, text, err = invoke(sdk_main, capsys, "inspect", out)
     assert code == 0, err
     assert "precision: fp16" in text and "float32 I/O" in text
     assert "verified vs fp32 (passed;" in text and "pixel AP" in text
     assert "quantization: none" in text
-    code, text, _ = _invoke(sdk_main, capsys, "inspect", out, "--json")
+    code, text, _ = invoke(sdk_main, capsys, "inspect", out, "--json")
     report = json.loads(text)
     assert code == 0 and report["precision"]["verification"]["passed"] is True and report["quantization"] is None
 
@@ -178,13 +179,13 @@ def test_inspect_shows_precision(fp16_build, capsys):
 def test_fp16_and_quantize_are_mutually_exclusive(fp16_checkpoint, tmp_path, capsys):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    code, _, err = _invoke(build_main, capsys, fp16_checkpoint, "-o", out_dir / "m.onnx", "--fp16", "--quantize")
+    code, _, err = invoke(build_main, capsys, fp16_checkpoint, "-o", out_dir / "m.onnx", "--fp16", "--quantize")
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("build-model: error:"), err
     assert "mutually exclusive" in lines[0]
-    code, _, err = _invoke(build_main, capsys, fp16_checkpoint, "-o", out_dir / "m.onnx", "--fp16", "--calib-count", 2)
+    code, _, err = invoke(build_main, capsys, fp16_checkpoint, "-o", out_dir / "m.onnx", "--fp16", "--calib-count", 2)
     assert code == 2 and "--calib-count only make(s) sense with --quantize" in err
-    code, _, err = _invoke(build_main, capsys, fp16_checkpoint, "-o", out_dir / "m.onnx", "--max-mean-diff", 0.1)
+    code, _, err = invoke(build_main, capsys, fp16_checkpoint, "-o", out_dir / "m.onnx", "--max-mean-diff", 0.1)
     assert code == 2 and "only make(s) sense with --quantize or --fp16" in err
     with pytest.raises(BuildError, match="mutually exclusive"):
         build_model(fp16_checkpoint, out_dir / "m.onnx", BuildOptions(fp16=Fp16Options(), quantize=QuantizeOptions()))
@@ -195,7 +196,7 @@ def test_gate_failure_writes_nothing(fp16_checkpoint, tmp_path, capsys):
     """A zero mean-|diff| limit: the fp16 heatmap differs (non-representable gain), so the gate must stop it."""
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    code, _, err = _invoke(build_main, capsys, fp16_checkpoint, "-o", out_dir / "m.fp16.onnx", "--fp16",
+    code, _, err = invoke(build_main, capsys, fp16_checkpoint, "-o", out_dir / "m.fp16.onnx", "--fp16",
                            "--max-mean-diff", 0, "-q")
     assert code == 2, err
     lines = [ln for ln in err.splitlines() if ln.startswith("build-model: error:")]

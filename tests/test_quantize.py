@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from cli_helpers import invoke
 import tifffile
 import torch
 from onnx import TensorProto, helper, numpy_helper
@@ -83,16 +84,6 @@ def int8_build(dd_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
     return build_model(dd_checkpoint, out, opts), out
 
 
-def _invoke(main, capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_int8_build_is_verified_against_an_independent_reference(int8_build, demo_root):
     report, out = int8_build
     q = report.quantization
@@ -103,7 +94,7 @@ def test_int8_build_is_verified_against_an_independent_reference(int8_build, dem
     assert v.source == "valid" and v.n_images == 4
     assert v.fp32_pixel_ap == pytest.approx(ref.pixel_ap, abs=1e-6)
     assert v.fp32_image_auroc == pytest.approx(ref.image_auroc)
-    assert v.int8_pixel_ap is not None and v.ap_drop is not None and v.ap_drop <= 0.02
+    assert v.pixel_ap is not None and v.ap_drop is not None and v.ap_drop <= 0.02
     assert 0 < v.mean_abs_diff <= 0.01 and v.max_abs_diff < 0.2  # INT8 really differs, but not much
     assert q.settings["activations"] == "uint8" and q.settings["calibration_patches"] == 4 * 18
     assert q.settings["float_logits"] is True
@@ -195,7 +186,7 @@ def test_all_zero_calibration_is_caught_and_nothing_is_written(dd_checkpoint, tm
         tifffile.imwrite(zeros / f"z{i}.tiff", np.zeros((4, 976, 176), np.float32))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    code, _, err = _invoke(build_main, capsys, dd_checkpoint, "-o", out_dir / "m.int8.onnx", "--quantize",
+    code, _, err = invoke(build_main, capsys, dd_checkpoint, "-o", out_dir / "m.int8.onnx", "--quantize",
                            "--calib-data", zeros, "--no-calib-defects", "--calib-count", 2, "-q")
     assert code == 2, err
     lines = [ln for ln in err.splitlines() if ln.startswith("build-model: error:")]
@@ -227,7 +218,7 @@ def test_calibration_needs_real_images_and_quantize_options_need_quantize(tmp_pa
         build_model(ckpt, tmp_path / "x.onnx", BuildOptions(quantize=QuantizeOptions()))
     with pytest.raises(BuildError, match="--calib-method"):
         build_model(ckpt, tmp_path / "x.onnx", BuildOptions(quantize=QuantizeOptions(calib_method="bogus")))
-    code, _, err = _invoke(build_main, capsys, ckpt, "-o", tmp_path / "x.onnx", "--calib-count", 3)
+    code, _, err = invoke(build_main, capsys, ckpt, "-o", tmp_path / "x.onnx", "--calib-count", 3)
     assert code == 2 and "--calib-count only make(s) sense with --quantize" in err
     assert not (tmp_path / "x.onnx").exists()
 
@@ -305,11 +296,11 @@ def test_float_logits_only_removes_the_output_pair():
 
 def test_inspect_shows_quantization(int8_build, capsys):
     _, out = int8_build
-    code, text, err = _invoke(sdk_main, capsys, "inspect", out)
+    code, text, err = invoke(sdk_main, capsys, "inspect", out)
     assert code == 0, err
     assert "quantization: QDQ INT8: uint8 activations, int8 symmetric, per-channel weights" in text
     assert "calibration: minmax on 72 patches of 4 image(s) (training-dataset)" in text
     assert "verified vs fp32 (passed;" in text and "pixel AP" in text
-    code, text, _ = _invoke(sdk_main, capsys, "inspect", out, "--json")
+    code, text, _ = invoke(sdk_main, capsys, "inspect", out, "--json")
     report = json.loads(text)
     assert code == 0 and report["quantization"]["verification"]["passed"] is True

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from cli_helpers import invoke as invoke_cli
 import tifffile
 from PIL import Image
 
@@ -22,13 +23,7 @@ from sdk_models import SdkEnv, random_strip, sdk_env, strip_contract_json  # noq
 
 
 def invoke(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+    return invoke_cli(main, capsys, *argv)
 
 
 def error_lines(err: str) -> list[str]:

@@ -40,11 +40,11 @@ from .artifact import ArtifactPaths, set_metadata, set_precision_metadata, set_q
 from .compose import SUPPORTED_OPSETS, ComposeOptions, compose_full_model
 from .errors import BuildError
 from .export import export_patch_model, op_counts
-from .fp16 import Fp16Options, Fp16Verification, convert_patch_model, verify_fp16
+from .fp16 import Fp16Options, convert_patch_model
 from .quantize import (
     CalibrationSet,
+    PrecisionVerification,
     QuantizeOptions,
-    QuantVerification,
     calibration_patches,
     compare_models,
     quantize_patch_model,
@@ -120,7 +120,7 @@ class QuantizationReport:
 
     settings: dict[str, Any]
     calibration: CalibrationSet
-    verification: QuantVerification
+    verification: PrecisionVerification
     fp32_size_bytes: int
 
     def as_dict(self) -> dict[str, Any]:
@@ -140,7 +140,7 @@ class PrecisionReport:
     """What the fp16 stage did: conversion settings and the fp16-vs-fp32 verification."""
 
     settings: dict[str, Any]
-    verification: Fp16Verification
+    verification: PrecisionVerification
     fp32_size_bytes: int
 
     def as_dict(self) -> dict[str, Any]:
@@ -396,38 +396,19 @@ def _quantize_stages(
     Returns (INT8 full model, its final bytes with the quantization metadata,
     INT8 patch model, report, warnings). Raises VerificationError at the gate.
     """
-    tiling = loaded.tiling
-    T = tiling.num_patches
-    patches = calibration_patches(calib.images, tiling, options.seed if qopts.calib_synth_defects else None)
+    patches = calibration_patches(calib.images, loaded.tiling, options.seed if qopts.calib_synth_defects else None)
     q = timed("quantize", lambda: quantize_patch_model(patch_model, patches, qopts))
     say("quantize", f"patch model -> INT8 QDQ ({q.settings['activations']} activations, {q.settings['weights']} weights), "
         f"{qopts.calib_method} calibration on {calib.description}"
         f"{' + synthetic training defects' if qopts.calib_synth_defects else ''} ({q.seconds:.1f}s)")
-    composed = timed("compose-int8", lambda: compose_stage(q.model, tiling, k, options.opset))
-    final, simplified, notes = timed(
-        "simplify+check-int8", lambda: finalize_stage(composed, simplify_graph=options.simplify, uses_loop=k < T)
+    final, qv, notes = _compose_and_verify(
+        "INT8", q.model, loaded, options, fp32_bytes, qopts.verify_count, qopts.max_ap_drop, qopts.max_mean_diff,
+        fallback_images, fallback_description, k, say, timed, required_op="DequantizeLinear",
+        hint="check the calibration images: --calib-data, --calib-count, --calib-method",
     )
-    ops = op_counts(final)
-    if not ops.get("DequantizeLinear"):
-        raise BuildError("the composed INT8 graph lost its QuantizeLinear/DequantizeLinear nodes")
-    metadata_stage(final, loaded, options, k, simplified)
-    unverified = final.SerializeToString()
-    evals = select_eval_images(
-        tiling, verify_data=options.verify_data, train_config=loaded.info.train_config, count=qopts.verify_count,
-        fallback=fallback_images, fallback_description=fallback_description,
-    )
-    qv: QuantVerification = timed(
-        "verify-int8",
-        lambda: compare_models(fp32_bytes, unverified, evals, max_ap_drop=qopts.max_ap_drop,
-                               max_mean_diff=qopts.max_mean_diff, threads=options.threads),
-    )
-    say("verify-int8", qv.summary())
     report = QuantizationReport(q.settings, calib, qv, len(fp32_bytes))
     # The verification numbers go into the metadata after the fact; the graph is the verified one.
     set_quantization_metadata(final, report.as_dict())
-    if not evals.labelled:
-        notes.append("INT8 verification had no labelled images (valid/ or test/ with masks): "
-                     "only the heatmap difference was checked, not the pixel AP")
     return final, final.SerializeToString(), q.model, report, notes
 
 
@@ -448,35 +429,65 @@ def _fp16_stages(
     Returns (fp16 full model, its final bytes with the precision metadata, fp16
     patch model, report, warnings). Raises VerificationError at the gate.
     """
-    tiling = loaded.tiling
-    T = tiling.num_patches
     conv = timed("fp16", lambda: convert_patch_model(patch_model))
     s = conv.settings
     say("fp16", f"patch model -> float16 ({s['fp16_initializers']} fp16 weights, {s['casts']} Casts; float32 "
         f"input/logits) ({conv.seconds:.1f}s)")
-    composed = timed("compose-fp16", lambda: compose_stage(conv.model, tiling, k, options.opset))
-    final, simplified, notes = timed(
-        "simplify+check-fp16", lambda: finalize_stage(composed, simplify_graph=options.simplify, uses_loop=k < T)
+    final, fv, notes = _compose_and_verify(
+        "fp16", conv.model, loaded, options, fp32_bytes, fopts.verify_count, fopts.max_ap_drop, fopts.max_mean_diff,
+        fallback_images, fallback_description, k, say, timed,
     )
-    metadata_stage(final, loaded, options, k, simplified)
-    unverified = final.SerializeToString()
-    evals = select_eval_images(
-        tiling, verify_data=options.verify_data, train_config=loaded.info.train_config, count=fopts.verify_count,
-        fallback=fallback_images, fallback_description=fallback_description,
-    )
-    fv: Fp16Verification = timed(
-        "verify-fp16",
-        lambda: verify_fp16(fp32_bytes, unverified, evals, max_ap_drop=fopts.max_ap_drop,
-                            max_mean_diff=fopts.max_mean_diff, threads=options.threads),
-    )
-    say("verify-fp16", fv.summary())
     report = PrecisionReport(conv.settings, fv, len(fp32_bytes))
     # As for INT8: the numbers go into the metadata after the gate; the graph is the verified one.
     set_precision_metadata(final, report.as_dict())
-    if not evals.labelled:
-        notes.append("fp16 verification had no labelled images (valid/ or test/ with masks): "
-                     "only the heatmap difference was checked, not the pixel AP")
     return final, final.SerializeToString(), conv.model, report, notes
+
+
+def _compose_and_verify(
+    label: str,
+    patch_model: onnx.ModelProto,
+    loaded: LoadedCheckpoint,
+    options: BuildOptions,
+    fp32_bytes: bytes,
+    verify_count: int,
+    max_ap_drop: float,
+    max_mean_diff: float,
+    fallback_images: Any,
+    fallback_description: str,
+    k: int,
+    say: Progress,
+    timed: Callable[[str, Callable[[], Any]], Any],
+    required_op: str | None = None,
+    hint: str = "",
+) -> tuple[onnx.ModelProto, PrecisionVerification, list[str]]:
+    """Compose a reduced-precision patch model exactly like the fp32 one, then gate it against fp32.
+
+    Shared by the INT8 and fp16 builds; raises VerificationError at the gate.
+    """
+    tiling = loaded.tiling
+    T = tiling.num_patches
+    tag = label.lower()
+    composed = timed(f"compose-{tag}", lambda: compose_stage(patch_model, tiling, k, options.opset))
+    final, simplified, notes = timed(
+        f"simplify+check-{tag}", lambda: finalize_stage(composed, simplify_graph=options.simplify, uses_loop=k < T)
+    )
+    if required_op and not op_counts(final).get(required_op):
+        raise BuildError(f"the composed {label} graph lost its {required_op} nodes")
+    metadata_stage(final, loaded, options, k, simplified)
+    evals = select_eval_images(
+        tiling, verify_data=options.verify_data, train_config=loaded.info.train_config, count=verify_count,
+        fallback=fallback_images, fallback_description=fallback_description,
+    )
+    verification: PrecisionVerification = timed(
+        f"verify-{tag}",
+        lambda: compare_models(fp32_bytes, final.SerializeToString(), evals, max_ap_drop=max_ap_drop,
+                               max_mean_diff=max_mean_diff, threads=options.threads, label=label, hint=hint),
+    )
+    say(f"verify-{tag}", verification.summary())
+    if not evals.labelled:
+        notes.append(f"{label} verification had no labelled images (valid/ or test/ with masks): "
+                     "only the heatmap difference was checked, not the pixel AP")
+    return final, verification, notes
 
 
 def _node_total(model: onnx.ModelProto) -> int:

@@ -41,27 +41,25 @@ bits against INT8's 8).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .errors import BuildError, VerificationError
+from .errors import BuildError
 from .export import op_counts
-from .quantize import DEFAULT_MAX_AP_DROP, EvalImages, compare_models
+from .quantize import DEFAULT_MAX_AP_DROP
 
 __all__ = [
     "DEFAULT_FP16_MAX_MEAN_DIFF",
     "CPU_VERIFICATION_SCOPE",
     "Fp16Options",
     "Fp16PatchModel",
-    "Fp16Verification",
     "convert_patch_model",
     "topological_sort",
     "fold_constant_casts",
-    "verify_fp16",
 ]
 
 # Mean |fp16 - fp32| of the probability over all pixels. fp16's unit roundoff is
@@ -225,86 +223,3 @@ def convert_patch_model(patch_model: onnx.ModelProto) -> Fp16PatchModel:
         "verification_scope": CPU_VERIFICATION_SCOPE,
     }
     return Fp16PatchModel(model, settings, time.perf_counter() - t0)
-
-
-# ----------------------------------------------------------------------------- verification
-
-
-@dataclass(frozen=True)
-class Fp16Verification:
-    """fp16 vs fp32 on the same images; ``passed`` is the release gate (same rule as INT8)."""
-
-    max_abs_diff: float
-    mean_abs_diff: float
-    n_images: int
-    source: str
-    description: str
-    labelled: bool
-    fp32_pixel_ap: float | None = None
-    fp16_pixel_ap: float | None = None
-    fp32_image_auroc: float | None = None
-    fp16_image_auroc: float | None = None
-    max_ap_drop: float = DEFAULT_MAX_AP_DROP
-    max_mean_diff: float = DEFAULT_FP16_MAX_MEAN_DIFF
-    zero_channels_exact: bool = True
-    fp32_seconds: float = 0.0
-    fp16_seconds: float = 0.0
-    device: str = "CPUExecutionProvider"
-    failures: list[str] = field(default_factory=list)
-
-    @property
-    def ap_drop(self) -> float | None:
-        if self.fp32_pixel_ap is None or self.fp16_pixel_ap is None:
-            return None
-        return self.fp32_pixel_ap - self.fp16_pixel_ap
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["ap_drop"] = self.ap_drop
-        d["passed"] = self.passed
-        d["gate"] = (
-            f"pixel AP drop <= {self.max_ap_drop:g} and mean |diff| <= {self.max_mean_diff:g}"
-            if self.labelled
-            else f"mean |diff| <= {self.max_mean_diff:g} (no labelled images: AP not checked)"
-        )
-        return d
-
-    def summary(self) -> str:
-        s = f"max |fp16 - fp32| {self.max_abs_diff:.3g}, mean {self.mean_abs_diff:.3g}"
-        if self.labelled and self.ap_drop is not None:
-            s += f"; pixel AP {self.fp32_pixel_ap:.4f} -> {self.fp16_pixel_ap:.4f} (drop {self.ap_drop:+.4f}, limit {self.max_ap_drop:g})"
-            if self.fp32_image_auroc is not None and self.fp16_image_auroc is not None:
-                s += f"; image AUROC {self.fp32_image_auroc:.4f} -> {self.fp16_image_auroc:.4f}"
-        else:
-            s += " (no labelled images: AP not checked)"
-        return s + f" on {self.description}"
-
-
-def verify_fp16(
-    fp32_bytes: bytes,
-    fp16_bytes: bytes,
-    images: EvalImages,
-    *,
-    max_ap_drop: float = DEFAULT_MAX_AP_DROP,
-    max_mean_diff: float = DEFAULT_FP16_MAX_MEAN_DIFF,
-    threads: int | None = None,
-    raise_on_failure: bool = True,
-) -> Fp16Verification:
-    """The INT8 gate (:func:`bgbuild.quantize.compare_models`) applied to the fp16 model, on the CPU provider."""
-    q = compare_models(fp32_bytes, fp16_bytes, images, max_ap_drop=max_ap_drop, max_mean_diff=max_mean_diff,
-                       threads=threads, raise_on_failure=False, label="fp16")
-    failures = list(q.failures)
-    result = Fp16Verification(
-        max_abs_diff=q.max_abs_diff, mean_abs_diff=q.mean_abs_diff, n_images=q.n_images, source=q.source,
-        description=q.description, labelled=q.labelled, fp32_pixel_ap=q.fp32_pixel_ap, fp16_pixel_ap=q.int8_pixel_ap,
-        fp32_image_auroc=q.fp32_image_auroc, fp16_image_auroc=q.int8_image_auroc, max_ap_drop=max_ap_drop,
-        max_mean_diff=max_mean_diff, zero_channels_exact=q.zero_channels_exact, fp32_seconds=q.fp32_seconds,
-        fp16_seconds=q.int8_seconds, failures=failures,
-    )
-    if raise_on_failure and failures:
-        raise VerificationError(f"fp16 verification failed on {images.description}: {'; '.join(failures)} -- no model written")
-    return result

@@ -62,7 +62,7 @@ __all__ = [
     "PatchCalibrationReader",
     "QuantizedPatchModel",
     "EvalImages",
-    "QuantVerification",
+    "PrecisionVerification",
     "select_calibration_images",
     "calibration_patches",
     "quantize_patch_model",
@@ -417,9 +417,14 @@ def select_eval_images(
 
 
 @dataclass(frozen=True)
-class QuantVerification:
-    """INT8 vs fp32 on the same images; ``passed`` is the release gate."""
+class PrecisionVerification:
+    """A reduced-precision model (INT8, fp16) vs fp32 on the same images; ``passed`` is the release gate.
 
+    One class for both builds: the rule is the same, only ``label`` differs. ``as_dict`` writes
+    label-prefixed keys (``int8_pixel_ap``, ``fp16_pixel_ap``) for the manifest and metadata.
+    """
+
+    label: str
     max_abs_diff: float
     mean_abs_diff: float
     n_images: int
@@ -427,28 +432,32 @@ class QuantVerification:
     description: str
     labelled: bool
     fp32_pixel_ap: float | None = None
-    int8_pixel_ap: float | None = None
+    pixel_ap: float | None = None
     fp32_image_auroc: float | None = None
-    int8_image_auroc: float | None = None
+    image_auroc: float | None = None
     max_ap_drop: float = DEFAULT_MAX_AP_DROP
     max_mean_diff: float = DEFAULT_MAX_MEAN_DIFF
     zero_channels_exact: bool = True
     fp32_seconds: float = 0.0
-    int8_seconds: float = 0.0
+    seconds: float = 0.0
+    device: str = "CPUExecutionProvider"
     failures: list[str] = field(default_factory=list)
 
     @property
     def ap_drop(self) -> float | None:
-        if self.fp32_pixel_ap is None or self.int8_pixel_ap is None:
+        if self.fp32_pixel_ap is None or self.pixel_ap is None:
             return None
-        return self.fp32_pixel_ap - self.int8_pixel_ap
+        return self.fp32_pixel_ap - self.pixel_ap
 
     @property
     def passed(self) -> bool:
         return not self.failures
 
     def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        prefix = self.label.lower()
+        renamed = {"pixel_ap": f"{prefix}_pixel_ap", "image_auroc": f"{prefix}_image_auroc",
+                   "seconds": f"{prefix}_seconds"}
+        d = {renamed.get(k, k): v for k, v in asdict(self).items() if k != "label"}
         d["ap_drop"] = self.ap_drop
         d["passed"] = self.passed
         d["gate"] = (
@@ -459,11 +468,11 @@ class QuantVerification:
         return d
 
     def summary(self) -> str:
-        s = f"max |INT8 - fp32| {self.max_abs_diff:.3g}, mean {self.mean_abs_diff:.3g}"
+        s = f"max |{self.label} - fp32| {self.max_abs_diff:.3g}, mean {self.mean_abs_diff:.3g}"
         if self.labelled and self.ap_drop is not None:
-            s += f"; pixel AP {self.fp32_pixel_ap:.4f} -> {self.int8_pixel_ap:.4f} (drop {self.ap_drop:+.4f}, limit {self.max_ap_drop:g})"
-            if self.fp32_image_auroc is not None and self.int8_image_auroc is not None:
-                s += f"; image AUROC {self.fp32_image_auroc:.4f} -> {self.int8_image_auroc:.4f}"
+            s += f"; pixel AP {self.fp32_pixel_ap:.4f} -> {self.pixel_ap:.4f} (drop {self.ap_drop:+.4f}, limit {self.max_ap_drop:g})"
+            if self.fp32_image_auroc is not None and self.image_auroc is not None:
+                s += f"; image AUROC {self.fp32_image_auroc:.4f} -> {self.image_auroc:.4f}"
         else:
             s += " (no labelled images: AP not checked)"
         return s + f" on {self.description}"
@@ -492,10 +501,12 @@ def compare_models(
     threads: int | None = None,
     raise_on_failure: bool = True,
     label: str = "INT8",
-) -> QuantVerification:
+    hint: str = "",
+) -> PrecisionVerification:
     """Run both full-image models on ``images``; compare heatmaps and, with masks, AP/AUROC.
 
-    ``label`` names the reduced-precision model in messages (``INT8``, ``fp16``).
+    ``label`` names the reduced-precision model in messages (``INT8``, ``fp16``); ``hint`` is
+    appended to the failure message (what the user can change).
     """
     from bgtrain.metrics import evaluate
 
@@ -515,8 +526,8 @@ def compare_models(
         assert images.masks is not None and images.defective is not None
         m32 = evaluate(list(ref[:, 0]), images.masks, images.defective)
         m8 = evaluate(list(np.nan_to_num(out[:, 0])), images.masks, images.defective)
-        kw = dict(fp32_pixel_ap=m32.pixel_ap, int8_pixel_ap=m8.pixel_ap,
-                  fp32_image_auroc=m32.image_auroc, int8_image_auroc=m8.image_auroc)
+        kw = dict(fp32_pixel_ap=m32.pixel_ap, pixel_ap=m8.pixel_ap,
+                  fp32_image_auroc=m32.image_auroc, image_auroc=m8.image_auroc)
         if m32.pixel_ap is not None and m8.pixel_ap is not None and m32.pixel_ap - m8.pixel_ap > max_ap_drop:
             failures.append(f"pixel AP dropped by {m32.pixel_ap - m8.pixel_ap:.4f} ({m32.pixel_ap:.4f} -> {m8.pixel_ap:.4f}) > {max_ap_drop:g}")
     mean = float(diff.mean())
@@ -524,15 +535,15 @@ def compare_models(
         failures.append(f"mean |{label} - fp32| = {mean:.3g} > {max_mean_diff:g}")
     if not zeros:
         failures.append(f"channels 1-2 of the {label} output are not exactly zero")
-    result = QuantVerification(
-        max_abs_diff=float(diff.max()), mean_abs_diff=mean, n_images=len(x), source=images.source,
+    result = PrecisionVerification(
+        label=label, max_abs_diff=float(diff.max()), mean_abs_diff=mean, n_images=len(x), source=images.source,
         description=images.description, labelled=images.labelled, max_ap_drop=max_ap_drop,
-        max_mean_diff=max_mean_diff, zero_channels_exact=zeros, fp32_seconds=t_ref, int8_seconds=t_out,
+        max_mean_diff=max_mean_diff, zero_channels_exact=zeros, fp32_seconds=t_ref, seconds=t_out,
         failures=failures, **kw,
     )
     if raise_on_failure and failures:
         raise VerificationError(
-            f"INT8 verification failed on {images.description}: {'; '.join(failures)} -- no model written "
-            "(check the calibration images: --calib-data, --calib-count, --calib-method)"
+            f"{label} verification failed on {images.description}: {'; '.join(failures)} -- no model written"
+            + (f" ({hint})" if hint else "")
         )
     return result

@@ -238,7 +238,7 @@ def train(
             loss_sum += loss.detach()
             t0 = time.perf_counter()
             t_compute += t0 - t1
-            if main:
+            if not bar.disable:  # loss.item() syncs the device: only when someone watches the bar
                 bar.set_postfix(loss=f"{loss.item():.4f}", gamma=f"{gamma:.2f}")
                 bar.update()
         bar.close()
