@@ -11,7 +11,7 @@ import torch
 
 from bgtrain.background import random_pattern, render_views
 from bgtrain.loss import FocalLoss, gamma_at
-from bgtrain.metrics import average_precision
+from bgsdk.metrics import average_precision
 from bgtrain.model import UNet
 from bgtrain.synth import SynthConfig, apply_defects, plan_defects
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bgtrain.metrics import SegMetrics, average_precision, double_detection, evaluate, roc_auc
+from bgsdk.metrics import SegMetrics, average_precision, double_detection, evaluate, roc_auc
 
 
 def auroc_mann_whitney(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -9,7 +9,7 @@ import pytest
 
 from bgsdk.io import read_image, write_tiff
 from bgtrain.layout import labelled_split
-from bgtrain.metrics import double_detection
+from bgsdk.metrics import double_detection
 from bgtrain.report import score_heatmaps
 
 

@@ -508,7 +508,7 @@ def compare_models(
     ``label`` names the reduced-precision model in messages (``INT8``, ``fp16``); ``hint`` is
     appended to the failure message (what the user can change).
     """
-    from bgtrain.metrics import evaluate
+    from bgsdk.metrics import evaluate
 
     x = (images.images / np.float32(255.0)).astype(np.float32)
     ref, t_ref = _run(fp32_bytes, x, threads)

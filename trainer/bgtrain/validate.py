@@ -20,7 +20,7 @@ from bgsdk.tiling import Tiling
 
 from .infer import sliding_window
 from .layout import Sample, labelled_split
-from .metrics import SegMetrics, double_detection, evaluate
+from bgsdk.metrics import SegMetrics, double_detection, evaluate
 
 __all__ = ["EvalImage", "EvalSet", "load_eval_set", "validate", "baseline", "metrics_dict"]
 

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 
 from bgsdk.io import atomic_write, to_chw
 
-from .metrics import double_detection
+from bgsdk.metrics import double_detection
 
 __all__ = ["seven_panel", "PANEL_TITLES"]
 
