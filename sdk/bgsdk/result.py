@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, NoReturn, Union
+from typing import ClassVar, NoReturn
 
 import numpy as np
 
@@ -132,4 +132,4 @@ class ErrorResult:
         return f"ErrorResult(source={self.source!r}, error={str(self.error)!r})"
 
 
-Outcome = Union[Result, ErrorResult]
+Outcome = Result | ErrorResult

@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from bgsdk import ModelError, Segmenter
 from bgsdk.operating_point import OPERATING_POINT_KEY, OperatingPoint, calibrate, point_metrics
-from sdk_models import SdkEnv, make_full_model, sdk_env, strip_contract_json  # noqa: F401
+from tests.helpers.models import SdkEnv, make_full_model, strip_contract_json
 
 EIGHT = np.ones((3, 3), dtype=bool)
 
