@@ -78,7 +78,7 @@ class OperatingPoint:
         return json.dumps(d, sort_keys=True)
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping[str, str]) -> "OperatingPoint":
+    def from_metadata(cls, metadata: Mapping[str, str]) -> OperatingPoint:
         """The model's operating point, or :data:`UNCALIBRATED` when it has none.
 
         A present but unreadable entry is a ``ValueError`` (the model is broken;
@@ -257,6 +257,7 @@ def calibrate(
         raise ValueError("calibration needs at least one heatmap and one mask entry per heatmap")
     has_defects = any(m is not None and bool(np.any(m)) for m in masks)
     note = ""
+    used_target: float | None
     if not has_defects:
         fa = float(target) if rule == "max_false_alarms" and target is not None else 0.0
         area = 1 if min_area is None else int(min_area)
@@ -280,7 +281,8 @@ def calibrate(
             else:
                 thr = best_f1_threshold(heatmaps, masks).threshold
             area = min_area if min_area is not None else _choose_min_area(heatmaps, masks, thr)
-        used_rule, used_target = rule, (None if rule == "best_f1" else float(target))  # type: ignore[arg-type]
+        used_rule = rule
+        used_target = None if rule == "best_f1" or target is None else float(target)
     thr, area = check_operating_point(thr, area)
     pm = point_metrics(heatmaps, masks, thr, area)
     d = dict(data or {})

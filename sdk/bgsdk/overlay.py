@@ -52,7 +52,8 @@ def overlay_rgb(
 
 def mask_png(heatmap: np.ndarray, threshold: float) -> np.ndarray:
     """``(H,W)`` uint8: 255 where ``heatmap > threshold``, else 0."""
-    return np.where(np.asarray(heatmap) > np.float32(threshold), np.uint8(255), np.uint8(0))
+    out: np.ndarray = np.where(np.asarray(heatmap) > np.float32(threshold), np.uint8(255), np.uint8(0))
+    return out
 
 
 def pillow_available() -> bool:

@@ -58,7 +58,7 @@ class Result:
         threshold: float = 0.5,
         min_area: int = 1,
         image: np.ndarray | None = None,
-    ) -> "Result":
+    ) -> Result:
         """Wrap a model output; ``image`` (the ``(3,H,W)`` input, 0..255) gives the defects' polarity."""
         heatmap = raw[0]
         defects = find_defects(heatmap, threshold, min_area, image)
@@ -78,7 +78,8 @@ class Result:
         t = self.threshold if threshold is None else float(threshold)
         if not math.isfinite(t):
             raise ValueError(f"threshold must be a finite number, got {threshold!r}")
-        return self.heatmap > np.float32(t)
+        out: np.ndarray = self.heatmap > np.float32(t)
+        return out
 
     def __repr__(self) -> str:
         shape = "x".join(str(s) for s in self.heatmap.shape)

@@ -23,7 +23,7 @@ import numpy as np
 from .defects import DEFECT_FIELDS
 from .io import write_tiff
 from .overlay import mask_png, overlay_rgb, write_png
-from .result import Outcome
+from .result import ErrorResult, Outcome
 
 __all__ = [
     "RunWriter",
@@ -69,7 +69,7 @@ class RunWriter:
         self._csv = csv.writer(self._defects.handle)
         self._csv.writerow(CSV_COLUMNS)
 
-    def __enter__(self) -> "RunWriter":
+    def __enter__(self) -> RunWriter:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -78,7 +78,7 @@ class RunWriter:
     def add(self, path: Path, res: Outcome, ms: float, image: np.ndarray | None = None) -> None:
         """Record one outcome; ``image`` (the ``(3,H,W)`` input) is needed for the overlay PNG."""
         row: dict[str, Any] = {"file": str(path), "ok": res.ok, "ms": round(ms, 3)}
-        if not res.ok:
+        if isinstance(res, ErrorResult):
             row.update(verdict=None, score=None, n_defects=None, threshold=None, min_area=None, error=str(res.error))
         else:
             stem = path.stem
