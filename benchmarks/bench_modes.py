@@ -63,8 +63,17 @@ def build_models(width: int, ckpt: Path | None, data: Path, out: Path, calib_cou
                         seed=0, train_config={"training_dataset_path": str(data)})
         weights = "random-initialised weights (seed 0)"
     else:
-        weights = f"trained checkpoint {ckpt}"
+        from bgtrain.checkpoint import model_from_checkpoint
+
+        info = model_from_checkpoint(ckpt)[1]
+        weights = (f"trained checkpoint {ckpt}: width {info.width}, epoch {info.epoch}, "
+                   f"valid pixel AP {info.metrics.get('pixel_ap', float('nan')):.4f}")
     q = QuantizeOptions(calib_data=data, calib_count=calib_count, verify_count=verify_count)
+    if weights.startswith("random"):
+        # Random weights detect nothing: an AP gate on them is a coin toss (and a failed MinMax would make
+        # --calib-method auto try Percentile/Entropy, GBs at w=64). Speed only: MinMax, gate open.
+        q = QuantizeOptions(calib_data=data, calib_count=calib_count, verify_count=min(verify_count, 4),
+                            calib_method="minmax", max_ap_drop=1.0, max_mean_diff=1.0)
     specs = {
         "tiled fp32": BuildOptions(verify_data=data),
         "tiled int8": BuildOptions(verify_data=data, quantize=q),
@@ -134,6 +143,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="calls per process at batch 1 (after one warm-up call)")
     ap.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--threads64", type=int, nargs="+", default=None, help="threads at width >= 64 [default: --threads]")
+    ap.add_argument("--batches64", type=int, nargs="+", default=None, help="batches at width >= 64 [default: --batches]")
     ap.add_argument("--calib-count", type=int, default=8)
     ap.add_argument("--verify-count", type=int, default=16)
     ap.add_argument("--workdir", type=Path, default=None)
@@ -147,23 +158,26 @@ def main() -> None:
     for width in args.widths:
         ckpt = args.checkpoint16 if width == 16 else (args.checkpoint64 if width == 64 else None)
         paths, weights = build_models(width, ckpt, args.data, work, args.calib_count, args.verify_count)
+        threads_list = (args.threads64 or args.threads) if width >= 64 else args.threads
+        batch_list = (args.batches64 or args.batches) if width >= 64 else args.batches
         results: dict[tuple[str, int, int], list[float]] = {}
         rss: dict[str, float] = {}
         for r in range(args.rounds):
             names = list(paths) if r % 2 == 0 else list(reversed(paths))
-            for threads in args.threads:
-                for batch in args.batches:
+            for threads in threads_list:
+                for batch in batch_list:
                     for name in names:
                         bare = name.startswith("bare")
-                        if bare and batch != 1:
-                            continue
+                        if (bare and batch != 1) or (width >= 64 and threads == 1 and batch > 1):
+                            continue  # w>=64 batches > 1 at 1 thread: minutes per call on 2 shared cores
                         rep = args.repeat if batch == 1 else 1
                         res = worker(paths[name], patches if bare else strips, 18 if bare else batch, threads, rep)
                         results.setdefault((name, threads, batch), []).extend(t / batch for t in res["times"])
-                        if threads == max(args.threads) and batch == 1:
+                        if threads == max(threads_list) and batch == 1:
                             rss[name] = max(rss.get(name, 0.0), res["peak_rss_mb"])
             print(f"# w{width} round {r + 1}/{args.rounds} done, load average {os.getloadavg()}", flush=True)
-        ref = {(t, b): statistics.median(results[("tiled fp32", t, b)]) for t in args.threads for b in args.batches}
+        ref = {(t, b): statistics.median(results[("tiled fp32", t, b)])
+               for t in threads_list for b in batch_list if ("tiled fp32", t, b) in results}
         print(f"\n## width {width} ({weights}); ms per strip = median over rounds x calls (min-max); "
               f"speed-up vs tiled fp32 at the same threads/batch")
         print("| model | threads | batch | ms/strip | min-max | strips/s | vs tiled fp32 | peak RSS MB | file MB | pixel AP | image AUROC |")
@@ -177,15 +191,15 @@ def main() -> None:
             else:
                 pa, au = accuracy(paths[name], strips, masks, defective)
                 acc[name] = (f"{pa:.4f}", f"{au:.4f}")
-        for threads in args.threads:
-            for batch in args.batches:
+        for threads in threads_list:
+            for batch in batch_list:
                 for name in paths:
                     key = (name, threads, batch)
-                    if key not in results:
+                    if key not in results or ("tiled fp32", threads, batch) not in results:
                         continue
                     t = results[key]
                     med = statistics.median(t)
-                    rss_txt = f"{rss[name]:.0f}" if batch == 1 and threads == max(args.threads) else ""
+                    rss_txt = f"{rss[name]:.0f}" if batch == 1 and threads == max(threads_list) else ""
                     print(f"| {name} | {threads} | {batch if not name.startswith('bare') else '18 patches'} | "
                           f"{med * 1e3:.0f} | {min(t) * 1e3:.0f}-{max(t) * 1e3:.0f} | {1 / med:.2f} | "
                           f"{ref[(threads, batch)] / med:.2f}x | {rss_txt} | "
