@@ -20,7 +20,8 @@ from bgsdk.errors import InputError
 from bgsdk.io import read_image
 from bgsdk.tiling import Patch, Tiling, tiling_for
 
-from .synth import SynthConfig, apply_defects, plan_defects, sample_rng
+from .recipe import Recipe, get_recipe
+from .synth import sample_rng, synthesize
 
 __all__ = ["PatchDataset", "ImageCache"]
 
@@ -65,7 +66,7 @@ class PatchDataset(Dataset):
         files: Sequence[str | Path],
         image_type: str = "strip",
         cache_size: int = 64,
-        synth: SynthConfig | None = None,
+        recipe: Recipe | None = None,
         seed: int = 0,
         image_size: tuple[int, int] | None = None,
     ) -> None:
@@ -76,7 +77,7 @@ class PatchDataset(Dataset):
         h, w = image_size if image_size is not None else (None, None)
         self.tiling: Tiling = tiling_for(image_type, h, w)
         self.patches: list[Patch] = list(self.tiling.patches())
-        self.synth = synth or SynthConfig()
+        self.recipe = recipe or get_recipe("seed")
         self.seed = int(seed)
         self.epoch = 0
         self.cache = ImageCache(cache_size)
@@ -113,11 +114,9 @@ class PatchDataset(Dataset):
         path, patch = self.locate(index)
         img = self.image(path)
         p = self.tiling.patch
-        crop = img[:, patch.y : patch.y + p, patch.x : patch.x + p].copy()
-        rng = sample_rng(self.seed, self.epoch, index)
-        defects = plan_defects(p, p, rng, self.synth)
-        crop, mask = apply_defects(crop, defects, self.synth.mask_threshold)
-        return crop, mask
+        crop = img[:, patch.y : patch.y + p, patch.x : patch.x + p]
+        r = synthesize(crop, sample_rng(self.seed, self.epoch, index), self.recipe)
+        return r.image, r.mask
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         crop, mask = self.sample(index)

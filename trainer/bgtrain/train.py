@@ -35,7 +35,7 @@ from .dataset import PatchDataset
 from .layout import training_images
 from .loss import FocalLoss, gamma_at
 from .model import UNet
-from .synth import SynthConfig
+from .recipe import DEFAULT_RECIPE, Recipe, load_recipe
 from .validate import baseline, load_eval_set, metrics_dict, validate
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
@@ -52,7 +52,10 @@ class TrainConfig:
     bs: int = 16
     lr: float = 1e-3
     epochs: int = 30
-    num_defects_range: tuple[int, int] = (3, 8)
+    num_defects_range: tuple[int, int] | None = None  # None: the recipe's
+    recipe: str = DEFAULT_RECIPE
+    recipe_file: str | None = None
+    stem: str = "compare"
     image_type: str = "strip"
     img_format: str = "tiff"
     gamma_start: float = 1.0
@@ -100,6 +103,14 @@ def _filter_format(files: list[Path], fmt: str) -> list[Path]:
     return [f for f in files if f.suffix.lower() in wanted]
 
 
+def resolve_recipe(cfg: TrainConfig) -> Recipe:
+    """The recipe a run trains with: preset, ``--recipe-file`` knobs, then explicit CLI knobs."""
+    recipe = load_recipe(cfg.recipe, cfg.recipe_file)
+    if cfg.num_defects_range is not None:
+        recipe = Recipe.from_dict({"num_defects_range": list(cfg.num_defects_range)}, base=recipe, source="--num_defects_range")
+    return recipe
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -142,23 +153,23 @@ def train(
     files = _filter_format(training_images(cfg.training_dataset_path), cfg.img_format)
     if not files:
         raise UserError(f"{cfg.training_dataset_path}: no training images of format {cfg.img_format!r}")
-    synth = SynthConfig(num_defects_range=tuple(cfg.num_defects_range))  # type: ignore[arg-type]
-    dataset = PatchDataset(files, cfg.image_type, cfg.cache_size, synth, cfg.seed)
+    recipe = resolve_recipe(cfg)
+    dataset = PatchDataset(files, cfg.image_type, cfg.cache_size, recipe, cfg.seed)
     tiling = dataset.tiling
     image_size = (tiling.height, tiling.width)
 
     _seed_everything(cfg.seed)
-    model = UNet(base_width=cfg.width).to(device)
+    model = UNet(base_width=cfg.width, stem=cfg.stem).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     milestones = sorted({max(1, int(round(0.8 * cfg.epochs))), max(1, int(round(0.9 * cfg.epochs)))})
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.2)
     start_epoch = 0
     if cfg.resume:
         ckpt, info = load_checkpoint(cfg.resume, map_location=device)
-        if info.width != cfg.width or info.image_type != cfg.image_type:
+        if (info.width, info.image_type, info.stem) != (cfg.width, cfg.image_type, cfg.stem):
             raise UserError(
-                f"{cfg.resume}: checkpoint is width {info.width}/{info.image_type}, "
-                f"but this run asks for width {cfg.width}/{cfg.image_type}"
+                f"{cfg.resume}: checkpoint is width {info.width}/{info.image_type}/stem {info.stem}, "
+                f"but this run asks for width {cfg.width}/{cfg.image_type}/stem {cfg.stem}"
             )
         if "optimizer_state_dict" not in ckpt:
             raise UserError(f"{cfg.resume}: has no optimizer state (only 'last' checkpoints can be resumed)")
@@ -209,6 +220,7 @@ def train(
     best_ap = max((h.get("pixel_ap") or -1.0 for h in history), default=-1.0)
     train_config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
     train_config = {k: v for k, v in train_config.items() if v is not None}
+    train_config["recipe"] = recipe.to_dict()
 
     from tqdm import tqdm
 
@@ -303,6 +315,8 @@ def train(
             **{k: final.get(k) for k in ("image_auroc", "pixel_auroc", "pixel_ap")},
             **base_metrics,
             "rank_weight_max_diff": rank_diff,
+            "recipe": recipe.to_dict(),
+            "stem": cfg.stem,
         }
         atomic_write(out_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
         echo(
