@@ -13,7 +13,8 @@ from bgtrain.background import random_pattern, render_views
 from bgtrain.loss import FocalLoss, gamma_at
 from bgsdk.metrics import average_precision
 from bgtrain.model import UNet
-from bgtrain.synth import SynthConfig, apply_defects, plan_defects
+from bgtrain.recipe import Recipe
+from bgtrain.synth import apply_defects, plan_defects
 
 
 def draem_focal_numpy(logits: np.ndarray, mask: np.ndarray, gamma: float, alpha: float = 0.75, smooth: float = 1e-5) -> float:
@@ -120,11 +121,11 @@ def test_gamma_schedule() -> None:
 def _synthetic_batch(n: int = 4, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` demo-pattern patches, each with target-only defects and reference distractors."""
     rng = np.random.default_rng(seed)
-    cfg = SynthConfig(defect_prob=1.0, num_defects_range=(4, 6))
+    cfg = Recipe(defect_prob=1.0, num_defects_range=(4, 6))
     images, masks = [], []
     for _ in range(n):
         img = render_views(random_pattern(rng), size, size, rng)
-        img, mask = apply_defects(img, plan_defects(size, size, rng, cfg))
+        img, mask = apply_defects(img, plan_defects(img[0], rng, cfg))
         images.append(img / 255.0)
         masks.append(mask[None].astype(np.float32))
     return torch.from_numpy(np.stack(images)).float(), torch.from_numpy(np.stack(masks))

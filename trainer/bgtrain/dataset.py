@@ -21,7 +21,7 @@ from bgsdk.io import read_image
 from bgsdk.tiling import Patch, Tiling, tiling_for
 
 from .recipe import Recipe, get_recipe
-from .synth import sample_rng, synthesize
+from .synth import SynthResult, sample_rng, synthesize
 
 __all__ = ["PatchDataset", "ImageCache"]
 
@@ -56,7 +56,9 @@ class ImageCache:
 class PatchDataset(Dataset):
     """Synthetic-defect training patches from clean images.
 
-    Each item is ``{"input": (3,P,P) float32 in 0..1, "mask": (1,P,P) float32}``.
+    Each item is ``{"input": (3,P,P) float32 in 0..1, "mask": (1,P,P) float32, "weight": (1,P,P)
+    float32}`` -- the loss weight is the recipe's ``hard_negative_weight`` on the footprints of
+    not-labelled defects and 1 elsewhere.
     Samples are a pure function of (seed, epoch, index): call :meth:`set_epoch`
     each epoch (before the loader's workers start) to get fresh defects.
     """
@@ -109,19 +111,27 @@ class PatchDataset(Dataset):
             )
         return img
 
-    def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Numpy view of item ``index``: ((3,P,P) float32 0..255, (P,P) bool)."""
+    def synthesize(self, index: int) -> SynthResult:
+        """Item ``index`` as the synthesiser made it (image 0..255, mask, defects, hard negatives)."""
         path, patch = self.locate(index)
         img = self.image(path)
         p = self.tiling.patch
         crop = img[:, patch.y : patch.y + p, patch.x : patch.x + p]
-        r = synthesize(crop, sample_rng(self.seed, self.epoch, index), self.recipe)
+        return synthesize(crop, sample_rng(self.seed, self.epoch, index), self.recipe)
+
+    def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Numpy view of item ``index``: ((3,P,P) float32 0..255, (P,P) bool)."""
+        r = self.synthesize(index)
         return r.image, r.mask
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        crop, mask = self.sample(index)
-        crop *= np.float32(1.0 / 255.0)
+        r = self.synthesize(index)
+        crop = r.image * np.float32(1.0 / 255.0)
+        weight = np.ones((1, *r.mask.shape), np.float32)
+        if r.hard is not None and self.recipe.hard_negative_weight != 1.0:
+            weight[0][r.hard & ~r.mask] = np.float32(self.recipe.hard_negative_weight)
         return {
             "input": torch.from_numpy(crop),
-            "mask": torch.from_numpy(mask[None].astype(np.float32)),
+            "mask": torch.from_numpy(r.mask[None].astype(np.float32)),
+            "weight": torch.from_numpy(weight),
         }

@@ -61,6 +61,8 @@ class Recipe:
     # weights of the non-defect kinds, in DISTRACTOR_KINDS order
     distractor_weights: tuple[float, float, float, float, float] = (0.0, 0.0, 1.0, 1.0, 1.0)
     copy_jitter: float = 0.0  # relative amplitude change of a defect's copy in another die
+    # loss weight of the pixels of not-labelled defects (hard negatives; 1 = plain focal loss)
+    hard_negative_weight: float = 1.0
     # --- amplitude ----------------------------------------------------------------------------
     amplitudes: tuple[float, ...] = (-80.0, -60.0, 60.0, 80.0)  # discrete set; () = continuous
     amplitude_range: tuple[float, float] = (12.0, 100.0)  # |a|, log-uniform (weak ones common)
@@ -164,7 +166,8 @@ def _validate(r: Recipe) -> None:
     _check(1.0 <= r.max_aspect <= 10.0, "max_aspect", r.max_aspect, "in [1, 10]")
     _check(3 <= r.max_footprint <= 15 and r.max_footprint % 2 == 1, "max_footprint", r.max_footprint, "odd, 3..15")
     _check(0.0 < r.mask_threshold < 1.0, "mask_threshold", r.mask_threshold, "in (0, 1)")
-    limits = {"copy_jitter": 0.9, "misregistration": 2.0, "gain": 0.5, "offset": 60.0, "noise_std": 30.0,
+    _check(r.hard_negative_weight >= 1.0, "hard_negative_weight", r.hard_negative_weight, "must be >= 1")
+    limits = {"copy_jitter": 0.9, "hard_negative_weight": 20.0, "misregistration": 2.0, "gain": 0.5, "offset": 60.0, "noise_std": 30.0,
               "shot_noise": 3.0, "ramp": 60.0, "blur_sigma": 3.0}
     for key, top in limits.items():
         v = getattr(r, key)
@@ -175,12 +178,13 @@ SEED = Recipe(name="seed")
 
 ROBUST = Recipe(
     name="robust",
-    defect_prob=0.7,
-    num_defects_range=(2, 8),
-    target_range=(0, 2),
+    defect_prob=0.8,
+    num_defects_range=(3, 10),
+    target_range=(0, 3),
     missing_prob=0.25,
     distractor_weights=(0.25, 0.25, 0.15, 0.15, 0.2),
-    copy_jitter=0.2,
+    copy_jitter=0.15,
+    hard_negative_weight=3.0,
     amplitudes=(),
     amplitude_range=(12.0, 100.0),
     shapes="family",

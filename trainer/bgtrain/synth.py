@@ -36,6 +36,7 @@ __all__ = [
     "apply_defects",
     "apply_nuisances",
     "apply_symmetries",
+    "hard_negatives",
     "synthesize",
     "sample_rng",
 ]
@@ -110,6 +111,7 @@ class SynthResult:
     image: np.ndarray  # (3,P,P) float32 0..255
     mask: np.ndarray  # (P,P) bool
     defects: list[Defect] = field(default_factory=list)
+    hard: np.ndarray | None = None  # (P,P) bool: footprints of not-labelled defects (hard negatives)
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -329,18 +331,29 @@ def apply_nuisances(image: np.ndarray, rng: np.random.Generator, r: Recipe) -> n
     return image
 
 
-def apply_symmetries(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, r: Recipe) -> tuple[np.ndarray, np.ndarray]:
-    """Swap the references and flip/transpose all dies and the mask alike (labels unchanged)."""
+def hard_negatives(shape: tuple[int, int], defects: list[Defect], mask_threshold: float = 0.1) -> np.ndarray:
+    """Footprints of the not-labelled defects (where a reference explains the difference)."""
+    hard = np.zeros(shape, dtype=bool)
+    for d in defects:
+        if not d.labelled:
+            hard[d.y : d.y + d.h, d.x : d.x + d.w] |= d.kernel > mask_threshold
+    return hard
+
+
+def apply_symmetries(
+    image: np.ndarray, maps: list[np.ndarray], rng: np.random.Generator, r: Recipe
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Swap the references and flip/transpose all dies and the ``(H,W)`` maps alike (labels unchanged)."""
     if r.swap_refs and rng.random() < 0.5:
         image = image[[0, 2, 1]]
     if r.flips:
         if rng.random() < 0.5:
-            image, mask = image[:, ::-1], mask[::-1]
+            image, maps = image[:, ::-1], [m[::-1] for m in maps]
         if rng.random() < 0.5:
-            image, mask = image[:, :, ::-1], mask[:, ::-1]
+            image, maps = image[:, :, ::-1], [m[:, ::-1] for m in maps]
         if image.shape[1] == image.shape[2] and rng.random() < 0.5:
-            image, mask = image.transpose(0, 2, 1), mask.T
-    return np.ascontiguousarray(image), np.ascontiguousarray(mask)
+            image, maps = image.transpose(0, 2, 1), [m.T for m in maps]
+    return np.ascontiguousarray(image), [np.ascontiguousarray(m) for m in maps]
 
 
 def synthesize(patch: np.ndarray, rng: np.random.Generator, recipe: Recipe | None = None) -> SynthResult:
@@ -349,6 +362,7 @@ def synthesize(patch: np.ndarray, rng: np.random.Generator, recipe: Recipe | Non
     img = np.array(patch, dtype=np.float32, copy=True)
     defects = plan_defects(img[0], rng, r)
     img, mask = apply_defects(img, defects, r.mask_threshold)
+    hard = hard_negatives(mask.shape, defects, r.mask_threshold)
     img = apply_nuisances(img, rng, r)
-    img, mask = apply_symmetries(img, mask, rng, r)
-    return SynthResult(img, mask, defects)
+    img, (mask, hard) = apply_symmetries(img, [mask, hard], rng, r)
+    return SynthResult(img, mask, defects, hard)
