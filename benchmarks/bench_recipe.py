@@ -38,14 +38,14 @@ import numpy as np
 import torch
 
 from bgsdk.metrics import double_detection
+from bgsdk.tiling import tiling_for
 from bgtrain.background import TRAIN_KINDS
 from bgtrain.checkpoint import model_from_checkpoint
 from bgtrain.layout import Sample
 from bgtrain.recipe import Recipe, get_recipe
 from bgtrain.synth import apply_defects, apply_nuisances, plan_defects
 from bgtrain.synth_dataset import annotation, make_dataset, make_image
-from bgtrain.validate import EvalImage, EvalSet, heatmaps, load_eval_set, score_heatmaps
-from bgsdk.tiling import tiling_for
+from bgtrain.validate import EvalImage, EvalSet, heatmaps, load_eval_set, score_maps
 
 # row -> (preset, recipe overrides, stem)
 ROWS: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -137,12 +137,12 @@ def score(root: Path, n: int, out_json: Path | None, markdown: Path | None) -> N
     sets = eval_sets(root, n)
     rows: dict[str, dict[str, dict[str, Any]]] = {}
     rows["double detection"] = {
-        k: score_heatmaps([double_detection(e.image) / np.float32(255.0) for e in s.images], s) for k, s in sets.items()
+        k: score_maps([double_detection(e.image) / np.float32(255.0) for e in s.images], s) for k, s in sets.items()
     }
     for run in sorted((root / "runs").glob("*/best.pt")):
         model, info = model_from_checkpoint(run)
         tiling = info.tiling()
-        rows[run.parent.name] = {k: score_heatmaps(heatmaps(model, s, tiling, torch.device("cpu")), s)
+        rows[run.parent.name] = {k: score_maps(heatmaps(model, s, tiling, torch.device("cpu")), s)
                                  for k, s in sets.items()}
         print(f"scored {run.parent.name}", flush=True)
     if out_json:

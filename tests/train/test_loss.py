@@ -159,3 +159,18 @@ def test_tiny_unet_overfits_one_batch(one_thread: None) -> None:
         prob = torch.softmax(model(x), dim=1)[:, 1]
     ap = average_precision(y[:, 0].numpy().ravel() > 0.5, prob.numpy().ravel())
     assert ap >= 0.9, f"pixel AP on the training batch is only {ap:.3f}"
+
+
+def test_pixel_weights_scale_each_pixel() -> None:
+    torch.manual_seed(0)
+    logits, mask = torch.randn(2, 2, 8, 8), (torch.rand(2, 1, 8, 8) > 0.8).float()
+    loss_fn = FocalLoss()
+    ones = torch.ones(2, 1, 8, 8)
+    assert loss_fn(logits, mask, 2.0, ones) == pytest.approx(loss_fn(logits, mask, 2.0).item())
+    w = ones.clone()
+    w[0, 0, :4] = 3.0
+    per_pixel = torch.stack([loss_fn(logits[i : i + 1, :, r : r + 1, c : c + 1], mask[i : i + 1, :, r : r + 1, c : c + 1], 2.0)
+                             for i in range(2) for r in range(8) for c in range(8)]).reshape(2, 8, 8)
+    assert loss_fn(logits, mask, 2.0, w).item() == pytest.approx((per_pixel * w[:, 0]).mean().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="weight"):
+        loss_fn(logits, mask, 2.0, torch.ones(2, 8, 8))

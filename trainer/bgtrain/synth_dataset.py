@@ -146,8 +146,7 @@ def make_dataset(
         counts[key] = counts.get(key, 0) + 1
     for split, ann in annotations.items():
         if ann:
-            text = json.dumps(ann, indent=1)
-            atomic_write(root / ANNOTATIONS_DIR / f"{split}.json", lambda p, text=text: p.write_text(text))
+            _write_json(root / ANNOTATIONS_DIR / f"{split}.json", ann)
     summary = {
         "root": str(root),
         "image_type": image_type,
@@ -157,8 +156,13 @@ def make_dataset(
         "counts": counts,
         "defects_by_kind": kinds,
     }
-    atomic_write(root / "dataset.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
+    _write_json(root / "dataset.json", summary)
     return summary
+
+
+def _write_json(path: Path, data: object) -> None:
+    text = json.dumps(data, indent=1)
+    atomic_write(path, lambda p: p.write_text(text))
 
 
 @click.command(name="synth-dataset")

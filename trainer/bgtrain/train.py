@@ -17,10 +17,10 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-import sys
 from typing import Any, Callable
 
 import numpy as np
@@ -213,11 +213,11 @@ def setup(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Run:
         raise UserError(f"{cfg.training_dataset_path}: no training images of format {cfg.img_format!r}")
     recipe = resolve_recipe(cfg)
     dataset = PatchDataset(files, cfg.image_type, cfg.cache_size, recipe, cfg.seed)
-    model, optimizer, scheduler, start_epoch = _build_model(cfg, device)
-    core = model
+    core, optimizer, scheduler, start_epoch = _build_model(cfg, device)
+    model: torch.nn.Module = core
     if world > 1:
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
+        model = DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
+    sampler: DistributedSampler[int] = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
     loader = DataLoader(dataset, batch_size=cfg.bs // world, sampler=sampler, num_workers=cfg.workers,
                         drop_last=True, pin_memory=device.type == "cuda")
     steps = min(len(loader), cfg.max_steps_per_epoch or len(loader))

@@ -24,7 +24,7 @@ from .infer import sliding_window
 from .layout import Sample, labelled_split, load_annotations
 
 __all__ = [
-    "EvalImage", "EvalSet", "load_eval_set", "validate", "baseline", "metrics_dict", "score_heatmaps",
+    "EvalImage", "EvalSet", "load_eval_set", "validate", "baseline", "metrics_dict", "score_maps",
     "defect_rates", "WEAK_AMPLITUDE", "RATE_GROUPS",
 ]
 
@@ -106,7 +106,7 @@ def defect_rates(heatmaps: Sequence[np.ndarray], eval_set: EvalSet, threshold: f
     return out
 
 
-def score_heatmaps(heatmaps: Sequence[np.ndarray], eval_set: EvalSet) -> dict[str, float | int | None]:
+def score_maps(heatmaps: Sequence[np.ndarray], eval_set: EvalSet) -> dict[str, float | int | None]:
     """Pixel AP/AUROC, image AUROC and, on annotated sets, per-kind rates at the best-F1 threshold."""
     masks = [e.mask for e in eval_set.images]
     out = metrics_dict(evaluate(heatmaps, masks, [e.sample.defective for e in eval_set.images]))
@@ -118,13 +118,13 @@ def score_heatmaps(heatmaps: Sequence[np.ndarray], eval_set: EvalSet) -> dict[st
 
 
 def validate(model: nn.Module, eval_set: EvalSet, tiling: Tiling, device: torch.device) -> dict[str, float | int | None]:
-    """The deployed (tiled) model's numbers on ``eval_set``; see :func:`score_heatmaps`."""
-    return score_heatmaps(heatmaps(model, eval_set, tiling, device), eval_set)
+    """The deployed (tiled) model's numbers on ``eval_set``; see :func:`score_maps`."""
+    return score_maps(heatmaps(model, eval_set, tiling, device), eval_set)
 
 
 def baseline(eval_set: EvalSet) -> dict[str, float | int | None]:
     """Double detection min(|T-R1|,|T-R2|)/255 scored like the model."""
-    return score_heatmaps([double_detection(e.image) / np.float32(255.0) for e in eval_set.images], eval_set)
+    return score_maps([double_detection(e.image) / np.float32(255.0) for e in eval_set.images], eval_set)
 
 
 def metrics_dict(m: SegMetrics | dict[str, Any], prefix: str = "") -> dict[str, Any]:
