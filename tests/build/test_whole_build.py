@@ -105,7 +105,7 @@ def test_whole_int8_is_calibrated_on_strips_gated_and_fully_quantized(dd_checkpo
     assert q.settings["calibration_method"] == sel["attempts"][-1]["method"]
     assert all(not a["passed"] and "pixel AP" in a["error"] for a in sel["attempts"][:-1])
     # the fp32 whole model computes exactly the double-detection baseline AP (independent numpy reference)
-    assert q.verification.fp32_pixel_ap == pytest.approx(baseline(load_eval_set(demo_root, "valid")).pixel_ap, abs=1e-6)
+    assert q.verification.fp32_pixel_ap == pytest.approx(baseline(load_eval_set(demo_root, "valid"))["pixel_ap"], abs=1e-6)
     assert q.verification.ap_drop is not None and q.verification.ap_drop <= 0.02
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
