@@ -232,6 +232,16 @@ def precision_summary(value: Any) -> list[str]:
     return lines
 
 
+def _operating_point_line(props: dict[str, str]) -> str:
+    """``bgsdk.operating_point`` in one line (uncalibrated for older models, the problem if unreadable)."""
+    from .operating_point import OperatingPoint
+
+    try:
+        return OperatingPoint.from_metadata(props).summary()
+    except (ValueError, TypeError) as exc:
+        return f"INVALID ({exc})"
+
+
 def _signature(args: Any) -> list[dict[str, Any]]:
     return [{"name": a.name, "type": a.type, "shape": list(a.shape) if a.shape is not None else None} for a in args]
 
@@ -267,6 +277,7 @@ def inspect_cmd(model: Path, as_json: bool, verbose: int, quiet: bool) -> None:
     report["quantization"] = quant if isinstance(quant, dict) else None
     prec = _parse_value(props[PRECISION_KEY]) if PRECISION_KEY in props else None
     report["precision"] = prec if isinstance(prec, dict) else None
+    report["operating_point_summary"] = _operating_point_line(props)
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
     else:
@@ -285,6 +296,7 @@ def inspect_cmd(model: Path, as_json: bool, verbose: int, quiet: bool) -> None:
             click.echo("precision: " + plines[0])
             for line in plines[1:]:
                 click.echo(f"  {line}")
+        click.echo(f"operating point: {_operating_point_line(props)}")
         qlines = quantization_summary(quant)
         click.echo("quantization: " + (qlines[0] if qlines else ("none" if plines else "none (fp32 model)")))
         for line in qlines[1:]:
