@@ -214,6 +214,14 @@ def _score(name: str, kind: str, ds: Dataset, heatmaps: list[np.ndarray], lat: l
     return MethodResult(name, kind, heatmaps, lat, point, seg, at_point, best, gt, card)
 
 
+def _mode(build: Any) -> str | None:
+    """How the graph runs its patches, from the ``bgsdk.build`` metadata."""
+    if not isinstance(build, dict) or "patch_batch" not in build:
+        return None
+    k, n = build.get("patch_batch"), build.get("num_patches")
+    return f"all {n} patches in one call" if k == n else f"patches in chunks of {k} (of {n})"
+
+
 def model_card(path: Path, seg: Any) -> dict[str, Any]:
     """What the report shows about a model: size, sha256, metadata summary, operating point."""
     import json
@@ -243,7 +251,7 @@ def model_card(path: Path, seg: Any) -> dict[str, Any]:
         "producer_version": meta.get("bgsdk.producer_version"),
         "recipe": pick(training, "recipe", "defect_recipe", "synth_recipe"),
         "width": pick(training, "width", "base_width"),
-        "mode": pick(build, "mode", "patch_batch") if build else None,
+        "mode": _mode(build),
         "epoch": pick(training, "epoch"),
         "precision": precision,
         "operating_point": seg.operating_point.summary(),
