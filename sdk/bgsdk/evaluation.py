@@ -214,6 +214,16 @@ def _score(name: str, kind: str, ds: Dataset, heatmaps: list[np.ndarray], lat: l
     return MethodResult(name, kind, heatmaps, lat, point, seg, at_point, best, gt, card)
 
 
+def _recipe(training: Any) -> str | None:
+    """The synthesis recipe's name from ``bgsdk.training`` (models from before recipes: ``seed``)."""
+    if not isinstance(training, dict):
+        return None
+    recipe = training.get("recipe")
+    if isinstance(recipe, dict):
+        return str(recipe.get("name", "?"))
+    return "seed (trained before recipes existed)" if recipe is None else str(recipe)
+
+
 def _mode(build: Any) -> str | None:
     """How the graph runs its patches, from the ``bgsdk.build`` metadata."""
     if not isinstance(build, dict) or "patch_batch" not in build:
@@ -249,7 +259,8 @@ def model_card(path: Path, seg: Any) -> dict[str, Any]:
         "size_bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
         "producer_version": meta.get("bgsdk.producer_version"),
-        "recipe": pick(training, "recipe", "defect_recipe", "synth_recipe"),
+        "recipe": _recipe(training),
+        "stem": pick(training, "stem"),
         "width": pick(training, "width", "base_width"),
         "mode": _mode(build),
         "epoch": pick(training, "epoch"),
