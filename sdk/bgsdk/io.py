@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -37,6 +37,8 @@ __all__ = [
     "to_chw",
     "write_tiff",
     "atomic_write",
+    "atomic_write_many",
+    "remove_stale_temps",
     "list_images",
 ]
 
@@ -183,28 +185,110 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     return arr > 0
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+def _temp_prefix(final: Path) -> str:
+    return f".{final.name}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # exists (someone else's) or not a pid we can judge: leave its file alone
+    return True
+
+
+def remove_stale_temps(final: str | os.PathLike[str]) -> list[Path]:
+    """Delete temp files of ``final`` left by a writer that died (SIGKILL, power loss).
+
+    Temp names are ``.<name>.<pid>.<random>.tmp``; one whose pid is no longer a
+    running process on this machine is stale. Files of live processes, and files
+    this naming does not describe, are kept. Returns what was removed.
+    """
+    final = Path(final)
+    prefix = _temp_prefix(final)
+    removed: list[Path] = []
+    try:
+        entries = list(final.parent.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        name = p.name
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid_text = name[len(prefix):].split(".", 1)[0]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+            try:
+                if p.is_file() and not p.is_symlink():
+                    p.unlink()
+                    removed.append(p)
+            except OSError:
+                pass
+    return removed
+
+
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:  # some file systems cannot fsync a directory; the file itself must be synced
+            raise
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None], *, durable: bool = False) -> Path:
     """Write through a temp file in the same folder, then rename.
 
     A crash (or a failed verification) never leaves a half-written artifact
-    under the final name; ``os.replace`` is atomic on POSIX and Windows.
+    under the final name; ``os.replace`` is atomic on POSIX and Windows. Temp
+    files of writers that died are removed first (:func:`remove_stale_temps`).
+    ``durable=True`` also fsyncs the file before the rename and the folder after
+    it, so the new content survives a power loss (release artifacts, checkpoints);
+    a process crash alone never needs it.
     """
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    # mkstemp creates 0600; give the artifact the permissions a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    return atomic_write_many([(path, write)], durable=durable)[0]
+
+
+def atomic_write_many(
+    files: Sequence[tuple[str | os.PathLike[str], Callable[[Path], None]]], *, durable: bool = False
+) -> list[Path]:
+    """:func:`atomic_write` for files that belong together (a model and its manifest).
+
+    Every temp file is written (and, if ``durable``, synced) before the first
+    rename; the renames then follow back to back, in the order given. A failure
+    while writing leaves every final name untouched; a crash can only fall in the
+    microseconds between two renames.
+    """
+    finals = [Path(p) for p, _ in files]
+    temps: list[Path] = []
     try:
-        write(tmp)
-        os.replace(tmp, final)
+        for final, (_, write) in zip(finals, files):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(final)
+            fd, tmp_name = tempfile.mkstemp(prefix=f"{_temp_prefix(final)}{os.getpid()}.", suffix=".tmp", dir=final.parent)
+            os.close(fd)
+            tmp = Path(tmp_name)
+            temps.append(tmp)
+            # mkstemp creates 0600; give the file the permissions a plain open() would.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            write(tmp)
+            if durable:
+                _fsync_path(tmp)
+        for tmp, final in zip(temps, finals):
+            os.replace(tmp, final)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
         raise
-    return final
+    if durable:
+        for folder in dict.fromkeys(f.parent for f in finals):
+            _fsync_path(folder, directory=True)
+    return finals
 
 
 def write_tiff(path: str | os.PathLike[str], array: np.ndarray) -> Path:
