@@ -15,7 +15,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import onnx
 
@@ -164,5 +164,9 @@ def write_artifacts(
     # The model is renamed into place right before its manifest: every byte is on disk (synced) before either
     # rename, so a crash leaves the old pair or the new one (bar the instant between two renames).
     jobs += [(out, model_bytes), (paths.manifest, manifest_text.encode())]
-    atomic_write_many([(path, lambda tmp, data=data: tmp.write_bytes(data)) for path, data in jobs], durable=True)
+
+    def writer(data: bytes) -> Callable[[Path], object]:
+        return lambda tmp: tmp.write_bytes(data)
+
+    atomic_write_many([(path, writer(data)) for path, data in jobs], durable=True)
     return paths
