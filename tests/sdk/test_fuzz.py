@@ -21,6 +21,7 @@ from bgsdk import InputError, InputWarning, ModelError, Segmenter
 from bgsdk.io import to_chw
 from tests.fuzz.targets import ALLOWED, MODEL_SIZE, small_model, target_read_image, target_segmenter, target_to_chw
 
+
 def fuzz(n: int) -> settings:
     return settings(max_examples=n, deadline=None, derandomize=True, database=None,
                     suppress_health_check=list(HealthCheck))
