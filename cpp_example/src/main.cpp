@@ -1,6 +1,6 @@
 // bgsdk_cpp: run a bgsdk full-image ONNX model on one strip and write the defect heatmap.
 //
-//   bgsdk_cpp [--repeat N] [--threads N] [--raw-shape A,B,C] MODEL INPUT OUTPUT
+//   bgsdk_cpp [--repeat N] [--threads N] [--raw-shape A,B,C] [--verify] MODEL INPUT OUTPUT
 //
 // The same numbers as the Python SDK (bgsdk.Segmenter): strip_io reads INPUT into (3,H,W)
 // float32 exactly like bgsdk.io.read_image; bgsdk::Model (bgsdk_model.hpp, the part to copy
@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "bgsdk_model.hpp"
+#include "integrity.hpp"
 #include "strip_io.hpp"
 
 namespace {
@@ -33,10 +34,11 @@ struct Options {
   int repeat = 1;
   int threads = 0;  // 0 = ONNX Runtime's default (as the Python SDK)
   std::optional<std::vector<int64_t>> raw_shape;
+  bool verify = false;  // check MODEL against the sha256 in its model.json before loading it
 };
 
 constexpr const char* kUsage =
-    "usage: bgsdk_cpp [--repeat N] [--threads N] [--raw-shape A,B,C] MODEL INPUT OUTPUT\n"
+    "usage: bgsdk_cpp [--repeat N] [--threads N] [--raw-shape A,B,C] [--verify] MODEL INPUT OUTPUT\n"
     "\n"
     "Run a bgsdk full-image ONNX model on one strip and write the defect heatmap.\n"
     "\n"
@@ -46,7 +48,8 @@ constexpr const char* kUsage =
     "  OUTPUT             heatmap (H,W) float32: .tif/.tiff, .npy, or raw otherwise\n"
     "  --repeat N         run N times and report the median run time (default 1)\n"
     "  --threads N        intra-op threads (default: ONNX Runtime's choice)\n"
-    "  --raw-shape A,B,C  INPUT is raw float32 of this shape, e.g. 4,976,176 or 976,176,3\n";
+    "  --raw-shape A,B,C  INPUT is raw float32 of this shape, e.g. 4,976,176 or 976,176,3\n"
+    "  --verify           refuse MODEL unless its sha256 matches the model.json beside it\n";
 
 int parse_int(const std::string& opt, const std::string& text, int min) {
   char* end = nullptr;
@@ -84,6 +87,8 @@ Options parse_args(int argc, char** argv) {
       o.threads = parse_int(a, value(), 0);
     } else if (a == "--raw-shape") {
       o.raw_shape = parse_shape(value());
+    } else if (a == "--verify") {
+      o.verify = true;
     } else if (a.size() > 1 && a[0] == '-' && a != "-") {
       throw UsageError("unknown option " + a);
     } else {
@@ -91,7 +96,7 @@ Options parse_args(int argc, char** argv) {
     }
   }
   if (pos.size() != 3) throw UsageError("expected MODEL INPUT OUTPUT, got " + std::to_string(pos.size()) + " argument(s)");
-  return {pos[0], pos[1], pos[2], o.repeat, o.threads, o.raw_shape};
+  return {pos[0], pos[1], pos[2], o.repeat, o.threads, o.raw_shape, o.verify};
 }
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
@@ -106,7 +111,8 @@ int run(const Options& o) {
   const strip_io::Image img = strip_io::read_input(o.input, o.raw_shape);
   const double read_ms = ms_since(t0);
   t0 = clock::now();
-  bgsdk::Model model(o.model, o.threads);
+  bgsdk::Model model = o.verify ? bgsdk::Model(o.model, bgsdk::read_verified_model(o.model), o.threads)
+                                : bgsdk::Model(o.model, o.threads);
   const double load_ms = ms_since(t0);
   model.check_size(img.height, img.width, o.input);
   std::vector<float> heatmap;

@@ -19,6 +19,7 @@ Accepted input (documented rule):
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 from .errors import InputError
 
 __all__ = [
+    "MAX_DECODED_BYTES",
     "TIFF_SUFFIXES",
     "PIL_SUFFIXES",
     "IMAGE_SUFFIXES",
@@ -41,6 +43,10 @@ __all__ = [
     "remove_stale_temps",
     "list_images",
 ]
+
+# A file declaring more pixels than this is refused before anything is decoded (a decompression bomb:
+# a few bytes claiming gigapixels). 256 MiB is ~90x a production strip (4x976x176 float32, 2.7 MB).
+MAX_DECODED_BYTES = 1 << 28
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -92,11 +98,30 @@ def to_chw(array: Any, source: str | Path | None = None) -> np.ndarray:
     return np.ascontiguousarray(_to_float(chw, source))
 
 
+def _check_decoded_size(path: Path, shape: tuple[int, ...], itemsize: int, what: str) -> None:
+    """Refuse, before decoding, a file that declares more than :data:`MAX_DECODED_BYTES` of pixels."""
+    nbytes = math.prod(int(d) for d in shape) * int(itemsize)
+    if nbytes > MAX_DECODED_BYTES:
+        raise InputError(
+            path,
+            f"{what} declares {'x'.join(str(int(d)) for d in shape)} pixels ({nbytes} bytes decoded), over the "
+            f"{MAX_DECODED_BYTES >> 20} MiB limit for one image (a decompression bomb?)",
+        )
+
+
 def _read_tiff(path: Path) -> np.ndarray:
     import tifffile
 
     try:
-        return tifffile.imread(path)
+        with tifffile.TiffFile(path) as tf:
+            if not tf.series:
+                raise InputError(path, "TIFF holds no image")
+            series = tf.series[0]
+            _check_decoded_size(path, tuple(series.shape), np.dtype(series.dtype).itemsize, "TIFF")
+            arr: np.ndarray = series.asarray()
+            return arr
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(path, f"not a readable TIFF ({type(exc).__name__}: {exc})") from None
 
@@ -108,6 +133,8 @@ def _read_pil(path: Path) -> np.ndarray:
         raise InputError(path, "reading PNG/JPG needs Pillow: pip install 'bgsdk[images]'") from None
     try:
         with Image.open(path) as im:
+            # RGB decoded, then float32: 12 bytes per pixel by the time it is an image here.
+            _check_decoded_size(path, (im.size[1], im.size[0], 3), 4, "image")
             im.load()
             mode = im.mode
             if mode in ("RGB", "RGBA"):
@@ -125,10 +152,29 @@ def _read_pil(path: Path) -> np.ndarray:
     return bgr
 
 
+def _npy_header(path: Path) -> None:
+    """Check the header's shape against the file size and the decode limit before numpy allocates."""
+    fmt = np.lib.format
+    with open(path, "rb") as f:
+        version = fmt.read_magic(f)
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read(f)
+        data_bytes = path.stat().st_size - f.tell()
+    if dtype.hasobject:
+        raise InputError(path, "holds Python objects (a pickled .npy); only numeric arrays are read")
+    _check_decoded_size(path, tuple(shape), dtype.itemsize, ".npy")
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > data_bytes:
+        raise InputError(path, f"truncated .npy: the header declares {declared} bytes of data, the file has {data_bytes}")
+
+
 def _read_npy(path: Path) -> np.ndarray:
     try:
+        _npy_header(path)
         arr: np.ndarray = np.load(path, allow_pickle=False)
         return arr
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(path, f"not a readable .npy array ({type(exc).__name__}: {exc})") from None
 

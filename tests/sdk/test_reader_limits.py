@@ -1,0 +1,88 @@
+"""Decompression bombs: a small file that declares gigapixels is refused before anything is decoded.
+
+TIFF (patched ImageWidth/ImageLength), PNG (patched IHDR, valid CRC) and .npy (header
+claiming a huge shape, or more data than the file holds) each give one ``InputError``
+naming the file, quickly and without the process's memory growing by the declared size.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import tifffile
+from PIL import Image
+
+from bgsdk import InputError
+from bgsdk.io import MAX_DECODED_BYTES, read_image
+
+
+def _tiff_claiming(path: Path, width: int, height: int) -> Path:
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.zeros((8, 8), np.float32), metadata=None)
+    data = bytearray(buf.getvalue())
+    assert data[:4] == b"II*\x00"
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    (count,) = struct.unpack_from("<H", data, ifd)
+    for i in range(count):
+        at = ifd + 2 + 12 * i
+        tag, typ = struct.unpack_from("<HH", data, at)
+        if tag in (256, 257):  # ImageWidth, ImageLength
+            value = width if tag == 256 else height
+            struct.pack_into("<I" if typ == 4 else "<H", data, at + 8, value)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _png_claiming(path: Path, width: int, height: int) -> Path:
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    assert data[12:16] == b"IHDR"
+    struct.pack_into(">II", data, 16, width, height)
+    struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _npy_claiming(path: Path, shape: tuple[int, ...], data_bytes: int = 64) -> Path:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    path.write_bytes(buf.getvalue() + b"\0" * data_bytes)
+    return path
+
+
+CASES = {
+    "tiff 60000x60000": (lambda d: _tiff_claiming(d / "bomb.tiff", 60000, 60000), "decompression bomb"),
+    "png 9000x9000": (lambda d: _png_claiming(d / "bomb.png", 9000, 9000), "decompression bomb"),
+    "png 40000x40000": (lambda d: _png_claiming(d / "huge.png", 40000, 40000), "decompression bomb"),
+    "npy (3, 50000, 50000)": (lambda d: _npy_claiming(d / "bomb.npy", (3, 50000, 50000)), "decompression bomb"),
+    "npy data missing": (lambda d: _npy_claiming(d / "short.npy", (3, 100, 100)), "truncated .npy"),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_bomb_is_refused_before_decoding(tmp_path: Path, name: str) -> None:
+    make, fragment = CASES[name]
+    path = make(tmp_path)
+    assert path.stat().st_size < 4096
+    rss0 = psutil.Process().memory_info().rss
+    with pytest.raises(InputError) as info:
+        read_image(path)
+    grew = psutil.Process().memory_info().rss - rss0
+    assert str(path) in str(info.value) and fragment in str(info.value), info.value
+    assert grew < 64 * 2**20, f"RSS grew by {grew / 2**20:.0f} MB"
+
+
+def test_limit_leaves_real_images_alone(tmp_path: Path) -> None:
+    big = np.random.default_rng(0).uniform(0, 255, (4, 1024, 1024)).astype(np.float32)  # mvtec size, 4 channels
+    tifffile.imwrite(tmp_path / "mvtec.tiff", big)
+    np.save(tmp_path / "mvtec.npy", big)
+    assert big.nbytes < MAX_DECODED_BYTES
+    for p in (tmp_path / "mvtec.tiff", tmp_path / "mvtec.npy"):
+        np.testing.assert_array_equal(read_image(p), big[:3])
