@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -47,6 +48,8 @@ __all__ = [
 # A file declaring more pixels than this is refused before anything is decoded (a decompression bomb:
 # a few bytes claiming gigapixels). 256 MiB is ~90x a production strip (4x976x176 float32, 2.7 MB).
 MAX_DECODED_BYTES = 1 << 28
+# More pages than this is not a strip file (production TIFFs have 1-4).
+MAX_TIFF_PAGES = 4096
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -109,10 +112,54 @@ def _check_decoded_size(path: Path, shape: tuple[int, ...], itemsize: int, what:
         )
 
 
+def _tiff_chain_problem(path: Path, max_pages: int = MAX_TIFF_PAGES) -> str | None:
+    """Walk the TIFF's chain of image directories (IFDs) by offsets only: None if it ends, else why not.
+
+    tifffile follows this chain itself and only looks for a loop at its 100th page, so a
+    corrupt file whose chain loops back later makes it spin forever. Checked here first:
+    every IFD offset inside the file, no offset twice, at most ``max_pages`` pages.
+    """
+    with open(path, "rb") as f:
+        head = f.read(16)
+        size = path.stat().st_size
+        if head[:2] not in (b"II", b"MM") or len(head) < 8:
+            return None  # not TIFF-shaped: tifffile reports it
+        e = "<" if head[:2] == b"II" else ">"
+        version = struct.unpack(e + "H", head[2:4])[0]
+        if version == 42:
+            offset = struct.unpack(e + "I", head[4:8])[0]
+            count_fmt, count_size, entry_size, next_fmt = e + "H", 2, 12, e + "I"
+        elif version == 43 and len(head) >= 16:
+            offset = struct.unpack(e + "Q", head[8:16])[0]
+            count_fmt, count_size, entry_size, next_fmt = e + "Q", 8, 20, e + "Q"
+        else:
+            return None
+        seen: set[int] = set()
+        while offset:
+            if offset in seen:
+                return f"TIFF page chain loops back to byte {offset} (corrupt file)"
+            if len(seen) >= max_pages:
+                return f"TIFF has more than {max_pages} pages"
+            if offset + count_size > size:
+                return None  # dangling offset: tifffile stops there and reports it
+            seen.add(offset)
+            f.seek(offset)
+            (count,) = struct.unpack(count_fmt, f.read(count_size))
+            at = offset + count_size + count * entry_size
+            if at + struct.calcsize(next_fmt) > size:
+                return None
+            f.seek(at)
+            (offset,) = struct.unpack(next_fmt, f.read(struct.calcsize(next_fmt)))
+    return None
+
+
 def _read_tiff(path: Path) -> np.ndarray:
     import tifffile
 
     try:
+        problem = _tiff_chain_problem(path)
+        if problem is not None:
+            raise InputError(path, problem)
         with tifffile.TiffFile(path) as tf:
             if not tf.series:
                 raise InputError(path, "TIFF holds no image")

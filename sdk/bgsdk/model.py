@@ -168,7 +168,11 @@ def open_session(
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     try:
-        session = ort.InferenceSession(source, sess_options=opts, providers=chosen)
+        # enable_fallback=0: ONNX Runtime's own retry prints a banner to stdout and silently changes
+        # providers; bgsdk's fallback is the opt-in one above (and a clear ModelError otherwise).
+        session = ort.InferenceSession(
+            source, sess_options=opts, providers=chosen, enable_fallback=1 if fallback else 0
+        )
     except Exception as exc:  # ORT raises its own (pybind) exception types
         raise ModelError(path, f"cannot be loaded as an ONNX model ({_first_line(exc)})") from exc
     _check_text_fields(session, path)

@@ -66,10 +66,15 @@ def run_atheris(target: str, runs: int, out: Path) -> dict[str, Any]:
     """This process becomes the fuzzer (atheris.Setup/Fuzz never return)."""
     import atheris
 
-    with atheris.instrument_imports():
+    # Coverage feedback needs the code under test instrumented as it is imported: bgsdk and the TIFF parser
+    # (tifffile is pure Python); this runs before anything imports them (see main()).
+    with atheris.instrument_imports(include=["bgsdk", "tifffile", "tests.fuzz.targets"]):
+        import tifffile  # noqa: F401
+
         import bgsdk.io  # noqa: F401
         import bgsdk.sanity  # noqa: F401
         import bgsdk.segmenter  # noqa: F401
+        import tests.fuzz.targets  # noqa: F401
     work = Path(tempfile.mkdtemp(prefix="bgsdk-fuzz-"))
     call = _make_call(target, work)
     counts: Counter[str] = Counter()
@@ -134,6 +139,10 @@ def main() -> int:
     ap.add_argument("--replay", type=Path, default=None, help="run one saved input through --target and show the outcome")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:  # one atheris target in this process: instrument before anything imports bgsdk
+        args.out.mkdir(parents=True, exist_ok=True)
+        run_atheris(args.target, args.runs, args.out)
+        return 0
     from tests.fuzz.targets import TARGETS
 
     targets = list(TARGETS) if args.target == "all" else [args.target]
@@ -151,9 +160,6 @@ def main() -> int:
         except ImportError:
             print("atheris is not installed (pip install -e '.[fuzz]'); using hypothesis", file=sys.stderr)
             engine = "hypothesis"
-    if args.child:  # one atheris target, in this process
-        run_atheris(targets[0], args.runs, args.out)
-        return 0
     failed = []
     for target in targets:
         t0 = time.monotonic()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -86,3 +88,25 @@ def test_limit_leaves_real_images_alone(tmp_path: Path) -> None:
     assert big.nbytes < MAX_DECODED_BYTES
     for p in (tmp_path / "mvtec.tiff", tmp_path / "mvtec.npy"):
         np.testing.assert_array_equal(read_image(p), big[:3])
+
+
+def _tiff_with_ifd_loop(path: Path, pages: int = 150, back_to: int = 120) -> Path:
+    """Classic little-endian TIFF of ``pages`` empty IFDs; the last points back to IFD ``back_to``.
+
+    tifffile (2026.3) looks for a loop only at its 100th page, so this chain made it spin forever
+    (found by ``make fuzz``: a mutated TIFF; this is the same shape, built by hand).
+    """
+    ifd = lambda i: 8 + 6 * i  # noqa: E731  each IFD: 2-byte count (0) + 4-byte next offset
+    data = bytearray(b"II*\x00" + struct.pack("<I", ifd(0)))
+    for i in range(pages):
+        nxt = ifd(i + 1) if i + 1 < pages else ifd(back_to)
+        data += struct.pack("<HI", 0, nxt)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_tiff_page_chain_loop_is_refused_not_a_hang(tmp_path: Path) -> None:
+    path = _tiff_with_ifd_loop(tmp_path / "loop.tiff")
+    code = f"import bgsdk\ntry:\n    bgsdk.read_image({str(path)!r})\nexcept bgsdk.InputError as e:\n    print(e)\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "TIFF page chain loops back to byte 728 (corrupt file)" in out.stdout, out
