@@ -50,6 +50,9 @@ __all__ = [
 MAX_DECODED_BYTES = 1 << 28
 # More pages than this is not a strip file (production TIFFs have 1-4).
 MAX_TIFF_PAGES = 4096
+# Nor this many strips/tiles (a 976-row strip, one row per strip, 4 planes: 3,904). A 700-byte file
+# declaring 734,005 one-row strips kept tifffile busy for seconds (found by make fuzz).
+MAX_TIFF_SEGMENTS = 1 << 16
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -165,6 +168,9 @@ def _read_tiff(path: Path) -> np.ndarray:
                 raise InputError(path, "TIFF holds no image")
             series = tf.series[0]
             _check_decoded_size(path, tuple(series.shape), np.dtype(series.dtype).itemsize, "TIFF")
+            segments = math.prod(tf.pages.first.chunked) * max(1, len(series.pages))
+            if segments > MAX_TIFF_SEGMENTS:  # tifffile walks every strip/tile in Python, present or not
+                raise InputError(path, f"TIFF declares {segments} strips/tiles (over {MAX_TIFF_SEGMENTS}; corrupt file?)")
             arr: np.ndarray = series.asarray()
             return arr
     except InputError:

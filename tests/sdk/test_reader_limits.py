@@ -7,6 +7,7 @@ naming the file, quickly and without the process's memory growing by the declare
 
 from __future__ import annotations
 
+import base64
 import io
 import struct
 import subprocess
@@ -110,3 +111,27 @@ def test_tiff_page_chain_loop_is_refused_not_a_hang(tmp_path: Path) -> None:
     code = f"import bgsdk\ntry:\n    bgsdk.read_image({str(path)!r})\nexcept bgsdk.InputError as e:\n    print(e)\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "TIFF page chain loops back to byte 728 (corrupt file)" in out.stdout, out
+
+
+# A 694-byte TIFF found by make fuzz (a mutated 8x8 image): it declares a 3670021x7 bool image in
+# 734,005 one-strip-of-5-rows segments; tifffile walked them all in Python (2.5 s here, > 30 s under
+# the fuzzer's instrumentation) before failing.
+MANY_STRIPS = (
+    "SUkqAAgAAAAOAAABBAABAAAABwAAAAEBBAABAAAABQA4ADSAAwABAAAACAAAAAMBAwABAAAAAQAAAAYBAwABAAAAAQAAAA4BAgAV"
+    "AAAAtgAAABEBBAABAAAAAAEAABUBAwABAAAAAQAAABYBBAABAAAABQAAABcBBAABAAAAIwAAABoBBQABAAAA2gAAABsBBQABAAAA"
+    "4gAAACgBAwABAAAAAQAAADEBAgAMAAAA6gAAAGoBAAB7InNoYXBlIjogWzMsIDUsIDddfQAAAAAAAAAAAAAAAAAAAAABAAAAAQAA"
+    "AAEAAAABAAAAdGlmZmZpbGUucHkAAAAAAAAAAAAAAO61zLYFuDCTaPoW+ilSfd19hlBrtqv16xBlCttuyCSc2rtCtpl3wzSNPGOg"
+    "o+yRDh1jAHEbDhdypbFO+AIPQj8beOn4JKym5gUTI2Zo+FiW15C0K6iLhsbNn6gJIJgINFNm/mpirWorsAAMAAABBAABAAAABwAA"
+    "AAEBBAABAAAABQAAAAIBAwABAAAACAAAAAMBAwABAAAAAQAAAAYBAwABAAAAAQAAABEBBAABAAAAIwEAABUBAwABAAAAAQAAABYB"
+    "BAABAAAABQAAABcBBAABAAAAIwAAABoBBQABAAAAAAIAABsBBQABAAAACAIAACgBAwABAAAAAQAAABACAAABAAAAAQAAAAEAAAAB"
+    "AAAADAAAAQQAAQAAAAcAAAABAQQAAQAAAAUAAAACAQMAAQAAAAgAAAADAQMAAQAAAAEAAAAGAQMAAQAAAAEAAAARAQQAAQAAAEYB"
+    "AAAVAQMAAQAAAAEAAAAWAQQAAQAAAAUAAAAXAQQAAQAAACMAAAAaAQUAAQAAAAACAAAbAQUAAQAAAAgCAAAoAQMAAQAAAAEAAAAA"
+    "AAAAAQAAAAEAAAABAAAAAQAAAA=="
+)
+
+
+def test_tiff_declaring_too_many_strips_is_refused_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "strips.tiff"
+    path.write_bytes(base64.b64decode("".join(MANY_STRIPS)))
+    with pytest.raises(InputError, match="TIFF declares 734005 strips/tiles"):
+        read_image(path)

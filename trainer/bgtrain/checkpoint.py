@@ -41,7 +41,7 @@ FORMAT = "bgsdk.checkpoint/1"
 # A base width above this is not a UNet anyone trains (64 = production); refusing it
 # keeps a hostile header from asking for absurd shapes.
 MAX_WIDTH = 1024
-_FIRST_CONV = "encoder.blocks.0.0.weight"  # (width, 3, 3, 3): tells the width the weights really have
+_FIRST_CONV = "encoder.blocks.0.0.weight"  # (width, C, 3, 3): tells the width the weights really have
 REQUIRED: dict[str, type | tuple[type, ...]] = {
     "model_state_dict": dict,
     "img_height": int,
@@ -150,10 +150,10 @@ def _check_archive(p: Path) -> None:
 
 
 @lru_cache(maxsize=8)
-def _expected_state(width: int) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+def _expected_state(width: int, stem: str = "plain") -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """Names, shapes and dtypes of a width-``width`` UNet's state dict (built on the meta device: no memory)."""
     with torch.device("meta"):
-        model = UNet(base_width=width)
+        model = UNet(base_width=width, stem=stem)
     return {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
 
 
@@ -162,14 +162,14 @@ def _weights_width(state: Mapping[str, Any]) -> int | None:
     return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.dim() == 4 else None
 
 
-def _check_state_dict(p: Path, state: Mapping[Any, Any], width: int) -> None:
+def _check_state_dict(p: Path, state: Mapping[Any, Any], width: int, stem: str = "plain") -> None:
     """Every tensor a width-``width`` UNet needs, with its shape and dtype, finite; nothing else.
 
     ``load_state_dict`` would cast a float64 or int tensor silently and report a
     shape mismatch as a multi-line RuntimeError; checked here, every problem is one
     line that names the checkpoint.
     """
-    expected = _expected_state(width)
+    expected = _expected_state(width, stem)
     missing = [k for k in expected if k not in state]
     unexpected = [str(k) for k in state if k not in expected]
     actual = _weights_width(state)
@@ -197,14 +197,14 @@ def _check_state_dict(p: Path, state: Mapping[Any, Any], width: int) -> None:
             raise CheckpointError(p, f"model_state_dict[{key!r}] contains NaN/Inf: the training diverged or the file is damaged")
 
 
-def _check_resume_state(p: Path, ckpt: Mapping[str, Any], width: int) -> None:
+def _check_resume_state(p: Path, ckpt: Mapping[str, Any], width: int, stem: str = "plain") -> None:
     """The optimizer and scheduler state ``--resume`` loads: Adam moments shaped like the weights."""
     opt, sched = ckpt.get("optimizer_state_dict"), ckpt.get("scheduler_state_dict")
     if not isinstance(opt, dict) or not isinstance(opt.get("state"), dict) or not isinstance(opt.get("param_groups"), list):
         raise CheckpointError(p, "optimizer_state_dict is not an optimizer state (needs 'state' and 'param_groups')")
     if not isinstance(sched, dict) or not isinstance(sched.get("last_epoch"), int):
         raise CheckpointError(p, "scheduler_state_dict is missing or has no integer 'last_epoch'")
-    shapes = [shape for key, (shape, dtype) in _expected_state(width).items() if dtype.is_floating_point and
+    shapes = [shape for key, (shape, dtype) in _expected_state(width, stem).items() if dtype.is_floating_point and
               not key.endswith(("running_mean", "running_var"))]
     groups = opt["param_groups"]
     if not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
@@ -258,9 +258,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             raise CheckpointError(p, f"key {key!r} has type {type(ckpt[key]).__name__}, expected {typ}")
     if not 1 <= ckpt["width"] <= MAX_WIDTH:
         raise CheckpointError(p, f"width {ckpt['width']} is not a plausible UNet base width (1..{MAX_WIDTH})")
-    _check_state_dict(p, ckpt["model_state_dict"], ckpt["width"])
+    stem = ckpt.get("stem", "plain")
+    if not isinstance(stem, str):
+        raise CheckpointError(p, f"key 'stem' has type {type(stem).__name__}, expected str")
+    try:
+        _expected_state(ckpt["width"], stem)
+    except ValueError as exc:  # an unknown stem
+        raise CheckpointError(p, str(exc)) from None
+    _check_state_dict(p, ckpt["model_state_dict"], ckpt["width"], stem)
     if "optimizer_state_dict" in ckpt or "scheduler_state_dict" in ckpt:
-        _check_resume_state(p, ckpt, ckpt["width"])
+        _check_resume_state(p, ckpt, ckpt["width"], stem)
     image_type = ckpt["image_type"]
     if image_type not in IMAGE_TYPES:
         raise CheckpointError(p, f"unknown image_type {image_type!r}")
