@@ -91,6 +91,7 @@ SAVED: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
     "NaN weights": (_edit_sd(lambda sd: sd.__setitem__(HEAD, sd[HEAD] * float("nan"))), "contains NaN/Inf"),
     "another width": (lambda c: {**c, "width": 8}, "they are those of a width-4 UNet"),
     "absurd width": (lambda c: {**c, "width": 10**9}, "not a plausible UNet base width"),
+    "unknown stem": (lambda c: {**c, "stem": "evil"}, "stem must be one of"),
     "missing field": (lambda c: {k: v for k, v in c.items() if k != "width"}, "missing key(s) width"),
     "state dict not a dict": (_edit(model_state_dict=[1, 2]), "key 'model_state_dict' has type list"),
     "not a dict at all": (lambda c: [c["model_state_dict"]], "expected a dict checkpoint, got list"),
