@@ -112,7 +112,8 @@ def build_command(
 
     from .build import DEFAULT_PATCH_BATCH, BuildOptions, build_model
     from .fp16 import DEFAULT_FP16_MAX_MEAN_DIFF, Fp16Options
-    from .quantize import DEFAULT_MAX_MEAN_DIFF, QuantizeOptions
+    from .precision_gate import DEFAULT_MAX_MEAN_DIFF
+    from .quantize import QuantizeOptions
 
     setup_logging(verbose, quiet)
     if quantize and fp16:

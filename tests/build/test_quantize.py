@@ -25,9 +25,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bgbuild import BuildError, BuildOptions, VerificationError, build_model, read_metadata
 from bgbuild.artifact import QUANTIZATION_KEY
+from bgbuild.calibration import calibration_patches
 from bgbuild.cli import main as build_main
 from bgbuild.export import op_counts
-from bgbuild.quantize import QuantizeOptions, calibration_patches, float_logits, quantize_patch_model
+from bgbuild.quantize import QuantizeOptions, float_logits, quantize_patch_model
 from bgsdk import Segmenter
 from bgsdk.cli import QUANTIZATION_KEY as SDK_QUANTIZATION_KEY
 from bgsdk.cli import main as sdk_main
