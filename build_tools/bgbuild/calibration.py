@@ -16,6 +16,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from bgsdk.contract import PATCH_INPUT_NAME, scale_input
 from bgsdk.errors import InputError
 from bgsdk.io import list_images
 from bgsdk.tiling import Tiling
@@ -110,8 +111,7 @@ def calibration_patches(images: np.ndarray, tiling: Tiling, synth_seed: int | No
                 rng = np.random.default_rng([synth_seed, n, t])
                 crop = synthesize(crop.copy(), rng).image
             crops.append(crop)
-    x = np.stack(crops).astype(np.float32) / np.float32(255.0)
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return np.ascontiguousarray(scale_input(np.stack(crops)), dtype=np.float32)
 
 
 def _reader_class() -> type:
@@ -124,7 +124,7 @@ def _reader_class() -> type:
 
         def _batches(self) -> Iterator[dict[str, np.ndarray]]:
             for i in range(0, len(self.patches), self.batch):
-                yield {"input": self.patches[i : i + self.batch]}
+                yield {PATCH_INPUT_NAME: self.patches[i : i + self.batch]}
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._it, None)

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from bgsdk.contract import INPUT_NAME, OUTPUT_NAME, scale_input
 from bgsdk.errors import InputError
 from bgsdk.io import read_image
 from bgsdk.tiling import Tiling
@@ -195,15 +196,12 @@ class PrecisionVerification:
 
 
 def _run(model_bytes: bytes, x: np.ndarray, threads: int | None) -> tuple[np.ndarray, float]:
-    import onnxruntime as ort
+    from bgsdk.session import create_session
 
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-    sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    sess = create_session(model_bytes, threads=threads or None)
     outs, t0 = [], time.perf_counter()
     for i in range(0, len(x), 2):  # two images per call: bounded memory, still exercises N > 1
-        outs.append(sess.run(["output"], {"input": x[i : i + 2]})[0])
+        outs.append(sess.run([OUTPUT_NAME], {INPUT_NAME: x[i : i + 2]})[0])
     return np.concatenate(outs), time.perf_counter() - t0
 
 
@@ -227,7 +225,7 @@ def compare_models(
     max_ap_drop, max_mean_diff = gate.max_ap_drop, gate.max_mean_diff
     from bgsdk.metrics import evaluate
 
-    x = (images.images / np.float32(255.0)).astype(np.float32)
+    x = scale_input(images.images)
     ref, t_ref = _run(reference_bytes, x, threads)
     out, t_out = _run(candidate_bytes, x, threads)
     if out.shape != ref.shape:

@@ -1,4 +1,4 @@
-"""INT8 release models: static QDQ quantization of the patch model, then a verification gate.
+"""INT8 release models: static QDQ quantization of the patch model (the release gate is bgbuild.precision_gate).
 
 What is quantized, and why this way (docs/design.md, "INT8 quantization"):
 

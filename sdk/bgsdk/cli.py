@@ -21,7 +21,8 @@ from typing import Any
 import click
 
 from . import __version__
-from .clikit import UserError, run_cli, setup_logging, verbosity_options
+from .clikit import UserError, progress_enabled, run_cli, setup_logging, verbosity_options
+from .contract import PRECISION_KEY, QUANTIZATION_KEY  # written by build-model --quantize / --fp16
 from .errors import ModelError
 from .io import IMAGE_SUFFIXES, list_images
 from .run_outputs import HEATMAP_SUFFIX, MASK_SUFFIX, OVERLAY_SUFFIX
@@ -29,11 +30,6 @@ from .run_outputs import HEATMAP_SUFFIX, MASK_SUFFIX, OVERLAY_SUFFIX
 __all__ = ["cli", "main", "collect_inputs", "HEATMAP_SUFFIX", "MASK_SUFFIX", "OVERLAY_SUFFIX"]
 
 log = logging.getLogger("bgsdk.cli")
-
-# Written by `build-model --quantize` (bgbuild.artifact.QUANTIZATION_KEY; bgsdk must not import bgbuild).
-QUANTIZATION_KEY = "bgsdk.quantization"
-# Written by `build-model --fp16` (bgbuild.artifact.PRECISION_KEY).
-PRECISION_KEY = "bgsdk.precision"
 
 _provider_opt = click.option(
     "--provider",
@@ -135,7 +131,8 @@ def run_cmd(
     ok = failed = flagged = 0
     t0 = last = time.perf_counter()
     with RunWriter(out_dir, png) as writer, \
-            tqdm(total=len(paths), unit="img", disable=quiet, file=sys.stderr, dynamic_ncols=True) as bar:
+            tqdm(total=len(paths), unit="img", disable=not progress_enabled(quiet), file=sys.stderr,
+                 dynamic_ncols=True) as bar:
         outcomes = seg.iter_batch(paths, batch_size=batch_size, on_error="raise" if fail_fast else "return",
                                   threshold=threshold, min_area=min_area)
         for path, res in zip(paths, outcomes):
@@ -243,7 +240,7 @@ def _signature(args: Any) -> list[dict[str, Any]]:
 def inspect_cmd(model: Path, as_json: bool, verbose: int, quiet: bool) -> None:
     """Print MODEL's contract, metadata and input/output signatures, and check it."""
     setup_logging(verbose, quiet)
-    from .model import describe, format_shape, open_session
+    from .session import describe, format_shape, open_session
 
     session = open_session(model)
     meta = session.get_modelmeta()

@@ -24,9 +24,9 @@ import numpy as np
 from .contract import Contract
 from .errors import BgsdkError, InputError, ModelError
 from .io import list_images, read_image, to_chw
-from .model import ModelInfo, ProviderSpec, describe, open_session
 from .operating_point import OperatingPoint, with_override
 from .result import ErrorResult, Outcome, Result
+from .session import ModelInfo, ProviderSpec, describe, open_session
 
 __all__ = ["Segmenter", "ImageLike", "ON_ERROR"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from bgsdk.clikit import run_cli, setup_logging, verbosity_options
+from bgsdk.clikit import progress_enabled, run_cli, setup_logging, verbosity_options
 from bgsdk.io import atomic_write, write_tiff
 from bgsdk.tiling import IMAGE_TYPES
 
@@ -152,7 +152,7 @@ def cli(out_dir: Path, n_train: int, n_valid: int, n_test: int, seed: int, image
     TIFFs, channel-first: target, ref1, ref2 and an unused mask plane.
     """
     setup_logging(verbose, quiet)
-    s = make_dataset(out_dir, n_train, n_valid, n_test, seed, image_type, progress=not quiet)
+    s = make_dataset(out_dir, n_train, n_valid, n_test, seed, image_type, progress=progress_enabled(quiet))
     if not quiet:
         parts = ", ".join(f"{k}: {v}" for k, v in sorted(s["counts"].items()))
         click.echo(
