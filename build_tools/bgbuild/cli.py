@@ -8,10 +8,14 @@ error (bad checkpoint, bad option, failed verification) is one line
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from bgsdk.clikit import run_cli, setup_logging, verbosity_options
+
+if TYPE_CHECKING:
+    from .build import BuildReport
 
 __all__ = ["build_command", "main"]
 
@@ -165,6 +169,10 @@ def build_command(
     t0 = time.perf_counter()
     report = build_model(checkpoint, out, options, progress)
     total = time.perf_counter() - t0
+    _print_summary(report, total, quiet)
+
+def _print_summary(report: BuildReport, total: float, quiet: bool) -> None:
+    """Warnings always; unless --quiet, one line on what was built (and one on INT8/fp16)."""
     for w in report.warnings:
         click.echo(f"build-model: warning: {w}", err=True)
     if not quiet:

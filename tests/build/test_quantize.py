@@ -28,6 +28,7 @@ from bgbuild.artifact import QUANTIZATION_KEY
 from bgbuild.calibration import calibration_patches
 from bgbuild.cli import main as build_main
 from bgbuild.export import op_counts
+from bgbuild.graphs import all_graphs
 from bgbuild.quantize import QuantizeOptions, float_logits, quantize_patch_model
 from bgsdk import Segmenter
 from bgsdk.cli import QUANTIZATION_KEY as SDK_QUANTIZATION_KEY
@@ -93,18 +94,10 @@ def test_manifest_and_metadata_record_quantization(int8_build):
     assert op_counts(patch)["QuantizeLinear"] > 0
 
 
-def _walk(graph: onnx.GraphProto):
-    for n in graph.node:
-        yield n
-        for a in n.attribute:
-            if a.type == onnx.AttributeProto.GRAPH:
-                yield from _walk(a.g)
-
-
 def test_softmax_logits_and_tail_stay_float(int8_build):
     _, out = int8_build
     model = onnx.load(str(out))
-    nodes = list(_walk(model.graph))
+    nodes = [n for g in all_graphs(model.graph) for n in g.node]
     producer = {o: n for n in nodes for o in n.output}
     (softmax,) = [n for n in nodes if n.op_type == "Softmax"]
     assert producer[softmax.input[0]].op_type == "Conv"  # float logits straight from the head Conv
