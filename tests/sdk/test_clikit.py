@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 
 import pytest
 import tifffile
@@ -38,3 +39,12 @@ def test_redirected_run_writes_no_progress_bar(sdk_env: SdkEnv, tmp_path, capsys
     assert code == 0, err
     assert "\r" not in err and "img/s" not in err  # no carriage-return redraws in a log
     assert "3 of 3 image(s) written" in out + err
+
+
+def test_run_draws_a_bar_on_a_terminal(sdk_env: SdkEnv, tmp_path, capsys: pytest.CaptureFixture[str], monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # the captured stderr now says it is a terminal
+    code, _, err = invoke(main, capsys, "run", sdk_env.strip_model, sdk_env.strips[0], "--out", tmp_path / "o")
+    assert code == 0, err
+    assert "100%" in err  # the progress bar went to stderr
+    code, _, err = invoke(main, capsys, "run", sdk_env.strip_model, sdk_env.strips[0], "--out", tmp_path / "q", "-q")
+    assert code == 0 and "100%" not in err  # --quiet: no bar even on a terminal
