@@ -21,7 +21,7 @@ import json
 import logging
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,13 +33,13 @@ from bgsdk.contract import Contract
 from bgsdk.tiling import Tiling
 
 from .artifact import ArtifactPaths, set_metadata, set_precision_metadata, set_quantization_metadata, write_artifacts
-from .calibration import CalibrationSet, calibration_patches, select_calibration_images
-from .compose import SUPPORTED_OPSETS, ComposeOptions, compose_full_model
-from .errors import BuildError
+from .calibration import CalibrationSet, calibration_patches, calibration_strips, select_calibration_images
+from .compose import CHUNKINGS, SUPPORTED_OPSETS, ComposeOptions, compose_full_model, compose_whole_model
+from .errors import BuildError, VerificationError
 from .export import export_patch_model, op_counts
 from .fp16 import Fp16Options, convert_patch_model
 from .precision_gate import GateOptions, PrecisionVerification, compare_models, select_eval_images
-from .quantize import QuantizeOptions, quantize_patch_model
+from .quantize import AUTO_CALIBRATION_ORDER, QuantizeOptions, quantize_patch_model
 from .simplify import check_graph, constants_to_initializers, hoist_subgraph_initializers, simplify
 from .verify import (
     DEFAULT_TOLERANCE,
@@ -67,11 +67,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Patches per patch-model call in CPU builds: the fastest K whose peak RSS stays
-# <= 500 MB on a w=64 strip (benchmarks/bench_build.py, docs/benchmarks.md).
-# Measured on 2 shared cores, ORT 1.32: peak RSS K=1 235 MB, 2 277, 3 309, 6 430,
-# 9 627, 18 1169; K=6 was the fastest of K<=6 (differences within run-to-run noise).
-DEFAULT_PATCH_BATCH = 6
+# Patches per patch-model call in CPU builds, as unrolled chunks sharing one set of
+# weights (docs/design.md, "Default build"): the largest K whose peak RSS stays
+# <= 500 MB on a w=64 strip (benchmarks/bench_tiled.py, docs/benchmarks.md).
+# Measured on 2 shared cores, ORT 1.32, default session options: unrolled K=2
+# 411 MB, K=3 424-460 MB, K=6 631 MB, one call (K=18) 1154 MB.
+DEFAULT_PATCH_BATCH = 3
+MODES = ("tiled", "whole")
 
 Progress = Callable[[str, str], None]
 
@@ -82,6 +84,8 @@ class BuildOptions:
 
     image_size: tuple[int, int] | None = None  # None: the checkpoint's image size
     patch_batch: int | None = DEFAULT_PATCH_BATCH  # None: all patches in one call
+    chunking: str = "unrolled"  # patch_batch < patches: "unrolled" chunks or a "loop"
+    mode: str = "tiled"  # "whole": one UNet pass on the reflect-padded strip (build-model --mode whole)
     opset: int = 17
     simplify: bool = True
     keep_patch_model: bool = False
@@ -182,12 +186,26 @@ def load_stage(checkpoint: str | Path, image_size: tuple[int, int] | None = None
     return LoadedCheckpoint(model, info, file_sha256(checkpoint), tiling)
 
 
-def export_stage(loaded: LoadedCheckpoint, opset: int) -> onnx.ModelProto:
+def export_stage(loaded: LoadedCheckpoint, opset: int, mode: str = "tiled") -> onnx.ModelProto:
+    """The network as the graph will run it: at the patch size, or (whole mode) at the padded strip size."""
+    if mode == "whole":
+        from bgtrain.infer import whole_padding
+
+        t = loaded.tiling
+        top, bottom, left, right = whole_padding(t.height, t.width)
+        return export_patch_model(loaded.model, (t.height + top + bottom, t.width + left + right), opset)
     return export_patch_model(loaded.model, loaded.tiling.patch, opset)
 
 
-def compose_stage(patch_model: onnx.ModelProto, tiling: Tiling, patch_batch: int | None, opset: int) -> onnx.ModelProto:
-    return compose_full_model(patch_model, tiling, ComposeOptions(opset=opset, patch_batch=patch_batch))
+def compose_stage(patch_model: onnx.ModelProto, tiling: Tiling, patch_batch: int | None, opset: int,
+                  chunking: str = "unrolled", mode: str = "tiled") -> onnx.ModelProto:
+    if mode == "whole":
+        return compose_whole_model(patch_model, tiling.height, tiling.width, opset)
+    return compose_full_model(patch_model, tiling, ComposeOptions(opset=opset, patch_batch=patch_batch, chunking=chunking))
+
+
+def _uses_loop(options: BuildOptions, k: int, num_patches: int) -> bool:
+    return options.mode == "tiled" and options.chunking == "loop" and k < num_patches
 
 
 def finalize_stage(model: onnx.ModelProto, *, simplify_graph: bool, uses_loop: bool) -> tuple[onnx.ModelProto, bool, list[str]]:
@@ -206,7 +224,10 @@ def finalize_stage(model: onnx.ModelProto, *, simplify_graph: bool, uses_loop: b
 
 def metadata_stage(model: onnx.ModelProto, loaded: LoadedCheckpoint, options: BuildOptions, patch_batch: int, simplified: bool) -> Contract:
     info = loaded.info
-    contract = Contract.from_tiling(loaded.tiling, extra={"image_type": info.image_type})
+    extra: dict[str, Any] = {"image_type": info.image_type}
+    if options.mode == "whole":  # the patch positions still describe the tiling; this model does not tile
+        extra["mode"] = "whole"
+    contract = Contract.from_tiling(loaded.tiling, extra=extra)
     training = {
         "epoch": info.epoch,
         "seed": info.seed,
@@ -221,8 +242,10 @@ def metadata_stage(model: onnx.ModelProto, loaded: LoadedCheckpoint, options: Bu
     build = {
         "exporter": f"torch.onnx.export(dynamo=False) torch {torch.__version__}",
         "opset": options.opset,
-        "patch_batch": patch_batch,
-        "num_patches": loaded.tiling.num_patches,
+        "mode": options.mode,
+        "patch_batch": patch_batch if options.mode == "tiled" else None,
+        "chunking": options.chunking if options.mode == "tiled" and patch_batch < loaded.tiling.num_patches else None,
+        "num_patches": loaded.tiling.num_patches if options.mode == "tiled" else None,
         "simplified": simplified,
         "onnx": onnx.__version__,
         "python": platform.python_version(),
@@ -237,6 +260,10 @@ def _check_options(options: BuildOptions) -> None:
         raise BuildError(f"--opset {options.opset} is not supported; choose one of {list(SUPPORTED_OPSETS)}")
     if options.patch_batch is not None and options.patch_batch < 1:
         raise BuildError(f"--patch-batch must be >= 1, got {options.patch_batch}")
+    if options.mode not in MODES:
+        raise BuildError(f"--mode {options.mode!r}: choose one of {', '.join(MODES)}")
+    if options.chunking not in CHUNKINGS:
+        raise BuildError(f"--chunking {options.chunking!r}: choose one of {', '.join(CHUNKINGS)}")
     if options.verify_images < 1:
         raise BuildError("need at least one verification image")
     if options.quantize is not None:
@@ -328,10 +355,12 @@ def _load(state: BuildState) -> None:
 
 def _export(state: BuildState) -> None:
     opset = state.options.opset
-    state.patch_model = state.timed("export", lambda: export_stage(state.loaded, opset))
+    mode = state.options.mode
+    state.patch_model = state.timed("export", lambda: export_stage(state.loaded, opset, mode))
     state.written_patch_model = state.patch_model
     n = len(state.patch_model.graph.node)
-    state.say("export", f"patch model: {n} nodes, opset {opset} ({state.seconds['export']:.1f}s)")
+    what = "patch model" if mode == "tiled" else "whole-strip network"
+    state.say("export", f"{what}: {n} nodes, opset {opset} ({state.seconds['export']:.1f}s)")
 
 
 def _compose_and_finalize(state: BuildState, patch_model: onnx.ModelProto, tag: str = "") -> tuple[onnx.ModelProto, bool]:
@@ -339,9 +368,13 @@ def _compose_and_finalize(state: BuildState, patch_model: onnx.ModelProto, tag: 
 
     Returns (model, simplified)."""
     options, k, T = state.options, state.patch_batch, state.loaded.tiling.num_patches
-    composed = state.timed(f"compose{tag}", lambda: compose_stage(patch_model, state.loaded.tiling, k, options.opset))
+    composed = state.timed(
+        f"compose{tag}",
+        lambda: compose_stage(patch_model, state.loaded.tiling, k, options.opset, options.chunking, options.mode),
+    )
     final, simplified, notes = state.timed(
-        f"simplify+check{tag}", lambda: finalize_stage(composed, simplify_graph=options.simplify, uses_loop=k < T)
+        f"simplify+check{tag}",
+        lambda: finalize_stage(composed, simplify_graph=options.simplify, uses_loop=_uses_loop(options, k, T)),
     )
     state.notes += notes
     state.contract = metadata_stage(final, state.loaded, options, k, simplified)
@@ -352,8 +385,7 @@ def _compose(state: BuildState) -> None:
     k, T = state.patch_batch, state.loaded.tiling.num_patches
     state.final, state.simplified = _compose_and_finalize(state, state.patch_model)
     state.fp32_bytes = state.final.SerializeToString()
-    mode = "one call" if k >= T else f"Loop over chunks of {k}"
-    state.say("compose", f"full-image graph, patch model inlined once, {mode} ({state.seconds['compose']:.1f}s)")
+    state.say("compose", f"full-image graph, {_layout(state.options, k, T)} ({state.seconds['compose']:.1f}s)")
     how = ("simplified" if state.simplified
            else "not simplified (--no-simplify)" if not state.options.simplify else "NOT simplified")
     state.say("check", f"{how}; onnx.checker full check and shape inference passed "
@@ -368,7 +400,8 @@ def _verify(state: BuildState) -> None:
     )
     state.verification = result = state.timed(
         "verify",
-        lambda: verify_model(state.fp32_bytes, loaded.model, loaded.tiling, vimgs, options.tolerance, options.threads),
+        lambda: verify_model(state.fp32_bytes, loaded.model, loaded.tiling, vimgs, options.tolerance, options.threads,
+                             mode=options.mode),
     )
     state.say(
         "verify",
@@ -389,17 +422,53 @@ class ReducedPatchModel:
     hint: str = ""  # what the user can change when the gate fails
 
 
-def _int8_patch_model(state: BuildState, q: QuantizeOptions) -> ReducedPatchModel:
+def _calibration_inputs(state: BuildState, q: QuantizeOptions) -> tuple[Any, QuantizeOptions]:
+    """What the network to quantize sees: the tiling's patches, or (whole mode) padded strips, one per run."""
     calib = state.calibration
     assert calib is not None
     seed = state.options.seed if q.calib_synth_defects else None
-    patches = calibration_patches(calib.images, state.loaded.tiling, seed)
-    qm = state.timed("quantize", lambda: quantize_patch_model(state.patch_model, patches, q))
-    state.say("quantize", f"patch model -> INT8 QDQ ({qm.settings['activations']} activations, "
+    if state.options.mode == "whole":
+        return calibration_strips(calib.images, state.loaded.tiling, seed), replace(q, calib_batch=1)
+    return calibration_patches(calib.images, state.loaded.tiling, seed), q
+
+
+def _int8_patch_model(state: BuildState, q: QuantizeOptions, patches: Any) -> ReducedPatchModel:
+    calib = state.calibration
+    assert calib is not None
+    qm = state.timed(f"quantize-{q.calib_method}", lambda: quantize_patch_model(state.patch_model, patches, q))
+    if state.options.mode == "whole":
+        qm.settings["scope"] = "whole-strip network only; reflect Pad, Softmax, crop and zero-channel Pad stay float"
+    state.say("quantize", f"network -> INT8 QDQ ({qm.settings['activations']} activations, "
               f"{qm.settings['weights']} weights), {q.calib_method} calibration on {calib.description}"
               f"{' + synthetic training defects' if q.calib_synth_defects else ''} ({qm.seconds:.1f}s)")
     return ReducedPatchModel("INT8", qm.model, qm.settings, q, required_op="DequantizeLinear",
                              hint="check the calibration images: --calib-data, --calib-count, --calib-method")
+
+
+def _int8(state: BuildState, q: QuantizeOptions) -> None:
+    """Quantize and gate; with --calib-method auto, MinMax first and the next method only if the gate fails."""
+    patches, q_run = _calibration_inputs(state, q)
+    methods = list(AUTO_CALIBRATION_ORDER) if q.calib_method == "auto" else [q.calib_method]
+    attempts: list[dict[str, Any]] = []
+    for method in methods:
+        reduced = _int8_patch_model(state, replace(q_run, calib_method=method), patches)
+        try:
+            final, verification = _compose_and_gate(state, reduced)
+        except VerificationError as exc:
+            attempts.append({"method": method, "passed": False, "error": str(exc)})
+            if len(methods) == 1:
+                raise
+            state.say("quantize", f"{method} calibration failed the gate; trying the next method")
+            continue
+        attempts.append({"method": method, "passed": True, "pixel_ap": verification.pixel_ap,
+                         "ap_drop": verification.ap_drop, "mean_abs_diff": verification.mean_abs_diff})
+        reduced.settings["calibration_selection"] = {"asked": q.calib_method, "attempts": attempts}
+        _record(state, reduced, final, verification)
+        return
+    raise VerificationError(
+        "INT8 verification failed for every calibration method ("
+        + "; ".join(f"{a['method']}: {a['error'].split(': ', 1)[-1]}" for a in attempts) + ")"
+    )
 
 
 def _fp16_patch_model(state: BuildState, f: Fp16Options) -> ReducedPatchModel:
@@ -411,20 +480,22 @@ def _fp16_patch_model(state: BuildState, f: Fp16Options) -> ReducedPatchModel:
 
 
 def _reduced_precision(state: BuildState) -> None:
-    """INT8 or fp16: compose the reduced patch model like the fp32 one, gate it against fp32; nothing written here."""
+    """INT8 or fp16: compose the reduced model like the fp32 one, gate it against fp32; nothing written here."""
     options = state.options
     if options.quantize is not None:
-        reduced = _int8_patch_model(state, options.quantize)
+        _int8(state, options.quantize)
     elif options.fp16 is not None:
         reduced = _fp16_patch_model(state, options.fp16)
-    else:
-        return
-    label, tag, loaded = reduced.label, reduced.label.lower(), state.loaded
+        _record(state, reduced, *_compose_and_gate(state, reduced))
+
+
+def _compose_and_gate(state: BuildState, reduced: ReducedPatchModel) -> tuple[onnx.ModelProto, PrecisionVerification]:
+    """Compose and finalize ``reduced`` exactly like the fp32 model, then the release gate against fp32."""
+    options, label, tag, loaded = state.options, reduced.label, reduced.label.lower(), state.loaded
     final, _ = _compose_and_finalize(state, reduced.model, f"-{tag}")
     if reduced.required_op and not op_counts(final).get(reduced.required_op):
         raise BuildError(f"the composed {label} graph lost its {reduced.required_op} nodes")
-    gate = reduced.gate
-    vimgs = state.verification_images
+    gate, vimgs = reduced.gate, state.verification_images
     evals = select_eval_images(
         loaded.tiling, verify_data=options.verify_data, train_config=loaded.info.train_config, count=gate.verify_count,
         fallback=vimgs.images, fallback_description=vimgs.description, label=label,
@@ -438,8 +509,13 @@ def _reduced_precision(state: BuildState) -> None:
     if not evals.labelled:
         state.notes.append(f"{label} verification had no labelled images (valid/ or test/ with masks): "
                            "only the heatmap difference was checked, not the pixel AP")
-    # The verification numbers go into the metadata after the gate; the graph is the verified one.
-    if label == "INT8":
+    return final, verification
+
+
+def _record(state: BuildState, reduced: ReducedPatchModel, final: onnx.ModelProto,
+            verification: PrecisionVerification) -> None:
+    """The gate passed: its numbers go into the metadata after the fact; the graph is the verified one."""
+    if reduced.label == "INT8":
         state.quantization = QuantizationReport(reduced.settings, verification, len(state.fp32_bytes),
                                                 state.calibration)
         set_quantization_metadata(final, state.quantization.as_dict())
@@ -490,6 +566,16 @@ def _report(state: BuildState) -> BuildReport:
         quantization=state.quantization,
         precision=state.precision,
     )
+
+
+def _layout(options: BuildOptions, k: int, T: int) -> str:
+    if options.mode == "whole":
+        return "whole strip: reflect pad to multiples of 32, one network pass, crop"
+    if k >= T:
+        return "patch model inlined once, one call"
+    if options.chunking == "loop":
+        return f"patch model inlined once, Loop over chunks of {k}"
+    return f"{-(-T // k)} unrolled calls of <= {k} patches sharing one set of weights"
 
 
 def _node_total(model: onnx.ModelProto) -> int:

@@ -49,6 +49,7 @@ from .precision_gate import GateOptions
 
 __all__ = [
     "CALIBRATION_METHODS",
+    "AUTO_CALIBRATION_ORDER",
     "ACTIVATION_TYPES",
     "QuantizeOptions",
     "QuantizedPatchModel",
@@ -56,7 +57,11 @@ __all__ = [
     "quantize_patch_model",
 ]
 
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+CALIBRATION_METHODS = ("auto", "minmax", "entropy", "percentile")
+# --calib-method auto: tried in this order, the first that passes the AP gate is kept. MinMax first: it is
+# the cheapest (per-tensor ReduceMin/Max) and usually passes; Percentile and Entropy keep whole activation
+# tensors (memory!) and are only tried when MinMax's ranges cost too much AP.
+AUTO_CALIBRATION_ORDER = ("minmax", "percentile", "entropy")
 ACTIVATION_TYPES = ("uint8", "int8")
 
 
@@ -66,7 +71,7 @@ class QuantizeOptions(GateOptions):
 
     calib_data: Path | None = None  # None: the checkpoint's training data set (train/good)
     calib_count: int = 8  # images; x18 patches for a strip
-    calib_method: str = "minmax"
+    calib_method: str = "auto"  # or one of AUTO_CALIBRATION_ORDER
     calib_synth_defects: bool = True  # add the training synthesiser's defects to the calibration patches
     activation_type: str = "uint8"
     per_channel: bool = True
@@ -147,7 +152,8 @@ def quantize_patch_model(patch_model: onnx.ModelProto, patches: np.ndarray, opti
 
     options.check()
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[options.calib_method]
+              "percentile": CalibrationMethod.Percentile,
+              "auto": CalibrationMethod.MinMax}[options.calib_method]  # auto's choice happens in the build, by the gate
     act = QuantType.QUInt8 if options.activation_type == "uint8" else QuantType.QInt8
     # No CalibMaxIntermediateOutputs: in onnxruntime 1.32 it *discards* the collected
     # batches when the limit is reached instead of merging their ranges. MinMax does
