@@ -8,7 +8,8 @@ import sys
 
 from sdk_models import SdkEnv, sdk_env  # noqa: F401
 
-HEAVY = ("torch", "click", "tqdm", "onnx", "spox", "onnxsim", "onnxscript", "PIL", "matplotlib", "bgtrain", "bgbuild")
+HEAVY = ("torch", "click", "tqdm", "onnx", "spox", "onnxsim", "onnxscript", "PIL", "matplotlib", "bgtrain", "bgbuild",
+         "ray", "tritonclient", "pytriton", "grpc", "pyarrow")
 
 SCRIPT = """
 import json, sys

@@ -49,7 +49,13 @@ _threads_opt = click.option(
 )
 
 
-def _segmenter(model: Path, providers: tuple[str, ...], threads: int | None) -> Any:
+def _segmenter(model: Path, providers: tuple[str, ...], threads: int | None, server: str | None = None) -> Any:
+    if server is not None:  # MODEL is the model's name on a Triton server
+        from .triton_client import TritonSegmenter
+
+        if providers or threads:
+            raise UserError("--provider/--threads are the server's business with --server")
+        return TritonSegmenter(server, str(model))
     from .segmenter import Segmenter
 
     return Segmenter(model, providers=list(providers) or None, threads=threads)
@@ -100,6 +106,9 @@ def cli() -> None:
 @click.option("--fail-fast", is_flag=True, help="Stop at the first unreadable image (exit 2) instead of skipping it.")
 @_provider_opt
 @_threads_opt
+@click.option("--server", default=None, metavar="URL",
+              help="Run on a Triton server (http://HOST:8000 or grpc://HOST:8001); MODEL is then the model's "
+                   "name there (needs bgsdk[triton]).")
 @verbosity_options
 def run_cmd(
     model: Path,
@@ -111,10 +120,14 @@ def run_cmd(
     fail_fast: bool,
     providers: tuple[str, ...],
     threads: int | None,
+    server: str | None,
     verbose: int,
     quiet: bool,
 ) -> None:
-    """Segment INPUT files/folders; write <stem>.heatmap.tiff (float32 probability) to --out."""
+    """Segment INPUT files/folders; write <stem>.heatmap.tiff (float32 probability) to --out.
+
+    MODEL is a model file, or with --server the model's name on a Triton server.
+    """
     setup_logging(verbose, quiet)
     from tqdm import tqdm
 
@@ -126,7 +139,7 @@ def run_cmd(
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: --out exists and is not a folder")
     paths = collect_inputs(inputs)
-    seg = _segmenter(model, providers, threads)
+    seg = _segmenter(model, providers, threads, server)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     ok = failed = flagged = 0
@@ -335,6 +348,16 @@ def bench_cmd(
         f"max {max(r.latencies_s) * 1e3:.1f}); {r.per_image_s * 1e3:.1f} ms per image"
     )
     click.echo(f"throughput: {r.throughput:.2f} images/s")
+
+
+def _add_scale_commands() -> None:
+    from .cli_scale import batch_cmd, export_triton_cmd
+
+    cli.add_command(export_triton_cmd)
+    cli.add_command(batch_cmd)
+
+
+_add_scale_commands()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -71,7 +71,11 @@ class Segmenter:
         fallback: bool = False,
     ) -> None:
         self._session = open_session(model_path, providers, threads, fallback)
-        self._info = describe(self._session, model_path)
+        self._init_from(describe(self._session, model_path), threads)
+
+    def _init_from(self, info: ModelInfo, threads: int | None) -> None:
+        """Everything derived from the validated model description (shared with ``TritonSegmenter``)."""
+        self._info = info
         self._threads = threads
         self._scale = np.float32(self._info.input_scale)
         self._shape = (3, self._info.height, self._info.width)
@@ -146,15 +150,19 @@ class Segmenter:
         batch = np.zeros((rows,) + self._shape, dtype=np.float32)
         for i, img in enumerate(images):
             np.divide(img, self._scale, out=batch[i])
-        try:
-            out = self._session.run([self._info.output_name], {self._info.input_name: batch})[0]
-        except Exception as exc:
-            raise ModelError(self.model_path, f"inference failed on a batch of {n}: {exc}") from exc
+        out = self._forward(batch)
         expected = (rows,) + self._shape
         if not isinstance(out, np.ndarray) or out.shape != expected or out.dtype != np.float32:
             got = f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
             raise ModelError(self.model_path, f"model output is {got}, expected float32 {expected}")
         return out[:n] if rows != n else out
+
+    def _forward(self, batch: np.ndarray) -> Any:
+        """The model call itself on a prepared ``(N,3,H,W)`` batch (``TritonSegmenter`` sends it to a server)."""
+        try:
+            return self._session.run([self._info.output_name], {self._info.input_name: batch})[0]
+        except Exception as exc:
+            raise ModelError(self.model_path, f"inference failed on a batch of {len(batch)}: {exc}") from exc
 
     def run(self, x: ImageLike) -> Result:
         """Segment one image (path or array); raises ``InputError`` for bad input."""
