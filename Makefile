@@ -1,5 +1,5 @@
-# Quick start: `make demo` (end to end on built-in demo data) and `make test` (whole suite).
-# Both create ./.venv on first use; torch is pinned to the local CPU wheel before the rest.
+# Quick start: `make demo` (end to end on built-in demo data), `make test` (whole suite), `make lint`.
+# Each creates ./.venv on first use; torch is pinned to the local CPU wheel before the rest.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -10,7 +10,7 @@ TRITON_STAMP := $(TRITON_VENV)/.installed
 DEMO_DATA ?= demo_data
 DEMO_OUT  ?= demo_out
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test lint format demo bench clean
 
 setup: $(STAMP) $(TRITON_STAMP)
 
@@ -27,6 +27,16 @@ $(TRITON_STAMP): pyproject.toml
 
 test: $(STAMP) $(TRITON_STAMP)
 	$(PY) -m pytest -q tests
+
+# Lint rules and types (settings in pyproject.toml): what CI runs before the tests.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# Rewrites files: import order and fixable lint first, then the formatter.
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix --select I .
+	$(VENV)/bin/ruff format .
 
 # End to end on built-in demo data: data -> train (width 16, short budget) -> build model.onnx
 # (verified against PyTorch) -> SDK on the test strips -> metrics vs the double-detection baseline.

@@ -308,7 +308,7 @@ def main() -> None:
             br = f"{build['peak_rss_mb']:.0f}" if build else "-"
             print(f"| {names[v]} | {r[v]['latency_s']:.3f} | {r[v]['latency_s'] / la:.2f} | "
                   f"{r[v]['peak_rss_mb']:.0f} | {bs} | {br} |")
-        print(f"\nbuild stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in r["build"]["stage_s"].items())
+        print("\nbuild stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in r["build"]["stage_s"].items())
               + f"; traced model {r['traced_export']['size_mb']:.1f} MB")
 
     width = a.widths[0]

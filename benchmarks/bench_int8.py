@@ -19,7 +19,7 @@ Weights: latency and memory do not depend on the weights, so the width-N
 models are randomly initialised (their accuracy numbers are meaningless and the
 AP gate is switched off for them). Accuracy comes from a model that detects
 defects: ``--accuracy-checkpoint CKPT`` (a trained model), else the width-16
-UNet whose weights implement double detection (tests/test_quantize.py) -- not
+UNet whose weights implement double detection (bgtrain/reference_unet.py) -- not
 a trained model, say so when quoting the numbers. Calibration always uses
 real images of the data set (train/good).
 
@@ -109,10 +109,8 @@ def _random_checkpoint(width: int, data: Path, out: Path) -> Path:
 
 
 def _dd_checkpoint(width: int, data: Path, out: Path) -> Path:
-    sys.path.insert(0, str(REPO / "tests"))
-    from test_quantize import double_detection_unet  # noqa: E402
-
     from bgtrain.checkpoint import save_checkpoint
+    from bgtrain.reference_unet import double_detection_unet
 
     save_checkpoint(out, double_detection_unet(width), image_type="strip", image_size=(976, 176), epoch=0, seed=0,
                     train_config={"training_dataset_path": str(data)})
@@ -157,7 +155,7 @@ def main() -> None:
                 for name, q in variants.items()}
         print(f"width {width}: latency ({args.repeat} interleaved repeats)", flush=True)
         lat = _child(_LATENCY, [[r["path"] for r in rows.values()], args.threads, args.repeat, str(image)])
-        for (name, row), t in zip(rows.items(), lat):
+        for (_name, row), t in zip(rows.items(), lat):
             row.update(t)
             row.update(_child(_MEMORY, [row["path"], args.threads, str(image)]))
         results["widths"][width] = rows

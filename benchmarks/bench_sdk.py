@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,8 +32,7 @@ from bgsdk.bench import benchmark, random_image
 
 
 def _standin(tmp: Path) -> Path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from sdk_models import make_conv_stack  # test helper; needs onnx (dev extra)
+    from _common import make_conv_stack  # needs onnx (build/dev extra)
 
     return make_conv_stack(tmp / "standin.onnx", width=16, depth=4)
 

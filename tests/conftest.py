@@ -1,4 +1,4 @@
-"""Shared fixtures: a small demo data set made once per test session."""
+"""Shared fixtures, built once per test session. Builders live in tests/helpers/."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+from tests.helpers.models import SdkEnv, build_sdk_env
 
 
 @pytest.fixture(scope="session")
@@ -16,6 +18,12 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("demo")
     make_dataset(root, n_train=4, n_valid=4, n_test=4, seed=123, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def sdk_env(tmp_path_factory: pytest.TempPathFactory) -> SdkEnv:
+    """Small contract-conforming ONNX models and three test strips (tests.helpers.models)."""
+    return build_sdk_env(tmp_path_factory.mktemp("sdk"))
 
 
 @pytest.fixture

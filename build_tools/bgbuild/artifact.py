@@ -164,7 +164,11 @@ def write_artifacts(
     written: list[Path] = []
     try:
         for path, data in jobs:
-            atomic_write(path, lambda tmp, data=data: tmp.write_bytes(data))
+
+            def write(tmp: Path, data: bytes = data) -> None:
+                tmp.write_bytes(data)
+
+            atomic_write(path, write)
             written.append(path)
     except BaseException:
         for p in written:

@@ -49,7 +49,7 @@ def export_patch_model(model: torch.nn.Module, patch: int, opset: int = 17) -> o
             torch.onnx.export(
                 model,
                 (dummy,),
-                buf,
+                buf,  # type: ignore[arg-type]  # a file object works; torch's annotation names paths only
                 dynamo=False,
                 opset_version=opset,
                 input_names=[PATCH_INPUT],

@@ -168,7 +168,7 @@ def fold_constant_casts(graph: onnx.GraphProto) -> int:
         new_nodes.append(helper.make_node("Constant", [], [n.output[0]], name=n.name or None,
                                           value=numpy_helper.from_array(cast, n.output[0])))
         folded += 1
-        if uses.get(src, 0) == 1 and src not in outputs:
+        if src is not None and uses.get(src, 0) == 1 and src not in outputs:
             drop.add(src)
     keep = [n for n in new_nodes if not (n.op_type == "Constant" and n.output[0] in drop)]
     del graph.node[:]

@@ -284,9 +284,8 @@ def float_logits(model: onnx.ModelProto, output: str = "logits") -> bool:
 
 def quantize_patch_model(patch_model: onnx.ModelProto, patches: np.ndarray, options: QuantizeOptions) -> QuantizedPatchModel:
     """Static QDQ quantization of ``input (B,3,P,P) -> logits`` calibrated on ``patches``."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
-
     import onnxruntime
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
     options.check()
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -366,7 +365,7 @@ def _labelled(root: Path, tiling: Tiling, count: int) -> EvalImages | None:
         # Keep both classes when capping: good and defective images interleaved.
         bad = [s for s in samples if s.defective]
         good = [s for s in samples if not s.defective]
-        picked = []
+        picked = bad[:0]  # same element type, empty
         while len(picked) < count and (bad or good):
             for pool in (bad, good):
                 if pool and len(picked) < count:

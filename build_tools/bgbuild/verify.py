@@ -77,7 +77,9 @@ def _candidate_files(root: Path) -> list[Path]:
 
 def read_matching(files: list[Path], tiling: Tiling, count: int) -> tuple[list[np.ndarray], list[Path], int]:
     """Up to ``count`` images of the tiling's size, the files they came from, and how many were skipped."""
-    images, used, skipped = [], [], 0
+    images: list[np.ndarray] = []
+    used: list[Path] = []
+    skipped = 0
     for f in files:
         if len(images) == count:
             break

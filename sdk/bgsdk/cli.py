@@ -1,6 +1,6 @@
 """``bgsdk`` command line: ``run``, ``inspect``, ``bench``.
 
-Needs the ``cli`` extra (click, tqdm); ``--png`` also needs ``images`` (Pillow).
+click and tqdm are runtime dependencies; ``--png`` also needs the ``images`` extra (Pillow).
 User errors are one line ``bgsdk: error: ...`` and exit code 2 (bgsdk.clikit).
 
 ``bgsdk run`` exit codes: 0 every image written; 1 some images failed (each is

@@ -39,7 +39,7 @@ class Contract:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_tiling(cls, tiling: Tiling, **kwargs: Any) -> "Contract":
+    def from_tiling(cls, tiling: Tiling, **kwargs: Any) -> Contract:
         return cls(
             height=tiling.height,
             width=tiling.width,
@@ -57,7 +57,7 @@ class Contract:
         return json.dumps(d, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Contract":
+    def from_json(cls, text: str) -> Contract:
         d = json.loads(text)
         if not isinstance(d, dict):
             raise ValueError("contract is not a JSON object")

@@ -7,7 +7,7 @@ and the problem, so a production log line is enough to act on.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 
 class BgsdkError(Exception):
@@ -17,8 +17,8 @@ class BgsdkError(Exception):
 class InputError(BgsdkError, ValueError):
     """An input image (file or array) cannot be used."""
 
-    def __init__(self, source: str | Path | None, problem: str) -> None:
-        self.source = str(source) if source is not None else "array"
+    def __init__(self, source: str | os.PathLike[str] | None, problem: str) -> None:
+        self.source = os.fspath(source) if source is not None else "array"
         self.problem = problem
         super().__init__(f"{self.source}: {problem}")
 
@@ -26,7 +26,7 @@ class InputError(BgsdkError, ValueError):
 class ModelError(BgsdkError):
     """A model file cannot be loaded or does not fit the bgsdk contract."""
 
-    def __init__(self, source: str | Path | None, problem: str) -> None:
-        self.source = str(source) if source is not None else "model"
+    def __init__(self, source: str | os.PathLike[str] | None, problem: str) -> None:
+        self.source = os.fspath(source) if source is not None else "model"
         self.problem = problem
         super().__init__(f"{self.source}: {problem}")

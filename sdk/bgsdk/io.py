@@ -49,7 +49,8 @@ def _to_float(arr: np.ndarray, source: str | Path | None) -> np.ndarray:
     if arr.dtype == np.uint8:
         return arr.astype(np.float32)
     if arr.dtype == np.uint16:
-        return arr.astype(np.float32) / np.float32(257.0)
+        scaled: np.ndarray = arr.astype(np.float32) / np.float32(257.0)
+        return scaled
     if arr.dtype.kind == "f":
         out = arr.astype(np.float32, copy=False)
         if not np.isfinite(out).all():
@@ -118,12 +119,14 @@ def _read_pil(path: Path) -> np.ndarray:
     except Exception as exc:
         raise InputError(path, f"not a readable image ({type(exc).__name__}: {exc})") from None
     # File order B,G,R = target, ref1, ref2; Pillow gives R,G,B.
-    return rgb[..., ::-1]
+    bgr: np.ndarray = rgb[..., ::-1]
+    return bgr
 
 
 def _read_npy(path: Path) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)
+        arr: np.ndarray = np.load(path, allow_pickle=False)
+        return arr
     except Exception as exc:
         raise InputError(path, f"not a readable .npy array ({type(exc).__name__}: {exc})") from None
 
@@ -183,7 +186,7 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     return arr > 0
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     """Write through a temp file in the same folder, then rename.
 
     A crash (or a failed verification) never leaves a half-written artifact

@@ -17,7 +17,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Mapping, Sequence
 
 import onnxruntime as ort
 
@@ -46,7 +46,7 @@ PROVIDER_ALIASES: dict[str, str] = {
 }
 
 #: A provider name (alias or ONNX Runtime name), or ``(name, options)``.
-ProviderSpec = Union[str, tuple[str, Mapping[str, Any]]]
+ProviderSpec = str | tuple[str, Mapping[str, Any]]
 
 _FLOAT = "tensor(float)"
 

@@ -28,7 +28,8 @@ def overlay_rgb(image: np.ndarray, heatmap: np.ndarray, threshold: float = 0.5) 
     rgb = np.repeat(grey[..., None], 3, axis=2)
     m = heatmap > threshold
     rgb[m] = (1.0 - ALPHA) * rgb[m] + ALPHA * RED
-    return np.rint(rgb).astype(np.uint8)
+    out: np.ndarray = np.rint(rgb).astype(np.uint8)
+    return out
 
 
 def pillow_available() -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, NoReturn, Union
+from typing import ClassVar, NoReturn
 
 import numpy as np
 
@@ -39,7 +39,7 @@ class Result:
     ok: ClassVar[bool] = True
 
     @classmethod
-    def from_raw(cls, raw: np.ndarray, source: str | None = None) -> "Result":
+    def from_raw(cls, raw: np.ndarray, source: str | None = None) -> Result:
         heatmap = raw[0]
         return cls(heatmap=heatmap, raw=raw, score=float(heatmap.max()), source=source)
 
@@ -85,4 +85,4 @@ class ErrorResult:
         return f"ErrorResult(source={self.source!r}, error={str(self.error)!r})"
 
 
-Outcome = Union[Result, ErrorResult]
+Outcome = Result | ErrorResult

@@ -38,7 +38,7 @@ ImageLike = Union[str, "os.PathLike[str]", np.ndarray, Any]
 #: ``"raise"``: its :class:`InputError` is raised once the images before it are yielded.
 ON_ERROR = ("return", "raise")
 
-_Pending = tuple[Union[str, None], Union[np.ndarray, BgsdkError]]
+_Pending = tuple[str | None, np.ndarray | BgsdkError]
 
 
 # Images per model call. One strip already holds 18 patches, and on CPU larger batches were slower per
@@ -140,7 +140,8 @@ class Segmenter:
     def preprocess(self, x: ImageLike) -> np.ndarray:
         """Exactly what the model is fed for ``x``: ``(3,H,W)`` float32, ``pixels / input_scale``."""
         _, img = self._load(x, "array")
-        return img / self._scale
+        scaled: np.ndarray = img / self._scale
+        return scaled
 
     # ------------------------------------------------------------- inference
     def _infer(self, images: list[np.ndarray]) -> np.ndarray:
@@ -210,8 +211,7 @@ class Segmenter:
                 if on_error == "raise":
                     yield from self._flush(pending)
                     raise exc
-                is_path = isinstance(item, (str, os.PathLike))
-                pending.append((os.fspath(item) if is_path else None, exc))
+                pending.append((os.fspath(item) if isinstance(item, (str, os.PathLike)) else None, exc))
                 continue
             pending.append((source, img))
             n_images += 1

@@ -97,8 +97,8 @@ def save_checkpoint(
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Atomically write a checkpoint. ``extra`` holds resume state (optimizer, scheduler, RNG)."""
-    module = model.module if hasattr(model, "module") else model  # DDP wrapper
-    width = int(getattr(module, "base_width"))
+    module: UNet = model.module if hasattr(model, "module") else model  # type: ignore[assignment]  # DDP wrapper
+    width = module.base_width
     tiling = tiling_for(image_type, *image_size)
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
     ckpt: dict[str, Any] = {

@@ -71,8 +71,8 @@ def sliding_window(model: nn.Module, images: torch.Tensor, tiling: Tiling, patch
 def _model_device(model: nn.Module) -> torch.device:
     for t in model.parameters():
         return t.device
-    for t in model.buffers():
-        return t.device
+    for b in model.buffers():
+        return b.device
     return torch.device("cpu")
 
 

@@ -15,9 +15,9 @@ import numpy as np
 
 from bgsdk.clikit import UserError, run_cli, setup_logging, verbosity_options
 from bgsdk.io import atomic_write, read_image, read_mask
+from bgsdk.metrics import SegMetrics, double_detection, evaluate
 
 from .layout import labelled_split
-from bgsdk.metrics import SegMetrics, double_detection, evaluate
 
 __all__ = ["score_heatmaps", "main"]
 

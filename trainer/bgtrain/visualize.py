@@ -22,7 +22,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from bgsdk.io import atomic_write, to_chw
-
 from bgsdk.metrics import double_detection
 
 __all__ = ["seven_panel", "PANEL_TITLES"]

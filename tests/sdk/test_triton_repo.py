@@ -11,9 +11,9 @@ import pytest
 from bgsdk.contract import CONTRACT_KEY
 from bgsdk.errors import ModelError
 from bgsdk.triton_repo import TritonRepoOptions, export_triton
-from cli_helpers import invoke
-from sdk_models import make_full_model, make_patch_model, strip_contract_json
-from scale_env import ScaleEnv, scale_env  # noqa: F401
+from tests.helpers.cli import invoke
+from tests.helpers.models import make_full_model, make_patch_model, strip_contract_json
+from tests.helpers.scale import ScaleEnv, scale_env  # noqa: F401
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs bgsdk[triton]")
 text_format = pytest.importorskip("google.protobuf.text_format")

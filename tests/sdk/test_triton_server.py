@@ -13,9 +13,9 @@ import tifffile
 
 from bgsdk import Segmenter
 from bgsdk.errors import InputError, ModelError
-from cli_helpers import invoke
-from scale_env import ScaleEnv, scale_env  # noqa: F401
-from triton_server import Server, free_ports, pytriton_server
+from tests.helpers.cli import invoke
+from tests.helpers.scale import ScaleEnv, scale_env  # noqa: F401
+from tests.helpers.triton_server import Server, free_ports, pytriton_server
 
 pytest.importorskip("tritonclient.http", reason="needs bgsdk[triton]")
 pytest.importorskip("tritonclient.grpc", reason="needs bgsdk[triton]")

@@ -24,12 +24,11 @@ from bgsdk.contract import Contract
 from bgsdk.io import read_image
 from bgsdk.overlay import ALPHA, overlay_rgb
 from bgsdk.tiling import tiling_for
-from sdk_models import (  # noqa: F401  (sdk_env is a fixture)
+from tests.helpers.models import (
     SdkEnv,
     make_corrupt_model,
     make_full_model,
     random_strip,
-    sdk_env,
     strip_contract_json,
 )
 
@@ -183,7 +182,7 @@ def test_bad_item_becomes_error_result_and_the_rest_go_on(seg, sdk_env, tmp_path
         np.testing.assert_array_equal(out[i].raw, seg.run(items[i]).raw)
     # using an error result re-raises its error
     with pytest.raises(InputError, match="missing.tiff"):
-        out[1].heatmap
+        _ = out[1].heatmap
     with pytest.raises(InputError):
         out[3].mask()
 

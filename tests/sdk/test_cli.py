@@ -11,7 +11,6 @@ import sys
 
 import numpy as np
 import pytest
-from cli_helpers import invoke as invoke_cli
 import tifffile
 from PIL import Image
 
@@ -19,7 +18,8 @@ from bgsdk import Segmenter
 from bgsdk.cli import main
 from bgsdk.io import read_image
 from bgsdk.overlay import overlay_rgb
-from sdk_models import SdkEnv, random_strip, sdk_env, strip_contract_json  # noqa: F401
+from tests.helpers.cli import invoke as invoke_cli
+from tests.helpers.models import SdkEnv, random_strip, strip_contract_json
 
 
 def invoke(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Iterator
 
 import numpy as np
 import pytest
 import torch
 
+from bgsdk.metrics import average_precision
 from bgtrain.background import random_pattern, render_views
 from bgtrain.loss import FocalLoss, gamma_at
-from bgsdk.metrics import average_precision
 from bgtrain.model import UNet
 from bgtrain.synth import SynthConfig, apply_defects, plan_defects
 

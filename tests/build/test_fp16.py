@@ -1,8 +1,8 @@
 """build-model --fp16: a float16 patch model inside the unchanged float32 contract, verified against fp32.
 
-Reuses the INT8 tests' double-detection UNet (its fp32 pixel AP equals the numpy
-double-detection baseline, an independent reference) and test_build's
-independent PyTorch stitching reference. The gain/offset are chosen *not* to be
+Reuses the INT8 tests' double-detection UNet (bgtrain.reference_unet) (its fp32 pixel AP equals the numpy
+double-detection baseline, an independent reference) and the
+independent PyTorch stitching reference (tests.helpers.build). The gain/offset are chosen *not* to be
 fp16-representable (20.3 -> 20.296875, 3.1 -> 3.099609), so the fp16 model
 really differs from fp32 -- otherwise every difference would be exactly 0.
 
@@ -21,9 +21,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from test_build import SPEC_COL_KEEP, SPEC_COLS, SPEC_ROW_KEEP, SPEC_ROWS, spec_reference, tiny_unet
-from cli_helpers import invoke
-from test_quantize import double_detection_unet
 
 from bgbuild import BuildError, BuildOptions, build_model, read_metadata
 from bgbuild.artifact import PRECISION_KEY, QUANTIZATION_KEY
@@ -38,7 +35,10 @@ from bgsdk.contract import CONTRACT_KEY, Contract
 from bgsdk.io import list_images, read_image
 from bgsdk.tiling import tiling_for
 from bgtrain.checkpoint import save_checkpoint
+from bgtrain.reference_unet import double_detection_unet
 from bgtrain.validate import baseline, load_eval_set
+from tests.helpers.build import SPEC_COL_KEEP, SPEC_COLS, SPEC_ROW_KEEP, SPEC_ROWS, spec_reference, tiny_unet
+from tests.helpers.cli import invoke
 
 GAIN, OFFSET = 20.3, 3.1
 U16 = 2.0**-11  # fp16 unit roundoff (11 significant bits)

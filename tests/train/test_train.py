@@ -56,7 +56,7 @@ def test_outputs_and_checkpoint_fields(straight_run):
     assert (ckpt["img_height"], ckpt["img_width"], ckpt["image_type"], ckpt["epoch"], ckpt["seed"], ckpt["width"]) == (
         128, 128, "strip", 1, 3, 4)
     assert ckpt["tiling"]["row_positions"] == [0, 106, 212, 318, 424, 530, 636, 742, 848]
-    hist = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    hist = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in hist] == [0, 1]
     for h in hist:
         assert h["loss"] > 0 and 0 <= h["pixel_ap"] <= 1 and 0 <= h["pixel_auroc"] <= 1
@@ -84,7 +84,7 @@ def test_resume_equals_uninterrupted(demo_root, tmp_path, straight_run):
     assert torch.load(first.last_checkpoint, weights_only=True)["epoch"] == 0
     resumed = train(_cfg(demo_root, tmp_path, resume=str(first.last_checkpoint)), progress=False, echo=lambda s: None)
     assert _same(_weights(res.last_checkpoint), _weights(resumed.last_checkpoint))
-    hist = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    hist = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in hist] == [0, 1]
 
 

@@ -11,7 +11,7 @@ import pytest
 import tifffile
 import torch
 
-from sdk_models import random_strip
+from tests.helpers.models import random_strip
 
 GOOD = 4
 

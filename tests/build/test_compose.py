@@ -22,13 +22,9 @@ from bgbuild.errors import BuildError
 from bgbuild.export import op_counts
 from bgbuild.simplify import check_graph, constants_to_initializers, simplify
 from bgsdk.tiling import tiling_for
+from tests.helpers.build import SPEC_COL_KEEP, SPEC_COLS, SPEC_ROW_KEEP, SPEC_ROWS
 
 P = 128
-# SPEC section 1 and 3 (given numbers) for the 976x176 strip.
-SPEC_ROWS = [0, 106, 212, 318, 424, 530, 636, 742, 848]
-SPEC_COLS = [0, 48]
-SPEC_ROW_KEEP = [(0, 117)] + [(11, 117)] * 7 + [(11, 128)]
-SPEC_COL_KEEP = [(0, 88), (40, 128)]
 
 
 def _i64(name: str, values: list[int]) -> onnx.TensorProto:

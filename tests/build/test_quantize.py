@@ -3,7 +3,7 @@
 The model under test must actually detect defects, or an AP gate tests nothing.
 Training one that does takes minutes on 2 shared cores, so the tests build one:
 a width-4 UNet whose weights *implement the double-detection baseline*
-(:func:`double_detection_unet`: encoder block 0 computes |T-R1| and |T-R2|, the
+(:func:`bgtrain.reference_unet.double_detection_unet`: encoder block 0 computes |T-R1| and |T-R2|, the
 last decoder stage their minimum, the head a logit that grows with it). Its fp32
 pixel AP therefore equals bgtrain's double-detection baseline AP, computed
 independently in numpy -- a reference that shares no code with the build -- and
@@ -20,9 +20,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from cli_helpers import invoke
 import tifffile
-import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from bgbuild import BuildError, BuildOptions, VerificationError, build_model, read_metadata
@@ -36,37 +34,11 @@ from bgsdk.cli import main as sdk_main
 from bgsdk.io import list_images, read_image
 from bgsdk.tiling import tiling_for
 from bgtrain.checkpoint import save_checkpoint
-from bgtrain.model import UNet
+from bgtrain.reference_unet import double_detection_unet
 from bgtrain.validate import baseline, load_eval_set
+from tests.helpers.cli import invoke
 
 WIDTH = 4
-
-
-def double_detection_unet(width: int = WIDTH, gain: float = 20.0, offset: float = 3.0) -> UNet:
-    """A UNet computing sigmoid(gain * min(|T-R1|, |T-R2|) - offset) (inputs in 0..1), all else zero."""
-    m = UNet(base_width=width).eval()
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.Conv2d):
-                mod.weight.zero_()
-                mod.bias.zero_()
-            elif isinstance(mod, torch.nn.BatchNorm2d):  # identity: (x - 0) / sqrt(1 - eps + eps) * 1 + 0
-                mod.running_mean.zero_()
-                mod.running_var.fill_(1.0 - mod.eps)
-                mod.weight.fill_(1.0)
-                mod.bias.zero_()
-        c1, c2 = m.encoder.blocks[0][0], m.encoder.blocks[0][3]
-        for o, (pos, neg) in enumerate([(0, 1), (1, 0), (0, 2), (2, 0)]):  # relu(T-R1), relu(R1-T), ...
-            c1.weight[o, pos, 1, 1], c1.weight[o, neg, 1, 1] = 1.0, -1.0
-        c2.weight[0, 0, 1, 1] = c2.weight[0, 1, 1, 1] = 1.0  # a = |T-R1|
-        c2.weight[1, 2, 1, 1] = c2.weight[1, 3, 1, 1] = 1.0  # b = |T-R2|
-        last = m.decoder.blocks[4]  # input: [upsampled (width ch), skip = encoder block 0 (width ch)]
-        last[0].weight[0, width + 0, 1, 1] = 1.0  # a
-        last[0].weight[1, width + 0, 1, 1], last[0].weight[1, width + 1, 1, 1] = 1.0, -1.0  # relu(a - b)
-        last[3].weight[0, 0, 1, 1], last[3].weight[0, 1, 1, 1] = 1.0, -1.0  # a - relu(a - b) = min(a, b)
-        m.decoder.head.weight[1, 0, 1, 1] = gain
-        m.decoder.head.bias[1] = -offset
-    return m
 
 
 @pytest.fixture(scope="module")

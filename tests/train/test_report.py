@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from bgsdk.io import read_image, write_tiff
-from bgtrain.layout import labelled_split
 from bgsdk.metrics import double_detection
+from bgtrain.layout import labelled_split
 from bgtrain.report import score_heatmaps
 
 

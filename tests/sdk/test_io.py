@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,17 @@ def test_jpg_reads_with_same_channel_order(tmp_path):
     out = read_image(p)
     assert abs(out[0].mean() - 200) < 3 and out[1].mean() < 3 and out[2].mean() < 3
 
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_png_without_pillow_names_the_extra(tmp_path, monkeypatch, suffix):
+    """Runtime-only install (no Pillow): one InputError naming the missing extra, not an ImportError."""
+    p = tmp_path / f"x{suffix}"
+    Image.fromarray(np.zeros((H, W, 3), np.uint8), "RGB").save(p)
+    monkeypatch.setitem(sys.modules, "PIL", None)  # `from PIL import Image` now raises ImportError
+    with pytest.raises(InputError, match=r"needs Pillow: pip install 'bgsdk\[images\]'") as exc:
+        read_image(p)
+    assert "\n" not in str(exc.value) and str(p) in str(exc.value)
 
 def test_npy(tmp_path, chw):
     p = tmp_path / "x.npy"

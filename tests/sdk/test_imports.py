@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from sdk_models import SdkEnv, sdk_env  # noqa: F401
+from tests.helpers.models import SdkEnv
 
 HEAVY = ("torch", "click", "tqdm", "onnx", "spox", "onnxsim", "onnxscript", "PIL", "matplotlib", "bgtrain", "bgbuild",
          "ray", "tritonclient", "pytriton", "grpc", "pyarrow")

@@ -6,8 +6,6 @@ I/O contract, so these stand-ins honour exactly that: input ``input``
 ``Sigmoid(Conv3x3(input))`` and channels 1-2 exactly zero. The conv mixes all
 three channels with asymmetric weights, so a transposed, flipped or channel-
 swapped input changes the output (layout bugs cannot hide).
-
-Also used by ``benchmarks/bench_sdk.py`` as a stand-in model (``make_conv_stack``).
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import pytest
 import tifffile
 from onnx import TensorProto, helper, numpy_helper
 
@@ -119,42 +116,8 @@ def make_corrupt_model(path: Path, valid_model: Path | None = None) -> Path:
     return Path(path)
 
 
-def make_conv_stack(path: Path, width: int = 16, depth: int = 4, height: int = STRIP[0], img_w: int = STRIP[1]) -> Path:
-    """A heavier stand-in for benchmarks: ``depth`` Conv3x3+ReLU layers of ``width`` channels."""
-    nodes, inits = [], []
-    cur, cin = "input", 3
-    for i in range(depth):
-        w, b = _weights(cin, width, 10 + i)
-        w *= np.float32(1.0 / np.sqrt(9 * cin))
-        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
-        nodes += [
-            helper.make_node("Conv", [cur, f"w{i}", f"b{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
-            helper.make_node("Relu", [f"c{i}"], [f"r{i}"]),
-        ]
-        cur, cin = f"r{i}", width
-    w, b = _weights(cin, 1, 99)
-    inits += [numpy_helper.from_array(w * np.float32(0.1), "wo"), numpy_helper.from_array(b, "bo")]
-    nodes += [
-        helper.make_node("Conv", [cur, "wo", "bo"], ["c"], pads=[1, 1, 1, 1]),
-        helper.make_node("Sigmoid", ["c"], ["p"]),
-        helper.make_node("Sub", ["p", "p"], ["z"]),
-        helper.make_node("Concat", ["p", "z", "z"], ["output"], axis=1),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "bgsdk_bench_standin",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, height, img_w])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, height, img_w])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    contract = strip_contract_json() if (height, img_w) == STRIP else None
-    return _save(model, path, {CONTRACT_KEY: contract} if contract else None)
-
-
-# --------------------------------------------------------------------------- fixtures
-# Imported by the test_sdk_* modules (``from sdk_models import sdk_env``) so the
-# models and strips are built once per test session.
+# --------------------------------------------------------------------------- the SDK test environment
+# Built once per test session by the ``sdk_env`` fixture in tests/conftest.py.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,9 +138,8 @@ def random_strip(seed: int, channels: int = 4, hw: tuple[int, int] = STRIP) -> n
     return np.clip(ramp + rng.uniform(0, 75, size=(channels, h, w)), 0, 255).astype(np.float32)
 
 
-@pytest.fixture(scope="session")
-def sdk_env(tmp_path_factory: pytest.TempPathFactory) -> SdkEnv:
-    root = tmp_path_factory.mktemp("sdk")
+def build_sdk_env(root: Path) -> SdkEnv:
+    """The SDK tests' models and strips, written under ``root``."""
     strips = []
     (root / "strips").mkdir()
     for i in range(3):

@@ -27,28 +27,17 @@ from bgsdk.contract import CONTRACT_KEY, Contract
 from bgsdk.tiling import tiling_for
 from bgtrain.checkpoint import file_sha256, save_checkpoint
 from bgtrain.model import UNet
+from tests.helpers.build import (
+    SPEC_COL_KEEP,
+    SPEC_COLS,
+    SPEC_ROW_KEEP,
+    SPEC_ROWS,
+    WIDTH,
+    spec_reference,
+    tiny_unet,
+)
 
-WIDTH = 4
 METRICS = {"pixel_ap": 0.25, "image_auroc": 0.75}
-SPEC_ROWS = [0, 106, 212, 318, 424, 530, 636, 742, 848]
-SPEC_COLS = [0, 48]
-SPEC_ROW_KEEP = [(0, 117)] + [(11, 117)] * 7 + [(11, 128)]
-SPEC_COL_KEEP = [(0, 88), (40, 128)]
-
-
-def tiny_unet(seed: int = 0) -> UNet:
-    """Width-4 UNet with non-trivial BatchNorm statistics, so folding them actually matters."""
-    torch.manual_seed(seed)
-    m = UNet(base_width=WIDTH)
-    g = torch.Generator().manual_seed(seed)
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            c = mod.num_features
-            mod.running_mean.copy_(torch.rand(c, generator=g) - 0.5)
-            mod.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-            mod.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
-            mod.bias.data.copy_(torch.rand(c, generator=g) - 0.5)
-    return m.eval()
 
 
 @pytest.fixture(scope="module")
@@ -71,20 +60,6 @@ def small_build(checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("small") / "small.onnx"
     opts = BuildOptions(image_size=(480, 200), patch_batch=3, opset=18, simplify=False, verify_images=3)
     return build_model(checkpoint, out, opts), out
-
-
-def spec_reference(model: torch.nn.Module, x: np.ndarray, rows, row_keep, cols, col_keep) -> np.ndarray:
-    """Independent stitching: each patch through the UNet alone, its keep region pasted at its place."""
-    n, _, h, w = x.shape
-    out = np.full((n, h, w), np.nan, np.float32)
-    with torch.no_grad():
-        for y, (r0, r1) in zip(rows, row_keep):
-            for xx, (c0, c1) in zip(cols, col_keep):
-                patch = torch.from_numpy(x[:, :, y : y + 128, xx : xx + 128].copy())
-                prob = torch.softmax(model(patch), dim=1)[:, 1].numpy()
-                out[:, y + r0 : y + r1, xx + c0 : xx + c1] = prob[:, r0:r1, c0:c1]
-    assert not np.isnan(out).any()
-    return out
 
 
 def run_file(path: Path, x: np.ndarray) -> np.ndarray:

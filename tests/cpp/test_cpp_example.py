@@ -21,8 +21,8 @@ import bgsdk
 from bgsdk.contract import Contract
 from bgsdk.io import read_image, write_tiff
 from bgsdk.tiling import tiling_for
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "cpp_example"))
 import cpp_harness  # noqa: E402
 

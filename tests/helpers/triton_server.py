@@ -19,7 +19,7 @@ from typing import Iterator
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SERVER_PYTHON = Path(os.environ.get("BGSDK_PYTRITON_PYTHON", REPO / ".venv-pytriton" / "bin" / "python"))
 START_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 30.0

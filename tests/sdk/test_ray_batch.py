@@ -17,8 +17,8 @@ from bgsdk import Segmenter
 from bgsdk.bulk import RESULTS_NAME, BulkOptions, output_path, run_bulk
 from bgsdk.extras import MissingExtraError, require
 from bgsdk.io import list_images
-from cli_helpers import invoke
-from scale_env import ScaleEnv, scale_env  # noqa: F401
+from tests.helpers.cli import invoke
+from tests.helpers.scale import ScaleEnv, scale_env  # noqa: F401
 
 TOL = 1e-6
 

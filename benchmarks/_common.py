@@ -1,0 +1,57 @@
+"""What more than one benchmark needs and no package should ship (benchmarks import nothing from tests/).
+
+Imported as ``from _common import ...``: a benchmark runs as a script, so this folder is on sys.path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bgsdk.contract import CONTRACT_KEY, Contract
+from bgsdk.tiling import tiling_for
+
+REPO = Path(__file__).resolve().parent.parent
+STRIP = (976, 176)
+OPSET = 17
+
+
+def make_conv_stack(path: Path, width: int = 16, depth: int = 4, height: int = STRIP[0], img_w: int = STRIP[1]) -> Path:
+    """A contract-shaped stand-in model: ``depth`` Conv3x3+ReLU layers of ``width`` channels, then
+    ``output = concat(sigmoid(conv), 0, 0)``. Heavier than the C++ example's one-conv stand-in, so the
+    SDK's overhead is measured against some real work; needs onnx (build/dev extra)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(10)
+    nodes, inits = [], []
+    cur, cin = "input", 3
+    for i in range(depth + 1):
+        cout = width if i < depth else 1
+        w = rng.normal(0.0, 1.0, size=(cout, cin, 3, 3)).astype(np.float32) / np.float32(np.sqrt(9 * cin))
+        b = rng.normal(0.0, 0.5, size=(cout,)).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
+        act, out = ("Relu", f"r{i}") if i < depth else ("Sigmoid", "p")
+        nodes += [
+            helper.make_node("Conv", [cur, f"w{i}", f"b{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
+            helper.make_node(act, [f"c{i}"], [out]),
+        ]
+        cur, cin = out, cout
+    nodes += [
+        helper.make_node("Sub", ["p", "p"], ["z"]),  # exact +0, same shape, any batch
+        helper.make_node("Concat", ["p", "z", "z"], ["output"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "bgsdk_bench_standin",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, height, img_w])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, height, img_w])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    if (height, img_w) == STRIP:
+        helper.set_model_props(model, {CONTRACT_KEY: Contract.from_tiling(tiling_for("strip")).to_json()})
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return Path(path)
