@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from .io import atomic_write, write_tiff
-from .result import Outcome
+from .result import ErrorResult, Outcome
 
 __all__ = [
     "BulkOptions",
@@ -62,7 +62,7 @@ def write_image_outputs(out_dir: Path, source: str, res: Outcome) -> None:
 
 def result_row(source: str, res: Outcome, ms: float) -> dict[str, Any]:
     """One ``results.jsonl`` row: the file, ``ok``, the score or the error, milliseconds."""
-    if not res.ok:
+    if isinstance(res, ErrorResult):
         return {"file": source, "ok": False, "error": str(res.error), "ms": round(ms, 3)}
     return {"file": source, "ok": True, "score": float(res.score), "ms": round(ms, 3)}
 
@@ -162,8 +162,8 @@ def _ray_rows(model: str, todo: Sequence[str], out_dir: Path, opt: BulkOptions) 
     ctx.enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     blocks = max(1, -(-len(todo) // opt.files_per_task))
-    ds = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=blocks)
-    ds = ds.map_batches(
+    files = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=blocks)
+    ds = files.map_batches(
         InspectWorker,
         fn_constructor_kwargs={"model": model, "out_dir": str(out_dir), "options": opt},
         batch_size=opt.files_per_task,

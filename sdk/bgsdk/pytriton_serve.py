@@ -59,7 +59,7 @@ def _infer_fn(model: Path, input_name: str, output_name: str, threads: int | Non
 
     session = open_session(model, threads=threads)
 
-    @batch  # type: ignore[untyped-decorator,misc]
+    @batch  # type: ignore[untyped-decorator]
     def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
         return {output_name: session.run([output_name], {input_name: inputs[input_name]})[0]}
 

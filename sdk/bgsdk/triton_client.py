@@ -183,7 +183,7 @@ class TritonSegmenter(Segmenter):
             client.close()
             self._local.client = None
 
-    def __enter__(self) -> "TritonSegmenter":
+    def __enter__(self) -> TritonSegmenter:
         return self
 
     def __exit__(self, *exc: object) -> None:
