@@ -20,23 +20,30 @@ is published as config ``parameters`` exactly as ``export-triton`` writes them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
+import socket
+import subprocess
 import sys
 import sysconfig
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from .model import describe, open_session
 from .triton_repo import METADATA_PREFIX
 
-__all__ = ["start", "main"]
+__all__ = ["start", "main", "launch", "ServerProcess", "ServerStartError", "free_ports", "default_server_python"]
 
 log = logging.getLogger(__name__)
+
+_READY = "BGSDK-PYTRITON-READY http="
 
 
 def _use_own_libpython() -> None:
@@ -138,7 +145,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT; prints one ``READY ...`` line on stdout once the model is loaded."""
+    """Serve until SIGTERM/SIGINT; prints one ``BGSDK-PYTRITON-READY ...`` line on stdout once the model is loaded."""
     a = _parse(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     triton = start(a.model, a.name, host=a.host, http_port=a.http_port, grpc_port=a.grpc_port,
@@ -147,10 +154,94 @@ def main(argv: list[str] | None = None) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"READY http={a.host}:{a.http_port} grpc={a.host}:{a.grpc_port} model={a.name}", flush=True)
+    print(f"\n{_READY}{a.host}:{a.http_port} grpc={a.host}:{a.grpc_port} model={a.name}", flush=True)
     stop.wait()
     triton.stop()
     sys.exit(0)
+
+
+# ------------------------------------------------------------------ launching it from another environment
+class ServerStartError(RuntimeError):
+    """The server process exited or did not report ready in time; the message ends with its last log lines."""
+
+
+@dataclass(frozen=True)
+class ServerProcess:
+    http_url: str
+    grpc_url: str
+    name: str
+    log: list[str]
+
+
+def default_server_python() -> Path:
+    """``$BGSDK_PYTRITON_PYTHON``, else ``.venv-pytriton/bin/python`` at the repository root."""
+    env = os.environ.get("BGSDK_PYTRITON_PYTHON")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / ".venv-pytriton" / "bin" / "python"
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` TCP ports free on 127.0.0.1 right now."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@contextlib.contextmanager
+def launch(model: str | os.PathLike[str], name: str = "bgsdk", *, python: str | os.PathLike[str] | None = None,
+           instances: int = 1, max_batch_size: int = 8, queue_delay_us: int | None = 500, threads: int | None = 1,
+           start_timeout_s: float = 180.0) -> Iterator[ServerProcess]:
+    """Run :func:`main` in ``python`` (the PyTriton venv) on free 127.0.0.1 ports; stop it on exit.
+
+    Raises :class:`ServerStartError` if it does not come up within ``start_timeout_s``.
+    """
+    http, grpc, metrics = free_ports(3)
+    cmd = [str(python or default_server_python()), "-m", "bgsdk.pytriton_serve", os.fspath(model), "--name", name,
+           "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
+           "--instances", str(instances), "--max-batch-size", str(max_batch_size),
+           "--queue-delay-us", str(-1 if queue_delay_us is None else queue_delay_us)]
+    if threads is not None:
+        cmd += ["--threads", str(threads)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    log: list[str] = []
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.append(line.rstrip())
+            if _READY in line:  # Triton logs to the same pipe: the line may not start with it
+                ready.set()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while not ready.wait(0.2):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                why = f"exited with code {proc.returncode}" if proc.poll() is not None else \
+                    f"not ready within {start_timeout_s:.0f} s"
+                tail = " | ".join(line for line in log[-6:] if line.strip())
+                raise ServerStartError(f"Triton server {why}; last log lines: {tail[-800:]}")
+        yield ServerProcess(f"http://127.0.0.1:{http}", f"grpc://127.0.0.1:{grpc}", name, log)
+    finally:
+        _stop(proc)
+        reader.join(timeout=5)
+
+
+def _stop(proc: subprocess.Popen[str], timeout_s: float = 30.0) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=timeout_s)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # its own session: the tritonserver binary and backend stubs
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,7 +15,8 @@ from bgsdk import Segmenter
 from bgsdk.errors import InputError, ModelError
 from tests.helpers.cli import invoke
 from tests.helpers.scale import ScaleEnv, scale_env  # noqa: F401
-from tests.helpers.triton_server import Server, free_ports, pytriton_server
+from tests.helpers.triton_server import ServerProcess as Server
+from tests.helpers.triton_server import free_ports, pytriton_server
 
 pytest.importorskip("tritonclient.http", reason="needs bgsdk[triton]")
 pytest.importorskip("tritonclient.grpc", reason="needs bgsdk[triton]")
