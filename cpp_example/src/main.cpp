@@ -1,588 +1,32 @@
-// bgsdk_cpp: run a bgsdk full-image ONNX model on one strip with ONNX Runtime's C++ API.
+// bgsdk_cpp: run a bgsdk full-image ONNX model on one strip and write the defect heatmap.
 //
 //   bgsdk_cpp [--repeat N] [--threads N] [--raw-shape A,B,C] MODEL INPUT OUTPUT
 //
-// It computes the same numbers as the Python SDK (bgsdk.Segmenter): the input is read into
-// (3,H,W) float32 exactly like bgsdk.io.read_image (channels 0..2 of a 3- or 4-channel image,
-// channel-first or channel-last, channel 3 = mask ignored, NaN/Inf rejected), divided by 255
-// as float32, run through the model as a batch of one, and channel 0 of `output` is written.
-//
-// INPUT is a float32 TIFF (.tif/.tiff) or, with --raw-shape, a raw little-endian float32 file
-// whose shape is given as A,B,C (e.g. 4,976,176 or 976,176,3). OUTPUT gets the (H,W) float32
-// heatmap: .tif/.tiff -> TIFF, .npy -> NumPy, anything else -> raw float32 (row-major).
-//
-// The TIFF reader is a small built-in one for uncompressed float32 baseline TIFF (what
-// tifffile and the research code write); anything else is rejected with a clear message.
-// See README.md for why this is not libtiff.
-//
+// The same numbers as the Python SDK (bgsdk.Segmenter): strip_io reads INPUT into (3,H,W)
+// float32 exactly like bgsdk.io.read_image; bgsdk::Model (bgsdk_model.hpp, the part to copy
+// into an application) scales it by 1/255 and runs it; channel 0 of `output` is written.
 // Errors print one line `bgsdk_cpp: error: <file>: <problem>` and exit with status 2, like
 // the Python command-line tools.
-
-#define ORT_API_MANUAL_INIT  // check the library version ourselves, with a clear message
-#include <onnxruntime_cxx_api.h>
-
 #include <algorithm>
-#include <array>
-#include <cctype>
 #include <chrono>
-#include <cmath>
-#include <cstdint>
 #include <cstdlib>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <optional>
-#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
-#include <utility>
 #include <vector>
 
-#include <unistd.h>
-
-namespace fs = std::filesystem;
+#include "bgsdk_model.hpp"
+#include "strip_io.hpp"
 
 namespace {
 
 constexpr const char* kProg = "bgsdk_cpp";
-constexpr const char* kContractKey = "bgsdk.contract";  // bgsdk.contract.CONTRACT_KEY
-constexpr const char* kInputName = "input";
-constexpr const char* kOutputName = "output";
 
-// ---------------------------------------------------------------------------------------
-// Errors: every message names the file it is about and the problem (cf. bgsdk.errors).
-
-class Error : public std::runtime_error {
- public:
-  Error(const std::string& source, const std::string& problem)
-      : std::runtime_error(source.empty() ? problem : source + ": " + problem) {}
-};
-
-class UsageError : public std::runtime_error {
- public:
+struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
-
-std::string shape_str(const std::vector<int64_t>& shape) {
-  std::ostringstream s;
-  s << '(';
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i) s << ", ";
-    if (shape[i] < 0) s << '?'; else s << shape[i];
-  }
-  if (shape.size() == 1) s << ',';
-  s << ')';
-  return s.str();
-}
-
-// ---------------------------------------------------------------------------------------
-// Images
-
-// An array as stored in a file: row-major float32 with its shape.
-struct Array {
-  std::vector<float> data;
-  std::vector<int64_t> shape;
-};
-
-// The canonical image: (3,H,W) float32, 0..255 -- target, ref1, ref2.
-struct Image {
-  std::vector<float> chw;
-  int64_t height = 0;
-  int64_t width = 0;
-  std::string layout;  // how the source was stored, for the log line
-};
-
-// Same rule as bgsdk.io.to_chw: 3 or 4 channels first (preferred) or last; keep channels 0..2.
-Image to_chw(Array a, const std::string& source) {
-  if (a.shape.size() != 3) {
-    throw Error(source, "expected a 3-D image (C,H,W) or (H,W,C) with 3 or 4 channels, got shape " +
-                            shape_str(a.shape));
-  }
-  const int64_t d0 = a.shape[0], d1 = a.shape[1], d2 = a.shape[2];
-  Image img;
-  if (d0 == 3 || d0 == 4) {
-    img.height = d1;
-    img.width = d2;
-    img.layout = "CHW";
-    img.chw = std::move(a.data);  // channels 0..2 are the first 3*H*W values: no copy
-    img.chw.resize(static_cast<size_t>(3 * d1 * d2));
-  } else if (d2 == 3 || d2 == 4) {
-    img.height = d0;
-    img.width = d1;
-    img.layout = "HWC";
-    img.chw.resize(static_cast<size_t>(3 * d0 * d1));
-    for (int64_t c = 0; c < 3; ++c)
-      for (int64_t p = 0; p < d0 * d1; ++p) img.chw[c * d0 * d1 + p] = a.data[p * d2 + c];
-  } else {
-    throw Error(source, "expected 3 or 4 channels (target, ref1, ref2[, mask]) first or last, got shape " +
-                            shape_str(a.shape));
-  }
-  if (img.height == 0 || img.width == 0) throw Error(source, "image is empty (shape " + shape_str(a.shape) + ")");
-  const auto bad = std::count_if(img.chw.begin(), img.chw.end(), [](float v) { return !std::isfinite(v); });
-  if (bad) throw Error(source, "contains " + std::to_string(bad) + " NaN/Inf value(s)");
-  return img;
-}
-
-std::vector<uint8_t> read_file(const std::string& path) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) throw Error(path, "file not found");
-  if (fs::is_directory(path, ec)) throw Error(path, "is a directory, not a file");
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) throw Error(path, "cannot be opened");
-  const std::streamoff size = f.tellg();
-  if (size <= 0) throw Error(path, "file is empty (0 bytes)");
-  std::vector<uint8_t> bytes(static_cast<size_t>(size));
-  f.seekg(0);
-  if (!f.read(reinterpret_cast<char*>(bytes.data()), size)) throw Error(path, "cannot be read");
-  return bytes;
-}
-
-// Raw little-endian float32 with a shape given on the command line.
-Array read_raw(const std::string& path, const std::vector<int64_t>& shape) {
-  const auto bytes = read_file(path);
-  int64_t n = 1;
-  for (auto d : shape) n *= d;
-  if (static_cast<int64_t>(bytes.size()) != n * 4) {
-    throw Error(path, "size " + std::to_string(bytes.size()) + " bytes does not match --raw-shape " +
-                          shape_str(shape) + " float32 (" + std::to_string(n * 4) + " bytes)");
-  }
-  Array a;
-  a.shape = shape;
-  a.data.resize(static_cast<size_t>(n));
-  std::memcpy(a.data.data(), bytes.data(), bytes.size());
-  return a;
-}
-
-// Minimal TIFF reader: baseline or BigTIFF, either byte order, uncompressed, strips,
-// 32-bit IEEE float samples, contiguous or planar, one or more pages. Pages are stacked
-// the way tifffile stacks them; tifffile's `{"shape": [...]}` description is honoured, so a
-// channel-last file written by tifffile reads back as (H,W,C) here too.
-class TiffReader {
- public:
-  explicit TiffReader(std::string path) : path_(std::move(path)), b_(read_file(path_)) {}
-
-  Array read() {
-    if (b_.size() < 8) fail("not a TIFF file (too short)");
-    if (b_[0] == 'I' && b_[1] == 'I') big_endian_ = false;
-    else if (b_[0] == 'M' && b_[1] == 'M') big_endian_ = true;
-    else fail("not a TIFF file (bad byte-order mark)");
-    const auto magic = uint_at(2, 2);
-    uint64_t ifd = 0;
-    if (magic == 42) {
-      ifd = uint_at(4, 4);
-    } else if (magic == 43) {
-      bigtiff_ = true;
-      if (uint_at(4, 2) != 8) fail("unsupported BigTIFF offset size");
-      ifd = uint_at(8, 8);
-    } else {
-      fail("not a TIFF file (bad magic number " + std::to_string(magic) + ")");
-    }
-
-    std::vector<Page> pages;
-    std::set<uint64_t> seen;
-    while (ifd != 0) {
-      if (!seen.insert(ifd).second) fail("IFD chain loops");
-      pages.push_back(parse_ifd(ifd));
-      const Page& page = pages.back();
-      if (page.width != pages[0].width || page.height != pages[0].height || page.spp != pages[0].spp ||
-          page.planar != pages[0].planar) {
-        fail("pages differ in size or samples (page " + std::to_string(pages.size() - 1) + ")");
-      }
-      ifd = page.next;
-    }
-    if (pages.empty()) fail("no image in file");
-    const Page& first = pages[0];
-    const size_t per_page = static_cast<size_t>(first.width * first.height * first.spp);
-    if (first.width > (1 << 24) || first.height > (1 << 24) || first.spp > 64 ||
-        per_page * 4 * pages.size() > b_.size())  // uncompressed pixels must fit in the file
-      fail("truncated TIFF (the file is smaller than its " + std::to_string(first.height) + "x" +
-           std::to_string(first.width) + "x" + std::to_string(first.spp) + " float32 pages)");
-    std::vector<float> data(per_page * pages.size());  // one allocation: pixels are copied once
-    for (size_t i = 0; i < pages.size(); ++i) copy_pixels(pages[i], data.data() + i * per_page);
-
-    Array a;
-    a.data = std::move(data);
-    a.shape = shaped_description(first.description, a.data.size());
-    if (a.shape.empty()) {  // stack pages: (pages, page shape), like tifffile
-      if (pages.size() > 1) a.shape.push_back(static_cast<int64_t>(pages.size()));
-      if (first.planar == 2) a.shape.push_back(first.spp);
-      a.shape.push_back(first.height);
-      a.shape.push_back(first.width);
-      if (first.planar == 1) a.shape.push_back(first.spp);
-    }
-    a.shape.erase(std::remove(a.shape.begin(), a.shape.end(), int64_t{1}), a.shape.end());  // squeeze
-    return a;
-  }
-
- private:
-  struct Page {
-    int64_t width = 0, height = 0, spp = 1, planar = 1, rows_per_strip = 0;
-    std::vector<uint64_t> offsets, counts;
-    std::string description;
-    uint64_t next = 0;
-  };
-
-  [[noreturn]] void fail(const std::string& problem) const { throw Error(path_, problem); }
-
-  uint64_t uint_at(uint64_t off, unsigned size) const {
-    if (off + size > b_.size() || off + size < off) fail("truncated or corrupt TIFF (offset out of range)");
-    uint64_t v = 0;
-    for (unsigned i = 0; i < size; ++i) {
-      const unsigned shift = big_endian_ ? 8 * (size - 1 - i) : 8 * i;
-      v |= static_cast<uint64_t>(b_[off + i]) << shift;
-    }
-    return v;
-  }
-
-  static unsigned type_size(uint64_t type) {
-    switch (type) {
-      case 1: case 2: case 6: case 7: return 1;  // BYTE ASCII SBYTE UNDEFINED
-      case 3: case 8: return 2;                  // SHORT SSHORT
-      case 4: case 9: case 11: case 13: return 4;  // LONG SLONG FLOAT IFD
-      case 5: case 10: case 12: case 16: case 17: case 18: return 8;  // RATIONAL DOUBLE LONG8 ...
-      default: return 0;
-    }
-  }
-
-  Page parse_ifd(uint64_t ifd) const {
-    const unsigned word = bigtiff_ ? 8 : 4;
-    const uint64_t n = uint_at(ifd, bigtiff_ ? 8 : 2);
-    const uint64_t entries = ifd + (bigtiff_ ? 8 : 2);
-    const uint64_t entry_size = bigtiff_ ? 20 : 12;
-    Page p;
-    int64_t bits = 1, format = 1, compression = 1;
-    for (uint64_t e = 0; e < n; ++e) {
-      const uint64_t at = entries + e * entry_size;
-      const auto tag = uint_at(at, 2), type = uint_at(at + 2, 2), count = uint_at(at + 4, word);
-      const unsigned size = type_size(type);
-      if (size == 0) continue;  // unknown type: skip, as readers must
-      const uint64_t bytes = size * count;
-      const uint64_t value_at = bytes <= word ? at + 4 + word : uint_at(at + 4 + word, word);
-      if (count > b_.size() || value_at > b_.size() || bytes > b_.size() - value_at)
-        fail("corrupt TIFF (tag " + std::to_string(tag) + " points past the end of the file)");
-      auto ints = [&]() {
-        if (type != 1 && type != 3 && type != 4 && type != 16) fail("tag " + std::to_string(tag) + " is not an integer");
-        std::vector<uint64_t> v(count);
-        for (uint64_t i = 0; i < count; ++i) v[i] = uint_at(value_at + i * size, size);
-        if (v.empty()) fail("tag " + std::to_string(tag) + " is empty");
-        return v;
-      };
-      auto all_equal = [&](const std::vector<uint64_t>& v) {
-        if (!std::all_of(v.begin(), v.end(), [&](uint64_t x) { return x == v[0]; }))
-          fail("samples of different types (tag " + std::to_string(tag) + ") are not supported");
-        return static_cast<int64_t>(v[0]);
-      };
-      switch (tag) {
-        case 256: p.width = ints()[0]; break;
-        case 257: p.height = ints()[0]; break;
-        case 258: bits = all_equal(ints()); break;
-        case 259: compression = ints()[0]; break;
-        case 270:
-          if (type == 2 && value_at + count <= b_.size())
-            p.description.assign(reinterpret_cast<const char*>(&b_[value_at]), count);
-          break;
-        case 273: p.offsets = ints(); break;
-        case 277: p.spp = ints()[0]; break;
-        case 278: p.rows_per_strip = ints()[0]; break;
-        case 279: p.counts = ints(); break;
-        case 284: p.planar = ints()[0]; break;
-        case 322: case 323: case 324: case 325: fail("tiled TIFF is not supported (write strips)");
-        case 339: format = all_equal(ints()); break;
-        default: break;
-      }
-    }
-    p.next = uint_at(entries + n * entry_size, word);
-    if (compression != 1)
-      fail("compressed TIFF (compression " + std::to_string(compression) +
-           ") is not supported: write it uncompressed, e.g. tifffile.imwrite(path, a) without compression=");
-    if (format != 3 || bits != 32)
-      fail("expected float32 samples (SampleFormat 3, 32 bits), got SampleFormat " + std::to_string(format) +
-           " with " + std::to_string(bits) + " bits: convert the image to float32 (values 0..255)");
-    if (p.width <= 0 || p.height <= 0) fail("image has no width/height");
-    if (p.spp < 1) fail("bad SamplesPerPixel");
-    if (p.planar != 1 && p.planar != 2) fail("bad PlanarConfiguration " + std::to_string(p.planar));
-    if (p.offsets.empty() || p.offsets.size() != p.counts.size()) fail("missing or inconsistent strip offsets");
-    return p;
-  }
-
-  void copy_pixels(const Page& p, float* out) const {
-    const uint64_t values = static_cast<uint64_t>(p.width) * p.height * p.spp;
-    uint64_t need = values * 4;
-    auto* dst = reinterpret_cast<uint8_t*>(out);
-    for (size_t s = 0; s < p.offsets.size() && need > 0; ++s) {
-      const uint64_t n = std::min<uint64_t>(p.counts[s], need);
-      if (p.offsets[s] + n > b_.size()) fail("truncated TIFF (strip " + std::to_string(s) + " past end of file)");
-      std::memcpy(dst, &b_[p.offsets[s]], n);
-      dst += n;
-      need -= n;
-    }
-    if (need) fail("strips hold fewer bytes than the image size");
-    if (big_endian_) {
-      auto* bytes = reinterpret_cast<uint8_t*>(out);
-      for (uint64_t i = 0; i < values; ++i) std::reverse(bytes + 4 * i, bytes + 4 * i + 4);
-    }
-  }
-
-  // tifffile writes `{"shape": [4, 976, 176]}` into the first page's ImageDescription.
-  static std::vector<int64_t> shaped_description(const std::string& d, size_t values) {
-    if (d.empty() || d[0] != '{') return {};
-    const auto key = d.find("\"shape\"");
-    if (key == std::string::npos) return {};
-    const auto open = d.find('[', key), close = d.find(']', key);
-    if (open == std::string::npos || close == std::string::npos || close < open) return {};
-    std::vector<int64_t> shape;
-    std::istringstream s(d.substr(open + 1, close - open - 1));
-    std::string item;
-    uint64_t total = 1;
-    while (std::getline(s, item, ',')) {
-      char* end = nullptr;
-      const long long v = std::strtoll(item.c_str(), &end, 10);
-      if (end == item.c_str() || v <= 0) return {};
-      shape.push_back(v);
-      total *= static_cast<uint64_t>(v);
-    }
-    return total == values ? shape : std::vector<int64_t>{};
-  }
-
-  std::string path_;
-  std::vector<uint8_t> b_;
-  bool big_endian_ = false;
-  bool bigtiff_ = false;
-};
-
-std::string lower_suffix(const std::string& path) {
-  std::string ext = fs::path(path).extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-  return ext;
-}
-
-Image read_input(const std::string& path, const std::optional<std::vector<int64_t>>& raw_shape) {
-  if (raw_shape) return to_chw(read_raw(path, *raw_shape), path);
-  const auto ext = lower_suffix(path);
-  if (ext == ".tif" || ext == ".tiff") return to_chw(TiffReader(path).read(), path);
-  throw Error(path, "unsupported input type '" + ext + "': use a float32 .tif/.tiff, or raw float32 with --raw-shape A,B,C");
-}
-
-// ---------------------------------------------------------------------------------------
-// Output: (H,W) float32, written atomically (temp file in the same folder, then rename).
-
-void put16(std::string& s, uint16_t v) { s.append(reinterpret_cast<const char*>(&v), 2); }
-void put32(std::string& s, uint32_t v) { s.append(reinterpret_cast<const char*>(&v), 4); }
-
-std::string tiff_bytes(const std::vector<float>& hw, int64_t h, int64_t w) {
-  // Little-endian baseline TIFF, one page, one strip, SampleFormat IEEE float.
-  const uint32_t data_bytes = static_cast<uint32_t>(hw.size() * 4);
-  const uint32_t data_at = 8;
-  const uint32_t ifd_at = data_at + data_bytes;
-  const std::vector<std::array<uint32_t, 3>> tags = {  // tag, type, value (all single values)
-      {256, 4, static_cast<uint32_t>(w)}, {257, 4, static_cast<uint32_t>(h)}, {258, 3, 32}, {259, 3, 1},
-      {262, 3, 1}, {273, 4, data_at}, {277, 3, 1}, {278, 4, static_cast<uint32_t>(h)},
-      {279, 4, data_bytes}, {284, 3, 1}, {339, 3, 3}};
-  std::string s = "II";
-  put16(s, 42);
-  put32(s, ifd_at);
-  s.append(reinterpret_cast<const char*>(hw.data()), data_bytes);
-  put16(s, static_cast<uint16_t>(tags.size()));
-  for (const auto& t : tags) {
-    put16(s, static_cast<uint16_t>(t[0]));
-    put16(s, static_cast<uint16_t>(t[1]));
-    put32(s, 1);
-    if (t[1] == 3) { put16(s, static_cast<uint16_t>(t[2])); put16(s, 0); } else { put32(s, t[2]); }
-  }
-  put32(s, 0);  // no next IFD
-  return s;
-}
-
-std::string npy_bytes(const std::vector<float>& hw, int64_t h, int64_t w) {
-  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(h) + ", " +
-                       std::to_string(w) + "), }";
-  const size_t unpadded = 10 + header.size() + 1;
-  header.append((64 - unpadded % 64) % 64, ' ');
-  header.push_back('\n');
-  std::string s("\x93NUMPY\x01\x00", 8);
-  put16(s, static_cast<uint16_t>(header.size()));
-  s += header;
-  s.append(reinterpret_cast<const char*>(hw.data()), hw.size() * 4);
-  return s;
-}
-
-void write_output(const std::string& path, const std::vector<float>& hw, int64_t h, int64_t w) {
-  const auto ext = lower_suffix(path);
-  const std::string bytes = (ext == ".tif" || ext == ".tiff") ? tiff_bytes(hw, h, w)
-                            : ext == ".npy"                    ? npy_bytes(hw, h, w)
-                                : std::string(reinterpret_cast<const char*>(hw.data()), hw.size() * 4);
-  const fs::path final_path(path);
-  std::error_code ec;
-  if (final_path.has_parent_path()) fs::create_directories(final_path.parent_path(), ec);
-  const fs::path tmp = final_path.parent_path() /
-                       ("." + final_path.filename().string() + "." + std::to_string(::getpid()) + ".tmp");
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f || !f.write(bytes.data(), static_cast<std::streamsize>(bytes.size())) || !f.flush()) {
-      fs::remove(tmp, ec);
-      throw Error(path, "cannot write the output");
-    }
-  }
-  fs::rename(tmp, final_path, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    throw Error(path, "cannot write the output (" + ec.message() + ")");
-  }
-}
-
-// ---------------------------------------------------------------------------------------
-// The model contract (bgsdk.contract JSON in metadata_props). Only a few top-level numbers
-// are needed, so a tiny scanner instead of a JSON library: it reads `"key": number` at
-// depth 1 and skips nested objects such as "extra".
-
-std::optional<double> json_top_level_number(const std::string& json, const std::string& key) {
-  int depth = 0;
-  for (size_t i = 0; i < json.size(); ++i) {
-    const char c = json[i];
-    if (c == '"') {
-      std::string s;
-      size_t j = i + 1;
-      for (; j < json.size() && json[j] != '"'; ++j) {
-        if (json[j] == '\\' && j + 1 < json.size()) ++j;
-        s += json[j];
-      }
-      size_t k = j + 1;
-      while (k < json.size() && std::isspace(static_cast<unsigned char>(json[k]))) ++k;
-      if (depth == 1 && k < json.size() && json[k] == ':' && s == key) {
-        const char* begin = json.c_str() + k + 1;
-        char* end = nullptr;
-        const double v = std::strtod(begin, &end);
-        if (end == begin) return std::nullopt;
-        return v;
-      }
-      i = j;
-    } else if (c == '{' || c == '[') {
-      ++depth;
-    } else if (c == '}' || c == ']') {
-      --depth;
-    }
-  }
-  return std::nullopt;
-}
-
-struct Contract {
-  bool present = false;
-  double input_scale = 255.0;  // the model expects file values / input_scale
-  std::optional<int64_t> height, width;
-};
-
-// ---------------------------------------------------------------------------------------
-// The model
-
-class Model {
- public:
-  Model(const Ort::Env& env, const std::string& path, int threads) : path_(path) {
-    std::error_code ec;
-    if (!fs::exists(path, ec)) throw Error(path, "file not found");
-    Ort::SessionOptions options;
-    if (threads > 0) options.SetIntraOpNumThreads(threads);
-    options.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);  // = Python's default
-    try {
-      session_ = Ort::Session(env, path.c_str(), options);
-    } catch (const Ort::Exception& e) {
-      throw Error(path, std::string("cannot load the model (") + e.what() + ")");
-    }
-    check_signature();
-    read_contract();
-  }
-
-  const Contract& contract() const { return contract_; }
-  const std::vector<int64_t>& input_shape() const { return input_shape_; }
-
-  // Same check as the SDK: the image must match the model's (N,3,H,W) input.
-  void check_image(const Image& img, const std::string& source) const {
-    const auto& s = input_shape_;
-    const int64_t h = s[2] > 0 ? s[2] : contract_.height.value_or(-1);
-    const int64_t w = s[3] > 0 ? s[3] : contract_.width.value_or(-1);
-    if ((h > 0 && img.height != h) || (w > 0 && img.width != w)) {
-      throw Error(source, "image is " + std::to_string(img.height) + "x" + std::to_string(img.width) +
-                              " (HxW) but the model " + path_ + " expects input " +
-                              shape_str({s[0], 3, h, w}));
-    }
-  }
-
-  // Runs one image; returns the (H,W) defect probability (output channel 0).
-  std::vector<float> run(Image& img) {
-    const Ort::MemoryInfo cpu = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
-    const std::array<int64_t, 4> shape{1, 3, img.height, img.width};
-    Ort::Value input = Ort::Value::CreateTensor<float>(cpu, img.chw.data(), img.chw.size(), shape.data(), shape.size());
-    const char* in_names[] = {kInputName};
-    const char* out_names[] = {kOutputName};
-    std::vector<Ort::Value> outputs;
-    try {
-      outputs = session_.Run(Ort::RunOptions{nullptr}, in_names, &input, 1, out_names, 1);
-    } catch (const Ort::Exception& e) {
-      throw Error(path_, std::string("inference failed (") + e.what() + ")");
-    }
-    const auto info = outputs.at(0).GetTensorTypeAndShapeInfo();
-    const auto out_shape = info.GetShape();
-    if (out_shape.size() != 4 || out_shape[0] != 1 || out_shape[1] < 1 || out_shape[2] != img.height ||
-        out_shape[3] != img.width) {
-      throw Error(path_, "output '" + std::string(kOutputName) + "' has shape " + shape_str(out_shape) +
-                             ", expected " + shape_str({1, 3, img.height, img.width}));
-    }
-    const float* p = outputs[0].GetTensorData<float>();
-    return std::vector<float>(p, p + img.height * img.width);  // channel 0
-  }
-
- private:
-  void check_signature() {
-    Ort::AllocatorWithDefaultOptions alloc;
-    std::vector<std::string> inputs, outputs;
-    for (size_t i = 0; i < session_.GetInputCount(); ++i) inputs.emplace_back(session_.GetInputNameAllocated(i, alloc).get());
-    for (size_t i = 0; i < session_.GetOutputCount(); ++i) outputs.emplace_back(session_.GetOutputNameAllocated(i, alloc).get());
-    auto join = [](const std::vector<std::string>& v) {
-      std::string s;
-      for (const auto& x : v) s += (s.empty() ? "'" : ", '") + x + "'";
-      return s.empty() ? std::string("none") : s;
-    };
-    if (inputs.size() != 1 || inputs[0] != kInputName)
-      throw Error(path_, "expected one input named 'input' (a bgsdk full-image model), found " + join(inputs));
-    if (std::find(outputs.begin(), outputs.end(), kOutputName) == outputs.end())
-      throw Error(path_, "expected an output named 'output' (a bgsdk full-image model), found " + join(outputs));
-    const auto type_info = session_.GetInputTypeInfo(0);
-    if (type_info.GetONNXType() != ONNX_TYPE_TENSOR) throw Error(path_, "input 'input' is not a tensor");
-    const auto tensor = type_info.GetTensorTypeAndShapeInfo();
-    if (tensor.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
-      throw Error(path_, "input 'input' is not float32");
-    input_shape_ = tensor.GetShape();
-    if (input_shape_.size() != 4 || (input_shape_[1] > 0 && input_shape_[1] != 3))
-      throw Error(path_, "input 'input' has shape " + shape_str(input_shape_) + ", expected (N, 3, H, W)");
-  }
-
-  void read_contract() {
-    Ort::AllocatorWithDefaultOptions alloc;
-    const auto meta = session_.GetModelMetadata();
-    const auto json = meta.LookupCustomMetadataMapAllocated(kContractKey, alloc);
-    if (!json) return;  // not required: the input shape is what is validated
-    const std::string text(json.get());
-    contract_.present = true;
-    if (const auto v = json_top_level_number(text, "input_scale")) {
-      if (!(*v > 0) || !std::isfinite(*v)) throw Error(path_, "contract input_scale is not a positive number");
-      contract_.input_scale = *v;
-    }
-    if (const auto v = json_top_level_number(text, "height")) contract_.height = static_cast<int64_t>(*v);
-    if (const auto v = json_top_level_number(text, "width")) contract_.width = static_cast<int64_t>(*v);
-    if ((contract_.height && input_shape_[2] > 0 && *contract_.height != input_shape_[2]) ||
-        (contract_.width && input_shape_[3] > 0 && *contract_.width != input_shape_[3]))
-      throw Error(path_, "contract image size disagrees with the input shape " + shape_str(input_shape_));
-  }
-
-  std::string path_;
-  Ort::Session session_{nullptr};
-  std::vector<int64_t> input_shape_;
-  Contract contract_;
-};
-
-// ---------------------------------------------------------------------------------------
-// Command line
 
 struct Options {
   std::string model, input, output;
@@ -647,22 +91,7 @@ Options parse_args(int argc, char** argv) {
     }
   }
   if (pos.size() != 3) throw UsageError("expected MODEL INPUT OUTPUT, got " + std::to_string(pos.size()) + " argument(s)");
-  o.model = pos[0];
-  o.input = pos[1];
-  o.output = pos[2];
-  return o;
-}
-
-// Checks the library before any C++ API use: a binary needs headers no newer than the library.
-void init_onnxruntime() {
-  const OrtApiBase* base = OrtGetApiBase();
-  const OrtApi* api = base->GetApi(ORT_API_VERSION);
-  if (api == nullptr) {
-    throw Error("libonnxruntime", std::string("version ") + base->GetVersionString() +
-                                      " is older than the headers this program was built with (API " +
-                                      std::to_string(ORT_API_VERSION) + "); rebuild against matching headers");
-  }
-  Ort::InitApi(api);
+  return {pos[0], pos[1], pos[2], o.repeat, o.threads, o.raw_shape};
 }
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
@@ -671,47 +100,35 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 
 int run(const Options& o) {
   using clock = std::chrono::steady_clock;
-  init_onnxruntime();
-  std::cout << kProg << ": onnxruntime " << OrtGetApiBase()->GetVersionString() << " (built with API "
-            << ORT_API_VERSION << ")\n";
-
+  const std::string version = bgsdk::init_onnxruntime();
+  std::cout << kProg << ": onnxruntime " << version << " (built with API " << bgsdk::onnxruntime_api_version() << ")\n";
   auto t0 = clock::now();
-  Image img = read_input(o.input, o.raw_shape);
+  const strip_io::Image img = strip_io::read_input(o.input, o.raw_shape);
   const double read_ms = ms_since(t0);
-
-  const Ort::Env env(ORT_LOGGING_LEVEL_WARNING, kProg);
   t0 = clock::now();
-  Model model(env, o.model, o.threads);
+  bgsdk::Model model(o.model, o.threads);
   const double load_ms = ms_since(t0);
-  model.check_image(img, o.input);
-
-  // The SDK's normalisation: float32 division by the contract's scale (255).
-  const float scale = static_cast<float>(model.contract().input_scale);
-  for (float& v : img.chw) v = v / scale;
-
+  model.check_size(img.height, img.width, o.input);
   std::vector<float> heatmap;
   std::vector<double> run_ms;
   for (int r = 0; r < o.repeat; ++r) {
     t0 = clock::now();
-    heatmap = model.run(img);
+    heatmap = model.run(img.chw, img.height, img.width);
     run_ms.push_back(ms_since(t0));
   }
-  write_output(o.output, heatmap, img.height, img.width);
-
-  std::vector<double> sorted = run_ms;
-  std::sort(sorted.begin(), sorted.end());
-  const size_t n = sorted.size();
-  const double median = n % 2 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
+  strip_io::write_output(o.output, heatmap, img.height, img.width);
+  std::sort(run_ms.begin(), run_ms.end());
+  const size_t n = run_ms.size();
+  const double median = n % 2 ? run_ms[n / 2] : 0.5 * (run_ms[n / 2 - 1] + run_ms[n / 2]);
   const float peak = *std::max_element(heatmap.begin(), heatmap.end());
   std::cout.setf(std::ios::fixed);
   std::cout.precision(2);
   std::cout << "input: " << o.input << " (" << img.layout << ", " << img.height << "x" << img.width << ")\n"
-            << "model: " << o.model << " (input " << shape_str(model.input_shape()) << ", contract "
+            << "model: " << o.model << " (input " << bgsdk::shape_str(model.input_shape()) << ", contract "
             << (model.contract().present ? "found" : "absent") << ", scale 1/" << model.contract().input_scale << ")\n"
-            << "read_ms: " << read_ms << "\n"
-            << "load_ms: " << load_ms << "\n"
-            << "run_ms_median: " << median << " (of " << n << "; min " << sorted.front() << ", max "
-            << sorted.back() << ")\n";
+            << "read_ms: " << read_ms << "\nload_ms: " << load_ms << "\n"
+            << "run_ms_median: " << median << " (of " << n << "; min " << run_ms.front() << ", max " << run_ms.back()
+            << ")\n";
   std::cout.precision(6);
   std::cout << "wrote: " << o.output << " (" << img.height << "x" << img.width << " float32, max " << peak << ")\n";
   return 0;
@@ -726,13 +143,7 @@ int main(int argc, char** argv) {
     const std::string usage(kUsage);
     std::cerr << usage.substr(0, usage.find('\n') + 1) << kProg << ": error: " << e.what() << " (see --help)\n";
     return 2;
-  } catch (const Error& e) {
-    std::cerr << kProg << ": error: " << e.what() << "\n";
-    return 2;
-  } catch (const Ort::Exception& e) {
-    std::cerr << kProg << ": error: onnxruntime: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // bgsdk::Error names the file; anything else is still one line
     std::cerr << kProg << ": error: " << e.what() << "\n";
     return 2;
   }

@@ -1,20 +1,21 @@
 """``bgsdk batch``: inspect a whole folder (an archive of strips), locally or on a Ray cluster.
 
-Same outputs as ``bgsdk run --out DIR``: per image the files written by
-:func:`write_image_outputs`, and one ``results.jsonl`` row per image
-(:func:`result_row`). Bad files become error rows; the job never fails for
-them. The job is **restartable**: ``results.jsonl`` doubles as the journal (rows
-are appended as images finish), and a rerun skips every image whose row says
-it succeeded and whose output file exists; failed or missing ones are redone.
-At the end ``results.jsonl`` is rewritten (atomically) in input order, one row
-per input file.
+Same outputs as ``bgsdk run --out DIR`` (:mod:`bgsdk.run_outputs`, the same
+functions): per image the heatmap TIFF and the mask/overlay PNGs, per run
+``results.jsonl`` (one row per image) and ``defects.csv``. Bad files become
+error rows; the job never fails for them. The job is **restartable**: every
+finished image is appended to a journal (``.bgsdk-batch.jsonl`` in the output
+folder) as soon as it is written, and a rerun skips every image whose journal
+entry says it succeeded and whose heatmap exists; failed or missing ones are
+redone. At the end ``results.jsonl`` and ``defects.csv`` are written
+(atomically) from the journal, in input order, one row per input file.
 
-On Ray (``ray_address`` given) the file list becomes a Ray Data dataset, and
+On Ray (``use_ray``) the file list becomes a Ray Data dataset, and
 ``map_batches`` runs :class:`InspectWorker` in an actor pool: one ONNX Runtime
 session per actor, ``cpus_per_actor``/``gpus_per_actor`` reserved for each.
-Workers read the inputs and write the outputs themselves, so on a cluster the
-input and output folders must be on storage every node sees (NFS, a mounted
-bucket); only the small JSON rows travel back to the driver.
+Workers read the inputs and write the per-image files themselves, so on a
+cluster the input and output folders must be on storage every node sees (NFS, a
+mounted bucket); only the small JSON rows travel back to the driver.
 """
 
 from __future__ import annotations
@@ -29,42 +30,22 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .io import atomic_write, write_tiff
-from .result import ErrorResult, Outcome
+from .io import atomic_write, read_image
+from .run_outputs import HEATMAP_SUFFIX, RESULTS_JSONL, RunWriter, defect_rows, result_row, write_image_files
 
-__all__ = [
-    "BulkOptions",
-    "BulkSummary",
-    "InspectWorker",
-    "RESULTS_NAME",
-    "HEATMAP_SUFFIX",
-    "output_path",
-    "write_image_outputs",
-    "result_row",
-    "run_bulk",
-]
+__all__ = ["BulkOptions", "BulkSummary", "InspectWorker", "JOURNAL_NAME", "output_path", "run_bulk", "connect_ray"]
 
 log = logging.getLogger(__name__)
 
-RESULTS_NAME = "results.jsonl"
-HEATMAP_SUFFIX = ".heatmap.tiff"
+JOURNAL_NAME = ".bgsdk-batch.jsonl"
+
+#: One image's journal entry: its ``results.jsonl`` row and its ``defects.csv`` rows.
+Entry = dict[str, Any]
 
 
 def output_path(out_dir: Path, source: str | os.PathLike[str]) -> Path:
     """The per-image output whose presence marks an image as done."""
     return out_dir / f"{Path(source).stem}{HEATMAP_SUFFIX}"
-
-
-def write_image_outputs(out_dir: Path, source: str, res: Outcome) -> None:
-    """Per-image files of a successful result (those of ``bgsdk run --out``)."""
-    write_tiff(output_path(out_dir, source), res.heatmap)
-
-
-def result_row(source: str, res: Outcome, ms: float) -> dict[str, Any]:
-    """One ``results.jsonl`` row: the file, ``ok``, the score or the error, milliseconds."""
-    if isinstance(res, ErrorResult):
-        return {"file": source, "ok": False, "error": str(res.error), "ms": round(ms, 3)}
-    return {"file": source, "ok": True, "score": float(res.score), "ms": round(ms, 3)}
 
 
 @dataclass(frozen=True)
@@ -80,6 +61,9 @@ class BulkOptions:
     gpus_per_actor: float = 0.0
     threads: int | None = None
     providers: Sequence[str] | None = None
+    png: bool = True
+    threshold: float | None = None  # None: the model's operating point (as bgsdk run)
+    min_area: int | None = None
 
 
 @dataclass(frozen=True)
@@ -92,17 +76,19 @@ class BulkSummary:
     results: Path
 
 
-def _process(seg: Any, paths: Sequence[str], out_dir: Path, batch_size: int) -> list[dict[str, Any]]:
-    """Run ``paths`` through ``seg``, write each success's outputs, return one row per path."""
-    rows = []
+def _process(seg: Any, paths: Sequence[str], out_dir: Path, opt: BulkOptions) -> list[Entry]:
+    """Run ``paths`` through ``seg``, write each success's files, return one journal entry per path."""
+    entries = []
     t0 = time.perf_counter()
-    for source, res in zip(paths, seg.iter_batch(paths, batch_size=batch_size, on_error="return")):
-        if res.ok:
-            write_image_outputs(out_dir, source, res)
+    outcomes = seg.iter_batch(paths, batch_size=opt.batch_size, on_error="return", threshold=opt.threshold,
+                              min_area=opt.min_area)
+    for source, res in zip(paths, outcomes):
+        path = Path(source)
+        write_image_files(out_dir, path, res, opt.png, read_image(path) if opt.png and res.ok else None)
         t1 = time.perf_counter()
-        rows.append(result_row(source, res, (t1 - t0) * 1e3))
+        entries.append({"row": result_row(path, res, (t1 - t0) * 1e3), "defects": defect_rows(path, res)})
         t0 = t1
-    return rows
+    return entries
 
 
 class InspectWorker:
@@ -114,31 +100,31 @@ class InspectWorker:
         providers = list(options.providers or (["cuda"] if options.gpus_per_actor > 0 else ["cpu"]))
         self._seg = Segmenter(model, providers=providers, threads=options.threads)
         self._out = Path(out_dir)
-        self._batch_size = options.batch_size
+        self._opt = options
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = _process(self._seg, [str(p) for p in batch["path"]], self._out, self._batch_size)
-        return {"row": np.array([json.dumps(r) for r in rows], dtype=object)}
+        entries = _process(self._seg, [str(p) for p in batch["path"]], self._out, self._opt)
+        return {"entry": np.array([json.dumps(e) for e in entries], dtype=object)}
 
 
-def _read_rows(path: Path) -> dict[str, dict[str, Any]]:
-    """Rows of an earlier (possibly interrupted) run by file; a torn last line is ignored."""
-    rows: dict[str, dict[str, Any]] = {}
+def _read_journal(path: Path) -> dict[str, Entry]:
+    """Entries of an earlier (possibly interrupted) run by file; a torn last line is ignored."""
+    entries: dict[str, Entry] = {}
     if not path.exists():
-        return rows
+        return entries
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            row = json.loads(line)
+            e = json.loads(line)
         except ValueError:
             continue
-        if isinstance(row, dict) and isinstance(row.get("file"), str):
-            rows[row["file"]] = row
-    return rows
+        if isinstance(e, dict) and isinstance(e.get("row"), dict) and isinstance(e["row"].get("file"), str):
+            entries[e["row"]["file"]] = e
+    return entries
 
 
-def _finished(paths: Sequence[str], out_dir: Path) -> dict[str, dict[str, Any]]:
-    earlier = _read_rows(out_dir / RESULTS_NAME)
-    return {p: earlier[p] for p in paths if p in earlier and earlier[p].get("ok")
+def _finished(paths: Sequence[str], out_dir: Path) -> dict[str, Entry]:
+    earlier = _read_journal(out_dir / JOURNAL_NAME)
+    return {p: earlier[p] for p in paths if p in earlier and earlier[p]["row"].get("ok")
             and output_path(out_dir, p).exists()}
 
 
@@ -147,15 +133,15 @@ def _chunks(items: Sequence[str], n: int) -> Iterator[list[str]]:
         yield list(items[i : i + n])
 
 
-def _local_rows(model: str, todo: Sequence[str], out_dir: Path, opt: BulkOptions) -> Iterator[list[dict[str, Any]]]:
+def _local_entries(model: str, todo: Sequence[str], out_dir: Path, opt: BulkOptions) -> Iterator[list[Entry]]:
     from .segmenter import Segmenter
 
     seg = Segmenter(model, providers=list(opt.providers) if opt.providers else None, threads=opt.threads)
     for chunk in _chunks(todo, opt.files_per_task):
-        yield _process(seg, chunk, out_dir, opt.batch_size)
+        yield _process(seg, chunk, out_dir, opt)
 
 
-def _ray_rows(model: str, todo: Sequence[str], out_dir: Path, opt: BulkOptions) -> Iterator[list[dict[str, Any]]]:
+def _ray_entries(model: str, todo: Sequence[str], out_dir: Path, opt: BulkOptions) -> Iterator[list[Entry]]:
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
@@ -173,7 +159,7 @@ def _ray_rows(model: str, todo: Sequence[str], out_dir: Path, opt: BulkOptions) 
         num_gpus=opt.gpus_per_actor or None,
     )
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        yield [json.loads(r) for r in batch["row"]]
+        yield [json.loads(e) for e in batch["entry"]]
 
 
 def connect_ray(address: str | None, num_cpus: int | None = None) -> bool:
@@ -210,25 +196,29 @@ def run_bulk(
     done = _finished(paths, out)
     todo = [p for p in paths if p not in done]
     log.info("%d input(s): %d finished earlier, %d to run%s", len(paths), len(done), len(todo), " on Ray" if use_ray else "")
-    journal = out / RESULTS_NAME
-    _rewrite(journal, paths, done)  # drop stale rows now, so the journal only holds rows to keep
-    rows = dict(done)
+    journal = out / JOURNAL_NAME
+    entries = dict(done)
+    _rewrite_journal(journal, paths, entries)  # only entries worth keeping; the rest is redone
     t0 = time.perf_counter()
     if todo:
-        source = _ray_rows if use_ray else _local_rows
+        source = _ray_entries if use_ray else _local_entries
         with journal.open("a", encoding="utf-8") as f:
             for chunk in source(os.fspath(model), todo, out, opt):
-                for row in chunk:
-                    rows[row["file"]] = row
-                    f.write(json.dumps(row) + "\n")
+                for e in chunk:
+                    entries[e["row"]["file"]] = e
+                    f.write(json.dumps(e) + "\n")
                 f.flush()
                 if progress is not None:
                     progress(len(chunk))
-    _rewrite(journal, paths, rows)
-    failed = sum(1 for p in todo if not rows.get(p, {}).get("ok"))
-    return BulkSummary(len(paths), len(done), len(todo) - failed, failed, time.perf_counter() - t0, journal)
+    with RunWriter(out, opt.png) as writer:  # results.jsonl + defects.csv, renamed into place on close
+        for p in paths:
+            if p in entries:
+                writer.add_rows(entries[p]["row"], entries[p]["defects"])
+    failed = sum(1 for p in todo if not entries.get(p, {}).get("row", {}).get("ok"))
+    return BulkSummary(len(paths), len(done), len(todo) - failed, failed, time.perf_counter() - t0,
+                       out / RESULTS_JSONL)
 
 
-def _rewrite(journal: Path, paths: Sequence[str], rows: dict[str, dict[str, Any]]) -> None:
-    text = "".join(json.dumps(rows[p]) + "\n" for p in paths if p in rows)
+def _rewrite_journal(journal: Path, paths: Sequence[str], entries: dict[str, Entry]) -> None:
+    text = "".join(json.dumps(entries[p]) + "\n" for p in paths if p in entries)
     atomic_write(journal, lambda tmp: tmp.write_text(text, encoding="utf-8"))

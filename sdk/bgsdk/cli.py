@@ -23,9 +23,10 @@ import click
 from . import __version__
 from .clikit import UserError, run_cli, setup_logging, verbosity_options
 from .errors import ModelError
-from .io import IMAGE_SUFFIXES, list_images, write_tiff
+from .io import IMAGE_SUFFIXES, list_images
+from .run_outputs import HEATMAP_SUFFIX, MASK_SUFFIX, OVERLAY_SUFFIX
 
-__all__ = ["cli", "main", "collect_inputs", "HEATMAP_SUFFIX", "OVERLAY_SUFFIX"]
+__all__ = ["cli", "main", "collect_inputs", "HEATMAP_SUFFIX", "MASK_SUFFIX", "OVERLAY_SUFFIX"]
 
 log = logging.getLogger("bgsdk.cli")
 
@@ -33,9 +34,6 @@ log = logging.getLogger("bgsdk.cli")
 QUANTIZATION_KEY = "bgsdk.quantization"
 # Written by `build-model --fp16` (bgbuild.artifact.PRECISION_KEY).
 PRECISION_KEY = "bgsdk.precision"
-
-HEATMAP_SUFFIX = ".heatmap.tiff"
-OVERLAY_SUFFIX = ".overlay.png"
 
 _provider_opt = click.option(
     "--provider",
@@ -98,9 +96,13 @@ def cli() -> None:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (created if missing).")
-@click.option("--png", is_flag=True, help=f"Also write <stem>{OVERLAY_SUFFIX}: target in grey, defects red (needs Pillow).")
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
-              help="Probability above which a pixel counts as defect (overlay and summary).")
+@click.option("--png/--no-png", default=True, show_default=True,
+              help=f"Write <stem>{MASK_SUFFIX} and <stem>{OVERLAY_SUFFIX} (grey target, red defect pixels, "
+                   "yellow defect boxes).")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Pixel threshold (defect = probability above it) [default: the model's calibrated one].")
+@click.option("--min-area", type=click.IntRange(min=1), default=None,
+              help="Smallest defect in pixels [default: the model's calibrated one].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Images per model call (1 is fastest on CPU, measured; try more on a GPU).")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first unreadable image (exit 2) instead of skipping it.")
@@ -115,7 +117,8 @@ def run_cmd(
     inputs: tuple[Path, ...],
     out_dir: Path,
     png: bool,
-    threshold: float,
+    threshold: float | None,
+    min_area: int | None,
     batch_size: int,
     fail_fast: bool,
     providers: tuple[str, ...],
@@ -124,7 +127,7 @@ def run_cmd(
     verbose: int,
     quiet: bool,
 ) -> None:
-    """Segment INPUT files/folders; write <stem>.heatmap.tiff (float32 probability) to --out.
+    """Segment INPUT files/folders; write heatmaps, masks, overlays, defects.csv and results.jsonl to --out.
 
     MODEL is a model file, or with --server the model's name on a Triton server.
     """
@@ -132,38 +135,44 @@ def run_cmd(
     from tqdm import tqdm
 
     from .io import read_image
-    from .overlay import overlay_rgb, pillow_available, write_png
+    from .run_outputs import RunWriter
 
-    if png and not pillow_available():
-        raise UserError("--png needs Pillow: pip install 'bgsdk[images]'")
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: --out exists and is not a folder")
     paths = collect_inputs(inputs)
     seg = _segmenter(model, providers, threads, server)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    op = seg.operating_point
+    if not op.calibrated and threshold is None:
+        log.warning("%s: model has no calibrated operating point; using threshold %g", model, op.threshold)
 
     ok = failed = flagged = 0
-    t0 = time.perf_counter()
-    with tqdm(total=len(paths), unit="img", disable=quiet, file=sys.stderr, dynamic_ncols=True) as bar:
-        outcomes = seg.iter_batch(paths, batch_size=batch_size, on_error="raise" if fail_fast else "return")
+    t0 = last = time.perf_counter()
+    with RunWriter(out_dir, png) as writer, \
+            tqdm(total=len(paths), unit="img", disable=quiet, file=sys.stderr, dynamic_ncols=True) as bar:
+        outcomes = seg.iter_batch(paths, batch_size=batch_size, on_error="raise" if fail_fast else "return",
+                                  threshold=threshold, min_area=min_area)
         for path, res in zip(paths, outcomes):
+            now = time.perf_counter()
+            ms, last = (now - last) * 1e3, now
             if not res.ok:
                 failed += 1
                 tqdm.write(f"bgsdk: skipped {res.error}", file=sys.stderr)
+                writer.add(path, res, ms)
             else:
-                write_tiff(out_dir / f"{path.stem}{HEATMAP_SUFFIX}", res.heatmap)
-                if png:
-                    write_png(out_dir / f"{path.stem}{OVERLAY_SUFFIX}", overlay_rgb(read_image(path), res.heatmap, threshold))
+                writer.add(path, res, ms, read_image(path) if png else None)
                 ok += 1
-                flagged += int(res.score > threshold)
-                log.info("%s: score %.4f", path, res.score)
+                flagged += int(res.verdict == "fail")
+                log.info("%s: %s, score %.4f, %d defect(s)", path, res.verdict, res.score, len(res.defects))
             bar.update(1)
+            last = time.perf_counter()
     elapsed = time.perf_counter() - t0
     if not quiet:
         rate = f"{elapsed / max(ok, 1):.3f} s/image" if ok else "no image run"
+        t_used = threshold if threshold is not None else op.threshold
+        a_used = min_area if min_area is not None else op.min_area
         click.echo(
             f"bgsdk run: {ok} of {len(paths)} image(s) written to {out_dir} in {elapsed:.1f} s ({rate}); "
-            f"{flagged} with defects (score > {threshold:g}); {failed} failed"
+            f"{flagged} fail, {ok - flagged} pass (threshold {t_used:.4g}, min area {a_used}); {failed} failed"
         )
     if failed:
         sys.exit(1)

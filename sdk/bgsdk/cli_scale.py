@@ -80,13 +80,20 @@ def export_triton_cmd(model: Path, repo_dir: Path, name: str, max_batch_size: in
               help="Files handed to a worker at once (also how often results.jsonl is flushed).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Images per model call.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime intra-op threads per session.")
+@click.option("--png/--no-png", default=True, show_default=True, help="Write mask and overlay PNGs (as bgsdk run).")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Pixel threshold [default: the model's calibrated one].")
+@click.option("--min-area", type=click.IntRange(min=1), default=None,
+              help="Smallest defect in pixels [default: the model's calibrated one].")
 @verbosity_options
 def batch_cmd(model: Path, input_dir: Path, out_dir: Path, ray_address: str | None, actors: int,
               cpus_per_actor: float, gpus_per_actor: float, files_per_task: int, batch_size: int,
-              threads: int | None, verbose: int, quiet: bool) -> None:
+              threads: int | None, png: bool, threshold: float | None, min_area: int | None,
+              verbose: int, quiet: bool) -> None:
     """Inspect every image in INPUT_DIR into --out; restartable (finished images are skipped).
 
-    Bad files become error rows in results.jsonl (exit code 1), never a failed job.
+    Writes what bgsdk run writes (heatmaps, mask/overlay PNGs, results.jsonl, defects.csv). Bad files
+    become error rows in results.jsonl (exit code 1), never a failed job.
     """
     setup_logging(verbose, quiet)
     from .bulk import BulkOptions, connect_ray, run_bulk
@@ -100,7 +107,8 @@ def batch_cmd(model: Path, input_dir: Path, out_dir: Path, ray_address: str | No
         raise UserError(f"{input_dir}: no image files")
     describe(open_session(model), model)  # a bad model is one error line before any cluster starts
     options = BulkOptions(batch_size=batch_size, files_per_task=files_per_task, actors=actors,
-                          cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, threads=threads)
+                          cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, threads=threads,
+                          png=png, threshold=threshold, min_area=min_area)
     started = connect_ray(ray_address) if ray_address is not None else False
     try:
         s = run_bulk(model.resolve(), [p.resolve() for p in paths], out_dir.resolve(), options,

@@ -25,6 +25,7 @@ from .contract import Contract
 from .errors import BgsdkError, InputError, ModelError
 from .io import list_images, read_image, to_chw
 from .model import ModelInfo, ProviderSpec, describe, open_session
+from .operating_point import OperatingPoint, with_override
 from .result import ErrorResult, Outcome, Result
 
 __all__ = ["Segmenter", "ImageLike", "ON_ERROR"]
@@ -79,6 +80,7 @@ class Segmenter:
         self._threads = threads
         self._scale = np.float32(self._info.input_scale)
         self._shape = (3, self._info.height, self._info.width)
+        self._op = _read_operating_point(self._info)
 
     # ------------------------------------------------------------------ facts
     @property
@@ -103,6 +105,11 @@ class Segmenter:
     def providers(self) -> list[str]:
         """Execution providers actually active, in priority order."""
         return list(self._session.get_providers())
+
+    @property
+    def operating_point(self) -> OperatingPoint:
+        """The model's calibrated threshold and min area (``calibrated=False``: an older model, 0.5 / 1)."""
+        return self._op
 
     @property
     def threads(self) -> int | None:
@@ -165,19 +172,27 @@ class Segmenter:
         except Exception as exc:
             raise ModelError(self.model_path, f"inference failed on a batch of {len(batch)}: {exc}") from exc
 
-    def run(self, x: ImageLike) -> Result:
-        """Segment one image (path or array); raises ``InputError`` for bad input."""
-        source, img = self._load(x, "array")
-        return Result.from_raw(self._infer([img])[0], source)
+    def _point(self, threshold: float | None, min_area: int | None) -> OperatingPoint:
+        return with_override(self._op, threshold, min_area)
 
-    def _flush(self, pending: list[_Pending]) -> Iterator[Outcome]:
+    def run(self, x: ImageLike, *, threshold: float | None = None, min_area: int | None = None) -> Result:
+        """Segment one image (path or array); raises ``InputError`` for bad input.
+
+        ``threshold``/``min_area`` override the model's operating point for this
+        call (defects, verdict and ``mask()``); ``None`` keeps the model's.
+        """
+        op = self._point(threshold, min_area)
+        source, img = self._load(x, "array")
+        return Result.from_raw(self._infer([img])[0], source, op.threshold, op.min_area, img)
+
+    def _flush(self, pending: list[_Pending], op: OperatingPoint) -> Iterator[Outcome]:
         images = [p for _, p in pending if isinstance(p, np.ndarray)]
         out = self._infer(images) if images else None
         k = 0
         for source, p in pending:
             if isinstance(p, np.ndarray):
                 assert out is not None
-                yield Result.from_raw(out[k], source)
+                yield Result.from_raw(out[k], source, op.threshold, op.min_area, p)
                 k += 1
             else:
                 yield ErrorResult(source, p)
@@ -187,13 +202,18 @@ class Segmenter:
         items: Iterable[ImageLike],
         batch_size: int = DEFAULT_BATCH_SIZE,
         on_error: str = "return",
+        *,
+        threshold: float | None = None,
+        min_area: int | None = None,
     ) -> Iterator[Outcome]:
         """Stream results for ``items`` in order, ``batch_size`` images per model call.
 
         ``items`` is consumed lazily: at most one batch of images is in memory,
         so a generator over a huge folder is fine. A fixed-batch model caps the
-        batch size at its own. See :data:`ON_ERROR` for ``on_error``.
+        batch size at its own. See :data:`ON_ERROR` for ``on_error``;
+        ``threshold``/``min_area`` as in :meth:`run`.
         """
+        op = self._point(threshold, min_area)
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -209,31 +229,37 @@ class Segmenter:
                 source, img = self._load(item, f"items[{i}]")
             except InputError as exc:
                 if on_error == "raise":
-                    yield from self._flush(pending)
+                    yield from self._flush(pending, op)
                     raise exc
                 pending.append((os.fspath(item) if isinstance(item, (str, os.PathLike)) else None, exc))
                 continue
             pending.append((source, img))
             n_images += 1
             if n_images == batch_size:
-                yield from self._flush(pending)
+                yield from self._flush(pending, op)
                 pending, n_images = [], 0
-        yield from self._flush(pending)
+        yield from self._flush(pending, op)
 
     def run_batch(
         self,
         items: Iterable[ImageLike],
         batch_size: int = DEFAULT_BATCH_SIZE,
         on_error: str = "return",
+        *,
+        threshold: float | None = None,
+        min_area: int | None = None,
     ) -> list[Outcome]:
         """:meth:`iter_batch` collected into a list (same order as ``items``)."""
-        return list(self.iter_batch(items, batch_size, on_error))
+        return list(self.iter_batch(items, batch_size, on_error, threshold=threshold, min_area=min_area))
 
     def iter_folder(
         self,
         folder: str | os.PathLike[str],
         batch_size: int = DEFAULT_BATCH_SIZE,
         on_error: str = "return",
+        *,
+        threshold: float | None = None,
+        min_area: int | None = None,
     ) -> Iterator[Outcome]:
         """Stream results for the image files directly inside ``folder``, sorted by name.
 
@@ -241,5 +267,17 @@ class Segmenter:
         time. A missing folder raises ``InputError`` at once.
         """
         paths = list_images(folder)
-        return self.iter_batch(paths, batch_size, on_error)
+        return self.iter_batch(paths, batch_size, on_error, threshold=threshold, min_area=min_area)
 
+
+
+def _read_operating_point(info: ModelInfo) -> OperatingPoint:
+    """The model's operating point; an older model is flagged uncalibrated (logged), a broken one a ModelError."""
+    try:
+        op = OperatingPoint.from_metadata(info.metadata)
+    except (ValueError, TypeError) as exc:
+        raise ModelError(info.path, f"metadata 'bgsdk.operating_point' is not valid ({exc})") from None
+    if not op.calibrated:
+        log.info("%s: no calibrated operating point; using threshold %g, min area %d", info.path,
+                 op.threshold, op.min_area)
+    return op

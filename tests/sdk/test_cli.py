@@ -6,6 +6,7 @@ user errors must come out as one ``bgsdk: error: ...`` line and exit code 2.
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 
@@ -30,24 +31,38 @@ def error_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("bgsdk: error:")]
 
 
-def test_run_writes_heatmaps_and_overlays(sdk_env: SdkEnv, tmp_path, capsys):
+def test_run_writes_heatmaps_masks_overlays_and_tables(sdk_env: SdkEnv, tmp_path, capsys):
     out = tmp_path / "out"
     extra = tmp_path / "extra.tiff"
     tifffile.imwrite(extra, random_strip(11))
     code, stdout, err = invoke(capsys, "run", sdk_env.strip_model, sdk_env.root / "strips", extra,
-                               "--out", out, "--png", "--batch-size", "2", "--threshold", "0.7")
+                               "--out", out, "--batch-size", "2", "--threshold", "0.4", "--min-area", "2")
     assert code == 0, err
     seg = Segmenter(sdk_env.strip_model)
     sources = [*sdk_env.strips, extra]
-    for src in sources:
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    with open(out / "defects.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == ["file", "id", "x", "y", "x0", "y0", "x1", "y1", "area", "peak", "mean", "polarity"]
+    for src, row in zip(sources, rows):
         heat = tifffile.imread(out / f"{src.stem}.heatmap.tiff")
         assert heat.dtype == np.float32
-        expected = seg.run(src).heatmap
-        np.testing.assert_array_equal(heat, expected)
+        expected = seg.run(src, threshold=0.4, min_area=2)
+        np.testing.assert_array_equal(heat, expected.heatmap)
         png = np.asarray(Image.open(out / f"{src.stem}.overlay.png"))
-        np.testing.assert_array_equal(png, overlay_rgb(read_image(src), expected, 0.7))
+        np.testing.assert_array_equal(png, overlay_rgb(read_image(src), expected.heatmap, 0.4, expected.defects))
+        mask = np.asarray(Image.open(out / f"{src.stem}.mask.png"))
+        np.testing.assert_array_equal(mask > 0, expected.mask())
+        assert row["file"] == str(src) and row["verdict"] == expected.verdict and row["ok"] is True
+        assert row["n_defects"] == len(expected.defects) and row["score"] == pytest.approx(expected.score)
+        assert (row["threshold"], row["min_area"], row["error"]) == (0.4, 2, None) and row["ms"] > 0
+        mine = [r for r in table if r["file"] == str(src)]
+        assert [int(r["area"]) for r in mine] == [d.area for d in expected.defects]
+        assert [r["polarity"] for r in mine] == [d.polarity for d in expected.defects]
+    assert sum(r["n_defects"] for r in rows) == len(table) > 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{s.stem}.heatmap.tiff" for s in sources] + [f"{s.stem}.overlay.png" for s in sources]
+        [f"{s.stem}{suffix}" for s in sources for suffix in (".heatmap.tiff", ".mask.png", ".overlay.png")]
+        + ["defects.csv", "results.jsonl"]
     )  # nothing else: no temp files left behind
     assert "4 of 4 image(s) written" in stdout and "0 failed" in stdout
     assert "100%" in err  # the progress bar went to stderr
@@ -65,6 +80,9 @@ def test_run_skips_a_bad_file_and_exits_1(sdk_env, tmp_path, capsys):
     assert not (out / "bad.heatmap.tiff").exists()
     assert f"skipped {bad}" in err and f"skipped {missing}: file not found" in err
     assert "2 of 4 image(s)" in stdout and "2 failed" in stdout
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["ok"] for r in rows] == [True, False, False, True]
+    assert rows[2]["error"] == f"{missing}: file not found" and rows[2]["verdict"] is None
 
 
 def test_run_fail_fast_is_one_line_exit_2(sdk_env, tmp_path, capsys):
@@ -103,13 +121,15 @@ def test_user_errors_are_one_line_exit_2(sdk_env, tmp_path, capsys, args, fragme
     assert "Traceback" not in err
 
 
-def test_png_without_pillow_is_a_clear_error(sdk_env, tmp_path, capsys, monkeypatch):
+def test_pngs_need_no_pillow_and_no_png_skips_them(sdk_env, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "PIL", None)  # makes `import PIL` raise ImportError
     monkeypatch.setitem(sys.modules, "PIL.Image", None)
-    code, _, err = invoke(capsys, "run", sdk_env.strip_model, sdk_env.strips[0], "--out", tmp_path / "o", "--png")
-    assert code == 2
-    assert error_lines(err) == ["bgsdk: error: --png needs Pillow: pip install 'bgsdk[images]'"]
-    assert not (tmp_path / "o").exists()  # checked before any work
+    code, _, err = invoke(capsys, "run", sdk_env.strip_model, sdk_env.strips[0], "--out", tmp_path / "o", "-q")
+    assert code == 0, err
+    assert (tmp_path / "o" / "strip0.overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, _, err = invoke(capsys, "run", sdk_env.strip_model, sdk_env.strips[0], "--out", tmp_path / "n", "--no-png")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "n").iterdir()) == ["defects.csv", "results.jsonl", "strip0.heatmap.tiff"]
 
 
 def test_inspect_prints_contract_metadata_and_signatures(sdk_env, capsys):

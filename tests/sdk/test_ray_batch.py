@@ -14,9 +14,10 @@ import pytest
 import tifffile
 
 from bgsdk import Segmenter
-from bgsdk.bulk import RESULTS_NAME, BulkOptions, output_path, run_bulk
+from bgsdk.bulk import JOURNAL_NAME, BulkOptions, output_path, run_bulk
 from bgsdk.extras import MissingExtraError, require
 from bgsdk.io import list_images
+from bgsdk.run_outputs import DEFECTS_CSV, RESULTS_JSONL
 from tests.helpers.cli import invoke
 from tests.helpers.scale import ScaleEnv, scale_env  # noqa: F401
 
@@ -33,7 +34,15 @@ def ray_local() -> Iterator[None]:
 
 
 def rows(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / RESULTS_NAME).read_text().splitlines()]
+    return [json.loads(line) for line in (out / RESULTS_JSONL).read_text().splitlines()]
+
+
+def no_ms(rs: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "ms"} for r in rs]
+
+
+def files(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
 
 
 def check_against_segmenter(out: Path, env: ScaleEnv) -> None:
@@ -64,12 +73,18 @@ def test_ray_batch_matches_segmenter_and_restarts(ray_local, scale_env: ScaleEnv
     check_against_segmenter(out, scale_env)
     # Rows are in input order, one per input file.
     assert [Path(r["file"]).name for r in rows(out)] == [p.name for p in list_images(scale_env.folder)]
+    # The same outputs as `bgsdk run` on the same folder: files, results.jsonl rows (but timings), defects.csv.
+    code, _, _ = invoke(main, capsys, "run", scale_env.model, scale_env.folder, "--out", tmp_path / "run", "-q")
+    assert code == 1
+    assert files(out) == files(tmp_path / "run")
+    assert no_ms(rows(out)) == no_ms(rows(tmp_path / "run"))
+    assert (out / DEFECTS_CSV).read_text() == (tmp_path / "run" / DEFECTS_CSV).read_text()
 
     # Restart after a "crash": one output lost, its row half-written. Only that image (and the bad files) rerun.
     lost = scale_env.good[1]
     output_path(out, lost).unlink()
-    with (out / RESULTS_NAME).open("a") as f:
-        f.write('{"file": "torn')
+    with (out / JOURNAL_NAME).open("a") as f:
+        f.write('{"row": {"file": "torn')
     before = {p: output_path(out, p).stat().st_mtime_ns for p in scale_env.good if p != lost}
     code, stdout, _ = invoke(main, capsys, *args)
     assert code == 1 and "1 of 4 image(s) run on Ray" in stdout and "3 finished earlier" in stdout
@@ -82,8 +97,8 @@ def test_local_batch_gives_the_same_rows(ray_local, scale_env: ScaleEnv, tmp_pat
     a = run_bulk(scale_env.model, paths, tmp_path / "ray", BulkOptions(actors=2, files_per_task=3), use_ray=True)
     b = run_bulk(scale_env.model, paths, tmp_path / "local", BulkOptions(files_per_task=3))
     assert (a.ok, a.failed, b.ok, b.failed) == (4, 3, 4, 3)
-    strip_ms = [{k: v for k, v in r.items() if k != "ms"} for r in rows(tmp_path / "ray")]
-    assert strip_ms == [{k: v for k, v in r.items() if k != "ms"} for r in rows(tmp_path / "local")]
+    assert no_ms(rows(tmp_path / "ray")) == no_ms(rows(tmp_path / "local"))
+    assert (tmp_path / "ray" / DEFECTS_CSV).read_text() == (tmp_path / "local" / DEFECTS_CSV).read_text()
     for p in scale_env.good:
         assert np.array_equal(tifffile.imread(output_path(tmp_path / "ray", p)),
                               tifffile.imread(output_path(tmp_path / "local", p)))
