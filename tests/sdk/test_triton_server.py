@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -13,6 +14,7 @@ import tifffile
 
 from bgsdk import Segmenter
 from bgsdk.errors import InputError, ModelError
+from bgsdk.run_outputs import DEFECTS_CSV, RESULTS_JSONL
 from tests.helpers.cli import invoke
 from tests.helpers.scale import ScaleEnv, scale_env  # noqa: F401
 from tests.helpers.triton_server import ServerProcess as Server
@@ -57,6 +59,9 @@ def test_served_results_equal_local(server: Server, local: Segmenter, scale_env:
             assert r.raw.shape == h.raw.shape and r.raw.dtype == np.float32
             assert float(np.abs(r.raw - h.raw).max()) <= TOL
             assert abs(r.score - h.score) <= TOL
+            # The operating point travels in the config parameters: same threshold, defects and verdict.
+            assert (r.threshold, r.min_area, r.verdict) == (h.threshold, h.min_area, h.verdict)
+            assert [d.to_dict() for d in r.defects] == [d.to_dict() for d in h.defects]
         else:
             assert isinstance(r.error, InputError) and str(r.error) == str(h.error)
 
@@ -118,6 +123,13 @@ def test_bgsdk_run_server(server: Server, scale_env: ScaleEnv, tmp_path: Path, c
         name = f"{p.stem}.heatmap.tiff"
         diff = np.abs(tifffile.imread(tmp_path / "remote" / name) - tifffile.imread(tmp_path / "local" / name))
         assert float(diff.max()) <= TOL
+    assert sorted(f.name for f in (tmp_path / "remote").iterdir()) == sorted(f.name for f in (tmp_path / "local").iterdir())
+    rows = {}
+    for side in ("remote", "local"):
+        lines = (tmp_path / side / RESULTS_JSONL).read_text().splitlines()
+        rows[side] = [{k: v for k, v in json.loads(line).items() if k not in ("ms", "score")} for line in lines]
+    assert rows["remote"] == rows["local"]
+    assert (tmp_path / "remote" / DEFECTS_CSV).read_text() == (tmp_path / "local" / DEFECTS_CSV).read_text()
     code, _, err = invoke(main, capsys, "run", "nope", scale_env.good[0], "--out", tmp_path / "x",
                           "--server", server.http_url)
     assert code == 2 and "not loaded/ready" in err and len(err.strip().splitlines()) == 1
