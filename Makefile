@@ -41,9 +41,9 @@ format: $(STAMP)
 # End to end on built-in demo data: data -> train (width 16, short budget) -> build model.onnx
 # (verified against PyTorch) -> SDK on the test strips -> metrics vs the double-detection baseline.
 demo: $(STAMP)
-	$(VENV)/bin/synth-dataset $(DEMO_DATA) --n-train 32 --n-valid 16 --n-test 16 --seed 0
+	$(VENV)/bin/synth-dataset $(DEMO_DATA) --n-train 64 --n-valid 24 --n-test 24 --seed 0
 	$(VENV)/bin/train-model --training_dataset_path $(DEMO_DATA) --checkpoint_path $(DEMO_OUT)/checkpoints \
-		--width 16 --epochs 12 --val-every 2 --bs 16 --seed 0
+		--width 16 --epochs 10 --seed 0
 	$(VENV)/bin/build-model $(DEMO_OUT)/checkpoints/best.pt -o $(DEMO_OUT)/model.onnx --verify-data $(DEMO_DATA)
 	$(VENV)/bin/bgsdk inspect $(DEMO_OUT)/model.onnx
 	$(VENV)/bin/bgsdk run $(DEMO_OUT)/model.onnx $(DEMO_DATA)/test/good $(DEMO_DATA)/test/bright_spots \

@@ -221,6 +221,8 @@ def metadata_stage(model: onnx.ModelProto, loaded: LoadedCheckpoint, options: Bu
         "checkpoint_image_size": list(info.image_size),
         "trainer_version": info.version,
         "metrics": dict(info.metrics),
+        "stem": info.stem,
+        "recipe": dict(info.recipe),
     }
     build = {
         "exporter": f"torch.onnx.export(dynamo=False) torch {torch.__version__}",

@@ -245,6 +245,16 @@ def precision_summary(value: Any) -> list[str]:
     return lines
 
 
+def training_summary(training: Any) -> str:
+    """One line: the synthesis recipe, network stem and width the model was trained with."""
+    if not isinstance(training, dict):
+        return "unknown (no bgsdk.training metadata)"
+    recipe = training.get("recipe") or {}
+    name = recipe.get("name", "seed (SPEC section 2; trained before recipes existed)") if isinstance(recipe, dict) else "?"
+    return (f"recipe {name}, stem {training.get('stem', 'plain')}, width {training.get('width', '?')}, "
+            f"epoch {training.get('epoch', '?')}, seed {training.get('seed', '?')}")
+
+
 def _signature(args: Any) -> list[dict[str, Any]]:
     return [{"name": a.name, "type": a.type, "shape": list(a.shape) if a.shape is not None else None} for a in args]
 
@@ -302,6 +312,7 @@ def inspect_cmd(model: Path, as_json: bool, verbose: int, quiet: bool) -> None:
         click.echo("quantization: " + (qlines[0] if qlines else ("none" if plines else "none (fp32 model)")))
         for line in qlines[1:]:
             click.echo(f"  {line}")
+        click.echo("training: " + training_summary(report["metadata_props"].get("bgsdk.training")))
         if info is not None:
             if info.contract is not None:
                 c = info.contract

@@ -145,7 +145,8 @@ def double_detection(image: np.ndarray) -> np.ndarray:
     if img.ndim != 3 or img.shape[0] != 3:
         raise ValueError(f"image must be (3,H,W) target/ref1/ref2, got shape {img.shape}")
     img = img.astype(np.float32, copy=False)
-    return np.minimum(np.abs(img[0] - img[1]), np.abs(img[0] - img[2])).astype(np.float32, copy=False)
+    dd: np.ndarray = np.minimum(np.abs(img[0] - img[1]), np.abs(img[0] - img[2])).astype(np.float32, copy=False)
+    return dd
 
 
 @dataclass(frozen=True)
@@ -400,7 +401,7 @@ def detect_defects(
                 area=int(areas[k]),
                 peak=float(peaks[k]),
                 detected=bool(peaks[k] > np.float32(threshold)),
-                contrast=None if contrasts[k] is None else float(contrasts[k]),
+                contrast=None if (c := contrasts[k]) is None else float(c),
                 centroid=(float(centres[k][1]), float(centres[k][0])),
                 bbox=(sl[1].start, sl[0].start, sl[1].stop - 1, sl[0].stop - 1),
             ))

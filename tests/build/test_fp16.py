@@ -73,7 +73,7 @@ def test_fp16_build_is_verified_and_matches_the_independent_baseline(fp16_build,
     v = p.verification
     assert v.passed and v.labelled and v.source == "valid" and v.n_images == 4
     ref = baseline(load_eval_set(demo_root, "valid"))  # numpy double detection, shares no code with the build
-    assert v.fp32_pixel_ap == pytest.approx(ref.pixel_ap, abs=1e-6)
+    assert v.fp32_pixel_ap == pytest.approx(ref["pixel_ap"], abs=1e-6)
     assert v.pixel_ap is not None and abs(v.ap_drop) <= 1e-3
     assert v.image_auroc == pytest.approx(v.fp32_image_auroc)
     # fp16 really differs (non-representable gain), but by about one rounding of the head weights:

@@ -64,8 +64,8 @@ def test_int8_build_is_verified_against_an_independent_reference(int8_build, dem
     # fp32 AP of this model == the numpy double-detection baseline on the same valid/ images.
     ref = baseline(load_eval_set(demo_root, "valid"))
     assert v.source == "valid" and v.n_images == 4
-    assert v.fp32_pixel_ap == pytest.approx(ref.pixel_ap, abs=1e-6)
-    assert v.fp32_image_auroc == pytest.approx(ref.image_auroc)
+    assert v.fp32_pixel_ap == pytest.approx(ref["pixel_ap"], abs=1e-6)
+    assert v.fp32_image_auroc == pytest.approx(ref["image_auroc"])
     assert v.pixel_ap is not None and v.ap_drop is not None and v.ap_drop <= 0.02
     assert 0 < v.mean_abs_diff <= 0.01 and v.max_abs_diff < 0.2  # INT8 really differs, but not much
     assert q.settings["activations"] == "uint8" and q.settings["calibration_patches"] == 4 * 18

@@ -119,3 +119,23 @@ def test_layout_helpers(demo_root, tmp_path):
     assert labelled_split(demo_root, "nonexistent") == []
     with pytest.raises(InputError, match="training folder not found"):
         training_images(tmp_path)
+
+
+def test_loss_weights_mark_the_not_labelled_defects(files):
+    from bgtrain.recipe import Recipe, get_recipe
+
+    r = Recipe.from_dict({"nuisance_prob": 0.0, "flips": False, "swap_refs": False}, base=get_recipe("robust"))
+    ds = PatchDataset(files, seed=2, recipe=r)
+    seen = 0
+    for i in range(18):
+        item, syn = ds[i], ds.synthesize(i)
+        w, m = item["weight"][0].numpy(), item["mask"][0].numpy() > 0
+        assert set(np.unique(w).tolist()) <= {1.0, r.hard_negative_weight}
+        hard = np.zeros_like(m)
+        for d in syn.defects:
+            if not d.labelled:
+                hard[d.y : d.y + d.h, d.x : d.x + d.w] |= d.kernel > r.mask_threshold
+        np.testing.assert_array_equal(w == r.hard_negative_weight, hard & ~m)
+        seen += int(hard.any())
+    assert seen > 0
+    assert set(np.unique(PatchDataset(files, seed=2)[0]["weight"]).tolist()) == {1.0}  # seed recipe: plain loss

@@ -12,7 +12,8 @@ from bgsdk.metrics import average_precision
 from bgtrain.background import random_pattern, render_views
 from bgtrain.loss import FocalLoss, gamma_at
 from bgtrain.model import UNet
-from bgtrain.synth import SynthConfig, apply_defects, plan_defects
+from bgtrain.recipe import Recipe
+from bgtrain.synth import apply_defects, plan_defects
 
 
 def draem_focal_numpy(logits: np.ndarray, mask: np.ndarray, gamma: float, alpha: float = 0.75, smooth: float = 1e-5) -> float:
@@ -119,11 +120,11 @@ def test_gamma_schedule() -> None:
 def _synthetic_batch(n: int = 4, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` demo-pattern patches, each with target-only defects and reference distractors."""
     rng = np.random.default_rng(seed)
-    cfg = SynthConfig(defect_prob=1.0, num_defects_range=(4, 6))
+    cfg = Recipe(defect_prob=1.0, num_defects_range=(4, 6))
     images, masks = [], []
     for _ in range(n):
         img = render_views(random_pattern(rng), size, size, rng)
-        img, mask = apply_defects(img, plan_defects(size, size, rng, cfg))
+        img, mask = apply_defects(img, plan_defects(img[0], rng, cfg))
         images.append(img / 255.0)
         masks.append(mask[None].astype(np.float32))
     return torch.from_numpy(np.stack(images)).float(), torch.from_numpy(np.stack(masks))
@@ -158,3 +159,18 @@ def test_tiny_unet_overfits_one_batch(one_thread: None) -> None:
         prob = torch.softmax(model(x), dim=1)[:, 1]
     ap = average_precision(y[:, 0].numpy().ravel() > 0.5, prob.numpy().ravel())
     assert ap >= 0.9, f"pixel AP on the training batch is only {ap:.3f}"
+
+
+def test_pixel_weights_scale_each_pixel() -> None:
+    torch.manual_seed(0)
+    logits, mask = torch.randn(2, 2, 8, 8), (torch.rand(2, 1, 8, 8) > 0.8).float()
+    loss_fn = FocalLoss()
+    ones = torch.ones(2, 1, 8, 8)
+    assert loss_fn(logits, mask, 2.0, ones) == pytest.approx(loss_fn(logits, mask, 2.0).item())
+    w = ones.clone()
+    w[0, 0, :4] = 3.0
+    per_pixel = torch.stack([loss_fn(logits[i : i + 1, :, r : r + 1, c : c + 1], mask[i : i + 1, :, r : r + 1, c : c + 1], 2.0)
+                             for i in range(2) for r in range(8) for c in range(8)]).reshape(2, 8, 8)
+    assert loss_fn(logits, mask, 2.0, w).item() == pytest.approx((per_pixel * w[:, 0]).mean().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="weight"):
+        loss_fn(logits, mask, 2.0, torch.ones(2, 8, 8))

@@ -89,3 +89,25 @@ def test_align_corners_numerics() -> None:
     ref = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
     torch.testing.assert_close(y, ref)
     torch.testing.assert_close(y[..., [0, -1], :][..., [0, -1]], x[..., [0, -1], :][..., [0, -1]])
+
+
+def test_compare_stem_gives_the_network_the_die_differences() -> None:
+    stem = UNet(base_width=4, stem="compare").stem
+    x = torch.zeros(1, 3, 4, 4)
+    x[0, 0, 0, 0], x[0, 1, 0, 0], x[0, 2, 0, 0] = 0.9, 0.5, 0.6  # target brighter than both: odd die out
+    x[0, 0, 1, 1], x[0, 1, 1, 1], x[0, 2, 1, 1] = 0.2, 0.6, 0.5  # target missing what both show
+    x[0, 0, 2, 2], x[0, 1, 2, 2], x[0, 2, 2, 2] = 0.5, 0.9, 0.5  # a defect in ref1 only
+    y = stem(x)
+    assert y.shape == (1, 6, 4, 4) and torch.equal(y[:, :3], x)
+    torch.testing.assert_close(y[0, 3], x[0, 0] - x[0, 1])
+    torch.testing.assert_close(y[0, 4], x[0, 0] - x[0, 2])
+    dd = y[0, 5]
+    assert dd[0, 0].item() == pytest.approx(0.3) and dd[1, 1].item() == pytest.approx(-0.3)
+    assert dd[2, 2].item() == 0.0 and dd[3, 3].item() == 0.0  # one reference agrees / no difference
+
+
+def test_compare_stem_model_sizes() -> None:
+    plain, compare = UNet(base_width=4), UNet(base_width=4, stem="compare")
+    assert count_parameters(compare) - count_parameters(plain) == 3 * 4 * 9  # 3 more input channels, first conv
+    with pytest.raises(ValueError, match="stem"):
+        UNet(base_width=4, stem="fancy")

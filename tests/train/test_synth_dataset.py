@@ -7,25 +7,31 @@ import sys
 import numpy as np
 
 from bgsdk.io import read_image, read_mask
-from bgtrain.layout import labelled_split, training_images
+from bgtrain.layout import labelled_split, load_annotations, training_images
 from bgtrain.synth_dataset import main as synth_main
 
 
 def test_layout_and_content(demo_root):
     train = training_images(demo_root)
     assert len(train) == 4
+    annotations = {split: load_annotations(demo_root, split) for split in ("valid", "test")}
+    kinds: set[str] = set()
     for split in ("valid", "test"):
         samples = labelled_split(demo_root, split)
         assert len(samples) == 4
         for s in samples:
             img = read_image(s.path)
             assert img.shape == (3, 976, 176) and 0 <= img.min() and img.max() <= 255
-            if s.defective:
-                m = read_mask(s.mask_path)
-                assert m.shape == (976, 176) and m.any()
-                # GT pixels are target-only: double detection responds there.
-                dd = np.minimum(np.abs(img[0] - img[1]), np.abs(img[0] - img[2]))
-                assert np.median(dd[m]) > 10
+            m = read_mask(s.mask_path) if s.defective else np.zeros((976, 176), bool)
+            assert m.shape == (976, 176) and m.any() == s.defective
+            defects = annotations[split][s.path.stem]
+            assert len(defects) >= 2  # every strip carries not-labelled defects, good ones too
+            for d in defects:
+                y0, x0, y1, x1 = d["box"]
+                # The mask is exactly the labelled defects: each is in it, no distractor touches it.
+                assert m[y0:y1, x0:x1].any() == d["labelled"] == (d["kind"] in ("target", "missing"))
+                kinds.add(d["kind"])
+            assert s.defective == any(d["labelled"] for d in defects)
     # Stored production layout: 4 channels, channel-first, float32.
     import tifffile
 
@@ -33,6 +39,15 @@ def test_layout_and_content(demo_root):
     assert raw.shape == (4, 976, 176) and raw.dtype == np.float32
     summary = json.loads((demo_root / "dataset.json").read_text())
     assert summary["counts"]["train/good"] == 4
+    assert kinds >= {"target", "ref1", "ref2", "all"}  # the rest need more strips than this tiny set
+
+
+def test_valid_backgrounds_include_kinds_no_training_image_uses(tmp_path):
+    from bgtrain.background import HOLDOUT_KINDS, TRAIN_KINDS
+    from bgtrain.synth_dataset import make_dataset
+
+    s = make_dataset(tmp_path / "h", 1, 0, 2, seed=1, progress=False, eval_backgrounds="holdout")
+    assert set(s["eval_backgrounds"]) == set(HOLDOUT_KINDS) and not set(HOLDOUT_KINDS) & set(TRAIN_KINDS)
 
 
 def test_views_differ_slightly_but_share_the_pattern(demo_root):

@@ -165,3 +165,36 @@ def test_ddp_two_processes_cpu(demo_root, tmp_path):
     assert summary["world_size"] == 2
     assert summary["rank_weight_max_diff"] == 0.0
     assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 0
+
+
+def test_recipe_and_stem_are_recorded(straight_run):
+    out, res = straight_run
+    ckpt = torch.load(res.best_checkpoint, weights_only=True)
+    assert ckpt["stem"] == "compare" and ckpt["train_config"]["recipe"]["name"] == "robust"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["recipe"] == ckpt["train_config"]["recipe"] and summary["stem"] == "compare"
+    # Per-kind validation numbers of the annotated demo data, for the model and double detection.
+    hist = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for key in ("recall", "recall_weak", "fa_one_ref", "best_f1"):
+        assert key in hist[-1] and f"baseline_{key}" in summary
+
+
+def test_recipe_file_and_log_lines(demo_root, tmp_path):
+    """A --recipe-file knob reaches the checkpoint; a redirected log gets plain lines, no bar redraws."""
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps({"base": "seed", "num_defects_range": [4, 10]}))
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "bgtrain", "--training_dataset_path", str(demo_root), "--checkpoint_path",
+                        str(out), "--bs", "4", "--epochs", "2", "--width", "4", "--max-steps-per-epoch", "2",
+                        "--recipe-file", str(f), "--stem", "plain", "--threads", "1"],
+                       capture_output=True, text=True, env=_env())
+    assert r.returncode == 0, r.stderr
+    assert "\r" not in r.stdout + r.stderr
+    assert [ln.split(":")[0] for ln in r.stdout.splitlines() if ln.startswith("epoch")] == ["epoch 1/2", "epoch 2/2"]
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert ckpt["train_config"]["recipe"]["num_defects_range"] == [4, 10]
+    assert ckpt["train_config"]["recipe"]["name"] == "seed+r" and ckpt["stem"] == "plain"
+    f.write_text(json.dumps({"missing_prob": 7}))
+    r = subprocess.run([sys.executable, "-m", "bgtrain", "--training_dataset_path", str(demo_root), "--recipe-file",
+                        str(f)], capture_output=True, text=True, env=_env())
+    assert r.returncode == 2 and "missing_prob" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -14,12 +14,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PatternParams", "random_pattern", "render_views"]
+__all__ = ["PatternParams", "random_pattern", "render_views", "add_noise", "TRAIN_KINDS", "HOLDOUT_KINDS"]
+
+# Backgrounds of the training split; validation/test also draw from HOLDOUT_KINDS, which no
+# training image uses, so validation measures generalisation to unseen patterns.
+TRAIN_KINDS: tuple[str, ...] = ("grid", "vstripes", "hstripes", "checker", "texture")
+HOLDOUT_KINDS: tuple[str, ...] = ("dots", "diagonal")
 
 
 @dataclass(frozen=True)
 class PatternParams:
-    kind: str  # "grid", "vstripes", "hstripes"
+    kind: str  # one of TRAIN_KINDS or HOLDOUT_KINDS
     period_y: float
     period_x: float
     phase_y: float
@@ -33,11 +38,19 @@ class PatternParams:
     misregistration: float  # std of per-view shift, px
     gain_jitter: float
     offset_jitter: float
+    angle: float = 0.0  # diagonal stripes, radians
+    texture_seed: int = 0  # 1/f texture field
 
 
-def random_pattern(rng: np.random.Generator) -> PatternParams:
+def random_pattern(
+    rng: np.random.Generator,
+    kinds: tuple[str, ...] = TRAIN_KINDS,
+    misregistration: tuple[float, float] = (0.05, 0.35),
+) -> PatternParams:
+    """A random die pattern of one of ``kinds``; ``misregistration`` bounds the per-view shift std."""
+    weights = np.array([2.0 if k == "grid" else 1.0 for k in kinds])
     return PatternParams(
-        kind=str(rng.choice(["grid", "vstripes", "hstripes"], p=[0.5, 0.3, 0.2])),
+        kind=str(kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]),
         period_y=float(rng.uniform(10, 48)),
         period_x=float(rng.uniform(8, 40)),
         phase_y=float(rng.uniform(0, 1)),
@@ -48,9 +61,11 @@ def random_pattern(rng: np.random.Generator) -> PatternParams:
         contrast=float(rng.uniform(30, 100)),
         gradient=(float(rng.uniform(-15, 15)), float(rng.uniform(-10, 10))),
         noise=float(rng.uniform(1.5, 4.5)),
-        misregistration=float(rng.uniform(0.05, 0.35)),
+        misregistration=float(rng.uniform(*misregistration)),
         gain_jitter=float(rng.uniform(0.005, 0.03)),
         offset_jitter=float(rng.uniform(0.5, 3.0)),
+        angle=float(rng.uniform(0.35, 1.2) * rng.choice([-1.0, 1.0])),
+        texture_seed=int(rng.integers(2**31)),
     )
 
 
@@ -61,28 +76,77 @@ def _wave(coord: np.ndarray, period: float, phase: float, duty: float, sharpness
     return 1.0 / (1.0 + np.exp(sharpness * (dist - duty / 2) * period / 2))
 
 
+def _texture(p: PatternParams, h: int, w: int, dy: float, dx: float) -> np.ndarray:
+    """A 1/f texture (photograph-like, no period), shifted exactly in Fourier space."""
+    trng = np.random.default_rng(p.texture_seed)
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.rfftfreq(w)[None, :]
+    f = np.sqrt(fy**2 + fx**2)
+    f[0, 0] = 1.0
+    amp = f ** -(1.0 + p.duty * 2.0)  # spectral slope 1.3..2
+    amp[0, 0] = 0.0
+    spec = amp * np.exp(2j * np.pi * trng.random(amp.shape)) * np.exp(-2j * np.pi * (fy * dy + fx * dx))
+    field = np.fft.irfft2(spec, s=(h, w))
+    field = (field - field.mean()) / (field.std() + 1e-12)
+    return 1.0 / (1.0 + np.exp(-1.5 * field))
+
+
+def _dots(p: PatternParams, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """A staggered lattice of round pads."""
+    s = p.duty * min(p.period_y, p.period_x) / 2.5
+    out = np.zeros(np.broadcast_shapes(y.shape, x.shape))
+    for oy, ox in ((0.0, 0.0), (0.5, 0.5)):
+        ry = (np.mod(y / p.period_y + p.phase_y + oy, 1.0) - 0.5) * p.period_y
+        rx = (np.mod(x / p.period_x + p.phase_x + ox, 1.0) - 0.5) * p.period_x
+        out = np.maximum(out, np.exp(-(ry**2 + rx**2) / (2 * s**2)))
+    return out
+
+
+def _pattern(p: PatternParams, y: np.ndarray, x: np.ndarray, h: int, w: int) -> np.ndarray:
+    def wave(c: np.ndarray, period: float, phase: float) -> np.ndarray:
+        return _wave(c, period, phase, p.duty, p.sharpness)
+
+    if p.kind == "grid":
+        return np.maximum(wave(y, p.period_y, p.phase_y), wave(x, p.period_x, p.phase_x))
+    if p.kind == "vstripes":
+        return np.broadcast_to(wave(x, p.period_x, p.phase_x), (h, w))
+    if p.kind == "hstripes":
+        return np.broadcast_to(wave(y, p.period_y, p.phase_y), (h, w))
+    if p.kind == "checker":
+        wy, wx = wave(y, p.period_y, p.phase_y), wave(x, p.period_x, p.phase_x)
+        return wy * (1 - wx) + wx * (1 - wy)
+    if p.kind == "diagonal":
+        return wave(x * np.cos(p.angle) + y * np.sin(p.angle), p.period_x, p.phase_x)
+    if p.kind == "dots":
+        return _dots(p, y, x)
+    raise ValueError(f"unknown pattern kind {p.kind!r}")
+
+
 def _render(p: PatternParams, h: int, w: int, dy: float, dx: float) -> np.ndarray:
     y = np.arange(h, dtype=np.float64)[:, None] + dy
     x = np.arange(w, dtype=np.float64)[None, :] + dx
-    if p.kind == "grid":
-        wy = _wave(y, p.period_y, p.phase_y, p.duty, p.sharpness)
-        wx = _wave(x, p.period_x, p.phase_x, p.duty, p.sharpness)
-        pat = np.maximum(wy, wx)
-    elif p.kind == "vstripes":
-        pat = np.broadcast_to(_wave(x, p.period_x, p.phase_x, p.duty, p.sharpness), (h, w))
-    else:
-        pat = np.broadcast_to(_wave(y, p.period_y, p.phase_y, p.duty, p.sharpness), (h, w))
+    pat = _texture(p, h, w, dy, dx) if p.kind == "texture" else _pattern(p, y, x, h, w)
     grad = p.gradient[0] * (y / h - 0.5) + p.gradient[1] * (x / w - 0.5)
     return p.base + p.contrast * pat + grad
 
 
-def render_views(p: PatternParams, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """(3,h,w) float32 0..255: target, ref1, ref2 of the same pattern, each slightly different."""
+def render_views(p: PatternParams, h: int, w: int, rng: np.random.Generator, noise: bool = True) -> np.ndarray:
+    """(3,h,w) float32 0..255: target, ref1, ref2 of the same pattern, each slightly different.
+
+    ``noise=False`` leaves the sensor noise out, for callers that add defects first and
+    then :func:`add_noise` (so a defect is as noisy as the die it sits on).
+    """
     views = []
     for _ in range(3):
         dy, dx = rng.normal(0.0, p.misregistration, size=2)
         gain = 1.0 + rng.normal(0.0, p.gain_jitter)
         offset = rng.normal(0.0, p.offset_jitter)
-        v = gain * _render(p, h, w, dy, dx) + offset + rng.normal(0.0, p.noise, size=(h, w))
-        views.append(v)
-    return np.clip(np.stack(views), 0, 255).astype(np.float32)
+        views.append(gain * _render(p, h, w, dy, dx) + offset)
+    img = np.clip(np.stack(views), 0, 255).astype(np.float32)
+    return add_noise(img, p, rng) if noise else img
+
+
+def add_noise(img: np.ndarray, p: PatternParams, rng: np.random.Generator) -> np.ndarray:
+    """Independent sensor noise per view, in place; clipped to 0..255."""
+    img += rng.normal(0.0, p.noise, size=img.shape).astype(np.float32)
+    return np.clip(img, 0, 255, out=img)

@@ -68,6 +68,8 @@ class CheckpointInfo:
     epoch: int
     seed: int
     version: str
+    stem: str = "plain"
+    recipe: Mapping[str, Any] = field(default_factory=dict)
     metrics: Mapping[str, Any] = field(default_factory=dict)
     train_config: Mapping[str, Any] = field(default_factory=dict)
 
@@ -112,6 +114,7 @@ def save_checkpoint(
         "epoch": int(epoch),
         "seed": int(seed),
         "width": width,
+        "stem": str(getattr(module, "stem_name", "plain")),
         "version": __version__,
         "metrics": dict(metrics or {}),
         "train_config": dict(train_config or {}),
@@ -170,6 +173,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         epoch=int(ckpt["epoch"]),
         seed=int(ckpt["seed"]),
         version=str(ckpt.get("version", "unknown")),
+        stem=str(ckpt.get("stem", "plain")),
+        recipe=dict(ckpt.get("train_config", {}).get("recipe") or {}) if isinstance(ckpt.get("train_config"), dict) else {},
         metrics=dict(ckpt.get("metrics") or {}),
         train_config=dict(ckpt.get("train_config") or {}),
     )
@@ -179,7 +184,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def model_from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[UNet, CheckpointInfo]:
     """The UNet of a checkpoint, in eval mode."""
     ckpt, info = load_checkpoint(path, map_location)
-    model = UNet(base_width=info.width)
+    try:
+        model = UNet(base_width=info.width, stem=info.stem)
+    except ValueError as exc:
+        raise CheckpointError(path, str(exc)) from None
     try:
         model.load_state_dict(ckpt["model_state_dict"], strict=True)
     except RuntimeError as exc:

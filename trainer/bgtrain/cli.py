@@ -13,6 +13,9 @@ import click
 from bgsdk.clikit import run_cli, setup_logging, verbosity_options
 from bgsdk.tiling import IMAGE_TYPES
 
+from .model import STEMS
+from .recipe import DEFAULT_RECIPE, PRESETS
+
 __all__ = ["train_command", "visual_check_command", "main", "visual_main"]
 
 
@@ -30,8 +33,15 @@ def _opt(name: str, **kw):
 @_opt("bs", default=16, show_default=True, type=click.IntRange(1), help="Global batch size (split across processes).")
 @_opt("lr", default=1e-3, show_default=True, type=click.FloatRange(0, min_open=True), help="Adam learning rate.")
 @_opt("epochs", default=30, show_default=True, type=click.IntRange(1), help="Epochs; LR drops x0.2 at 80% and 90%.")
-@_opt("num_defects_range", nargs=2, type=click.IntRange(1), default=(3, 8), show_default=True,
-      help="Min and max defects per defective patch (research run: 4 10).")
+@_opt("recipe", default=DEFAULT_RECIPE, show_default=True, type=click.Choice(sorted(PRESETS)),
+      help="Defect-synthesis preset: robust (weak/shaped defects, every odd-die-out case, imaging nuisances) "
+           "or seed (SPEC section 2 exactly). See docs/data.md.")
+@_opt("recipe_file", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+      help='JSON object of recipe knobs overriding the preset, e.g. {"missing_prob": 0.4}; "base" picks the preset.')
+@_opt("stem", default="compare", show_default=True, type=click.Choice(list(STEMS)),
+      help="Network input: compare = dies plus T-R1, T-R2 and signed double detection; plain = the 3 dies (DRAEM).")
+@_opt("num_defects_range", nargs=2, type=click.IntRange(1), default=None,
+      help="Min and max defects per defective patch (overrides the recipe; seed: 3 8, research run: 4 10).")
 @_opt("image_type", default="strip", show_default=True, type=click.Choice(sorted(IMAGE_TYPES)),
       help="Image geometry: strip 976x176 (128 px patches), square 256x256, mvtec 1024x1024 (256 px).")
 @_opt("img_format", default="tiff", show_default=True, type=click.Choice(["tiff", "png", "jpg", "any"]),
@@ -63,10 +73,11 @@ def train_command(verbose: int, quiet: bool, **opts) -> None:
 
     setup_logging(verbose, quiet)
     opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in opts.items()}
-    opts["num_defects_range"] = tuple(opts["num_defects_range"])
-    lo, hi = opts["num_defects_range"]
-    if lo > hi:
-        raise click.BadParameter(f"min {lo} > max {hi}", param_hint="--num_defects_range")
+    if opts["num_defects_range"] is not None:
+        opts["num_defects_range"] = tuple(opts["num_defects_range"])
+        lo, hi = opts["num_defects_range"]
+        if lo > hi:
+            raise click.BadParameter(f"min {lo} > max {hi}", param_hint="--num_defects_range")
     stop_after = opts.pop("stop_after")
     cfg = TrainConfig(**opts)
     train(cfg, progress=not quiet, echo=(lambda s: None) if quiet else click.echo, stop_after=stop_after)

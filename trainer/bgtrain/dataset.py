@@ -20,7 +20,8 @@ from bgsdk.errors import InputError
 from bgsdk.io import read_image
 from bgsdk.tiling import Patch, Tiling, tiling_for
 
-from .synth import SynthConfig, apply_defects, plan_defects, sample_rng
+from .recipe import Recipe, get_recipe
+from .synth import SynthResult, sample_rng, synthesize
 
 __all__ = ["PatchDataset", "ImageCache"]
 
@@ -55,7 +56,9 @@ class ImageCache:
 class PatchDataset(Dataset):
     """Synthetic-defect training patches from clean images.
 
-    Each item is ``{"input": (3,P,P) float32 in 0..1, "mask": (1,P,P) float32}``.
+    Each item is ``{"input": (3,P,P) float32 in 0..1, "mask": (1,P,P) float32, "weight": (1,P,P)
+    float32}`` -- the loss weight is the recipe's ``hard_negative_weight`` on the footprints of
+    not-labelled defects and 1 elsewhere.
     Samples are a pure function of (seed, epoch, index): call :meth:`set_epoch`
     each epoch (before the loader's workers start) to get fresh defects.
     """
@@ -65,7 +68,7 @@ class PatchDataset(Dataset):
         files: Sequence[str | Path],
         image_type: str = "strip",
         cache_size: int = 64,
-        synth: SynthConfig | None = None,
+        recipe: Recipe | None = None,
         seed: int = 0,
         image_size: tuple[int, int] | None = None,
     ) -> None:
@@ -76,7 +79,7 @@ class PatchDataset(Dataset):
         h, w = image_size if image_size is not None else (None, None)
         self.tiling: Tiling = tiling_for(image_type, h, w)
         self.patches: list[Patch] = list(self.tiling.patches())
-        self.synth = synth or SynthConfig()
+        self.recipe = recipe or get_recipe("seed")
         self.seed = int(seed)
         self.epoch = 0
         self.cache = ImageCache(cache_size)
@@ -108,21 +111,27 @@ class PatchDataset(Dataset):
             )
         return img
 
-    def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Numpy view of item ``index``: ((3,P,P) float32 0..255, (P,P) bool)."""
+    def synthesize(self, index: int) -> SynthResult:
+        """Item ``index`` as the synthesiser made it (image 0..255, mask, defects, hard negatives)."""
         path, patch = self.locate(index)
         img = self.image(path)
         p = self.tiling.patch
-        crop = img[:, patch.y : patch.y + p, patch.x : patch.x + p].copy()
-        rng = sample_rng(self.seed, self.epoch, index)
-        defects = plan_defects(p, p, rng, self.synth)
-        crop, mask = apply_defects(crop, defects, self.synth.mask_threshold)
-        return crop, mask
+        crop = img[:, patch.y : patch.y + p, patch.x : patch.x + p]
+        return synthesize(crop, sample_rng(self.seed, self.epoch, index), self.recipe)
+
+    def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Numpy view of item ``index``: ((3,P,P) float32 0..255, (P,P) bool)."""
+        r = self.synthesize(index)
+        return r.image, r.mask
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        crop, mask = self.sample(index)
-        crop *= np.float32(1.0 / 255.0)
+        r = self.synthesize(index)
+        crop = r.image * np.float32(1.0 / 255.0)
+        weight = np.ones((1, *r.mask.shape), np.float32)
+        if r.hard is not None and self.recipe.hard_negative_weight != 1.0:
+            weight[0][r.hard & ~r.mask] = np.float32(self.recipe.hard_negative_weight)
         return {
             "input": torch.from_numpy(crop),
-            "mask": torch.from_numpy(mask[None].astype(np.float32)),
+            "mask": torch.from_numpy(r.mask[None].astype(np.float32)),
+            "weight": torch.from_numpy(weight),
         }

@@ -10,17 +10,21 @@ ROOT/ground_truth/bright_spots/        masks for test/valid defect images (same 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bgsdk.errors import InputError
 from bgsdk.io import IMAGE_SUFFIXES, list_images
 
-__all__ = ["Sample", "training_images", "labelled_split", "GOOD", "DEFECT", "GT_DIR"]
+__all__ = ["Sample", "training_images", "labelled_split", "load_annotations", "GOOD", "DEFECT", "GT_DIR", "ANNOTATIONS_DIR"]
 
 GOOD = "good"
 DEFECT = "bright_spots"
 GT_DIR = "ground_truth"
+# Optional per-defect lists written by synth-dataset: ROOT/annotations/<split>.json = {stem: [defect, ...]}.
+ANNOTATIONS_DIR = "annotations"
 
 
 @dataclass(frozen=True)
@@ -74,3 +78,17 @@ def labelled_split(root: str | Path, split: str) -> list[Sample]:
                 raise InputError(p, f"defect image has no mask in {gt_dir} (same file stem expected)")
             samples.append(Sample(p, True, m))
     return samples
+
+
+def load_annotations(root: str | Path, split: str) -> dict[str, list[dict[str, Any]]] | None:
+    """Per-image defect lists of a split (kinds, amplitudes, boxes), or None if the data set has none."""
+    path = Path(root) / ANNOTATIONS_DIR / f"{split}.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(path, f"not a JSON annotation file ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(path, "expected a JSON object {image stem: [defects]}")
+    return data

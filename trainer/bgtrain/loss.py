@@ -48,8 +48,13 @@ class FocalLoss(nn.Module):
         self.alpha = float(alpha)
         self.smoothing = float(smoothing)
 
-    def forward(self, logits: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
-        """``logits`` (B,2,H,W), ``mask`` (B,1,H,W) 0/1 (> 0.5 is defect) -> scalar mean loss."""
+    def forward(
+        self, logits: torch.Tensor, mask: torch.Tensor, gamma: float, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``logits`` (B,2,H,W), ``mask`` (B,1,H,W) 0/1 (> 0.5 is defect) -> scalar mean loss.
+
+        ``weight`` (B,1,H,W), optional: per-pixel factors (hard negatives weigh more).
+        """
         if logits.ndim != 4 or logits.shape[1] != 2:
             raise ValueError(f"logits must be (B,2,H,W), got {tuple(logits.shape)}")
         b, _, h, w = logits.shape
@@ -81,4 +86,9 @@ class FocalLoss(nn.Module):
             torch.tensor(self.alpha, dtype=logits.dtype, device=logits.device),
             torch.tensor(1.0 - self.alpha, dtype=logits.dtype, device=logits.device),
         )
-        return -(alpha_t * focal * log_pt).mean()
+        loss = -(alpha_t * focal * log_pt)
+        if weight is not None:
+            if tuple(weight.shape) != (b, 1, h, w):
+                raise ValueError(f"weight must be (B,1,H,W) = {(b, 1, h, w)}, got {tuple(weight.shape)}")
+            loss = loss * weight[:, 0]
+        return loss.mean()

@@ -12,7 +12,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["UNet", "check_input_size", "count_parameters", "DOWNSAMPLE"]
+__all__ = ["UNet", "CompareStem", "STEMS", "check_input_size", "count_parameters", "DOWNSAMPLE"]
+
+# What the first convolution sees: "plain" = target, ref1, ref2 (DRAEM as given);
+# "compare" = those plus the die-to-die differences (see CompareStem).
+STEMS = ("plain", "compare")
 
 # 5 max-pools: both input sides must be multiples of 2**5.
 DOWNSAMPLE = 32
@@ -72,21 +76,47 @@ class Decoder(nn.Module):
         return self.head(x)
 
 
+class CompareStem(nn.Module):
+    """Hands the network the comparisons the label is defined by, as extra input channels.
+
+    ``(B,3,H,W)`` target/ref1/ref2 -> ``(B,6,H,W)``: the three dies, ``T-R1``, ``T-R2``
+    and the signed double detection ``sign(T-R1) * min(|T-R1|, |T-R2|)`` where both
+    differences agree in sign (0 elsewhere): large only where the target is the odd die
+    out, present *or* missing. Parameter-free, so it costs nothing to learn; the convs
+    after it still see the raw dies to judge pattern context and misregistration.
+    """
+
+    out_channels = 6
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t, r1, r2 = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+        d1, d2 = t - r1, t - r2
+        agree = (d1 * d2 > 0).to(x.dtype)
+        dd = torch.sign(d1) * torch.minimum(d1.abs(), d2.abs()) * agree
+        return torch.cat([x, d1, d2, dd], dim=1)
+
+
 class UNet(nn.Module):
     """``(B,3,H,W)`` in 0..1 -> ``(B,2,H,W)`` logits (background, defect)."""
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 2, base_width: int = 64) -> None:
+    def __init__(self, in_channels: int = 3, out_channels: int = 2, base_width: int = 64, stem: str = "plain") -> None:
         super().__init__()
         if base_width < 1:
             raise ValueError(f"base_width must be >= 1, got {base_width}")
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+        if stem == "compare" and in_channels != 3:
+            raise ValueError("the compare stem needs the 3 dies (target, ref1, ref2) as input")
         self.base_width = base_width
-        self.encoder = Encoder(in_channels, base_width)
+        self.stem_name = stem
+        self.stem = CompareStem() if stem == "compare" else nn.Identity()
+        self.encoder = Encoder(CompareStem.out_channels if stem == "compare" else in_channels, base_width)
         self.decoder = Decoder(base_width, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export():
             check_input_size(int(x.shape[-2]), int(x.shape[-1]))
-        return self.decoder(self.encoder(x))
+        return self.decoder(self.encoder(self.stem(x)))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,10 +1,16 @@
-"""Synthetic defects, generated per patch over each defect's footprint only.
+"""Synthetic defects and imaging nuisances, generated per patch over each defect's footprint.
 
-SPEC section 2 (given numbers). The whole point of the model is to tell a defect
-that is in the target only (a real defect) from one that also shows in a
-reference (background to suppress). So a defective patch always carries both:
-1-2 target-only defects -- the only ones in the ground truth -- and distractors
-that are copied into ref1, ref2 or both at the same place.
+What is drawn is set by a :class:`~bgtrain.recipe.Recipe`. The order matters and
+follows how a real die is imaged: defects are placed in the dies first (each in
+the target, a reference, or several -- see ``recipe.DIE_KINDS``), then every die
+gets its own imaging nuisances, so a defect moves and blurs with its die; last,
+label-preserving symmetries (swap the references, flips, transposes) apply to
+all dies and the mask alike.
+
+The ground truth follows the odd-die-out rule: a defect is labelled where the
+target differs from *both* references -- present in the target only, or missing
+from the target while both references show it. Its mask is the footprint where
+the kernel exceeds ``mask_threshold`` times its peak (see docs/data.md).
 
 All randomness goes through an explicit ``numpy.random.Generator`` so a sample
 is a pure function of (seed, epoch, index).
@@ -17,14 +23,20 @@ from functools import lru_cache
 
 import numpy as np
 
+from .recipe import DIE_KINDS, DISTRACTOR_KINDS, Recipe, get_recipe
+
 __all__ = [
     "DefectShape",
     "SHAPES",
-    "SynthConfig",
     "Defect",
+    "SynthResult",
     "gaussian_kernel",
+    "random_kernel",
     "plan_defects",
     "apply_defects",
+    "apply_nuisances",
+    "apply_symmetries",
+    "hard_negatives",
     "synthesize",
     "sample_rng",
 ]
@@ -40,14 +52,11 @@ class DefectShape:
     sigma_x: float
 
 
-# The two given shapes, chosen 50/50.
+# The two given shapes of SPEC section 2, chosen 50/50 by the seed recipe.
 SHAPES: tuple[DefectShape, ...] = (
     DefectShape(3, 3, 1.3, 1.3),
     DefectShape(3, 5, 1.0, 1.5),
 )
-
-# Which images a non-target-only defect is copied into.
-REF1, REF2, BOTH = 1, 2, 3
 
 
 @lru_cache(maxsize=64)
@@ -67,40 +76,34 @@ def gaussian_kernel(shape: DefectShape) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class SynthConfig:
-    """Knobs of the defect synthesiser (defaults = SPEC section 2)."""
-
-    defect_prob: float = 0.5
-    num_defects_range: tuple[int, int] = (3, 8)
-    target_only_range: tuple[int, int] = (1, 2)
-    amplitudes: tuple[float, ...] = (-80.0, -60.0, 60.0, 80.0)
-    shapes: tuple[DefectShape, ...] = SHAPES
-    mask_threshold: float = 0.1
-    # Placement tries per defect; footprints (plus a 1-px margin) never overlap,
-    # so a distractor can never hide or fake a target-only defect.
-    max_tries: int = 20
-
-    def __post_init__(self) -> None:
-        lo, hi = self.num_defects_range
-        if not (1 <= lo <= hi):
-            raise ValueError(f"num_defects_range must be 1 <= lo <= hi, got {self.num_defects_range}")
-        tlo, thi = self.target_only_range
-        if not (1 <= tlo <= thi):
-            raise ValueError(f"target_only_range must be 1 <= lo <= hi, got {self.target_only_range}")
-        if not 0.0 <= self.defect_prob <= 1.0:
-            raise ValueError(f"defect_prob must be in [0,1], got {self.defect_prob}")
-
-
-@dataclass(frozen=True)
 class Defect:
-    """One placed defect: top-left corner, shape, amplitude and where it is copied."""
+    """One placed defect: top-left corner, kernel (peak 1), amplitude and the dies it is in."""
 
     y: int
     x: int
-    shape: DefectShape
+    kernel: np.ndarray = field(repr=False)
     amplitude: float
-    target_only: bool
-    refs: int = 0  # 0 (target only), REF1, REF2 or BOTH
+    kind: str  # a key of recipe.DIE_KINDS
+    copy_gain: tuple[float, float, float] = (1.0, 1.0, 1.0)  # amplitude factor per die
+    shape: str = "gaussian"  # gaussian, line or cluster (for reports)
+
+    @property
+    def dies(self) -> tuple[bool, bool, bool]:
+        return DIE_KINDS[self.kind]
+
+    @property
+    def labelled(self) -> bool:
+        """Odd die out: the target differs from both references."""
+        t, r1, r2 = self.dies
+        return r1 == r2 and t != r1
+
+    @property
+    def h(self) -> int:
+        return int(self.kernel.shape[0])
+
+    @property
+    def w(self) -> int:
+        return int(self.kernel.shape[1])
 
 
 @dataclass
@@ -108,6 +111,7 @@ class SynthResult:
     image: np.ndarray  # (3,P,P) float32 0..255
     mask: np.ndarray  # (P,P) bool
     defects: list[Defect] = field(default_factory=list)
+    hard: np.ndarray | None = None  # (P,P) bool: footprints of not-labelled defects (hard negatives)
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -115,64 +119,250 @@ def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), int(index)])
 
 
-def plan_defects(height: int, width: int, rng: np.random.Generator, cfg: SynthConfig) -> list[Defect]:
-    """Decide the defects of one patch (possibly none)."""
-    if rng.random() >= cfg.defect_prob:
-        return []
-    lo, hi = cfg.num_defects_range
-    n = int(rng.integers(lo, hi + 1))
-    n_target = min(n, int(rng.integers(cfg.target_only_range[0], cfg.target_only_range[1] + 1)))
-    occupied = np.zeros((height, width), dtype=bool)
-    defects: list[Defect] = []
-    for i in range(n):
-        shape = cfg.shapes[int(rng.integers(len(cfg.shapes)))]
-        amplitude = float(cfg.amplitudes[int(rng.integers(len(cfg.amplitudes)))])
-        target_only = i < n_target
-        refs = 0 if target_only else int(rng.integers(1, 4))
-        if shape.h > height or shape.w > width:
-            continue
-        for _ in range(cfg.max_tries):
-            y = int(rng.integers(0, height - shape.h + 1))
-            x = int(rng.integers(0, width - shape.w + 1))
-            y0, x0 = max(y - 1, 0), max(x - 1, 0)
-            region = occupied[y0 : y + shape.h + 1, x0 : x + shape.w + 1]
+# ----------------------------------------------------------------------------- shapes
+
+
+def _trim(k: np.ndarray, floor: float = 0.02) -> np.ndarray:
+    """Normalise to peak 1 and cut the footprint to where the kernel is visible."""
+    k = k / k.max()
+    rows = np.flatnonzero(k.max(axis=1) > floor)
+    cols = np.flatnonzero(k.max(axis=0) > floor)
+    out = k[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].astype(np.float32)
+    out.setflags(write=False)
+    return out
+
+
+def _grid(half: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates around a sub-pixel centre."""
+    c = np.arange(-half, half + 1, dtype=np.float64)
+    dy, dx = rng.uniform(-0.5, 0.5, size=2)
+    return c[:, None] - dy, c[None, :] - dx
+
+
+def _gaussian_family(rng: np.random.Generator, r: Recipe, half: int) -> np.ndarray:
+    s_major = rng.uniform(*r.sigma_range)
+    s_minor = max(s_major / rng.uniform(1.0, r.max_aspect), 0.4)
+    theta = rng.uniform(0.0, np.pi)
+    y, x = _grid(half, rng)
+    u = x * np.cos(theta) + y * np.sin(theta)
+    v = -x * np.sin(theta) + y * np.cos(theta)
+    return np.exp(-(u**2) / (2 * s_major**2) - v**2 / (2 * s_minor**2))
+
+
+def _line(rng: np.random.Generator, r: Recipe, half: int) -> np.ndarray:
+    """A short scratch: 1-2 px wide, 3 px up to the footprint long, any angle."""
+    length = rng.uniform(3.0, 2.0 * half)
+    sigma = rng.uniform(0.4, 0.8)
+    theta = rng.uniform(0.0, np.pi)
+    y, x = _grid(half, rng)
+    ux, uy = np.cos(theta), np.sin(theta)
+    t = np.clip(x * ux + y * uy, -length / 2, length / 2)
+    d2 = (x - t * ux) ** 2 + (y - t * uy) ** 2
+    return np.exp(-d2 / (2 * sigma**2))
+
+
+def _cluster(rng: np.random.Generator, r: Recipe, half: int) -> np.ndarray:
+    """2-4 small spots close together (one defect, one label)."""
+    y, x = _grid(half, rng)
+    k = np.zeros(np.broadcast_shapes(y.shape, x.shape))
+    for _ in range(int(rng.integers(2, 5))):
+        cy, cx = rng.uniform(-(half - 1), half - 1, size=2)
+        s = rng.uniform(0.5, 1.0)
+        k = np.maximum(k, rng.uniform(0.6, 1.0) * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * s**2)))
+    return k
+
+
+def random_kernel(rng: np.random.Generator, r: Recipe) -> tuple[np.ndarray, str]:
+    """A kernel (peak 1, footprint <= ``max_footprint``) and its shape name."""
+    if r.shapes == "seed":
+        return gaussian_kernel(SHAPES[int(rng.integers(len(SHAPES)))]), "gaussian"
+    half = r.max_footprint // 2
+    u = rng.random()
+    if u < r.line_prob:
+        return _trim(_line(rng, r, half)), "line"
+    if u < r.line_prob + r.cluster_prob:
+        return _trim(_cluster(rng, r, half)), "cluster"
+    return _trim(_gaussian_family(rng, r, half)), "gaussian"
+
+
+def _amplitude(rng: np.random.Generator, r: Recipe) -> float:
+    if r.amplitudes:
+        return float(r.amplitudes[int(rng.integers(len(r.amplitudes)))])
+    lo, hi = r.amplitude_range
+    mag = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))  # log-uniform: weak defects common
+    return mag if rng.random() < 0.5 else -mag
+
+
+# ----------------------------------------------------------------------------- placement
+
+
+class _Placer:
+    """Non-overlapping positions (1-px margin), uniform or on pattern edges (by gradient)."""
+
+    def __init__(self, target: np.ndarray, edge_prob: float, rng: np.random.Generator) -> None:
+        self.h, self.w = target.shape
+        self.occupied = np.zeros((self.h, self.w), dtype=bool)
+        self.edge_prob = edge_prob
+        self.rng = rng
+        self._cdf: np.ndarray | None = None
+        if edge_prob > 0:
+            g = np.zeros((self.h, self.w), dtype=np.float32)
+            g[:, 1:] += np.abs(np.diff(target, axis=1))
+            g[1:, :] += np.abs(np.diff(target, axis=0))
+            cdf = np.cumsum(g.ravel(), dtype=np.float64)
+            self._cdf = cdf if cdf[-1] > 1e-3 else None
+
+    def _centre(self) -> tuple[int, int]:
+        if self._cdf is not None and self.rng.random() < self.edge_prob:
+            i = int(np.searchsorted(self._cdf, self.rng.random() * self._cdf[-1], side="right"))
+            return divmod(min(i, self.h * self.w - 1), self.w)
+        return int(self.rng.integers(0, self.h)), int(self.rng.integers(0, self.w))
+
+    def place(self, kh: int, kw: int, tries: int = 20) -> tuple[int, int] | None:
+        if kh > self.h or kw > self.w:
+            return None
+        for _ in range(tries):
+            cy, cx = self._centre()
+            y = min(max(cy - kh // 2, 0), self.h - kh)
+            x = min(max(cx - kw // 2, 0), self.w - kw)
+            region = self.occupied[max(y - 1, 0) : y + kh + 1, max(x - 1, 0) : x + kw + 1]
             if not region.any():
                 region[...] = True
-                defects.append(Defect(y, x, shape, amplitude, target_only, refs))
-                break
+                return y, x
+        return None
+
+
+def _kinds(rng: np.random.Generator, r: Recipe, n: int) -> list[str]:
+    n_label = min(n, int(rng.integers(r.target_range[0], r.target_range[1] + 1)))
+    weights = np.asarray(r.distractor_weights, dtype=np.float64)
+    if weights.sum() <= 0:
+        n_label = n
+    kinds = ["missing" if rng.random() < r.missing_prob else "target" for _ in range(n_label)]
+    if n > n_label:
+        picks = rng.choice(len(DISTRACTOR_KINDS), size=n - n_label, p=weights / weights.sum())
+        kinds += [DISTRACTOR_KINDS[int(i)] for i in picks]
+    return kinds
+
+
+def plan_defects(target: np.ndarray, rng: np.random.Generator, recipe: Recipe) -> list[Defect]:
+    """Decide the defects of one patch (possibly none), given its target die ``(H,W)``."""
+    if rng.random() >= recipe.defect_prob:
+        return []
+    n = int(rng.integers(recipe.num_defects_range[0], recipe.num_defects_range[1] + 1))
+    placer = _Placer(np.asarray(target, dtype=np.float32), recipe.edge_prob, rng)
+    defects: list[Defect] = []
+    for kind in _kinds(rng, recipe, n):
+        kernel, shape = random_kernel(rng, recipe)
+        amplitude = _amplitude(rng, recipe)
+        jitter = recipe.copy_jitter
+        gains = tuple(float(g) for g in (1.0 + rng.uniform(-jitter, jitter, size=3) if jitter else np.ones(3)))
+        where = placer.place(*kernel.shape)
+        if where is not None:
+            defects.append(Defect(where[0], where[1], kernel, amplitude, kind, (1.0, gains[1], gains[2]), shape))
     return defects
 
 
-def apply_defects(
-    image: np.ndarray, defects: list[Defect], mask_threshold: float = 0.1
-) -> tuple[np.ndarray, np.ndarray]:
+def apply_defects(image: np.ndarray, defects: list[Defect], mask_threshold: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """Add defects in place to ``image`` (3,H,W) float32; return it and the GT mask.
 
-    Work happens on each footprint only: ``bg + amplitude * kernel``, clipped to 0..255.
+    Work happens on each footprint only: ``die + amplitude * kernel``, clipped to 0..255.
     """
     _, h, w = image.shape
     mask = np.zeros((h, w), dtype=bool)
     for d in defects:
-        k = gaussian_kernel(d.shape)
-        ys, xs = slice(d.y, d.y + d.shape.h), slice(d.x, d.x + d.shape.w)
-        bump = np.float32(d.amplitude) * k
-        channels = [0]
-        if d.refs in (REF1, BOTH):
-            channels.append(1)
-        if d.refs in (REF2, BOTH):
-            channels.append(2)
-        for c in channels:
-            view = image[c, ys, xs]
-            np.clip(view + bump, 0.0, 255.0, out=view)
-        if d.target_only:
-            mask[ys, xs] |= k > mask_threshold
+        ys, xs = slice(d.y, d.y + d.h), slice(d.x, d.x + d.w)
+        for c, present in enumerate(d.dies):
+            if present:
+                view = image[c, ys, xs]
+                np.clip(view + np.float32(d.amplitude * d.copy_gain[c]) * d.kernel, 0.0, 255.0, out=view)
+        if d.labelled:
+            mask[ys, xs] |= d.kernel > mask_threshold
     return image, mask
 
 
-def synthesize(patch: np.ndarray, rng: np.random.Generator, cfg: SynthConfig | None = None) -> SynthResult:
-    """Copy of ``patch`` (3,P,P) with synthetic defects, its GT mask and the defect list."""
-    cfg = cfg or SynthConfig()
+# ----------------------------------------------------------------------------- nuisances
+
+
+def _shift(img: np.ndarray, dy: float, dx: float) -> np.ndarray:
+    """Sub-pixel shift (|d| <= 1) by separable linear interpolation, edges replicated."""
+    out = img
+    for axis, d in ((0, dy), (1, dx)):
+        if d == 0:
+            continue
+        n = 1 if d > 0 else -1
+        idx = np.clip(np.arange(out.shape[axis]) + n, 0, out.shape[axis] - 1)
+        out = (1 - abs(d)) * out + abs(d) * np.take(out, idx, axis=axis)
+    return out
+
+
+def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    k = np.exp(-(np.arange(-2, 3) ** 2) / (2 * sigma**2))
+    k = (k / k.sum()).astype(np.float32)
+    p = np.pad(img, 2, mode="edge")
+    rows = sum(k[i] * p[i : i + img.shape[0], :] for i in range(5))
+    return sum(k[i] * rows[:, i : i + img.shape[1]] for i in range(5))
+
+
+def apply_nuisances(image: np.ndarray, rng: np.random.Generator, r: Recipe) -> np.ndarray:
+    """Per-die imaging differences, in place: misregistration of the references vs the target
+    (so the target-frame mask stays exact), gain, offset, illumination ramp, blur, Gaussian and
+    shot noise; clipped to 0..255."""
+    if r.nuisance_prob <= 0 or rng.random() >= r.nuisance_prob:
+        return image
+    _, h, w = image.shape
+    yy = np.linspace(-0.5, 0.5, h, dtype=np.float32)[:, None]
+    xx = np.linspace(-0.5, 0.5, w, dtype=np.float32)[None, :]
+    for c in range(3):
+        die = image[c]
+        if c > 0 and r.misregistration > 0:
+            dy, dx = rng.uniform(-r.misregistration, r.misregistration, size=2)
+            die = _shift(die, float(np.clip(dy, -1, 1)), float(np.clip(dx, -1, 1)))
+        if r.blur_prob > 0 and rng.random() < r.blur_prob:
+            die = _blur(die, float(rng.uniform(0.3, max(r.blur_sigma, 0.3))))
+        gain = 1.0 + rng.uniform(-r.gain, r.gain)
+        ramp = rng.uniform(-r.ramp, r.ramp, size=2).astype(np.float32)
+        die = gain * die + rng.uniform(-r.offset, r.offset) + ramp[0] * yy + ramp[1] * xx
+        std = rng.uniform(0.0, r.noise_std)
+        shot = rng.uniform(0.0, r.shot_noise)
+        if std > 0 or shot > 0:
+            sigma = np.sqrt(std**2 + shot**2 * np.maximum(die, 0.0))
+            die = die + sigma * rng.standard_normal((h, w), dtype=np.float32)
+        np.clip(die, 0.0, 255.0, out=image[c])
+    return image
+
+
+def hard_negatives(shape: tuple[int, int], defects: list[Defect], mask_threshold: float = 0.1) -> np.ndarray:
+    """Footprints of the not-labelled defects (where a reference explains the difference)."""
+    hard = np.zeros(shape, dtype=bool)
+    for d in defects:
+        if not d.labelled:
+            hard[d.y : d.y + d.h, d.x : d.x + d.w] |= d.kernel > mask_threshold
+    return hard
+
+
+def apply_symmetries(
+    image: np.ndarray, maps: list[np.ndarray], rng: np.random.Generator, r: Recipe
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Swap the references and flip/transpose all dies and the ``(H,W)`` maps alike (labels unchanged)."""
+    if r.swap_refs and rng.random() < 0.5:
+        image = image[[0, 2, 1]]
+    if r.flips:
+        if rng.random() < 0.5:
+            image, maps = image[:, ::-1], [m[::-1] for m in maps]
+        if rng.random() < 0.5:
+            image, maps = image[:, :, ::-1], [m[:, ::-1] for m in maps]
+        if image.shape[1] == image.shape[2] and rng.random() < 0.5:
+            image, maps = image.transpose(0, 2, 1), [m.T for m in maps]
+    return np.ascontiguousarray(image), [np.ascontiguousarray(m) for m in maps]
+
+
+def synthesize(patch: np.ndarray, rng: np.random.Generator, recipe: Recipe | None = None) -> SynthResult:
+    """Copy of ``patch`` (3,P,P) with defects, nuisances and symmetries; its GT mask and defects."""
+    r = recipe or get_recipe("seed")
     img = np.array(patch, dtype=np.float32, copy=True)
-    defects = plan_defects(img.shape[1], img.shape[2], rng, cfg)
-    img, mask = apply_defects(img, defects, cfg.mask_threshold)
-    return SynthResult(img, mask, defects)
+    defects = plan_defects(img[0], rng, r)
+    img, mask = apply_defects(img, defects, r.mask_threshold)
+    hard = hard_negatives(mask.shape, defects, r.mask_threshold)
+    img = apply_nuisances(img, rng, r)
+    img, (mask, hard) = apply_symmetries(img, [mask, hard], rng, r)
+    return SynthResult(img, mask, defects, hard)

@@ -1,18 +1,22 @@
 """``synth-dataset``: write a complete demo data set in the SPEC section 1 layout.
 
-Training images are clean. Validation/test defect images carry target-only
-defects whose shapes and strengths are drawn *wider* than the training
-synthesiser's two given shapes (other sizes, sigmas, amplitudes, both signs), so
-validation measures generalisation rather than recall of the training recipe.
-Every image, good or not, also carries distractor defects copied into one or
-both references -- background the model must learn to ignore.
+Training images are clean (defects are synthesised on the fly by the training
+recipe). Validation/test images are built so their numbers mean something for
+new data: another random stream, backgrounds partly of kinds no training image
+uses (``HOLDOUT_KINDS``), stronger misregistration, and defects drawn *wider*
+than any training recipe (other amplitudes, sizes, shapes), in every case the
+odd-die-out rule separates -- labelled: in the target only, or missing from the
+target while both references show it; not labelled: in one reference only, in
+the target and one reference, in all three dies. Each defect is listed with its
+kind, amplitude and box in ``ROOT/annotations/<split>.json`` so validation can
+report recall and false alarms per kind.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -21,40 +25,56 @@ from bgsdk.clikit import run_cli, setup_logging, verbosity_options
 from bgsdk.io import atomic_write, write_tiff
 from bgsdk.tiling import IMAGE_TYPES
 
-from .background import random_pattern, render_views
-from .layout import DEFECT, GOOD, GT_DIR
-from .synth import BOTH, REF1, REF2, Defect, DefectShape, apply_defects
+from .background import HOLDOUT_KINDS, TRAIN_KINDS, add_noise, random_pattern, render_views
+from .layout import ANNOTATIONS_DIR, DEFECT, GOOD, GT_DIR
+from .recipe import Recipe
+from .synth import Defect, apply_defects, plan_defects
 
-__all__ = ["EvalDefectConfig", "make_image", "make_dataset", "main"]
+__all__ = ["EVAL_RECIPE", "BACKGROUNDS", "make_image", "make_dataset", "annotation", "main"]
+
+# Defects of validation/test images: every kind, and knobs partly outside the training ranges.
+EVAL_RECIPE = Recipe(
+    name="eval",
+    defect_prob=1.0,
+    missing_prob=0.3,
+    distractor_weights=(1.0, 1.0, 1.0, 1.0, 1.0),
+    copy_jitter=0.1,
+    amplitudes=(),
+    amplitude_range=(8.0, 120.0),
+    shapes="family",
+    sigma_range=(0.4, 3.0),
+    max_aspect=4.0,
+    max_footprint=11,
+    line_prob=0.2,
+    cluster_prob=0.15,
+    edge_prob=0.5,
+)
+LABELLED_RANGE = (1, 3)  # labelled defects per defective image
+DISTRACTOR_RANGE = (2, 5)  # not-labelled defects per image (good ones too)
+# Which backgrounds each split draws from: "mixed" = training kinds and unseen kinds.
+BACKGROUNDS = {"train": TRAIN_KINDS, "mixed": TRAIN_KINDS + HOLDOUT_KINDS, "holdout": HOLDOUT_KINDS}
 
 
-@dataclass(frozen=True)
-class EvalDefectConfig:
-    """Defects of validation/test images: deliberately not the training recipe."""
-
-    target_range: tuple[int, int] = (1, 3)
-    distractor_range: tuple[int, int] = (1, 4)
-    size_range: tuple[int, int] = (3, 7)
-    sigma_range: tuple[float, float] = (0.7, 2.0)
-    amplitude_range: tuple[float, float] = (35.0, 90.0)
-
-
-def _random_shape(rng: np.random.Generator, cfg: EvalDefectConfig) -> DefectShape:
-    lo, hi = cfg.size_range
-    h, w = (int(v) | 1 for v in rng.integers(lo, hi + 1, size=2))  # odd sides: centred peak
-    sy, sx = rng.uniform(*cfg.sigma_range, size=2)
-    return DefectShape(h, w, float(sy), float(sx))
+def annotation(d: Defect, mask_threshold: float) -> dict[str, Any]:
+    """JSON record of one defect: kind, label, amplitude, shape and footprint box [y0,x0,y1,x1)."""
+    rows = np.flatnonzero((d.kernel > mask_threshold).any(axis=1))
+    cols = np.flatnonzero((d.kernel > mask_threshold).any(axis=0))
+    return {
+        "kind": d.kind,
+        "labelled": d.labelled,
+        "amplitude": round(float(d.amplitude), 2),
+        "shape": d.shape,
+        "box": [d.y + int(rows[0]), d.x + int(cols[0]), d.y + int(rows[-1]) + 1, d.x + int(cols[-1]) + 1],
+    }
 
 
-def _place(rng, h, w, shape, occupied) -> tuple[int, int] | None:
-    for _ in range(50):
-        y = int(rng.integers(0, h - shape.h + 1))
-        x = int(rng.integers(0, w - shape.w + 1))
-        region = occupied[max(y - 2, 0) : y + shape.h + 2, max(x - 2, 0) : x + shape.w + 2]
-        if not region.any():
-            region[...] = True
-            return y, x
-    return None
+def _eval_defects(rng: np.random.Generator, target: np.ndarray, defective: bool) -> list[Defect]:
+    n_label = int(rng.integers(LABELLED_RANGE[0], LABELLED_RANGE[1] + 1)) if defective else 0
+    n_other = int(rng.integers(DISTRACTOR_RANGE[0], DISTRACTOR_RANGE[1] + 1))
+    r = Recipe.from_dict(
+        {"num_defects_range": [n_label + n_other] * 2, "target_range": [n_label] * 2}, base=EVAL_RECIPE
+    )
+    return plan_defects(target, rng, r)
 
 
 def make_image(
@@ -63,37 +83,31 @@ def make_image(
     width: int,
     defective: bool,
     distractors: bool = True,
-    cfg: EvalDefectConfig | None = None,
+    kinds: tuple[str, ...] = TRAIN_KINDS,
+    misregistration: tuple[float, float] = (0.05, 0.35),
 ) -> tuple[np.ndarray, np.ndarray, list[Defect]]:
-    """One (4,H,W) float32 sample (channel 3 = an unused mask plane), its GT mask and defects."""
-    cfg = cfg or EvalDefectConfig()
-    img = render_views(random_pattern(rng), height, width, rng)
-    occupied = np.zeros((height, width), dtype=bool)
-    defects: list[Defect] = []
-    n_target = int(rng.integers(cfg.target_range[0], cfg.target_range[1] + 1)) if defective else 0
-    n_distract = int(rng.integers(cfg.distractor_range[0], cfg.distractor_range[1] + 1)) if distractors else 0
-    for i in range(n_target + n_distract):
-        shape = _random_shape(rng, cfg)
-        where = _place(rng, height, width, shape, occupied)
-        if where is None:
-            continue
-        amp = float(rng.uniform(*cfg.amplitude_range)) * float(rng.choice([-1.0, 1.0]))
-        target_only = i < n_target
-        refs = 0 if target_only else int(rng.choice([REF1, REF2, BOTH]))
-        defects.append(Defect(where[0], where[1], shape, amp, target_only, refs))
-    img, mask = apply_defects(img, defects)
+    """One (4,H,W) float32 sample (channel 3 = an unused mask plane), its GT mask and defects.
+
+    Defects go in before the sensor noise, so they are as noisy as their die.
+    """
+    p = random_pattern(rng, kinds, misregistration)
+    img = render_views(p, height, width, rng, noise=False)
+    defects = _eval_defects(rng, img[0], defective) if (defective or distractors) else []
+    img, mask = apply_defects(img, defects, EVAL_RECIPE.mask_threshold)
+    img = add_noise(img, p, rng)
     full = np.concatenate([img, np.zeros((1, height, width), np.float32)], axis=0)
     return full, mask, defects
 
 
 def make_dataset(
     out_dir: str | Path,
-    n_train: int = 16,
-    n_valid: int = 8,
-    n_test: int = 8,
+    n_train: int = 64,
+    n_valid: int = 24,
+    n_test: int = 24,
     seed: int = 0,
     image_type: str = "strip",
     progress: bool = True,
+    eval_backgrounds: str = "mixed",
 ) -> dict[str, object]:
     """Write the data set; return a summary (also saved as ``OUT_DIR/dataset.json``)."""
     from tqdm import tqdm
@@ -107,58 +121,79 @@ def make_dataset(
         n_bad = n - n // 2
         jobs += [(split, f"{split}_{i:04d}", i >= n - n_bad) for i in range(n)]
     counts: dict[str, int] = {}
-    n_defects = 0
-    defect_pixels = 0
+    kinds: dict[str, int] = {}
+    annotations: dict[str, dict[str, list[dict[str, Any]]]] = {"valid": {}, "test": {}}
     ss = np.random.SeedSequence(seed)
     for (split, stem, defective), child in zip(
         tqdm(jobs, desc="synth-dataset", unit="img", disable=not progress), ss.spawn(len(jobs))
     ):
         rng = np.random.default_rng(child)
-        img, mask, defects = make_image(rng, t.height, t.width, defective, distractors=split != "train")
+        held_out = split != "train"
+        img, mask, defects = make_image(
+            rng, t.height, t.width, defective, distractors=held_out,
+            kinds=BACKGROUNDS[eval_backgrounds if held_out else "train"],
+            misregistration=(0.05, 0.6) if held_out else (0.05, 0.35),
+        )
         sub = DEFECT if defective else GOOD
         write_tiff(root / split / sub / f"{stem}.tiff", img)
         if defective:
             write_tiff(gt_dir / f"{stem}.tiff", (mask * 255).astype(np.uint8))
-            n_defects += sum(d.target_only for d in defects)
-            defect_pixels += int(mask.sum())
+        if held_out:
+            annotations[split][stem] = [annotation(d, EVAL_RECIPE.mask_threshold) for d in defects]
+            for d in defects:
+                kinds[d.kind] = kinds.get(d.kind, 0) + 1
         key = f"{split}/{sub}"
         counts[key] = counts.get(key, 0) + 1
+    for split, ann in annotations.items():
+        if ann:
+            _write_json(root / ANNOTATIONS_DIR / f"{split}.json", ann)
     summary = {
         "root": str(root),
         "image_type": image_type,
         "image_size": [t.height, t.width],
         "seed": seed,
+        "eval_backgrounds": list(BACKGROUNDS[eval_backgrounds]),
         "counts": counts,
-        "target_only_defects": n_defects,
-        "defect_pixels": defect_pixels,
+        "defects_by_kind": kinds,
     }
-    atomic_write(root / "dataset.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
+    _write_json(root / "dataset.json", summary)
     return summary
+
+
+def _write_json(path: Path, data: object) -> None:
+    text = json.dumps(data, indent=1)
+    atomic_write(path, lambda p: p.write_text(text))
 
 
 @click.command(name="synth-dataset")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--n-train", default=16, show_default=True, type=click.IntRange(1), help="Clean training images.")
-@click.option("--n-valid", default=8, show_default=True, type=click.IntRange(0), help="Validation images (half with defects).")
-@click.option("--n-test", default=8, show_default=True, type=click.IntRange(0), help="Test images (half with defects).")
+@click.option("--n-train", default=64, show_default=True, type=click.IntRange(1), help="Clean training images.")
+@click.option("--n-valid", default=24, show_default=True, type=click.IntRange(0), help="Validation images (half with defects).")
+@click.option("--n-test", default=24, show_default=True, type=click.IntRange(0), help="Test images (half with defects).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Makes the data set reproducible.")
 @click.option("--image-type", default="strip", show_default=True, type=click.Choice(sorted(IMAGE_TYPES)))
+@click.option("--eval-backgrounds", default="mixed", show_default=True, type=click.Choice(sorted(BACKGROUNDS)),
+              help="Backgrounds of valid/test: mixed = training kinds plus kinds no training image uses; "
+                   "holdout = only unseen kinds (for generalisation checks).")
 @verbosity_options
-def cli(out_dir: Path, n_train: int, n_valid: int, n_test: int, seed: int, image_type: str, verbose: int, quiet: bool) -> None:
+def cli(out_dir: Path, n_train: int, n_valid: int, n_test: int, seed: int, image_type: str, eval_backgrounds: str,
+        verbose: int, quiet: bool) -> None:
     """Write a synthetic demo data set to OUT_DIR.
 
     Layout: train/good (clean), valid/{good,bright_spots}, test/{good,bright_spots},
-    ground_truth/bright_spots (masks, uint8 0/255). Images are 4-channel float32
-    TIFFs, channel-first: target, ref1, ref2 and an unused mask plane.
+    ground_truth/bright_spots (masks, uint8 0/255), annotations/{valid,test}.json (every
+    defect with its kind: labelled target/missing, or not-labelled ref1/ref2/target_ref1/
+    target_ref2/all). Images are 4-channel float32 TIFFs, channel-first: target, ref1,
+    ref2 and an unused mask plane.
     """
     setup_logging(verbose, quiet)
-    s = make_dataset(out_dir, n_train, n_valid, n_test, seed, image_type, progress=not quiet)
+    s = make_dataset(out_dir, n_train, n_valid, n_test, seed, image_type, progress=not quiet,
+                     eval_backgrounds=eval_backgrounds)
     if not quiet:
-        parts = ", ".join(f"{k}: {v}" for k, v in sorted(s["counts"].items()))
-        click.echo(
-            f"wrote {sum(s['counts'].values())} {image_type} images to {out_dir} ({parts}); "
-            f"{s['target_only_defects']} target-only defects, {s['defect_pixels']} defect pixels"
-        )
+        parts = ", ".join(f"{k}: {v}" for k, v in sorted(s["counts"].items()))  # type: ignore[attr-defined]
+        by_kind = ", ".join(f"{k} {v}" for k, v in sorted(s["defects_by_kind"].items()))  # type: ignore[attr-defined]
+        click.echo(f"wrote {sum(s['counts'].values())} {image_type} images to {out_dir} ({parts}); "  # type: ignore[attr-defined]
+                   f"valid/test defects: {by_kind}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,21 +8,40 @@ whether the model earns its keep.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from bgsdk.io import read_image, read_mask
+from bgsdk.metrics import SegMetrics, best_f1_threshold, double_detection, evaluate
 from bgsdk.tiling import Tiling
 
 from .infer import sliding_window
-from .layout import Sample, labelled_split
-from bgsdk.metrics import SegMetrics, double_detection, evaluate
+from .layout import Sample, labelled_split, load_annotations
 
-__all__ = ["EvalImage", "EvalSet", "load_eval_set", "validate", "baseline", "metrics_dict"]
+__all__ = [
+    "EvalImage", "EvalSet", "load_eval_set", "validate", "baseline", "metrics_dict", "score_maps",
+    "defect_rates", "WEAK_AMPLITUDE", "RATE_GROUPS",
+]
+
+# A defect is weak when its |amplitude| is at most this many grey levels (issue 10's split).
+WEAK_AMPLITUDE = 40.0
+# Per-defect rates reported at the best-F1 pixel threshold: name -> (kinds, amplitude filter).
+# recall_*: share of labelled defects found; fa_*: share of not-labelled defects flagged.
+RATE_GROUPS: dict[str, tuple[tuple[str, ...], str]] = {
+    "recall": (("target", "missing"), "any"),
+    "recall_weak": (("target", "missing"), "weak"),
+    "recall_strong": (("target", "missing"), "strong"),
+    "recall_present": (("target",), "any"),
+    "recall_missing": (("missing",), "any"),
+    "fa_one_ref": (("ref1", "ref2"), "any"),
+    "fa_target_ref": (("target_ref1", "target_ref2"), "any"),
+    "fa_all": (("all",), "any"),
+}
 
 
 @dataclass(frozen=True)
@@ -30,12 +49,14 @@ class EvalImage:
     sample: Sample
     image: np.ndarray  # (3,H,W) float32 0..255
     mask: np.ndarray | None  # (H,W) bool
+    defects: list[dict[str, Any]] | None = None  # synth-dataset annotations (kind, amplitude, box)
 
 
 @dataclass(frozen=True)
 class EvalSet:
     split: str
     images: list[EvalImage]
+    annotated: bool = field(default=False)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -46,10 +67,13 @@ def load_eval_set(root: str | Path, split: str | None = None) -> EvalSet | None:
     for name in [split] if split else ["valid", "test"]:
         samples = labelled_split(root, name)
         if samples:
+            ann = load_annotations(root, name)
             imgs = [
-                EvalImage(s, read_image(s.path), read_mask(s.mask_path) if s.mask_path else None) for s in samples
+                EvalImage(s, read_image(s.path), read_mask(s.mask_path) if s.mask_path else None,
+                          None if ann is None else ann.get(s.path.stem, []))
+                for s in samples
             ]
-            return EvalSet(name, imgs)
+            return EvalSet(name, imgs, annotated=ann is not None)
     return None
 
 
@@ -62,16 +86,47 @@ def heatmaps(model: nn.Module, eval_set: EvalSet, tiling: Tiling, device: torch.
     return out
 
 
-def validate(model: nn.Module, eval_set: EvalSet, tiling: Tiling, device: torch.device) -> SegMetrics:
-    hms = heatmaps(model, eval_set, tiling, device)
-    return evaluate(hms, [e.mask for e in eval_set.images], [e.sample.defective for e in eval_set.images])
+def defect_rates(heatmaps: Sequence[np.ndarray], eval_set: EvalSet, threshold: float) -> dict[str, float | int | None]:
+    """Recall and false-alarm rates per defect kind (see RATE_GROUPS) at ``threshold``.
+
+    A defect counts as found/flagged when the heatmap exceeds the threshold anywhere in
+    its footprint box -- the same rule for a labelled defect and a distractor, so the
+    two rates are comparable.
+    """
+    peaks: list[tuple[str, float, float]] = []
+    for hm, e in zip(heatmaps, eval_set.images):
+        for d in e.defects or []:
+            y0, x0, y1, x1 = d["box"]
+            peaks.append((d["kind"], abs(float(d["amplitude"])), float(np.max(hm[y0:y1, x0:x1]))))
+    out: dict[str, float | int | None] = {}
+    for name, (kinds, amp) in RATE_GROUPS.items():
+        sel = [p for k, a, p in peaks if k in kinds and (amp == "any" or (a <= WEAK_AMPLITUDE) == (amp == "weak"))]
+        out[name] = float(np.mean(np.asarray(sel) > threshold)) if sel else None
+        out[f"n_{name}"] = len(sel)
+    return out
 
 
-def baseline(eval_set: EvalSet) -> SegMetrics:
+def score_maps(heatmaps: Sequence[np.ndarray], eval_set: EvalSet) -> dict[str, float | int | None]:
+    """Pixel AP/AUROC, image AUROC and, on annotated sets, per-kind rates at the best-F1 threshold."""
+    masks = [e.mask for e in eval_set.images]
+    out = metrics_dict(evaluate(heatmaps, masks, [e.sample.defective for e in eval_set.images]))
+    if eval_set.annotated and any(m is not None and m.any() for m in masks):
+        point = best_f1_threshold(heatmaps, masks)
+        out.update(best_f1=point.f1, best_f1_threshold=point.threshold)
+        out.update(defect_rates(heatmaps, eval_set, point.threshold))
+    return out
+
+
+def validate(model: nn.Module, eval_set: EvalSet, tiling: Tiling, device: torch.device) -> dict[str, float | int | None]:
+    """The deployed (tiled) model's numbers on ``eval_set``; see :func:`score_maps`."""
+    return score_maps(heatmaps(model, eval_set, tiling, device), eval_set)
+
+
+def baseline(eval_set: EvalSet) -> dict[str, float | int | None]:
     """Double detection min(|T-R1|,|T-R2|)/255 scored like the model."""
-    hms = [double_detection(e.image) / np.float32(255.0) for e in eval_set.images]
-    return evaluate(hms, [e.mask for e in eval_set.images], [e.sample.defective for e in eval_set.images])
+    return score_maps([double_detection(e.image) / np.float32(255.0) for e in eval_set.images], eval_set)
 
 
-def metrics_dict(m: SegMetrics, prefix: str = "") -> dict[str, float | int | None]:
-    return {f"{prefix}{k}": v for k, v in asdict(m).items()}
+def metrics_dict(m: SegMetrics | dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    items = asdict(m).items() if isinstance(m, SegMetrics) else m.items()
+    return {f"{prefix}{k}": v for k, v in items}

@@ -1,0 +1,193 @@
+"""Ablation of the synthesis recipe: which parts of ``robust`` earn their keep, on data nobody tuned to.
+
+Every row trains the same UNet (same width, budget and data) with ``train-model``,
+changing only the recipe (or the network's input stem), then scores its
+``best.pt`` -- tiled exactly like the deployed model -- on five sets next to
+double detection:
+
+* ``test``     -- synth-dataset test split: mixed backgrounds (2 kinds no training image
+                  uses), defects wider than any recipe, every odd-die-out case;
+* ``unseen``   -- synth-dataset with *only* unseen backgrounds, another seed;
+* ``seed-val`` / ``robust-val`` -- clean strips of another seed with defects (and, for
+                  robust, nuisances) drawn by each recipe itself;
+* ``valid``    -- the split train-model selected ``best.pt`` on (optimistic; shown for reference).
+
+Columns: pixel AP, image AUROC, and at the best-F1 pixel threshold: recall of weak
+(|a| <= 40) labelled defects and the share of single-reference defects flagged.
+
+    .venv/bin/python benchmarks/bench_recipe.py prepare --root runs/ablation
+    .venv/bin/python benchmarks/bench_recipe.py train --root runs/ablation --rows seed robust --seeds 0 1 2
+    .venv/bin/python benchmarks/bench_recipe.py score --root runs/ablation --markdown docs/_ablation.md
+
+``train`` runs ``--jobs`` trainings at once with ``--threads`` torch threads each and skips
+rows whose ``summary.json`` exists, so it can be stopped and resumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bgsdk.metrics import double_detection
+from bgsdk.tiling import tiling_for
+from bgtrain.background import TRAIN_KINDS
+from bgtrain.checkpoint import model_from_checkpoint
+from bgtrain.layout import Sample
+from bgtrain.recipe import Recipe, get_recipe
+from bgtrain.synth import apply_defects, apply_nuisances, plan_defects
+from bgtrain.synth_dataset import annotation, make_dataset, make_image
+from bgtrain.validate import EvalImage, EvalSet, heatmaps, load_eval_set, score_maps
+
+# row -> (preset, recipe overrides, stem)
+ROWS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "seed": ("seed", {}, "compare"),
+    "robust": ("robust", {}, "compare"),
+    "robust-weak": ("robust", {"amplitude_range": [40.0, 100.0]}, "compare"),
+    "robust-shapes": ("robust", {"shapes": "seed", "line_prob": 0.0, "cluster_prob": 0.0, "edge_prob": 0.0}, "compare"),
+    "robust-refonly": ("robust", {"missing_prob": 0.0, "distractor_weights": [0.0, 0.0, 1.0, 1.0, 1.0]}, "compare"),
+    "robust-nuisances": ("robust", {"nuisance_prob": 0.0}, "compare"),
+    "robust-plainstem": ("robust", {}, "plain"),
+    "robust-noweight": ("robust", {"hard_negative_weight": 1.0}, "compare"),
+}
+COLUMNS = ("pixel_ap", "image_auroc", "recall_weak", "fa_one_ref")
+SETS = ("test", "unseen", "seed-val", "robust-val", "valid")
+
+
+def prepare(root: Path, n_train: int, n_eval: int) -> None:
+    """Training data (with valid/test) and the unseen-background set, each its own seed."""
+    make_dataset(root / "data", n_train, n_eval, n_eval, seed=0, progress=False)
+    make_dataset(root / "unseen", 1, 0, n_eval, seed=777, progress=False, eval_backgrounds="holdout")
+    print(f"data in {root / 'data'} and {root / 'unseen'}")
+
+
+def _train_one(root: Path, row: str, seed: int, epochs: int, width: int, threads: int) -> str:
+    out = root / "runs" / f"{row}_s{seed}"
+    if (out / "summary.json").exists():
+        return f"{out.name}: done before"
+    preset, overrides, stem = ROWS[row]
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "bgtrain", "--training_dataset_path", str(root / "data"), "--checkpoint_path", str(out),
+           "--width", str(width), "--epochs", str(epochs), "--seed", str(seed), "--recipe", preset, "--stem", stem,
+           "--threads", str(threads), "-q"]
+    if overrides:
+        (out / "recipe.json").write_text(json.dumps(overrides))
+        cmd += ["--recipe-file", str(out / "recipe.json")]
+    t0 = time.perf_counter()
+    with open(out / "train.log", "w") as log:
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
+    return f"{out.name}: {time.perf_counter() - t0:.0f} s"
+
+
+def train(root: Path, rows: list[str], seeds: list[int], epochs: int, width: int, jobs: int, threads: int) -> None:
+    todo = [(r, s) for r in rows for s in seeds]
+    with ThreadPoolExecutor(jobs) as pool:
+        for msg in pool.map(lambda rs: _train_one(root, rs[0], rs[1], epochs, width, threads), todo):
+            print(msg, flush=True)
+
+
+def recipe_set(recipe: Recipe, n: int, seed: int) -> EvalSet:
+    """Clean strips of another seed with defects drawn by ``recipe`` itself (a recipe's own validation set).
+
+    Defect counts are scaled from a 128x128 patch to the strip's area; half the strips
+    get labelled defects, all get the recipe's distractors and nuisances.
+    """
+    t = tiling_for("strip")
+    scale = max(1, round(t.height * t.width / (t.patch * t.patch) / 2))
+    rng = np.random.default_rng(seed)
+    images = []
+    for i in range(n):
+        img = make_image(rng, t.height, t.width, False, distractors=False, kinds=TRAIN_KINDS)[0][:3]
+        lo, hi = recipe.num_defects_range
+        tlo, thi = (max(recipe.target_range[0], 1), max(recipe.target_range[1], 1)) if i % 2 else (0, 0)
+        r = Recipe.from_dict({"defect_prob": 1.0, "num_defects_range": [lo * scale, hi * scale],
+                              "target_range": [tlo * scale, thi * scale]}, base=recipe)
+        if sum(r.distractor_weights) == 0 and not i % 2:
+            r = Recipe.from_dict({"num_defects_range": [1, 1], "target_range": [1, 1], "defect_prob": 0.0}, base=r)
+        defects = plan_defects(img[0], rng, r)
+        img, mask = apply_defects(img, defects, r.mask_threshold)
+        img = apply_nuisances(img, rng, r)
+        ann = [annotation(d, r.mask_threshold) for d in defects]
+        images.append(EvalImage(Sample(Path(f"{recipe.name}_{i:03d}"), bool(mask.any()), None), img,
+                                mask if mask.any() else None, ann))
+    return EvalSet(f"{recipe.name}-val", images, annotated=True)
+
+
+def eval_sets(root: Path, n: int) -> dict[str, EvalSet]:
+    sets = {
+        "test": load_eval_set(root / "data", "test"),
+        "unseen": load_eval_set(root / "unseen", "test"),
+        "seed-val": recipe_set(get_recipe("seed"), n, seed=101),
+        "robust-val": recipe_set(get_recipe("robust"), n, seed=202),
+        "valid": load_eval_set(root / "data", "valid"),
+    }
+    return {k: v for k, v in sets.items() if v is not None}
+
+
+def score(root: Path, n: int, out_json: Path | None, markdown: Path | None) -> None:
+    torch.set_num_threads(2)
+    sets = eval_sets(root, n)
+    rows: dict[str, dict[str, dict[str, Any]]] = {}
+    rows["double detection"] = {
+        k: score_maps([double_detection(e.image) / np.float32(255.0) for e in s.images], s) for k, s in sets.items()
+    }
+    for run in sorted((root / "runs").glob("*/best.pt")):
+        model, info = model_from_checkpoint(run)
+        tiling = info.tiling()
+        rows[run.parent.name] = {k: score_maps(heatmaps(model, s, tiling, torch.device("cpu")), s)
+                                 for k, s in sets.items()}
+        print(f"scored {run.parent.name}", flush=True)
+    if out_json:
+        out_json.write_text(json.dumps(rows, indent=1))
+    text = table(rows, list(sets))
+    print(text)
+    if markdown:
+        markdown.write_text(text)
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def table(rows: dict[str, dict[str, dict[str, Any]]], sets: list[str]) -> str:
+    head = "| run | " + " | ".join(f"{s} {c}" for s in sets for c in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (1 + len(sets) * len(COLUMNS))]
+    for name, per_set in rows.items():
+        cells = [_fmt(per_set.get(s, {}).get(c)) for s in sets for c in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("step", choices=["prepare", "train", "score"])
+    ap.add_argument("--root", type=Path, default=Path("runs/ablation"))
+    ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--n-train", type=int, default=64)
+    ap.add_argument("--n-eval", type=int, default=24, help="images per evaluation set")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--markdown", type=Path, default=None)
+    a = ap.parse_args()
+    if a.step == "prepare":
+        prepare(a.root, a.n_train, a.n_eval)
+    elif a.step == "train":
+        train(a.root, a.rows, a.seeds, a.epochs, a.width, a.jobs, a.threads)
+    else:
+        score(a.root, a.n_eval, a.json, a.markdown)
+
+
+if __name__ == "__main__":
+    main()

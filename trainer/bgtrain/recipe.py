@@ -1,0 +1,236 @@
+"""Synthesis recipes: every knob of the defect synthesiser as data, with named presets.
+
+A recipe decides what the model is ever shown, so it is the most important
+training choice: the label is defined *relative to the references* (the odd die
+out is the defective one) and the network only learns that rule if it sees every
+case the rule separates. Two presets:
+
+* ``seed`` -- SPEC section 2 exactly (two Gaussian kernels, amplitudes +-60/+-80,
+  distractors always copied into the target as well, perfectly aligned dies).
+  Kept so the research numbers stay reproducible.
+* ``robust`` -- continuous weak-to-strong amplitudes, a family of shapes (rotated
+  anisotropic Gaussians, short scratches, spot clusters) placed on pattern edges
+  too, every odd-die-out case (a target *missing* what both references show is a
+  defect; a defect in one reference only is not), and per-die imaging nuisances
+  applied after the defects (misregistration, gain, offset, noise, ramps, blur).
+
+A recipe is saved in checkpoints, ``summary.json`` and the built model's metadata.
+``--recipe-file`` overrides single knobs of a preset; an unknown key or an
+out-of-range value is a one-line :class:`RecipeError` that names the key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from bgsdk.errors import BgsdkError
+
+__all__ = ["Recipe", "RecipeError", "PRESETS", "DEFAULT_RECIPE", "get_recipe", "load_recipe", "DIE_KINDS"]
+
+# Where a synthetic defect is, as (target, ref1, ref2). The first two are defects by the
+# odd-die-out rule (the target differs from both references); the rest are background.
+DIE_KINDS: dict[str, tuple[bool, bool, bool]] = {
+    "target": (True, False, False),
+    "missing": (False, True, True),
+    "ref1": (False, True, False),
+    "ref2": (False, False, True),
+    "target_ref1": (True, True, False),
+    "target_ref2": (True, False, True),
+    "all": (True, True, True),
+}
+DISTRACTOR_KINDS = ("ref1", "ref2", "target_ref1", "target_ref2", "all")
+
+
+class RecipeError(BgsdkError):
+    """A recipe file or override that is not valid."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """All knobs of the synthesiser. Grey levels are on the 0..255 image scale."""
+
+    name: str = "custom"
+    # --- how many defects, and which kinds -----------------------------------------------
+    defect_prob: float = 0.5  # a patch gets synthetic defects at all
+    num_defects_range: tuple[int, int] = (3, 8)  # defects (all kinds) in a defective patch
+    target_range: tuple[int, int] = (1, 2)  # of which labelled defects (0 allows distractor-only patches)
+    missing_prob: float = 0.0  # a labelled defect is missing from the target but in both references
+    # weights of the non-defect kinds, in DISTRACTOR_KINDS order
+    distractor_weights: tuple[float, float, float, float, float] = (0.0, 0.0, 1.0, 1.0, 1.0)
+    copy_jitter: float = 0.0  # relative amplitude change of a defect's copy in another die
+    # loss weight of the pixels of not-labelled defects (hard negatives; 1 = plain focal loss)
+    hard_negative_weight: float = 1.0
+    # --- amplitude ----------------------------------------------------------------------------
+    amplitudes: tuple[float, ...] = (-80.0, -60.0, 60.0, 80.0)  # discrete set; () = continuous
+    amplitude_range: tuple[float, float] = (12.0, 100.0)  # |a|, log-uniform (weak ones common)
+    # --- shapes and placement -----------------------------------------------------------------
+    shapes: str = "seed"  # "seed" (the two given kernels) or "family"
+    sigma_range: tuple[float, float] = (0.5, 2.5)
+    max_aspect: float = 3.0
+    max_footprint: int = 9
+    line_prob: float = 0.0  # share of short scratches in the family
+    cluster_prob: float = 0.0  # share of 2-4 spot clusters
+    edge_prob: float = 0.0  # a defect is placed on a pattern edge (by gradient), else uniformly
+    mask_threshold: float = 0.1  # GT = kernel > threshold * kernel peak
+    # --- imaging nuisances, per die, after the defects ---------------------------------------
+    nuisance_prob: float = 0.0
+    misregistration: float = 0.0  # max |shift| of each reference vs the target, px
+    gain: float = 0.0  # max relative gain change per die
+    offset: float = 0.0  # max offset per die
+    noise_std: float = 0.0  # max Gaussian noise std per die
+    shot_noise: float = 0.0  # max shot-noise factor: std = f * sqrt(I)
+    ramp: float = 0.0  # max illumination ramp across a patch
+    blur_prob: float = 0.0
+    blur_sigma: float = 0.8  # max blur sigma of a blurred die
+    # --- label-preserving symmetries ----------------------------------------------------------
+    swap_refs: bool = False
+    flips: bool = False  # flips and transposes, all dies and the mask alike
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], base: Recipe | None = None, source: str = "recipe") -> Recipe:
+        """``base`` (default: the field defaults) with the knobs of ``data``; errors name the key."""
+        known = {f.name: f for f in fields(cls)}
+        for key in data:
+            if key not in known:
+                raise RecipeError(f"{source}: unknown recipe key {key!r} (known: {', '.join(sorted(known))})")
+        start = base if base is not None else cls()
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            current = getattr(start, key)
+            values[key] = _coerce(key, value, current, source)
+        try:
+            return replace(start, **values)
+        except RecipeError as exc:
+            raise RecipeError(f"{source}: {exc}") from None
+
+
+def _coerce(key: str, value: Any, current: Any, source: str) -> Any:
+    bad = RecipeError(f"{source}: recipe key {key!r} has value {value!r}, expected a value like {current!r}")
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if isinstance(current, tuple):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise bad
+        return tuple(type(current[0])(v) if current else float(v) for v in value)
+    if isinstance(current, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        if isinstance(current, int) and not float(value).is_integer():
+            raise bad
+        return type(current)(value)
+    if isinstance(current, str):
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise bad  # pragma: no cover
+
+
+def _check(ok: bool, key: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise RecipeError(f"recipe key {key!r} = {value!r} is out of range: {rule}")
+
+
+def _validate(r: Recipe) -> None:
+    for key in ("defect_prob", "missing_prob", "line_prob", "cluster_prob", "edge_prob", "nuisance_prob", "blur_prob"):
+        v = getattr(r, key)
+        _check(0.0 <= v <= 1.0, key, v, "must be in [0, 1]")
+    _check(r.line_prob + r.cluster_prob <= 1.0, "line_prob", r.line_prob, "line_prob + cluster_prob must be <= 1")
+    lo, hi = r.num_defects_range
+    _check(len(r.num_defects_range) == 2 and 1 <= lo <= hi <= 64, "num_defects_range", r.num_defects_range, "1 <= lo <= hi <= 64")
+    tlo, thi = r.target_range
+    _check(len(r.target_range) == 2 and 0 <= tlo <= thi, "target_range", r.target_range, "0 <= lo <= hi")
+    _check(len(r.distractor_weights) == len(DISTRACTOR_KINDS) and min(r.distractor_weights) >= 0,
+           "distractor_weights", r.distractor_weights, f"{len(DISTRACTOR_KINDS)} weights >= 0 ({', '.join(DISTRACTOR_KINDS)})")
+    _check(thi >= 1 or sum(r.distractor_weights) > 0, "distractor_weights", r.distractor_weights,
+           "all zero, and target_range allows no labelled defects: nothing to synthesise")
+    _check(all(abs(a) <= 255 and a != 0 for a in r.amplitudes), "amplitudes", r.amplitudes, "non-zero, |a| <= 255")
+    alo, ahi = r.amplitude_range
+    _check(0 < alo <= ahi <= 255, "amplitude_range", r.amplitude_range, "0 < lo <= hi <= 255")
+    _check(r.shapes in ("seed", "family"), "shapes", r.shapes, "'seed' or 'family'")
+    slo, shi = r.sigma_range
+    _check(0.3 <= slo <= shi <= 5.0, "sigma_range", r.sigma_range, "0.3 <= lo <= hi <= 5")
+    _check(1.0 <= r.max_aspect <= 10.0, "max_aspect", r.max_aspect, "in [1, 10]")
+    _check(3 <= r.max_footprint <= 15 and r.max_footprint % 2 == 1, "max_footprint", r.max_footprint, "odd, 3..15")
+    _check(0.0 < r.mask_threshold < 1.0, "mask_threshold", r.mask_threshold, "in (0, 1)")
+    _check(r.hard_negative_weight >= 1.0, "hard_negative_weight", r.hard_negative_weight, "must be >= 1")
+    limits = {"copy_jitter": 0.9, "hard_negative_weight": 20.0, "misregistration": 2.0, "gain": 0.5, "offset": 60.0, "noise_std": 30.0,
+              "shot_noise": 3.0, "ramp": 60.0, "blur_sigma": 3.0}
+    for key, top in limits.items():
+        v = getattr(r, key)
+        _check(0.0 <= v <= top, key, v, f"must be in [0, {top}]")
+
+
+SEED = Recipe(name="seed")
+
+ROBUST = Recipe(
+    name="robust",
+    defect_prob=0.8,
+    num_defects_range=(3, 10),
+    target_range=(0, 3),
+    missing_prob=0.25,
+    distractor_weights=(0.25, 0.25, 0.15, 0.15, 0.2),
+    copy_jitter=0.15,
+    hard_negative_weight=3.0,
+    amplitudes=(),
+    amplitude_range=(12.0, 100.0),
+    shapes="family",
+    sigma_range=(0.5, 2.5),
+    max_aspect=3.0,
+    max_footprint=9,
+    line_prob=0.15,
+    cluster_prob=0.15,
+    edge_prob=0.5,
+    nuisance_prob=0.85,
+    misregistration=0.5,
+    gain=0.1,
+    offset=10.0,
+    noise_std=3.0,
+    shot_noise=0.3,
+    ramp=8.0,
+    blur_prob=0.3,
+    blur_sigma=0.8,
+    swap_refs=True,
+    flips=True,
+)
+
+PRESETS: dict[str, Recipe] = {"seed": SEED, "robust": ROBUST}
+DEFAULT_RECIPE = "robust"
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise RecipeError(f"unknown recipe {name!r}; presets: {', '.join(sorted(PRESETS))}") from None
+
+
+def load_recipe(name: str = DEFAULT_RECIPE, file: str | Path | None = None) -> Recipe:
+    """Preset ``name``, with the knobs of a JSON ``file`` on top (``{"base": ...}`` picks the preset)."""
+    if file is None:
+        return get_recipe(name)
+    path = Path(file)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: recipe file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RecipeError(f"{path}: not a JSON recipe ({exc})") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe file must hold a JSON object of knobs")
+    base = get_recipe(str(data.pop("base", name)))
+    data.setdefault("name", f"{base.name}+{path.stem}")
+    return Recipe.from_dict(data, base=base, source=str(path))
