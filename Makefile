@@ -10,7 +10,7 @@ TRITON_STAMP := $(TRITON_VENV)/.installed
 DEMO_DATA ?= demo_data
 DEMO_OUT  ?= demo_out
 
-.PHONY: setup test lint format demo bench clean
+.PHONY: setup test lint format demo bench clean report-check
 
 setup: $(STAMP) $(TRITON_STAMP)
 
@@ -50,6 +50,15 @@ demo: $(STAMP)
 		--out $(DEMO_OUT)/heatmaps --png
 	$(VENV)/bin/score-heatmaps $(DEMO_DATA) $(DEMO_OUT)/heatmaps --split test --figures $(DEMO_OUT)/figures \
 		--json-out $(DEMO_OUT)/test_metrics.json
+	$(VENV)/bin/bgsdk evaluate $(DEMO_OUT)/model.onnx $(DEMO_DATA) --json $(DEMO_OUT)/evaluation.json \
+		--html $(DEMO_OUT)/report.html
+	@echo "report: $(abspath $(DEMO_OUT))/report.html"
+
+# Installs Debian's chromium (root or sudo) if missing, then renders an evaluation report in it.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+report-check: $(STAMP)
+	command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
+	$(PY) -m pytest -q -rs tests/sdk/test_report_render.py
 
 # Quick benchmarks only; bench_build.py, bench_int8.py and bench_cpp.py take several minutes each.
 bench: $(STAMP)

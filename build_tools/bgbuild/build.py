@@ -25,7 +25,8 @@ import json
 import logging
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,15 +38,17 @@ from bgsdk.contract import Contract
 from bgsdk.tiling import Tiling
 
 from .artifact import ArtifactPaths, set_metadata, set_precision_metadata, set_quantization_metadata, write_artifacts
-from .compose import SUPPORTED_OPSETS, ComposeOptions, compose_full_model
-from .errors import BuildError
+from .compose import CHUNKINGS, SUPPORTED_OPSETS, ComposeOptions, compose_full_model, compose_whole_model
+from .errors import BuildError, VerificationError
 from .export import export_patch_model, op_counts
 from .fp16 import Fp16Options, convert_patch_model
 from .quantize import (
+    AUTO_CALIBRATION_ORDER,
     CalibrationSet,
     PrecisionVerification,
     QuantizeOptions,
     calibration_patches,
+    calibration_strips,
     compare_models,
     quantize_patch_model,
     select_calibration_images,
@@ -71,11 +74,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Patches per patch-model call in CPU builds: the fastest K whose peak RSS stays
-# <= 500 MB on a w=64 strip (benchmarks/bench_build.py, docs/benchmarks.md).
-# Measured on 2 shared cores, ORT 1.32: peak RSS K=1 235 MB, 2 277, 3 309, 6 430,
-# 9 627, 18 1169; K=6 was the fastest of K<=6 (differences within run-to-run noise).
-DEFAULT_PATCH_BATCH = 6
+# Patches per patch-model call in CPU builds, as unrolled chunks sharing one set of
+# weights (docs/design.md, "Default build"): the largest K whose peak RSS stays
+# <= 500 MB on a w=64 strip (benchmarks/bench_tiled.py, docs/benchmarks.md).
+# Measured on 2 shared cores, ORT 1.32, default session options: unrolled K=2
+# 411 MB, K=3 424-460 MB, K=6 631 MB, one call (K=18) 1154 MB.
+DEFAULT_PATCH_BATCH = 3
+MODES = ("tiled", "whole")
 
 Progress = Callable[[str, str], None]
 
@@ -86,6 +91,8 @@ class BuildOptions:
 
     image_size: tuple[int, int] | None = None  # None: the checkpoint's image size
     patch_batch: int | None = DEFAULT_PATCH_BATCH  # None: all patches in one call
+    chunking: str = "unrolled"  # patch_batch < patches: "unrolled" chunks or a "loop"
+    mode: str = "tiled"  # "whole": one UNet pass on the reflect-padded strip (build-model --mode whole)
     opset: int = 17
     simplify: bool = True
     keep_patch_model: bool = False
@@ -188,12 +195,26 @@ def load_stage(checkpoint: str | Path, image_size: tuple[int, int] | None = None
     return LoadedCheckpoint(model, info, file_sha256(checkpoint), tiling)
 
 
-def export_stage(loaded: LoadedCheckpoint, opset: int) -> onnx.ModelProto:
+def export_stage(loaded: LoadedCheckpoint, opset: int, mode: str = "tiled") -> onnx.ModelProto:
+    """The network as the graph will run it: at the patch size, or (whole mode) at the padded strip size."""
+    if mode == "whole":
+        from bgtrain.infer import whole_padding
+
+        t = loaded.tiling
+        top, bottom, left, right = whole_padding(t.height, t.width)
+        return export_patch_model(loaded.model, (t.height + top + bottom, t.width + left + right), opset)
     return export_patch_model(loaded.model, loaded.tiling.patch, opset)
 
 
-def compose_stage(patch_model: onnx.ModelProto, tiling: Tiling, patch_batch: int | None, opset: int) -> onnx.ModelProto:
-    return compose_full_model(patch_model, tiling, ComposeOptions(opset=opset, patch_batch=patch_batch))
+def compose_stage(patch_model: onnx.ModelProto, tiling: Tiling, patch_batch: int | None, opset: int,
+                  chunking: str = "unrolled", mode: str = "tiled") -> onnx.ModelProto:
+    if mode == "whole":
+        return compose_whole_model(patch_model, tiling.height, tiling.width, opset)
+    return compose_full_model(patch_model, tiling, ComposeOptions(opset=opset, patch_batch=patch_batch, chunking=chunking))
+
+
+def _uses_loop(options: BuildOptions, k: int, num_patches: int) -> bool:
+    return options.mode == "tiled" and options.chunking == "loop" and k < num_patches
 
 
 def finalize_stage(model: onnx.ModelProto, *, simplify_graph: bool, uses_loop: bool) -> tuple[onnx.ModelProto, bool, list[str]]:
@@ -212,7 +233,10 @@ def finalize_stage(model: onnx.ModelProto, *, simplify_graph: bool, uses_loop: b
 
 def metadata_stage(model: onnx.ModelProto, loaded: LoadedCheckpoint, options: BuildOptions, patch_batch: int, simplified: bool) -> Contract:
     info = loaded.info
-    contract = Contract.from_tiling(loaded.tiling, extra={"image_type": info.image_type})
+    extra: dict[str, Any] = {"image_type": info.image_type}
+    if options.mode == "whole":  # the patch positions still describe the tiling; this model does not tile
+        extra["mode"] = "whole"
+    contract = Contract.from_tiling(loaded.tiling, extra=extra)
     training = {
         "epoch": info.epoch,
         "seed": info.seed,
@@ -227,8 +251,10 @@ def metadata_stage(model: onnx.ModelProto, loaded: LoadedCheckpoint, options: Bu
     build = {
         "exporter": f"torch.onnx.export(dynamo=False) torch {torch.__version__}",
         "opset": options.opset,
-        "patch_batch": patch_batch,
-        "num_patches": loaded.tiling.num_patches,
+        "mode": options.mode,
+        "patch_batch": patch_batch if options.mode == "tiled" else None,
+        "chunking": options.chunking if options.mode == "tiled" and patch_batch < loaded.tiling.num_patches else None,
+        "num_patches": loaded.tiling.num_patches if options.mode == "tiled" else None,
         "simplified": simplified,
         "onnx": onnx.__version__,
         "python": platform.python_version(),
@@ -243,6 +269,10 @@ def _check_options(options: BuildOptions) -> None:
         raise BuildError(f"--opset {options.opset} is not supported; choose one of {list(SUPPORTED_OPSETS)}")
     if options.patch_batch is not None and options.patch_batch < 1:
         raise BuildError(f"--patch-batch must be >= 1, got {options.patch_batch}")
+    if options.mode not in MODES:
+        raise BuildError(f"--mode {options.mode!r}: choose one of {', '.join(MODES)}")
+    if options.chunking not in CHUNKINGS:
+        raise BuildError(f"--chunking {options.chunking!r}: choose one of {', '.join(CHUNKINGS)}")
     if options.verify_images < 1:
         raise BuildError("need at least one verification image")
     if options.quantize is not None:
@@ -296,15 +326,16 @@ def build_model(
             tiling, calib_data=q.calib_data, train_config=loaded.info.train_config, count=q.calib_count
         )
 
-    patch_model = timed("export", lambda: export_stage(loaded, options.opset))
-    say("export", f"patch model: {len(patch_model.graph.node)} nodes, opset {options.opset} ({seconds['export']:.1f}s)")
+    patch_model = timed("export", lambda: export_stage(loaded, options.opset, options.mode))
+    what = "patch model" if options.mode == "tiled" else "whole-strip network"
+    say("export", f"{what}: {len(patch_model.graph.node)} nodes, opset {options.opset} ({seconds['export']:.1f}s)")
 
-    composed = timed("compose", lambda: compose_stage(patch_model, tiling, k, options.opset))
-    mode = "one call" if k >= T else f"Loop over chunks of {k}"
-    say("compose", f"full-image graph, patch model inlined once, {mode} ({seconds['compose']:.1f}s)")
+    composed = timed("compose", lambda: compose_stage(patch_model, tiling, k, options.opset, options.chunking, options.mode))
+    say("compose", f"full-image graph, {_layout(options, k, T)} ({seconds['compose']:.1f}s)")
 
     final, simplified, fin_notes = timed(
-        "simplify+check", lambda: finalize_stage(composed, simplify_graph=options.simplify, uses_loop=k < T)
+        "simplify+check",
+        lambda: finalize_stage(composed, simplify_graph=options.simplify, uses_loop=_uses_loop(options, k, T)),
     )
     notes += fin_notes
     how = "simplified" if simplified else ("not simplified (--no-simplify)" if not options.simplify else "NOT simplified")
@@ -321,7 +352,8 @@ def build_model(
         seed=options.seed,
     )
     result: VerificationResult = timed(
-        "verify", lambda: verify_model(model_bytes, loaded.model, tiling, vimgs, options.tolerance, options.threads)
+        "verify",
+        lambda: verify_model(model_bytes, loaded.model, tiling, vimgs, options.tolerance, options.threads, mode=options.mode),
     )
     say(
         "verify",
@@ -398,16 +430,44 @@ def _quantize_stages(
     Returns (INT8 full model, its final bytes with the quantization metadata,
     INT8 patch model, report, warnings). Raises VerificationError at the gate.
     """
-    patches = calibration_patches(calib.images, loaded.tiling, options.seed if qopts.calib_synth_defects else None)
-    q = timed("quantize", lambda: quantize_patch_model(patch_model, patches, qopts))
-    say("quantize", f"patch model -> INT8 QDQ ({q.settings['activations']} activations, {q.settings['weights']} weights), "
-        f"{qopts.calib_method} calibration on {calib.description}"
-        f"{' + synthetic training defects' if qopts.calib_synth_defects else ''} ({q.seconds:.1f}s)")
-    final, qv, notes = _compose_and_verify(
-        "INT8", q.model, loaded, options, fp32_bytes, qopts.verify_count, qopts.max_ap_drop, qopts.max_mean_diff,
-        fallback_images, fallback_description, k, say, timed, required_op="DequantizeLinear",
-        hint="check the calibration images: --calib-data, --calib-count, --calib-method",
-    )
+    seed = options.seed if qopts.calib_synth_defects else None
+    if options.mode == "whole":  # calibrated on what the whole-strip network sees: padded strips
+        patches = calibration_strips(calib.images, loaded.tiling, seed)
+        qopts_run = replace(qopts, calib_batch=1)
+    else:
+        patches = calibration_patches(calib.images, loaded.tiling, seed)
+        qopts_run = qopts
+    # "auto": MinMax first (cheapest, smallest memory); the AP gate decides whether to try the others.
+    methods = list(AUTO_CALIBRATION_ORDER) if qopts.calib_method == "auto" else [qopts.calib_method]
+    attempts: list[dict[str, Any]] = []
+    for method in methods:
+        q = timed(f"quantize-{method}", partial(quantize_patch_model, patch_model, patches, replace(qopts_run, calib_method=method)))
+        if options.mode == "whole":
+            q.settings["scope"] = "whole-strip network only; reflect Pad, Softmax, crop and zero-channel Pad stay float"
+        say("quantize", f"network -> INT8 QDQ ({q.settings['activations']} activations, {q.settings['weights']} weights), "
+            f"{method} calibration on {calib.description}"
+            f"{' + synthetic training defects' if qopts.calib_synth_defects else ''} ({q.seconds:.1f}s)")
+        try:
+            final, qv, notes = _compose_and_verify(
+                "INT8", q.model, loaded, options, fp32_bytes, qopts.verify_count, qopts.max_ap_drop, qopts.max_mean_diff,
+                fallback_images, fallback_description, k, say, timed, required_op="DequantizeLinear",
+                hint="check the calibration images: --calib-data, --calib-count, --calib-method",
+            )
+        except VerificationError as exc:
+            attempts.append({"method": method, "passed": False, "error": str(exc)})
+            if len(methods) == 1:
+                raise
+            say("quantize", f"{method} calibration failed the gate; trying the next method")
+            continue
+        attempts.append({"method": method, "passed": True, "pixel_ap": qv.pixel_ap, "ap_drop": qv.ap_drop,
+                         "mean_abs_diff": qv.mean_abs_diff})
+        break
+    else:
+        raise VerificationError(
+            "INT8 verification failed for every calibration method (" + "; ".join(
+                f"{a['method']}: {a['error'].split(': ', 1)[-1]}" for a in attempts) + ")"
+        )
+    q.settings["calibration_selection"] = {"asked": qopts.calib_method, "attempts": attempts}
     report = QuantizationReport(q.settings, calib, qv, len(fp32_bytes))
     # The verification numbers go into the metadata after the fact; the graph is the verified one.
     set_quantization_metadata(final, report.as_dict())
@@ -469,9 +529,12 @@ def _compose_and_verify(
     tiling = loaded.tiling
     T = tiling.num_patches
     tag = label.lower()
-    composed = timed(f"compose-{tag}", lambda: compose_stage(patch_model, tiling, k, options.opset))
+    composed = timed(
+        f"compose-{tag}", lambda: compose_stage(patch_model, tiling, k, options.opset, options.chunking, options.mode)
+    )
     final, simplified, notes = timed(
-        f"simplify+check-{tag}", lambda: finalize_stage(composed, simplify_graph=options.simplify, uses_loop=k < T)
+        f"simplify+check-{tag}",
+        lambda: finalize_stage(composed, simplify_graph=options.simplify, uses_loop=_uses_loop(options, k, T)),
     )
     if required_op and not op_counts(final).get(required_op):
         raise BuildError(f"the composed {label} graph lost its {required_op} nodes")
@@ -490,6 +553,16 @@ def _compose_and_verify(
         notes.append(f"{label} verification had no labelled images (valid/ or test/ with masks): "
                      "only the heatmap difference was checked, not the pixel AP")
     return final, verification, notes
+
+
+def _layout(options: BuildOptions, k: int, T: int) -> str:
+    if options.mode == "whole":
+        return "whole strip: reflect pad to multiples of 32, one network pass, crop"
+    if k >= T:
+        return "patch model inlined once, one call"
+    if options.chunking == "loop":
+        return f"patch model inlined once, Loop over chunks of {k}"
+    return f"{-(-T // k)} unrolled calls of <= {k} patches sharing one set of weights"
 
 
 def _node_total(model: onnx.ModelProto) -> int:

@@ -29,6 +29,13 @@ _GATE_PARAMS = ("max_ap_drop", "max_mean_diff")  # --quantize or --fp16
 @click.option("--patch-batch", type=click.IntRange(1), default=None, metavar="K",
               help="Patches per patch-model call (1..number of patches); fewer = less memory. "
                    "[default: the measured CPU default, see docs/benchmarks.md]")
+@click.option("--mode", type=click.Choice(["tiled", "whole"]), default="tiled", show_default=True,
+              help="tiled: 18 overlapping patches, exactly as trained (the default). whole: one network pass on the "
+                   "strip reflect-padded to multiples of 32, cropped back (faster; pick it with numbers, see "
+                   "docs/design.md).")
+@click.option("--chunking", type=click.Choice(["unrolled", "loop"]), default="unrolled", show_default=True,
+              help="tiled, --patch-batch below the patch count: unrolled calls sharing the weights, or an ONNX Loop "
+                   "(slower in ONNX Runtime, kept for comparison).")
 @click.option("--opset", type=click.IntRange(17, 20), default=17, show_default=True, help="ONNX opset of the model.")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim (the graph is still checked and verified).")
 @click.option("--keep-patch-model", is_flag=True, help="Also write OUT.patch.onnx, the patch model exactly as inlined.")
@@ -51,8 +58,10 @@ _GATE_PARAMS = ("max_ap_drop", "max_mean_diff")  # --quantize or --fp16
                    "[default: the checkpoint's training data set].")
 @click.option("--calib-count", type=click.IntRange(1), default=8, show_default=True,
               help="--quantize: calibration images (x patches per image).")
-@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
-              show_default=True, help="--quantize: how activation ranges are taken from the calibration data.")
+@click.option("--calib-method", type=click.Choice(["auto", "minmax", "percentile", "entropy"]), default="auto",
+              show_default=True, help="--quantize: how activation ranges are taken from the calibration data; auto "
+                                      "tries minmax, then percentile, then entropy and keeps the first that passes "
+                                      "the AP gate.")
 @click.option("--calib-defects/--no-calib-defects", default=True, show_default=True,
               help="--quantize: add the training synthesiser's defects to the calibration patches "
                    "(training images are clean; the model was trained on them with synthetic defects).")
@@ -73,6 +82,8 @@ def build_command(
     out: Path,
     image_size: tuple[int, int] | None,
     patch_batch: int | None,
+    mode: str,
+    chunking: str,
     opset: int,
     no_simplify: bool,
     keep_patch_model: bool,
@@ -131,11 +142,15 @@ def build_command(
         raise click.UsageError(f"{', '.join(given(_QUANT_PARAMS))} only make(s) sense with --quantize")
     if not (quantize or fp16) and given(_GATE_PARAMS):
         raise click.UsageError(f"{', '.join(given(_GATE_PARAMS))} only make(s) sense with --quantize or --fp16")
+    if mode == "whole" and given(("patch_batch", "chunking")):
+        raise click.UsageError(f"{', '.join(given(('patch_batch', 'chunking')))} only make(s) sense with --mode tiled")
     if threads:
         torch.set_num_threads(threads)
     options = BuildOptions(
         image_size=tuple(image_size) if image_size else None,  # type: ignore[arg-type]
         patch_batch=DEFAULT_PATCH_BATCH if patch_batch is None else patch_batch,
+        chunking=chunking,
+        mode=mode,
         opset=opset,
         simplify=not no_simplify,
         keep_patch_model=keep_patch_model,
@@ -179,8 +194,9 @@ def build_command(
         c = report.contract
         click.echo(
             f"built {report.paths.model}: {report.size_bytes / 1e6:.1f} MB, {report.nodes} nodes, "
-            f"input/output (N,3,{c.height},{c.width}), {report.num_patches} patches, patch batch {report.patch_batch}; "
-            f"verification max |diff| {v.max_abs_diff:.3g} on {v.n_images} {v.source} image(s); "
+            f"input/output (N,3,{c.height},{c.width}), "
+            + (f"{report.num_patches} patches, patch batch {report.patch_batch}; " if mode == "tiled" else "whole-strip mode; ")
+            + f"verification max |diff| {v.max_abs_diff:.3g} on {v.n_images} {v.source} image(s); "
             f"build time {total:.1f}s"
         )
         if report.quantization is not None:

@@ -31,14 +31,16 @@ import importlib
 import warnings
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any, Callable
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 from spox import Tensor, Var, argument, build, inline
 
-from bgsdk.tiling import Tiling
+from bgsdk.tiling import Patch, Tiling
 
-__all__ = ["ComposeOptions", "compose_full_model", "SUPPORTED_OPSETS", "opset_module", "INPUT_NAME", "OUTPUT_NAME"]
+__all__ = ["ComposeOptions", "compose_full_model", "compose_whole_model", "CHUNKINGS", "SUPPORTED_OPSETS", "opset_module", "INPUT_NAME", "OUTPUT_NAME"]
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -46,6 +48,7 @@ PATCH_INPUT = "input"
 PATCH_OUTPUT = "logits"
 # spox ships op modules v17..; the TorchScript exporter of torch 2.13 goes up to 20.
 SUPPORTED_OPSETS = tuple(range(17, 21))
+CHUNKINGS = ("unrolled", "loop")
 
 
 def opset_module(opset: int) -> ModuleType:
@@ -65,19 +68,122 @@ class ComposeOptions:
 
     opset: int = 17
     patch_batch: int | None = None
+    chunking: str = "unrolled"  # K < T: "unrolled" chunks sharing one set of weights, or a "loop"
+
+    def __post_init__(self) -> None:
+        if self.chunking not in CHUNKINGS:
+            raise ValueError(f"chunking must be one of {CHUNKINGS}, got {self.chunking!r}")
 
 
 
-
-def _check_patch_model(patch_model: onnx.ModelProto, patch: int) -> None:
+def _check_patch_model(patch_model: onnx.ModelProto, patch: int | tuple[int, int]) -> None:
     g = patch_model.graph
     ins = [i.name for i in g.input if i.name not in {t.name for t in g.initializer}]
     outs = [o.name for o in g.output]
     if ins != [PATCH_INPUT] or outs != [PATCH_OUTPUT]:
         raise ValueError(f"patch model must map {PATCH_INPUT!r} -> {PATCH_OUTPUT!r}, got inputs {ins} outputs {outs}")
     dims = [d.dim_value if d.HasField("dim_value") else None for d in g.input[0].type.tensor_type.shape.dim]
-    if len(dims) != 4 or dims[1:] != [3, patch, patch]:
-        raise ValueError(f"patch model input must be (B,3,{patch},{patch}), got {dims}")
+    ph, pw = (patch, patch) if isinstance(patch, int) else patch
+    if len(dims) != 4 or dims[1:] != [3, ph, pw]:
+        raise ValueError(f"patch model input must be (B,3,{ph},{pw}), got {dims}")
+
+
+I64 = Callable[[list[int]], Var]
+
+
+def _defect_probability(op: ModuleType, run_patch_model: Any, chunk: Var, _i64: I64) -> Var:
+    """Patch model -> Softmax over the 2 logits -> defect channel ``(B,1,P,P)``."""
+    logits = run_patch_model(**{PATCH_INPUT: chunk})[PATCH_OUTPUT]
+    prob = op.softmax(logits, axis=1)
+    return op.slice(prob, _i64([1]), _i64([2]), _i64([1]))
+
+
+def _weights_as_inputs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """A copy of ``model`` whose initializers are graph inputs, and their values.
+
+    ``spox.inline`` copies a model's initializers into every call; with the
+    weights as inputs each unrolled call is handed the *same* constants, so the
+    file and the session hold one copy of the weights however many chunks there are.
+    """
+    bare = onnx.ModelProto()
+    bare.CopyFrom(model)
+    g = bare.graph
+    values = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    declared = {i.name for i in g.input}
+    for t in g.initializer:
+        if t.name not in declared:
+            g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    del g.initializer[:]
+    return bare, values
+
+
+def _unrolled(op: ModuleType, patch_model: onnx.ModelProto, groups: list[list[Patch]], crops: Callable[[list[Patch]], Var],
+              _i64: I64) -> Var:
+    """One patch-model call per group of patch positions, all calls sharing one set of weights.
+
+    The calls are listed chunk after chunk; ONNX Runtime's sequential executor runs
+    them in that order and frees each chunk's activations before the next
+    starts, so the peak holds one chunk's activations (docs/design.md).
+    """
+    bare, values = _weights_as_inputs(patch_model)
+    run = inline(bare)
+    weights = {name: op.constant(value=v) for name, v in values.items()}
+    parts = [_defect_probability(op, lambda **kw: run(**kw, **weights), crops(g), _i64) for g in groups]
+    return op.concat(parts, axis=0)
+
+
+def _looped(op: ModuleType, run_patch_model: Any, batch: Var, K: int, P: int, _i64: I64) -> Var:
+    """The patch model in a ``Loop`` over chunks of K rows of the patch-major batch (any N)."""
+    total = op.slice(op.shape(batch), _i64([0]), _i64([1]))  # (1,) = T*N
+    # ceil(T*N / K); K=1 written without the no-op arithmetic (onnxsim then loops to its iteration limit).
+    trips = total if K == 1 else op.div(op.add(total, _i64([K - 1])), _i64([K]))
+    # An empty (0,1,P,P) start value whose first dim spox cannot see as static:
+    # the carried tensor grows every iteration, so its type must leave dim 0 open.
+    empty_shape = op.concat([op.mul(total, _i64([0])), _i64([1, P, P])], axis=0)
+    acc0 = op.constant_of_shape(empty_shape, value=np.zeros((1,), np.float32))
+
+    def body(i: Var, cond: Var, acc: Var) -> list[Var]:
+        start = i if K == 1 else op.mul(i, _i64([K]))
+        chunk = op.slice(batch, start, op.add(start, _i64([K])), _i64([0]))  # end clamps at T*N
+        acc_next = op.concat([acc, _defect_probability(op, run_patch_model, chunk, _i64)], axis=0)
+        return [op.identity(cond), acc_next]
+
+    with warnings.catch_warnings():
+        # spox notes that the carried tensor has no static shape: by design, it grows.
+        warnings.filterwarnings("ignore", message=".*was not concrete.*")
+        (probs,) = op.loop(op.squeeze(trips, _i64([0])), None, [acc0], body=body)
+    return probs
+
+
+def compose_whole_model(core_model: onnx.ModelProto, height: int, width: int, opset: int = 17) -> onnx.ModelProto:
+    """Whole-strip model ``input (N,3,H,W) -> output (N,3,H,W)``: one UNet pass, no tiles.
+
+    ``core_model`` is the UNet exported at the padded size (``input (B,3,H',W') ->
+    logits (B,2,H',W')``, :func:`bgtrain.infer.whole_padding`). Data flow::
+
+        Pad(mode=reflect) to multiples of 32 -> UNet -> Softmax -> defect channel
+        -> Slice back to H x W -> Pad two zero channels
+
+    The reference is :func:`bgtrain.infer.whole_image` (same padding rule, same crop).
+    """
+    from bgtrain.infer import whole_padding
+
+    op = opset_module(opset)
+    top, bottom, left, right = whole_padding(height, width)
+    _check_patch_model(core_model, (height + top + bottom, width + left + right))
+
+    def _i64(values: list[int]) -> Var:
+        return op.constant(value=np.asarray(values, dtype=np.int64))
+
+    x = argument(Tensor(np.float32, ("N", 3, height, width)))
+    padded = op.pad(x, _i64([0, 0, top, left, 0, 0, bottom, right]), mode="reflect") if top + bottom + left + right else x
+    logits = inline(core_model)(**{PATCH_INPUT: padded})[PATCH_OUTPUT]
+    prob = op.softmax(logits, axis=1)
+    heat = op.slice(prob, _i64([1, top, left]), _i64([2, top + height, left + width]), _i64([1, 2, 3]))  # (N,1,H,W)
+    out = op.pad(heat, _i64([0, 0, 0, 0, 0, 2, 0, 0]), op.constant(value=np.float32(0.0)))
+    model = build({INPUT_NAME: x}, {OUTPUT_NAME: out})
+    _set_output_shape(model, height, width)
+    return model
 
 
 def compose_full_model(patch_model: onnx.ModelProto, tiling: Tiling, options: ComposeOptions | None = None) -> onnx.ModelProto:
@@ -95,46 +201,24 @@ def compose_full_model(patch_model: onnx.ModelProto, tiling: Tiling, options: Co
     K = options.patch_batch
     if K is not None and K < 1:
         raise ValueError(f"patch batch must be >= 1, got {K}")
-    run_patch_model = inline(patch_model)
 
     def _i64(values: list[int]) -> Var:
         return op.constant(value=np.asarray(values, dtype=np.int64))
 
     x = argument(Tensor(np.float32, ("N", 3, tiling.height, tiling.width)))
 
-    # 1. Slice every patch out of the batched input; Concat -> patch-major batch.
-    crops_in = [
-        op.slice(x, _i64([p.row.start, p.col.start]), _i64([p.row.stop, p.col.stop]), _i64([2, 3])) for p in patches
-    ]
-    batch = crops_in[0] if T == 1 else op.concat(crops_in, axis=0)
+    def crops(group: list[Patch]) -> Var:
+        """Slice each patch of ``group`` out of the batched input; Concat -> patch-major (len*N,3,P,P)."""
+        cut = [op.slice(x, _i64([p.row.start, p.col.start]), _i64([p.row.stop, p.col.stop]), _i64([2, 3])) for p in group]
+        return cut[0] if len(cut) == 1 else op.concat(cut, axis=0)
 
-    def defect_probability(chunk: Var) -> Var:
-        logits = run_patch_model(**{PATCH_INPUT: chunk})[PATCH_OUTPUT]
-        prob = op.softmax(logits, axis=1)
-        return op.slice(prob, _i64([1]), _i64([2]), _i64([1]))  # (B,1,P,P), defect channel
-
-    # 2. The patch model: once on the whole batch, or in a Loop over chunks of K.
     if K is None or K >= T:
-        probs = defect_probability(batch)
+        # One call on the whole batch.
+        probs = _defect_probability(op, inline(patch_model), crops(patches), _i64)
+    elif options.chunking == "unrolled":
+        probs = _unrolled(op, patch_model, [patches[i : i + K] for i in range(0, T, K)], crops, _i64)
     else:
-        total = op.slice(op.shape(batch), _i64([0]), _i64([1]))  # (1,) = T*N
-        # ceil(T*N / K); K=1 written without the no-op arithmetic (onnxsim then loops to its iteration limit).
-        trips = total if K == 1 else op.div(op.add(total, _i64([K - 1])), _i64([K]))
-        # An empty (0,1,P,P) start value whose first dim spox cannot see as static:
-        # the carried tensor grows every iteration, so its type must leave dim 0 open.
-        empty_shape = op.concat([op.mul(total, _i64([0])), _i64([1, P, P])], axis=0)
-        acc0 = op.constant_of_shape(empty_shape, value=np.zeros((1,), np.float32))
-
-        def body(i: Var, cond: Var, acc: Var) -> list[Var]:
-            start = i if K == 1 else op.mul(i, _i64([K]))
-            chunk = op.slice(batch, start, op.add(start, _i64([K])), _i64([0]))  # end clamps at T*N
-            acc_next = op.concat([acc, defect_probability(chunk)], axis=0)
-            return [op.identity(cond), acc_next]
-
-        with warnings.catch_warnings():
-            # spox notes that the carried tensor has no static shape: by design, it grows.
-            warnings.filterwarnings("ignore", message=".*was not concrete.*")
-            (probs,) = op.loop(op.squeeze(trips, _i64([0])), None, [acc0], body=body)
+        probs = _looped(op, inline(patch_model), crops(patches), K, P, _i64)
 
     # 3. Patch-major -> (T,N,P,P); crop each centre region for all images at once; stitch.
     grid = op.reshape(probs, _i64([T, -1, P, P]))
@@ -159,16 +243,16 @@ def compose_full_model(patch_model: onnx.ModelProto, tiling: Tiling, options: Co
     out = op.pad(heat, _i64([0, 0, 0, 0, 0, 2, 0, 0]), op.constant(value=np.float32(0.0)))
 
     model = build({INPUT_NAME: x}, {OUTPUT_NAME: out})
-    _name_output_shape(model, tiling)
+    _set_output_shape(model, tiling.height, tiling.width)
     return model
 
 
-def _name_output_shape(model: onnx.ModelProto, tiling: Tiling) -> None:
+def _set_output_shape(model: onnx.ModelProto, height: int, width: int) -> None:
     """Declare ``output`` as ``(N,3,H,W)`` with the same symbolic N as ``input``."""
     out = model.graph.output[0]
     shape = out.type.tensor_type.shape
     del shape.dim[:]
-    for v in ("N", 3, tiling.height, tiling.width):
+    for v in ("N", 3, height, width):
         d = shape.dim.add()
         if isinstance(v, str):
             d.dim_param = v

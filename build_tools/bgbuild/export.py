@@ -34,12 +34,17 @@ def op_counts(model: onnx.ModelProto) -> Counter[str]:
     return counts
 
 
-def export_patch_model(model: torch.nn.Module, patch: int, opset: int = 17) -> onnx.ModelProto:
-    """``input (B,3,P,P)`` float32 -> ``logits (B,2,P,P)``, B dynamic."""
+def export_patch_model(model: torch.nn.Module, patch: int | tuple[int, int], opset: int = 17) -> onnx.ModelProto:
+    """``input (B,3,P,P)`` float32 -> ``logits (B,2,P,P)``, B dynamic.
+
+    ``patch`` may be ``(H, W)``: the whole-strip build exports the same network at
+    the padded strip size (e.g. 992x192); height and width stay static either way.
+    """
+    ph, pw = (patch, patch) if isinstance(patch, int) else patch
     if opset not in SUPPORTED_OPSETS:
         raise BuildError(f"opset {opset} is not supported; choose one of {list(SUPPORTED_OPSETS)}")
     model = model.eval()
-    dummy = torch.zeros(2, 3, patch, patch)
+    dummy = torch.zeros(2, 3, ph, pw)
     buf = io.BytesIO()
     with warnings.catch_warnings():
         # The TorchScript exporter announces its deprecation; we chose it on purpose (docs/design.md).

@@ -158,9 +158,14 @@ def verify_model(
     tolerance: float = DEFAULT_TOLERANCE,
     threads: int | None = None,
     raise_on_failure: bool = True,
+    mode: str = "tiled",
 ) -> VerificationResult:
-    """Compare ONNX Runtime with :func:`bgtrain.infer.sliding_window` on ``images``."""
-    from bgtrain.infer import sliding_window
+    """Compare ONNX Runtime with the model's PyTorch reference on ``images``.
+
+    ``mode="tiled"``: :func:`bgtrain.infer.sliding_window`; ``mode="whole"``:
+    :func:`bgtrain.infer.whole_image` (reflect pad, one pass, crop). Same gate for both.
+    """
+    from bgtrain.infer import sliding_window, whole_image
 
     x = (images.images.astype(np.float32) / np.float32(255.0)).astype(np.float32)
     out = run_onnx(model_bytes, x, threads)
@@ -168,7 +173,10 @@ def verify_model(
     expected_shape = (n, 3, tiling.height, tiling.width)
     if out.shape != expected_shape:
         raise VerificationError(f"the built model returned shape {out.shape}, expected {expected_shape}")
-    ref = sliding_window(torch_model, torch.from_numpy(x), tiling).numpy()
+    if mode == "whole":
+        ref = whole_image(torch_model, torch.from_numpy(x)).numpy()
+    else:
+        ref = sliding_window(torch_model, torch.from_numpy(x), tiling).numpy()
     diff = float(np.abs(out[:, 0].astype(np.float64) - ref.astype(np.float64)).max())
     zeros = bool(np.all(out[:, 1:] == 0.0))
     result = VerificationResult(diff, tolerance, n, images.source, images.description, zeros)

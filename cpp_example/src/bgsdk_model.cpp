@@ -17,6 +17,7 @@ namespace bgsdk {
 namespace {
 
 constexpr const char* kContractKey = "bgsdk.contract";  // bgsdk.contract.CONTRACT_KEY
+constexpr const char* kOperatingPointKey = "bgsdk.operating_point";  // bgsdk.operating_point.OPERATING_POINT_KEY
 constexpr const char* kInputName = "input";             // bgsdk.contract INPUT_NAME
 constexpr const char* kOutputName = "output";           // bgsdk.contract OUTPUT_NAME
 
@@ -101,10 +102,12 @@ struct Model::Impl {
   Ort::Session session{nullptr};
   std::vector<int64_t> input_shape;
   Contract contract;
+  OperatingPoint op;
   std::vector<float> scaled;  // the model's input buffer, reused across runs
 
   void check_signature();
   void read_contract();
+  void read_operating_point();
 };
 
 Model::Model(const std::string& path, int threads) : impl_(std::make_unique<Impl>()) {
@@ -122,6 +125,7 @@ Model::Model(const std::string& path, int threads) : impl_(std::make_unique<Impl
   }
   impl_->check_signature();
   impl_->read_contract();
+  impl_->read_operating_point();
 }
 
 Model::~Model() = default;
@@ -210,5 +214,20 @@ void Model::Impl::read_contract() {
       (contract.width && input_shape[3] > 0 && *contract.width != input_shape[3]))
     throw Error(path, "contract image size disagrees with the input shape " + shape_str(input_shape));
 }
+
+void Model::Impl::read_operating_point() {
+  Ort::AllocatorWithDefaultOptions alloc;
+  const auto meta = session.GetModelMetadata();
+  const auto json = meta.LookupCustomMetadataMapAllocated(kOperatingPointKey, alloc);
+  if (!json) return;
+  const std::string text(json.get());
+  const auto t = json_top_level_number(text, "threshold");
+  const auto a = json_top_level_number(text, "min_area");
+  if (!t || !std::isfinite(*t) || !a || !(*a >= 1))
+    throw Error(path, "metadata 'bgsdk.operating_point' has no valid threshold/min_area");
+  op = {true, *t, static_cast<int64_t>(*a)};
+}
+
+const OperatingPoint& Model::operating_point() const { return impl_->op; }
 
 }  // namespace bgsdk

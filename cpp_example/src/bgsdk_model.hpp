@@ -42,6 +42,14 @@ struct Contract {
   std::optional<int64_t> height, width;
 };
 
+// The model's calibrated operating point (metadata "bgsdk.operating_point", written by build-model);
+// absent in models built before calibration existed: then 0.5 / 1, as in the Python SDK.
+struct OperatingPoint {
+  bool present = false;
+  double threshold = 0.5;
+  int64_t min_area = 1;
+};
+
 class Model {
  public:
   // Loads `path` and checks it is a bgsdk full-image model: one float32 input 'input' (N,3,H,W)
@@ -52,6 +60,7 @@ class Model {
   Model& operator=(Model&&) noexcept;
 
   const Contract& contract() const;
+  const OperatingPoint& operating_point() const;
   const std::vector<int64_t>& input_shape() const;  // (N,3,H,W); -1 where symbolic
 
   // Throws an Error naming `source` when an image of this size does not fit the model.

@@ -1,6 +1,7 @@
 // bgsdk_cpp: run a bgsdk full-image ONNX model on one strip and write the defect heatmap.
 //
-//   bgsdk_cpp [--repeat N] [--threads N] [--raw-shape A,B,C] MODEL INPUT OUTPUT
+//   bgsdk_cpp [--repeat N] [--threads N] [--raw-shape A,B,C] [--defects-json FILE]
+//             [--threshold T] [--min-area A] MODEL INPUT OUTPUT
 //
 // The same numbers as the Python SDK (bgsdk.Segmenter): strip_io reads INPUT into (3,H,W)
 // float32 exactly like bgsdk.io.read_image; bgsdk::Model (bgsdk_model.hpp, the part to copy
@@ -9,6 +10,8 @@
 // the Python command-line tools.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <fstream>
 #include <cstdlib>
 #include <iostream>
 #include <optional>
@@ -18,6 +21,7 @@
 #include <vector>
 
 #include "bgsdk_model.hpp"
+#include "defects.hpp"
 #include "strip_io.hpp"
 
 namespace {
@@ -33,10 +37,14 @@ struct Options {
   int repeat = 1;
   int threads = 0;  // 0 = ONNX Runtime's default (as the Python SDK)
   std::optional<std::vector<int64_t>> raw_shape;
+  std::string defects_json;  // empty: no defect list
+  std::optional<double> threshold;
+  std::optional<int64_t> min_area;
 };
 
 constexpr const char* kUsage =
-    "usage: bgsdk_cpp [--repeat N] [--threads N] [--raw-shape A,B,C] MODEL INPUT OUTPUT\n"
+    "usage: bgsdk_cpp [--repeat N] [--threads N] [--raw-shape A,B,C] [--defects-json FILE] [--threshold T]\n"
+    "                 [--min-area A] MODEL INPUT OUTPUT\n"
     "\n"
     "Run a bgsdk full-image ONNX model on one strip and write the defect heatmap.\n"
     "\n"
@@ -46,7 +54,10 @@ constexpr const char* kUsage =
     "  OUTPUT             heatmap (H,W) float32: .tif/.tiff, .npy, or raw otherwise\n"
     "  --repeat N         run N times and report the median run time (default 1)\n"
     "  --threads N        intra-op threads (default: ONNX Runtime's choice)\n"
-    "  --raw-shape A,B,C  INPUT is raw float32 of this shape, e.g. 4,976,176 or 976,176,3\n";
+    "  --raw-shape A,B,C  INPUT is raw float32 of this shape, e.g. 4,976,176 or 976,176,3\n"
+    "  --defects-json F   also write the defect list (as bgsdk's Result.defects) and verdict as JSON\n"
+    "  --threshold T      pixel threshold for the defect list (default: the model's operating point, else 0.5)\n"
+    "  --min-area A       smallest defect in pixels (default: the model's operating point, else 1)\n";
 
 int parse_int(const std::string& opt, const std::string& text, int min) {
   char* end = nullptr;
@@ -82,6 +93,16 @@ Options parse_args(int argc, char** argv) {
       o.repeat = parse_int(a, value(), 1);
     } else if (a == "--threads") {
       o.threads = parse_int(a, value(), 0);
+    } else if (a == "--defects-json") {
+      o.defects_json = value();
+    } else if (a == "--threshold") {
+      const std::string t = value();
+      char* end = nullptr;
+      const double v = std::strtod(t.c_str(), &end);
+      if (t.empty() || *end != '\0' || !std::isfinite(v)) throw UsageError("invalid value '" + t + "' for --threshold");
+      o.threshold = v;
+    } else if (a == "--min-area") {
+      o.min_area = parse_int(a, value(), 1);
     } else if (a == "--raw-shape") {
       o.raw_shape = parse_shape(value());
     } else if (a.size() > 1 && a[0] == '-' && a != "-") {
@@ -91,7 +112,10 @@ Options parse_args(int argc, char** argv) {
     }
   }
   if (pos.size() != 3) throw UsageError("expected MODEL INPUT OUTPUT, got " + std::to_string(pos.size()) + " argument(s)");
-  return {pos[0], pos[1], pos[2], o.repeat, o.threads, o.raw_shape};
+  o.model = pos[0];
+  o.input = pos[1];
+  o.output = pos[2];
+  return o;
 }
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
@@ -117,6 +141,17 @@ int run(const Options& o) {
     run_ms.push_back(ms_since(t0));
   }
   strip_io::write_output(o.output, heatmap, img.height, img.width);
+  if (!o.defects_json.empty()) {
+    const auto& op = model.operating_point();
+    const float threshold = static_cast<float>(o.threshold.value_or(op.threshold));
+    const int64_t min_area = o.min_area.value_or(op.min_area);
+    const auto defects = bgsdk::find_defects(heatmap, img.height, img.width, threshold, min_area, img.chw);
+    std::ofstream f(o.defects_json);
+    f << bgsdk::defects_json(defects, threshold, min_area);
+    if (!f) throw bgsdk::Error(o.defects_json, "cannot write the defect list");
+    std::cout << "defects: " << defects.size() << " (" << (defects.empty() ? "pass" : "fail") << ") -> "
+              << o.defects_json << "\n";
+  }
   std::sort(run_ms.begin(), run_ms.end());
   const size_t n = run_ms.size();
   const double median = n % 2 ? run_ms[n / 2] : 0.5 * (run_ms[n / 2 - 1] + run_ms[n / 2]);

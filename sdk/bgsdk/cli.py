@@ -1,4 +1,4 @@
-"""``bgsdk`` command line: ``run``, ``inspect``, ``bench``.
+"""``bgsdk`` command line: ``run``, ``inspect``, ``bench``, ``evaluate``.
 
 click and tqdm are runtime dependencies; ``--png`` also needs the ``images`` extra (Pillow).
 User errors are one line ``bgsdk: error: ...`` and exit code 2 (bgsdk.clikit).
@@ -245,6 +245,16 @@ def precision_summary(value: Any) -> list[str]:
     return lines
 
 
+def _operating_point_line(props: dict[str, str]) -> str:
+    """``bgsdk.operating_point`` in one line (uncalibrated for older models, the problem if unreadable)."""
+    from .operating_point import OperatingPoint
+
+    try:
+        return OperatingPoint.from_metadata(props).summary()
+    except (ValueError, TypeError) as exc:
+        return f"INVALID ({exc})"
+
+
 def training_summary(training: Any) -> str:
     """One line: the synthesis recipe, network stem and width the model was trained with."""
     if not isinstance(training, dict):
@@ -290,6 +300,7 @@ def inspect_cmd(model: Path, as_json: bool, verbose: int, quiet: bool) -> None:
     report["quantization"] = quant if isinstance(quant, dict) else None
     prec = _parse_value(props[PRECISION_KEY]) if PRECISION_KEY in props else None
     report["precision"] = prec if isinstance(prec, dict) else None
+    report["operating_point_summary"] = _operating_point_line(props)
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
     else:
@@ -308,6 +319,7 @@ def inspect_cmd(model: Path, as_json: bool, verbose: int, quiet: bool) -> None:
             click.echo("precision: " + plines[0])
             for line in plines[1:]:
                 click.echo(f"  {line}")
+        click.echo(f"operating point: {_operating_point_line(props)}")
         qlines = quantization_summary(quant)
         click.echo("quantization: " + (qlines[0] if qlines else ("none" if plines else "none (fp32 model)")))
         for line in qlines[1:]:
@@ -368,6 +380,43 @@ def bench_cmd(
         f"max {max(r.latencies_s) * 1e3:.1f}); {r.per_image_s * 1e3:.1f} ms per image"
     )
     click.echo(f"throughput: {r.throughput:.2f} images/s")
+
+
+@cli.command("evaluate")
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.option("--split", default="test", show_default=True, help="Split of a SPEC-layout DATA_DIR.")
+@click.option("--masks", "masks_dir", type=click.Path(path_type=Path), default=None,
+              help="Masks folder for a flat folder of strips [default: DATA_DIR/masks].")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write every number to this JSON file.")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write a self-contained HTML report (tables, curves, pictures).")
+@click.option("--max-images", type=click.IntRange(min=0), default=12, show_default=True,
+              help="Images pictured in the HTML report (worst first).")
+@_provider_opt
+@_threads_opt
+@verbosity_options
+def evaluate_cmd(
+    models: tuple[Path, ...],
+    data_dir: Path,
+    split: str,
+    masks_dir: Path | None,
+    json_out: Path | None,
+    html_out: Path | None,
+    max_images: int,
+    providers: tuple[str, ...],
+    threads: int | None,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Score MODEL(s) next to double detection on labelled strips in DATA_DIR (SPEC layout or strips + masks)."""
+    setup_logging(verbose, quiet)
+    from .evaluation import run_evaluation
+
+    run_evaluation(list(models), data_dir, split=split, masks_dir=masks_dir, json_out=json_out,
+                   html_out=html_out, max_images=max_images, providers=list(providers) or None,
+                   threads=threads, echo=None if quiet else click.echo)
 
 
 def _add_scale_commands() -> None:

@@ -66,6 +66,47 @@ def check_operating_point(threshold: float, min_area: int) -> tuple[float, int]:
     return t, int(min_area)
 
 
+#: Up to this many components, statistics are computed inside each bounding box (a strip has a
+#: handful: ~1 ms); above it, with whole-image scipy reductions (thousands of components from an
+#: uncalibrated threshold would otherwise cost a Python loop each).
+_FEW = 64
+
+_Stats = tuple[float, float, float, float, "float | None"]
+
+
+def _stats_by_box(hm: np.ndarray, labels: np.ndarray, keep: np.ndarray, slices: list[Any],
+                  image: np.ndarray | None) -> list[_Stats]:
+    """(x, y, peak, mean, contrast) per kept component, each from its own bounding box."""
+    out: list[_Stats] = []
+    for lab in keep:
+        sl = slices[lab - 1]
+        rows, cols = np.nonzero(labels[sl] == lab)
+        vals = hm[sl][rows, cols]
+        contrast = None
+        if image is not None:
+            t, r1, r2 = (np.asarray(image[c][sl], dtype=np.float64)[rows, cols] for c in range(3))
+            contrast = float(np.mean(t - 0.5 * (r1 + r2)))
+        out.append((float(sl[1].start + cols.mean()), float(sl[0].start + rows.mean()), float(vals.max()),
+                    float(vals.astype(np.float64).mean()), contrast))
+    return out
+
+
+def _stats_whole_image(hm: np.ndarray, labels: np.ndarray, keep: np.ndarray, slices: list[Any],
+                       image: np.ndarray | None) -> list[_Stats]:
+    """The same numbers as :func:`_stats_by_box`, with one scipy reduction per statistic."""
+    from scipy import ndimage
+
+    rows, cols = np.indices(hm.shape, dtype=np.float64)
+    cy, cx = ndimage.mean(rows, labels, keep), ndimage.mean(cols, labels, keep)
+    peaks = ndimage.maximum(hm, labels, keep)
+    means = ndimage.mean(hm.astype(np.float64), labels, keep)
+    if image is not None:
+        img = np.asarray(image, dtype=np.float64)
+        contrasts = ndimage.mean(img[0] - 0.5 * (img[1] + img[2]), labels, keep)
+    return [(float(cx[k]), float(cy[k]), float(peaks[k]), float(means[k]),
+             None if image is None else float(contrasts[k])) for k in range(keep.size)]
+
+
 def find_defects(
     heatmap: np.ndarray, threshold: float, min_area: int = 1, image: np.ndarray | None = None
 ) -> tuple[Defect, ...]:
@@ -82,29 +123,20 @@ def find_defects(
     keep = index[areas >= min_area]
     if keep.size == 0:
         return ()
-    hm64 = hm.astype(np.float64)
-    peaks = ndimage.maximum(hm, labels, keep)
-    means = ndimage.mean(hm64, labels, keep)
-    rows, cols = np.indices(hm.shape, dtype=np.float64)
-    cy = ndimage.mean(rows, labels, keep)
-    cx = ndimage.mean(cols, labels, keep)
-    if image is not None:
-        img = np.asarray(image, dtype=np.float64)
-        diff = img[0] - 0.5 * (img[1] + img[2])
-        contrast = ndimage.mean(diff, labels, keep)
     slices = ndimage.find_objects(labels)
+    stats = _stats_by_box if keep.size <= _FEW else _stats_whole_image
     out = []
-    for k, lab in enumerate(keep):
+    for k, (lab, (cx, cy, peak, mean, contrast)) in enumerate(zip(keep, stats(hm, labels, keep, slices, image))):
         sl = slices[lab - 1]
         assert sl is not None
         out.append(Defect(
             id=k + 1,
-            x=float(cx[k]),
-            y=float(cy[k]),
+            x=cx,
+            y=cy,
             bbox=(int(sl[1].start), int(sl[0].start), int(sl[1].stop) - 1, int(sl[0].stop) - 1),
             area=int(areas[lab - 1]),
-            peak=float(peaks[k]),
-            mean=float(means[k]),
-            polarity=None if image is None else ("bright" if contrast[k] >= 0 else "dark"),
+            peak=peak,
+            mean=mean,
+            polarity=None if contrast is None else ("bright" if contrast >= 0 else "dark"),
         ))
     return tuple(out)

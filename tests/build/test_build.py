@@ -58,7 +58,7 @@ def strip_build(checkpoint, tmp_path_factory):
 def small_build(checkpoint, tmp_path_factory):
     """480x200 (8 patches), chunks of 3 in a Loop, opset 18, onnxsim skipped."""
     out = tmp_path_factory.mktemp("small") / "small.onnx"
-    opts = BuildOptions(image_size=(480, 200), patch_batch=3, opset=18, simplify=False, verify_images=3)
+    opts = BuildOptions(image_size=(480, 200), patch_batch=3, chunking="loop", opset=18, simplify=False, verify_images=3)
     return build_model(checkpoint, out, opts), out
 
 

@@ -152,17 +152,41 @@ def test_batch_dimension_is_symbolic_and_images_are_independent(index_model):
     np.testing.assert_array_equal(together, alone)
 
 
-def test_loop_only_when_patch_batch_needs_it(index_model):
+def test_loop_only_when_asked_for(index_model):
     tiling = tiling_for("strip")
-    for k, loops in ((None, 0), (18, 0), (40, 0), (6, 1)):
-        model = compose_full_model(index_model, tiling, ComposeOptions(patch_batch=k))
-        assert op_counts(model).get("Loop", 0) == loops, k
+    for k, chunking, loops, calls in ((None, "loop", 0, 1), (18, "loop", 0, 1), (40, "unrolled", 0, 1),
+                                      (6, "loop", 1, 1), (6, "unrolled", 0, 3), (5, "unrolled", 0, 4)):
+        model = compose_full_model(index_model, tiling, ComposeOptions(patch_batch=k, chunking=chunking))
+        ops = op_counts(model)
+        assert ops.get("Loop", 0) == loops, (k, chunking)
+        assert ops["Softmax"] == calls, (k, chunking)  # one Softmax per patch-model call
     one_call = compose_full_model(index_model, tiling)
     check_graph(one_call, allow_loop=False)
-    looped = constants_to_initializers(compose_full_model(index_model, tiling, ComposeOptions(patch_batch=2)))
+    looped = constants_to_initializers(compose_full_model(index_model, tiling, ComposeOptions(patch_batch=2, chunking="loop")))
     with pytest.raises(BuildError, match="Loop"):
         check_graph(looped, allow_loop=False)
     check_graph(looped, allow_loop=True)
+    with pytest.raises(ValueError, match="chunking"):
+        ComposeOptions(patch_batch=2, chunking="scan")
+
+
+def test_unrolled_chunks_share_one_copy_of_the_weights(index_model):
+    """A (1,1,P,P) weight added to the patch model exists once in the file, however many chunks."""
+    weighted = onnx.ModelProto()
+    weighted.CopyFrom(index_model)
+    g = weighted.graph
+    add = next(n for n in g.node if n.op_type == "Add")
+    add.input[0], extra = "local_w", helper.make_node("Add", ["local", "w_big"], ["local_w"])
+    g.node.insert(list(g.node).index(add), extra)
+    g.initializer.append(helper.make_tensor("w_big", TensorProto.FLOAT, [1, 1, P, P], np.zeros(P * P, np.float32)))
+    tiling = tiling_for("strip")
+    for k, calls in ((3, 6), (5, 4), (None, 1)):
+        model = constants_to_initializers(compose_full_model(weighted, tiling, ComposeOptions(patch_batch=k)))
+        assert op_counts(model)["Softmax"] == calls
+        big = [t for t in model.graph.initializer if list(t.dims) == [1, 1, P, P]]
+        assert len(big) == 1, k
+        x = coded_images(1, 976, 176, seed=5)
+        assert np.array_equal(run(model, x), run(compose_full_model(index_model, tiling), x))
 
 
 def test_simplified_graph_is_the_same_function(index_model):

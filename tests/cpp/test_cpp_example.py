@@ -281,3 +281,65 @@ def test_corrupted_tiffs_fail_cleanly(binary, model, work):
         r = cpp_harness.run_cpp(binary, model, bad, folder / "out.npy")
         assert r.returncode == 2, (i, r.returncode, r.stderr)  # 976x176 model: even a readable one is rejected
         assert r.stderr.strip().startswith(f"bgsdk_cpp: error: {bad}: ") and r.stderr.count("\n") == 1, (i, r.stderr)
+
+
+def _margin_threshold(reference: np.ndarray, other: np.ndarray, quantile: float) -> float:
+    """A float32 threshold near ``quantile`` with no pixel of either heatmap closer to it than their
+    largest difference, so C++ and Python cannot disagree about which side of it a pixel is on."""
+    margin = float(np.abs(reference - other).max()) + 1e-7
+    values = np.sort(np.concatenate([reference.ravel(), other.ravel()]))
+    k = int(quantile * values.size)
+    while values[k + 1] - values[k] <= 4 * margin:
+        k += 1
+    return float(np.float32((values[k] + values[k + 1]) / 2))
+
+
+def _cpp_heatmap(binary: Path, model: Path, strip: Path, work: Path) -> np.ndarray:
+    run_ok(binary, model, strip, work / "for_threshold.npy")
+    return np.load(work / "for_threshold.npy")
+
+
+@pytest.mark.parametrize("quantile,min_area", [(0.99, 1), (0.98, 3)])
+def test_defect_json_equals_sdk_defects(binary: Path, model: Path, strip: Path, reference: np.ndarray, work: Path,
+                                        quantile: float, min_area: int):
+    threshold = _margin_threshold(reference, _cpp_heatmap(binary, model, strip, work), quantile)
+    out_json = work / f"defects_{min_area}.json"
+    r = run_ok(binary, "--defects-json", out_json, "--threshold", repr(threshold), "--min-area", str(min_area),
+               model, strip, work / "d.npy")
+    got = json.loads(out_json.read_text())
+    sdk = bgsdk.Segmenter(str(model)).run(str(strip), threshold=threshold, min_area=min_area)
+    expected = [d.to_dict() for d in sdk.defects]
+    assert len(expected) > 3, "the check needs several defects"
+    assert got["threshold"] == pytest.approx(threshold, rel=1e-7) and got["min_area"] == min_area
+    assert got["verdict"] == sdk.verdict and f"defects: {len(expected)}" in r.stdout
+    assert len(got["defects"]) == len(expected)
+    for g, e in zip(got["defects"], expected):
+        assert list(g) == list(e)  # same keys, same order (bgsdk.defects.DEFECT_FIELDS)
+        for k in ("id", "x0", "y0", "x1", "y1", "area", "polarity"):
+            assert g[k] == e[k], (k, g, e)
+        for k in ("x", "y", "mean"):
+            assert g[k] == pytest.approx(e[k], rel=1e-9, abs=1e-6), (k, g, e)
+        assert g["peak"] == pytest.approx(e["peak"], abs=TOL)
+    assert {d["polarity"] for d in got["defects"]} <= {"bright", "dark"}
+
+
+def test_defect_json_uses_the_models_operating_point(binary: Path, model: Path, strip: Path, reference: np.ndarray,
+                                                    work: Path):
+    from bgsdk.operating_point import OPERATING_POINT_KEY, OperatingPoint
+
+    threshold = _margin_threshold(reference, _cpp_heatmap(binary, model, strip, work), 0.99)
+    op = OperatingPoint(threshold=threshold, min_area=2, calibrated=True, rule="best_f1")
+    contract = Contract.from_tiling(tiling_for("strip", H, W))
+    path = cpp_harness.make_standin_model(work / "calibrated.onnx", H, W, contract_json=contract.to_json())
+    import onnx
+
+    m = onnx.load(path)
+    entry = m.metadata_props.add()
+    entry.key, entry.value = OPERATING_POINT_KEY, op.to_json()
+    onnx.save(m, path)
+    out_json = work / "op.json"
+    run_ok(binary, "--defects-json", out_json, path, strip, work / "op.npy")
+    got = json.loads(out_json.read_text())
+    sdk = bgsdk.Segmenter(str(path)).run(str(strip))
+    assert got["min_area"] == 2 and got["threshold"] == pytest.approx(threshold, rel=1e-7)
+    assert [d["area"] for d in got["defects"]] == [d.area for d in sdk.defects] and sdk.defects

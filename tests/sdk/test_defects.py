@@ -43,8 +43,12 @@ def _assert_same(got, expected):
             assert r[k] == pytest.approx(e[k], rel=1e-9, abs=1e-7), k
 
 
+@pytest.mark.parametrize("few", [0, 10**9], ids=["whole-image-stats", "per-box-stats"])
 @pytest.mark.parametrize("threshold,min_area", [(0.4, 1), (0.3, 3), (0.45, 2)])
-def test_defects_match_independent_scipy_label(sdk_env: SdkEnv, threshold, min_area):
+def test_defects_match_independent_scipy_label(sdk_env: SdkEnv, threshold, min_area, few, monkeypatch):
+    import bgsdk.defects
+
+    monkeypatch.setattr(bgsdk.defects, "_FEW", few)  # both statistics paths must give the same list
     seg = Segmenter(sdk_env.strip_model)
     sess = ort.InferenceSession(str(sdk_env.strip_model), providers=["CPUExecutionProvider"])
     for path in sdk_env.strips:

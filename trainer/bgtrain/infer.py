@@ -7,6 +7,13 @@ the numbers of the deployed model. So it stays deliberately plain: every patch o
 ``tiling.patches()`` goes through the model, softmax over the 2 logits, defect
 channel, and only the patch's keep region is written, at its ``out`` position.
 Patch layout and crops come from :mod:`bgsdk.tiling` and nowhere else.
+
+:func:`whole_image` is the reference of the opt-in whole-strip build
+(``build-model --mode whole``): the image is reflect-padded to the next
+multiple of 32 (the UNet's downsampling factor), the UNet runs once on it, and
+the defect probability is cropped back -- no overlaps recomputed. The padding
+rule lives in :func:`whole_padding` only; the ONNX builder bakes the same
+numbers into a ``Pad(mode="reflect")``.
 """
 
 from __future__ import annotations
@@ -19,7 +26,10 @@ from torch import nn
 
 from bgsdk.tiling import Patch, Tiling
 
-__all__ = ["sliding_window", "heatmap_numpy"]
+__all__ = ["sliding_window", "heatmap_numpy", "whole_padding", "whole_image"]
+
+# The UNet halves its input 5 times (bgtrain.model.DOWNSAMPLE).
+WHOLE_MULTIPLE = 32
 
 
 def _chunks(items: list[tuple[int, Patch]], size: int) -> Iterator[list[tuple[int, Patch]]]:
@@ -88,3 +98,58 @@ def heatmap_numpy(model: nn.Module, image: np.ndarray, tiling: Tiling, patch_bat
     x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32) / np.float32(255.0))
     x = x.unsqueeze(0).to(_model_device(model))
     return sliding_window(model, x, tiling, patch_batch)[0].cpu().numpy().astype(np.float32, copy=False)
+
+
+def whole_padding(height: int, width: int, multiple: int = WHOLE_MULTIPLE) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` reflect padding that brings ``height x width`` to multiples of ``multiple``.
+
+    Split as evenly as possible (the extra pixel of an odd total goes to the
+    bottom/right), so neither border sees much more mirrored context than the
+    other: 976x176 -> 992x192 is (8, 8, 8, 8). Reflect padding needs each pad to
+    be smaller than the side it mirrors; every pad is < ``multiple`` (32), so any
+    side >= 32 works (the tiled mode's minimum, one 128 px patch, is far above).
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"image sides must be positive, got {height}x{width}")
+    pads = []
+    for side in (height, width):
+        total = -side % multiple
+        if total and total >= side:
+            raise ValueError(f"a {side} px side is too small to reflect-pad by {total} px (needs a side > the pad)")
+        pads += [total // 2, total - total // 2]
+    return pads[0], pads[1], pads[2], pads[3]
+
+
+def whole_image(model: nn.Module, images: torch.Tensor, batch: int = 1) -> torch.Tensor:
+    """``(N,3,H,W)`` already divided by 255 -> ``(N,H,W)`` defect probability, one UNet pass per image.
+
+    Reflect-pad to the next multiple of 32 (:func:`whole_padding`), run the
+    model, softmax over the 2 logits, defect channel, crop back to ``H x W``.
+    ``batch`` images per model call (a memory knob only). Eval mode, no
+    gradients; the model's previous train/eval mode is restored afterwards.
+    """
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (N,3,H,W), got {tuple(images.shape)}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    n, _, h, w = images.shape
+    top, bottom, left, right = whole_padding(h, w)
+    out = torch.zeros((n, h, w), dtype=images.dtype, device=images.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i in range(0, n, batch):
+                x = images[i : i + batch]
+                if top or bottom or left or right:
+                    x = torch.nn.functional.pad(x, (left, right, top, bottom), mode="reflect")
+                logits = model(x)
+                if logits.ndim != 4 or logits.shape[1] != 2 or tuple(logits.shape[2:]) != tuple(x.shape[2:]):
+                    raise ValueError(
+                        f"model must map (B,3,H,W) to (B,2,H,W) logits, got {tuple(logits.shape)} for input {tuple(x.shape)}"
+                    )
+                prob = torch.softmax(logits, dim=1)[:, 1]
+                out[i : i + batch] = prob[:, top : top + h, left : left + w].to(out.dtype)
+    finally:
+        model.train(was_training)
+    return out
