@@ -10,7 +10,7 @@ TRITON_STAMP := $(TRITON_VENV)/.installed
 DEMO_DATA ?= demo_data
 DEMO_OUT  ?= demo_out
 
-.PHONY: setup test lint format demo bench clean report-check
+.PHONY: setup test lint format demo bench fuzz clean report-check
 
 setup: $(STAMP) $(TRITON_STAMP)
 
@@ -32,6 +32,13 @@ test: $(STAMP) $(TRITON_STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+# Long fuzzing of the readers, to_chw and Segmenter.run (docs/reliability.md): FUZZ_RUNS inputs per
+# target with atheris (installed here; falls back to hypothesis where it does not install).
+FUZZ_RUNS ?= 10000
+fuzz: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[fuzz]' || echo "atheris did not install: tests/fuzz/run.py uses hypothesis"
+	$(PY) tests/fuzz/run.py --runs $(FUZZ_RUNS)
 
 # Rewrites files: import order and fixable lint first, then the formatter.
 format: $(STAMP)

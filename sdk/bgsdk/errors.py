@@ -30,3 +30,14 @@ class ModelError(BgsdkError):
         self.source = os.fspath(source) if source is not None else "model"
         self.problem = problem
         super().__init__(f"{self.source}: {problem}")
+
+
+class BgsdkWarning(UserWarning):
+    """Base class of every warning bgsdk issues on purpose."""
+
+
+class InputWarning(BgsdkWarning):
+    """An image that can be run but whose values look wrong (out of range, blank, duplicated).
+
+    ``Segmenter(..., strict=True)`` turns each of these into an :class:`InputError`.
+    """

@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from typing import Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
 from .contract import Contract
-from .errors import BgsdkError, InputError, ModelError
+from .errors import BgsdkError, InputError, InputWarning, ModelError
 from .io import list_images, read_image, to_chw
 from .model import ModelInfo, ProviderSpec, describe, open_session
 from .operating_point import OperatingPoint, with_override
 from .result import ErrorResult, Outcome, Result
+from .sanity import value_problems
 
 __all__ = ["Segmenter", "ImageLike", "ON_ERROR"]
 
@@ -61,6 +63,13 @@ class Segmenter:
     :class:`ModelError` listing the available ones; ``fallback=True`` drops it
     with a logged warning and runs on CPU instead. ``threads``: ONNX Runtime
     intra-op threads (``None``: its default, one per physical core).
+
+    ``verify=True`` checks the model file against the sha256 in the
+    ``model.json`` beside it and refuses a changed or damaged file
+    (:mod:`bgsdk.integrity`). Images whose values look wrong (outside 0..255,
+    a constant channel, target identical to a reference: :mod:`bgsdk.sanity`)
+    give an :class:`~bgsdk.errors.InputWarning`; ``strict=True`` makes each an
+    :class:`InputError` instead (in batches: an ``ErrorResult``).
     """
 
     def __init__(
@@ -70,8 +79,11 @@ class Segmenter:
         threads: int | None = None,
         *,
         fallback: bool = False,
+        verify: bool = False,
+        strict: bool = False,
     ) -> None:
-        self._session = open_session(model_path, providers, threads, fallback)
+        self._strict = bool(strict)
+        self._session = open_session(model_path, providers, threads, fallback, verify=verify)
         self._init_from(describe(self._session, model_path), threads)
 
     def _init_from(self, info: ModelInfo, threads: int | None) -> None:
@@ -105,6 +117,11 @@ class Segmenter:
     def providers(self) -> list[str]:
         """Execution providers actually active, in priority order."""
         return list(self._session.get_providers())
+
+    @property
+    def strict(self) -> bool:
+        """Whether suspicious input values are refused (``True``) or only warned about."""
+        return self._strict
 
     @property
     def operating_point(self) -> OperatingPoint:
@@ -142,6 +159,11 @@ class Segmenter:
                 source or label,
                 f"wrong image size: this model expects {h}x{w} (rows x cols), got {img.shape[1]}x{img.shape[2]}",
             )
+        problems = value_problems(img)
+        if problems:
+            if self._strict:
+                raise InputError(source or label, "; ".join(problems) + " (refused: strict=True)")
+            warnings.warn(InputWarning(f"{source or label}: {'; '.join(problems)}"), stacklevel=3)
         return source, img
 
     def preprocess(self, x: ImageLike) -> np.ndarray:
@@ -163,6 +185,13 @@ class Segmenter:
         if not isinstance(out, np.ndarray) or out.shape != expected or out.dtype != np.float32:
             got = f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
             raise ModelError(self.model_path, f"model output is {got}, expected float32 {expected}")
+        if not np.isfinite(out[:n]).all():
+            bad = int(np.count_nonzero(~np.isfinite(out[:n])))
+            raise ModelError(
+                self.model_path,
+                f"model output contains {bad} NaN/Inf value(s) on a batch of {n} (a broken model, or inputs far "
+                "outside 0..255); not returned as a heatmap",
+            )
         return out[:n] if rows != n else out
 
     def _forward(self, batch: np.ndarray) -> Any:

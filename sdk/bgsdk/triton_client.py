@@ -65,6 +65,10 @@ class _Arg:
 @dataclass(frozen=True)
 class _Meta:
     custom_metadata_map: Mapping[str, str] = field(default_factory=dict)
+    producer_name: str = ""  # not served by Triton; describe() then relies on the metadata keys alone
+    graph_name: str = ""
+    domain: str = ""
+    description: str = ""
 
 
 class _RemoteSession:
@@ -128,6 +132,7 @@ class TritonSegmenter(Segmenter):
         source = f"{url.rstrip('/')}/{model_name}"
         metadata, config = self._describe_remote(source)
         self._max_batch = int(config.get("max_batch_size", 0) or 0)
+        self._strict = False
         self._init_from(describe(_RemoteSession(metadata, config), source), None)
 
     # ----------------------------------------------------------- connection

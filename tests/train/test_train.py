@@ -177,6 +177,8 @@ def test_recipe_and_stem_are_recorded(straight_run):
     hist = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     for key in ("recall", "recall_weak", "fa_one_ref", "best_f1"):
         assert key in hist[-1] and f"baseline_{key}" in summary
+    # The whole-strip build mode's numbers sit next to the tiled ones (same model, other inference).
+    assert 0 <= hist[-1]["whole_pixel_ap"] <= 1 and hist[-1]["whole_pixel_ap"] != hist[-1]["pixel_ap"]
 
 
 def test_recipe_file_and_log_lines(demo_root, tmp_path):

@@ -374,7 +374,8 @@ def finish(run: Run, end_epoch: int, seconds: float, echo: Callable[[str], None]
 
 
 def _fmt(d: dict[str, Any], prefix: str = "") -> str:
-    keys = ["loss", "gamma", "image_auroc", "pixel_auroc", "pixel_ap", "recall_weak", "recall_missing", "fa_one_ref"]
+    keys = ["loss", "gamma", "image_auroc", "pixel_auroc", "pixel_ap", "recall_weak", "recall_missing", "fa_one_ref",
+            "whole_pixel_ap"]
     parts = []
     for k in keys:
         v = d.get(prefix + k)

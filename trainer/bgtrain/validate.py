@@ -20,7 +20,7 @@ from bgsdk.io import read_image, read_mask
 from bgsdk.metrics import SegMetrics, best_f1_threshold, double_detection, evaluate
 from bgsdk.tiling import Tiling
 
-from .infer import sliding_window
+from .infer import sliding_window, whole_image
 from .layout import Sample, labelled_split, load_annotations
 
 __all__ = [
@@ -77,12 +77,18 @@ def load_eval_set(root: str | Path, split: str | None = None) -> EvalSet | None:
     return None
 
 
-def heatmaps(model: nn.Module, eval_set: EvalSet, tiling: Tiling, device: torch.device, batch: int = 4) -> list[np.ndarray]:
+def heatmaps(
+    model: nn.Module, eval_set: EvalSet, tiling: Tiling, device: torch.device, batch: int = 4, mode: str = "tiled"
+) -> list[np.ndarray]:
+    """Heatmaps of the deployed computation: ``tiled`` (the default build) or ``whole`` (``--mode whole``)."""
+    if mode not in ("tiled", "whole"):
+        raise ValueError(f"mode must be 'tiled' or 'whole', got {mode!r}")
     out: list[np.ndarray] = []
     for i in range(0, len(eval_set), batch):
         chunk = eval_set.images[i : i + batch]
         x = torch.from_numpy(np.stack([e.image for e in chunk]) / np.float32(255.0)).to(device)
-        out += list(sliding_window(model, x, tiling).cpu().numpy())
+        hm = sliding_window(model, x, tiling) if mode == "tiled" else whole_image(model, x)
+        out += list(hm.cpu().numpy())
     return out
 
 
@@ -117,9 +123,15 @@ def score_maps(heatmaps: Sequence[np.ndarray], eval_set: EvalSet) -> dict[str, f
     return out
 
 
-def validate(model: nn.Module, eval_set: EvalSet, tiling: Tiling, device: torch.device) -> dict[str, float | int | None]:
-    """The deployed (tiled) model's numbers on ``eval_set``; see :func:`score_maps`."""
-    return score_maps(heatmaps(model, eval_set, tiling, device), eval_set)
+def validate(
+    model: nn.Module, eval_set: EvalSet, tiling: Tiling, device: torch.device, whole: bool = True
+) -> dict[str, float | int | None]:
+    """The deployed model's numbers on ``eval_set`` (see :func:`score_maps`): tiled, and with
+    ``whole`` also the whole-strip mode's as ``whole_*`` keys, so the build mode is chosen with numbers."""
+    out = score_maps(heatmaps(model, eval_set, tiling, device), eval_set)
+    if whole:
+        out.update(metrics_dict(score_maps(heatmaps(model, eval_set, tiling, device, mode="whole"), eval_set), "whole_"))
+    return out
 
 
 def baseline(eval_set: EvalSet) -> dict[str, float | int | None]:
