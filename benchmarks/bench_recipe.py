@@ -121,25 +121,29 @@ def recipe_set(recipe: Recipe, n: int, seed: int) -> EvalSet:
     return EvalSet(f"{recipe.name}-val", images, annotated=True)
 
 
-def eval_sets(root: Path, n: int) -> dict[str, EvalSet]:
-    sets = {
-        "test": load_eval_set(root / "data", "test"),
-        "unseen": load_eval_set(root / "unseen", "test"),
-        "seed-val": recipe_set(get_recipe("seed"), n, seed=101),
-        "robust-val": recipe_set(get_recipe("robust"), n, seed=202),
-        "valid": load_eval_set(root / "data", "valid"),
+def eval_sets(root: Path, n: int, names: list[str]) -> dict[str, EvalSet]:
+    make = {
+        "test": lambda: load_eval_set(root / "data", "test"),
+        "unseen": lambda: load_eval_set(root / "unseen", "test"),
+        "seed-val": lambda: recipe_set(get_recipe("seed"), n, seed=101),
+        "robust-val": lambda: recipe_set(get_recipe("robust"), n, seed=202),
+        "valid": lambda: load_eval_set(root / "data", "valid"),
     }
+    sets = {k: make[k]() for k in names}
     return {k: v for k, v in sets.items() if v is not None}
 
 
-def score(root: Path, n: int, out_json: Path | None, markdown: Path | None) -> None:
+def score(root: Path, n: int, names: list[str], out_json: Path | None, markdown: Path | None) -> None:
     torch.set_num_threads(2)
-    sets = eval_sets(root, n)
+    sets = eval_sets(root, n, names)
     rows: dict[str, dict[str, dict[str, Any]]] = {}
     rows["double detection"] = {
         k: score_maps([double_detection(e.image) / np.float32(255.0) for e in s.images], s) for k, s in sets.items()
     }
-    for run in sorted((root / "runs").glob("*/best.pt")):
+    for run in sorted((root / "runs").glob("*/summary.json")):
+        run = run.parent / "best.pt"
+        if not run.exists():
+            continue
         model, info = model_from_checkpoint(run)
         tiling = info.tiling()
         rows[run.parent.name] = {k: score_maps(heatmaps(model, s, tiling, torch.device("cpu")), s)
@@ -178,6 +182,7 @@ def main() -> None:
     ap.add_argument("--n-eval", type=int, default=24, help="images per evaluation set")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--markdown", type=Path, default=None)
     a = ap.parse_args()
@@ -186,7 +191,7 @@ def main() -> None:
     elif a.step == "train":
         train(a.root, a.rows, a.seeds, a.epochs, a.width, a.jobs, a.threads)
     else:
-        score(a.root, a.n_eval, a.json, a.markdown)
+        score(a.root, a.n_eval, a.sets, a.json, a.markdown)
 
 
 if __name__ == "__main__":

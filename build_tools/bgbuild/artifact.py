@@ -15,7 +15,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import onnx
 
@@ -30,7 +30,7 @@ from bgsdk.contract import (
     TRAINING_KEY,
     Contract,
 )
-from bgsdk.io import atomic_write
+from bgsdk.io import atomic_write_many
 
 __all__ = [
     "PRODUCER_NAME",
@@ -144,7 +144,8 @@ def write_artifacts(
     """Atomically write ``out``, its manifest and (optionally) the patch model.
 
     The manifest gets ``model_sha256`` and ``model_bytes`` of the exact bytes written.
-    If a later file fails to write, the files this call already wrote are removed.
+    All files are written to temp files first and renamed only when every one is
+    complete (:func:`bgsdk.io.atomic_write_many`): a failure leaves the previous files as they were.
     """
     out = Path(out)
     paths = ArtifactPaths(out, manifest_path_for(out), patch_model_path_for(out) if patch_model_bytes is not None else None)
@@ -160,18 +161,12 @@ def write_artifacts(
     jobs: list[tuple[Path, bytes]] = []
     if patch_model_bytes is not None and paths.patch_model is not None:
         jobs.append((paths.patch_model, patch_model_bytes))
-    jobs += [(paths.manifest, manifest_text.encode()), (out, model_bytes)]
-    written: list[Path] = []
-    try:
-        for path, data in jobs:
+    # The model is renamed into place right before its manifest: every byte is on disk (synced) before either
+    # rename, so a crash leaves the old pair or the new one (bar the instant between two renames).
+    jobs += [(out, model_bytes), (paths.manifest, manifest_text.encode())]
 
-            def write(tmp: Path, data: bytes = data) -> None:
-                tmp.write_bytes(data)
+    def writer(data: bytes) -> Callable[[Path], object]:
+        return lambda tmp: tmp.write_bytes(data)
 
-            atomic_write(path, write)
-            written.append(path)
-    except BaseException:
-        for p in written:
-            p.unlink(missing_ok=True)
-        raise
+    atomic_write_many([(path, writer(data)) for path, data in jobs], durable=True)
     return paths

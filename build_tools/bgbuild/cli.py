@@ -77,6 +77,9 @@ _GATE_PARAMS = ("max_ap_drop", "max_mean_diff")  # --quantize or --fp16
 @click.option("--max-mean-diff", type=click.FloatRange(0.0), default=None,
               help="--quantize/--fp16: fail if mean |INT8/fp16 - fp32| of the heatmap exceeds this "
                    "[default: 0.01 for --quantize, 0.001 for --fp16].")
+@click.option("--triton-repo", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="Also write a Triton model repository DIR/bgsdk/{config.pbtxt,1/model.onnx} for the built model "
+                   "(defaults of `bgsdk export-triton`; use that command for other settings).")
 @verbosity_options
 def build_command(
     checkpoint: Path,
@@ -100,6 +103,7 @@ def build_command(
     quant_activations: str,
     max_ap_drop: float,
     max_mean_diff: float | None,
+    triton_repo: Path | None,
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -183,6 +187,10 @@ def build_command(
 
     t0 = time.perf_counter()
     report = build_model(checkpoint, out, options, progress)
+    if triton_repo is not None:
+        from bgsdk.triton_repo import export_triton
+
+        progress("triton", f"repository {export_triton(report.paths.model, triton_repo)}")
     total = time.perf_counter() - t0
     _print_summary(report, total, quiet, mode)
 

@@ -110,16 +110,36 @@ struct Model::Impl {
   void read_operating_point();
 };
 
+namespace {
+Ort::SessionOptions session_options(int threads) {
+  Ort::SessionOptions options;
+  if (threads > 0) options.SetIntraOpNumThreads(threads);
+  options.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);  // = Python's default
+  return options;
+}
+}  // namespace
+
 Model::Model(const std::string& path, int threads) : impl_(std::make_unique<Impl>()) {
   init_onnxruntime();
   impl_->path = path;
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) throw Error(path, "file not found");
-  Ort::SessionOptions options;
-  if (threads > 0) options.SetIntraOpNumThreads(threads);
-  options.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);  // = Python's default
   try {
-    impl_->session = Ort::Session(*global_env(), path.c_str(), options);
+    impl_->session = Ort::Session(*global_env(), path.c_str(), session_options(threads));
+  } catch (const Ort::Exception& e) {
+    throw Error(path, std::string("cannot load the model (") + e.what() + ")");
+  }
+  impl_->check_signature();
+  impl_->read_contract();
+  impl_->read_operating_point();
+}
+
+Model::Model(const std::string& path, const std::vector<unsigned char>& bytes, int threads)
+    : impl_(std::make_unique<Impl>()) {
+  init_onnxruntime();
+  impl_->path = path;
+  try {
+    impl_->session = Ort::Session(*global_env(), bytes.data(), bytes.size(), session_options(threads));
   } catch (const Ort::Exception& e) {
     throw Error(path, std::string("cannot load the model (") + e.what() + ")");
   }

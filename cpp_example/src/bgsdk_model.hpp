@@ -55,6 +55,9 @@ class Model {
   // Loads `path` and checks it is a bgsdk full-image model: one float32 input 'input' (N,3,H,W)
   // and an output 'output'. threads = ONNX Runtime intra-op threads, 0 = its own choice.
   Model(const std::string& path, int threads = 0);
+  // The same, from the file's bytes already in memory (read_verified_model() in integrity.hpp):
+  // the bytes that were checked are the bytes that are loaded. `path` names the model in errors.
+  Model(const std::string& path, const std::vector<unsigned char>& bytes, int threads = 0);
   ~Model();
   Model(Model&&) noexcept;
   Model& operator=(Model&&) noexcept;

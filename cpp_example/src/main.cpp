@@ -1,7 +1,7 @@
 // bgsdk_cpp: run a bgsdk full-image ONNX model on one strip and write the defect heatmap.
 //
 //   bgsdk_cpp [--repeat N] [--threads N] [--raw-shape A,B,C] [--defects-json FILE]
-//             [--threshold T] [--min-area A] MODEL INPUT OUTPUT
+//             [--threshold T] [--min-area A] [--verify] MODEL INPUT OUTPUT
 //
 // The same numbers as the Python SDK (bgsdk.Segmenter): strip_io reads INPUT into (3,H,W)
 // float32 exactly like bgsdk.io.read_image; bgsdk::Model (bgsdk_model.hpp, the part to copy
@@ -22,6 +22,7 @@
 
 #include "bgsdk_model.hpp"
 #include "defects.hpp"
+#include "integrity.hpp"
 #include "strip_io.hpp"
 
 namespace {
@@ -40,11 +41,12 @@ struct Options {
   std::string defects_json;  // empty: no defect list
   std::optional<double> threshold;
   std::optional<int64_t> min_area;
+  bool verify = false;  // check MODEL against the sha256 in its model.json before loading it
 };
 
 constexpr const char* kUsage =
     "usage: bgsdk_cpp [--repeat N] [--threads N] [--raw-shape A,B,C] [--defects-json FILE] [--threshold T]\n"
-    "                 [--min-area A] MODEL INPUT OUTPUT\n"
+    "                 [--min-area A] [--verify] MODEL INPUT OUTPUT\n"
     "\n"
     "Run a bgsdk full-image ONNX model on one strip and write the defect heatmap.\n"
     "\n"
@@ -57,7 +59,8 @@ constexpr const char* kUsage =
     "  --raw-shape A,B,C  INPUT is raw float32 of this shape, e.g. 4,976,176 or 976,176,3\n"
     "  --defects-json F   also write the defect list (as bgsdk's Result.defects) and verdict as JSON\n"
     "  --threshold T      pixel threshold for the defect list (default: the model's operating point, else 0.5)\n"
-    "  --min-area A       smallest defect in pixels (default: the model's operating point, else 1)\n";
+    "  --min-area A       smallest defect in pixels (default: the model's operating point, else 1)\n"
+    "  --verify           refuse MODEL unless its sha256 matches the model.json beside it\n";
 
 int parse_int(const std::string& opt, const std::string& text, int min) {
   char* end = nullptr;
@@ -105,6 +108,8 @@ Options parse_args(int argc, char** argv) {
       o.min_area = parse_int(a, value(), 1);
     } else if (a == "--raw-shape") {
       o.raw_shape = parse_shape(value());
+    } else if (a == "--verify") {
+      o.verify = true;
     } else if (a.size() > 1 && a[0] == '-' && a != "-") {
       throw UsageError("unknown option " + a);
     } else {
@@ -130,7 +135,8 @@ int run(const Options& o) {
   const strip_io::Image img = strip_io::read_input(o.input, o.raw_shape);
   const double read_ms = ms_since(t0);
   t0 = clock::now();
-  bgsdk::Model model(o.model, o.threads);
+  bgsdk::Model model = o.verify ? bgsdk::Model(o.model, bgsdk::read_verified_model(o.model), o.threads)
+                                : bgsdk::Model(o.model, o.threads);
   const double load_ms = ms_since(t0);
   model.check_size(img.height, img.width, o.input);
   std::vector<float> heatmap;

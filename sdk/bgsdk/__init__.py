@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import BgsdkError, InputError, ModelError
+from .errors import BgsdkError, BgsdkWarning, InputError, InputWarning, ModelError
 from .io import read_image, read_mask, to_chw
 from .tiling import IMAGE_TYPES, Tiling, calculate_positions, plan_tiling, tiling_for
 
@@ -38,6 +38,8 @@ __all__ = [
     "BgsdkError",
     "InputError",
     "ModelError",
+    "BgsdkWarning",
+    "InputWarning",
     "Segmenter",
     "Result",
     "ErrorResult",

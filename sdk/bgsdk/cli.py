@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ import click
 from . import __version__
 from .clikit import UserError, progress_enabled, run_cli, setup_logging, verbosity_options
 from .contract import PRECISION_KEY, QUANTIZATION_KEY  # written by build-model --quantize / --fp16
-from .errors import ModelError
+from .errors import InputWarning, ModelError
+from .integrity import manifest_path_for
 from .io import IMAGE_SUFFIXES, list_images
 from .run_outputs import HEATMAP_SUFFIX, MASK_SUFFIX, OVERLAY_SUFFIX
 
@@ -43,10 +45,33 @@ _threads_opt = click.option(
 )
 
 
-def _segmenter(model: Path, providers: tuple[str, ...], threads: int | None) -> Any:
+def _segmenter(model: Path, providers: tuple[str, ...], threads: int | None, server: str | None = None,
+               **kw: bool) -> Any:
+    if server is not None:  # MODEL is the model's name on a Triton server
+        from .triton_client import TritonSegmenter
+
+        if providers or threads or any(kw.values()):
+            raise UserError("--provider/--threads/--strict/--verify do not apply with --server (the server's business)")
+        return TritonSegmenter(server, str(model))
     from .segmenter import Segmenter
 
-    return Segmenter(model, providers=list(providers) or None, threads=threads)
+    return Segmenter(model, providers=list(providers) or None, threads=threads, **kw)
+
+
+def _warnings_as_lines() -> None:
+    """Input warnings as one ``bgsdk: warning: <file>: ...`` line each, not Python's two-line format."""
+
+    def show(message: Warning | str, *_: Any, **__: Any) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(f"bgsdk: warning: {message}", file=sys.stderr)
+
+    warnings.simplefilter("always", InputWarning)
+    warnings.showwarning = show
+
+
+_verify_opt = click.option("--verify", is_flag=True,
+                           help="Check MODEL against the sha256 in the model.json beside it; refuse a changed file.")
 
 
 def collect_inputs(inputs: tuple[Path, ...] | list[Path]) -> list[Path]:
@@ -96,8 +121,15 @@ def cli() -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Images per model call (1 is fastest on CPU, measured; try more on a GPU).")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first unreadable image (exit 2) instead of skipping it.")
+@click.option("--strict", is_flag=True,
+              help="Treat suspicious pixel values (outside 0..255, constant channel, target = a reference) as bad "
+                   "images instead of warnings.")
+@_verify_opt
 @_provider_opt
 @_threads_opt
+@click.option("--server", default=None, metavar="URL",
+              help="Run on a Triton server (http://HOST:8000 or grpc://HOST:8001); MODEL is then the model's "
+                   "name there (needs bgsdk[triton]).")
 @verbosity_options
 def run_cmd(
     model: Path,
@@ -108,12 +140,19 @@ def run_cmd(
     min_area: int | None,
     batch_size: int,
     fail_fast: bool,
+    strict: bool,
+    verify: bool,
     providers: tuple[str, ...],
     threads: int | None,
+    server: str | None,
     verbose: int,
     quiet: bool,
 ) -> None:
-    """Segment INPUT files/folders; write heatmaps, masks, overlays, defects.csv and results.jsonl to --out."""
+    """Segment INPUT files/folders; write heatmaps, masks, overlays, defects.csv and results.jsonl to --out.
+
+    MODEL is a model file, or with --server the model's name on a Triton server.
+    """
+    _warnings_as_lines()
     setup_logging(verbose, quiet)
     from tqdm import tqdm
 
@@ -123,7 +162,7 @@ def run_cmd(
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: --out exists and is not a folder")
     paths = collect_inputs(inputs)
-    seg = _segmenter(model, providers, threads)
+    seg = _segmenter(model, providers, threads, server, strict=strict, verify=verify)
     op = seg.operating_point
     if not op.calibrated and threshold is None:
         log.warning("%s: model has no calibrated operating point; using threshold %g", model, op.threshold)
@@ -256,13 +295,14 @@ def _signature(args: Any) -> list[dict[str, Any]]:
 @cli.command("inspect")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+@_verify_opt
 @verbosity_options
-def inspect_cmd(model: Path, as_json: bool, verbose: int, quiet: bool) -> None:
+def inspect_cmd(model: Path, as_json: bool, verify: bool, verbose: int, quiet: bool) -> None:
     """Print MODEL's contract, metadata and input/output signatures, and check it."""
     setup_logging(verbose, quiet)
     from .session import describe, format_shape, open_session
 
-    session = open_session(model)
+    session = open_session(model, verify=verify)
     meta = session.get_modelmeta()
     props = dict(meta.custom_metadata_map)
     try:
@@ -279,6 +319,7 @@ def inspect_cmd(model: Path, as_json: bool, verbose: int, quiet: bool) -> None:
         "outputs": _signature(session.get_outputs()),
         "metadata_props": {k: _parse_value(v) for k, v in sorted(props.items())},
         "check": "ok" if problem is None else problem.problem,
+        "integrity": "sha256 matches " + manifest_path_for(model).name if verify else "not checked (--verify)",
     }
     quant = _parse_value(props[QUANTIZATION_KEY]) if QUANTIZATION_KEY in props else None
     report["quantization"] = quant if isinstance(quant, dict) else None
@@ -290,6 +331,7 @@ def inspect_cmd(model: Path, as_json: bool, verbose: int, quiet: bool) -> None:
     else:
         click.echo(f"model:    {model} ({report['size_bytes'] / 1e6:.2f} MB)")
         click.echo(f"producer: {meta.producer_name or '-'}   graph: {meta.graph_name or '-'}")
+        click.echo(f"integrity: {report['integrity']}")
         for title, args in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
             click.echo(f"{title}:")
             for a in args:
@@ -401,6 +443,16 @@ def evaluate_cmd(
     run_evaluation(list(models), data_dir, split=split, masks_dir=masks_dir, json_out=json_out,
                    html_out=html_out, max_images=max_images, providers=list(providers) or None,
                    threads=threads, echo=None if quiet else click.echo)
+
+
+def _add_scale_commands() -> None:
+    from .cli_scale import batch_cmd, export_triton_cmd
+
+    cli.add_command(export_triton_cmd)
+    cli.add_command(batch_cmd)
+
+
+_add_scale_commands()
 
 
 def main(argv: list[str] | None = None) -> None:

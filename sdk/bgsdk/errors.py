@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["BgsdkError", "SourceError", "InputError", "ModelError", "check_file"]
+__all__ = ["BgsdkError", "SourceError", "InputError", "ModelError", "check_file", "BgsdkWarning", "InputWarning"]
 
 
 class BgsdkError(Exception):
@@ -60,3 +60,14 @@ def check_file(
         raise error(path, f"is a directory, not {kind}")
     if path.stat().st_size == 0:
         raise error(path, f"{name} is empty (0 bytes)")
+
+
+class BgsdkWarning(UserWarning):
+    """Base class of every warning bgsdk issues on purpose."""
+
+
+class InputWarning(BgsdkWarning):
+    """An image that can be run but whose values look wrong (out of range, blank, duplicated).
+
+    ``Segmenter(..., strict=True)`` turns each of these into an :class:`InputError`.
+    """

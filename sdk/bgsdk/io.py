@@ -19,16 +19,19 @@ Accepted input (documented rule):
 
 from __future__ import annotations
 
+import math
 import os
+import struct
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .errors import InputError, check_file
 
 __all__ = [
+    "MAX_DECODED_BYTES",
     "TIFF_SUFFIXES",
     "PIL_SUFFIXES",
     "IMAGE_SUFFIXES",
@@ -37,8 +40,19 @@ __all__ = [
     "to_chw",
     "write_tiff",
     "atomic_write",
+    "atomic_write_many",
+    "remove_stale_temps",
     "list_images",
 ]
+
+# A file declaring more pixels than this is refused before anything is decoded (a decompression bomb:
+# a few bytes claiming gigapixels). 256 MiB is ~90x a production strip (4x976x176 float32, 2.7 MB).
+MAX_DECODED_BYTES = 1 << 28
+# More pages than this is not a strip file (production TIFFs have 1-4).
+MAX_TIFF_PAGES = 4096
+# Nor this many strips/tiles (a 976-row strip, one row per strip, 4 planes: 3,904). A 700-byte file
+# declaring 734,005 one-row strips kept tifffile busy for seconds (found by make fuzz).
+MAX_TIFF_SEGMENTS = 1 << 16
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -90,11 +104,77 @@ def to_chw(array: Any, source: str | Path | None = None) -> np.ndarray:
     return np.ascontiguousarray(_to_float(chw, source))
 
 
+def _check_decoded_size(path: Path, shape: tuple[int, ...], itemsize: int, what: str) -> None:
+    """Refuse, before decoding, a file that declares more than :data:`MAX_DECODED_BYTES` of pixels."""
+    nbytes = math.prod(int(d) for d in shape) * int(itemsize)
+    if nbytes > MAX_DECODED_BYTES:
+        raise InputError(
+            path,
+            f"{what} declares {'x'.join(str(int(d)) for d in shape)} pixels ({nbytes} bytes decoded), over the "
+            f"{MAX_DECODED_BYTES >> 20} MiB limit for one image (a decompression bomb?)",
+        )
+
+
+def _tiff_chain_problem(path: Path, max_pages: int = MAX_TIFF_PAGES) -> str | None:
+    """Walk the TIFF's chain of image directories (IFDs) by offsets only: None if it ends, else why not.
+
+    tifffile follows this chain itself and only looks for a loop at its 100th page, so a
+    corrupt file whose chain loops back later makes it spin forever. Checked here first:
+    every IFD offset inside the file, no offset twice, at most ``max_pages`` pages.
+    """
+    with open(path, "rb") as f:
+        head = f.read(16)
+        size = path.stat().st_size
+        if head[:2] not in (b"II", b"MM") or len(head) < 8:
+            return None  # not TIFF-shaped: tifffile reports it
+        e = "<" if head[:2] == b"II" else ">"
+        version = struct.unpack(e + "H", head[2:4])[0]
+        if version == 42:
+            offset = struct.unpack(e + "I", head[4:8])[0]
+            count_fmt, count_size, entry_size, next_fmt = e + "H", 2, 12, e + "I"
+        elif version == 43 and len(head) >= 16:
+            offset = struct.unpack(e + "Q", head[8:16])[0]
+            count_fmt, count_size, entry_size, next_fmt = e + "Q", 8, 20, e + "Q"
+        else:
+            return None
+        seen: set[int] = set()
+        while offset:
+            if offset in seen:
+                return f"TIFF page chain loops back to byte {offset} (corrupt file)"
+            if len(seen) >= max_pages:
+                return f"TIFF has more than {max_pages} pages"
+            if offset + count_size > size:
+                return None  # dangling offset: tifffile stops there and reports it
+            seen.add(offset)
+            f.seek(offset)
+            (count,) = struct.unpack(count_fmt, f.read(count_size))
+            at = offset + count_size + count * entry_size
+            if at + struct.calcsize(next_fmt) > size:
+                return None
+            f.seek(at)
+            (offset,) = struct.unpack(next_fmt, f.read(struct.calcsize(next_fmt)))
+    return None
+
+
 def _read_tiff(path: Path) -> np.ndarray:
     import tifffile
 
     try:
-        return tifffile.imread(path)
+        problem = _tiff_chain_problem(path)
+        if problem is not None:
+            raise InputError(path, problem)
+        with tifffile.TiffFile(path) as tf:
+            if not tf.series:
+                raise InputError(path, "TIFF holds no image")
+            series = tf.series[0]
+            _check_decoded_size(path, tuple(series.shape), np.dtype(series.dtype).itemsize, "TIFF")
+            segments = math.prod(tf.pages.first.chunked) * max(1, len(series.pages))
+            if segments > MAX_TIFF_SEGMENTS:  # tifffile walks every strip/tile in Python, present or not
+                raise InputError(path, f"TIFF declares {segments} strips/tiles (over {MAX_TIFF_SEGMENTS}; corrupt file?)")
+            arr: np.ndarray = series.asarray()
+            return arr
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(path, f"not a readable TIFF ({type(exc).__name__}: {exc})") from None
 
@@ -106,6 +186,8 @@ def _read_pil(path: Path) -> np.ndarray:
         raise InputError(path, "reading PNG/JPG needs Pillow: pip install 'bgsdk[images]'") from None
     try:
         with Image.open(path) as im:
+            # RGB decoded, then float32: 12 bytes per pixel by the time it is an image here.
+            _check_decoded_size(path, (im.size[1], im.size[0], 3), 4, "image")
             im.load()
             mode = im.mode
             if mode in ("RGB", "RGBA"):
@@ -123,10 +205,29 @@ def _read_pil(path: Path) -> np.ndarray:
     return bgr
 
 
+def _npy_header(path: Path) -> None:
+    """Check the header's shape against the file size and the decode limit before numpy allocates."""
+    fmt = np.lib.format
+    with open(path, "rb") as f:
+        version = fmt.read_magic(f)
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read(f)
+        data_bytes = path.stat().st_size - f.tell()
+    if dtype.hasobject:
+        raise InputError(path, "holds Python objects (a pickled .npy); only numeric arrays are read")
+    _check_decoded_size(path, tuple(shape), dtype.itemsize, ".npy")
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > data_bytes:
+        raise InputError(path, f"truncated .npy: the header declares {declared} bytes of data, the file has {data_bytes}")
+
+
 def _read_npy(path: Path) -> np.ndarray:
     try:
+        _npy_header(path)
         arr: np.ndarray = np.load(path, allow_pickle=False)
         return arr
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(path, f"not a readable .npy array ({type(exc).__name__}: {exc})") from None
 
@@ -181,28 +282,110 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     return arr > 0
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
+def _temp_prefix(final: Path) -> str:
+    return f".{final.name}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # exists (someone else's) or not a pid we can judge: leave its file alone
+    return True
+
+
+def remove_stale_temps(final: str | os.PathLike[str]) -> list[Path]:
+    """Delete temp files of ``final`` left by a writer that died (SIGKILL, power loss).
+
+    Temp names are ``.<name>.<pid>.<random>.tmp``; one whose pid is no longer a
+    running process on this machine is stale. Files of live processes, and files
+    this naming does not describe, are kept. Returns what was removed.
+    """
+    final = Path(final)
+    prefix = _temp_prefix(final)
+    removed: list[Path] = []
+    try:
+        entries = list(final.parent.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        name = p.name
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid_text = name[len(prefix):].split(".", 1)[0]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+            try:
+                if p.is_file() and not p.is_symlink():
+                    p.unlink()
+                    removed.append(p)
+            except OSError:
+                pass
+    return removed
+
+
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:  # some file systems cannot fsync a directory; the file itself must be synced
+            raise
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object], *, durable: bool = False) -> Path:
     """Write through a temp file in the same folder, then rename.
 
     A crash (or a failed verification) never leaves a half-written artifact
-    under the final name; ``os.replace`` is atomic on POSIX and Windows.
+    under the final name; ``os.replace`` is atomic on POSIX and Windows. Temp
+    files of writers that died are removed first (:func:`remove_stale_temps`).
+    ``durable=True`` also fsyncs the file before the rename and the folder after
+    it, so the new content survives a power loss (release artifacts, checkpoints);
+    a process crash alone never needs it.
     """
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    # mkstemp creates 0600; give the artifact the permissions a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    return atomic_write_many([(path, write)], durable=durable)[0]
+
+
+def atomic_write_many(
+    files: Sequence[tuple[str | os.PathLike[str], Callable[[Path], object]]], *, durable: bool = False
+) -> list[Path]:
+    """:func:`atomic_write` for files that belong together (a model and its manifest).
+
+    Every temp file is written (and, if ``durable``, synced) before the first
+    rename; the renames then follow back to back, in the order given. A failure
+    while writing leaves every final name untouched; a crash can only fall in the
+    microseconds between two renames.
+    """
+    finals = [Path(p) for p, _ in files]
+    temps: list[Path] = []
     try:
-        write(tmp)
-        os.replace(tmp, final)
+        for final, (_, write) in zip(finals, files):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(final)
+            fd, tmp_name = tempfile.mkstemp(prefix=f"{_temp_prefix(final)}{os.getpid()}.", suffix=".tmp", dir=final.parent)
+            os.close(fd)
+            tmp = Path(tmp_name)
+            temps.append(tmp)
+            # mkstemp creates 0600; give the file the permissions a plain open() would.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            write(tmp)
+            if durable:
+                _fsync_path(tmp)
+        for tmp, final in zip(temps, finals):
+            os.replace(tmp, final)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
         raise
-    return final
+    if durable:
+        for folder in dict.fromkeys(f.parent for f in finals):
+            _fsync_path(folder, directory=True)
+    return finals
 
 
 def write_tiff(path: str | os.PathLike[str], array: np.ndarray) -> Path:

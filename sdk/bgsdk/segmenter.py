@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from typing import Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
 from .contract import Contract
-from .errors import BgsdkError, InputError, ModelError
+from .errors import BgsdkError, InputError, InputWarning, ModelError
 from .io import list_images, read_image, to_chw
 from .operating_point import OperatingPoint, with_override
 from .result import ErrorResult, Outcome, Result
+from .sanity import value_problems
 from .session import ModelInfo, ProviderSpec, describe, open_session
 
 __all__ = ["Segmenter", "ImageLike", "ON_ERROR"]
@@ -61,6 +63,13 @@ class Segmenter:
     :class:`ModelError` listing the available ones; ``fallback=True`` drops it
     with a logged warning and runs on CPU instead. ``threads``: ONNX Runtime
     intra-op threads (``None``: its default, one per physical core).
+
+    ``verify=True`` checks the model file against the sha256 in the
+    ``model.json`` beside it and refuses a changed or damaged file
+    (:mod:`bgsdk.integrity`). Images whose values look wrong (outside 0..255,
+    a constant channel, target identical to a reference: :mod:`bgsdk.sanity`)
+    give an :class:`~bgsdk.errors.InputWarning`; ``strict=True`` makes each an
+    :class:`InputError` instead (in batches: an ``ErrorResult``).
     """
 
     def __init__(
@@ -70,9 +79,16 @@ class Segmenter:
         threads: int | None = None,
         *,
         fallback: bool = False,
+        verify: bool = False,
+        strict: bool = False,
     ) -> None:
-        self._session = open_session(model_path, providers, threads, fallback)
-        self._info = describe(self._session, model_path)
+        self._strict = bool(strict)
+        self._session = open_session(model_path, providers, threads, fallback, verify=verify)
+        self._init_from(describe(self._session, model_path), threads)
+
+    def _init_from(self, info: ModelInfo, threads: int | None) -> None:
+        """Everything derived from the validated model description (shared with ``TritonSegmenter``)."""
+        self._info = info
         self._threads = threads
         self._scale = np.float32(self._info.input_scale)
         self._shape = (3, self._info.height, self._info.width)
@@ -101,6 +117,11 @@ class Segmenter:
     def providers(self) -> list[str]:
         """Execution providers actually active, in priority order."""
         return list(self._session.get_providers())
+
+    @property
+    def strict(self) -> bool:
+        """Whether suspicious input values are refused (``True``) or only warned about."""
+        return self._strict
 
     @property
     def operating_point(self) -> OperatingPoint:
@@ -138,6 +159,11 @@ class Segmenter:
                 source or label,
                 f"wrong image size: this model expects {h}x{w} (rows x cols), got {img.shape[1]}x{img.shape[2]}",
             )
+        problems = value_problems(img)
+        if problems:
+            if self._strict:
+                raise InputError(source or label, "; ".join(problems) + " (refused: strict=True)")
+            warnings.warn(InputWarning(f"{source or label}: {'; '.join(problems)}"), stacklevel=3)
         return source, img
 
     def preprocess(self, x: ImageLike) -> np.ndarray:
@@ -154,15 +180,26 @@ class Segmenter:
         batch = np.zeros((rows,) + self._shape, dtype=np.float32)
         for i, img in enumerate(images):
             np.divide(img, self._scale, out=batch[i])
-        try:
-            out = self._session.run([self._info.output_name], {self._info.input_name: batch})[0]
-        except Exception as exc:
-            raise ModelError(self.model_path, f"inference failed on a batch of {n}: {exc}") from exc
+        out = self._forward(batch)
         expected = (rows,) + self._shape
         if not isinstance(out, np.ndarray) or out.shape != expected or out.dtype != np.float32:
             got = f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
             raise ModelError(self.model_path, f"model output is {got}, expected float32 {expected}")
+        if not np.isfinite(out[:n]).all():
+            bad = int(np.count_nonzero(~np.isfinite(out[:n])))
+            raise ModelError(
+                self.model_path,
+                f"model output contains {bad} NaN/Inf value(s) on a batch of {n} (a broken model, or inputs far "
+                "outside 0..255); not returned as a heatmap",
+            )
         return out[:n] if rows != n else out
+
+    def _forward(self, batch: np.ndarray) -> Any:
+        """The model call itself on a prepared ``(N,3,H,W)`` batch (``TritonSegmenter`` sends it to a server)."""
+        try:
+            return self._session.run([self._info.output_name], {self._info.input_name: batch})[0]
+        except Exception as exc:
+            raise ModelError(self.model_path, f"inference failed on a batch of {len(batch)}: {exc}") from exc
 
     def _point(self, threshold: float | None, min_area: int | None) -> OperatingPoint:
         return with_override(self._op, threshold, min_area)

@@ -16,6 +16,7 @@ numpy + onnxruntime + tifffile.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ import onnxruntime as ort
 
 from .contract import CONTRACT_KEY, FORMAT_VERSION, Contract
 from .errors import ModelError, check_file
+from .integrity import IntegrityError, verify_bytes
+from .modelguard import ExternalDataError, WireError, check_model_bytes
 
 __all__ = [
     "PROVIDER_ALIASES",
@@ -52,6 +55,14 @@ PROVIDER_ALIASES: dict[str, str] = {
 ProviderSpec = str | tuple[str, Mapping[str, Any]]
 
 _FLOAT = "tensor(float)"
+
+# Written by build-model (bgbuild.artifact; bgsdk must not import bgbuild). A model
+# with any of them and no contract is contradictory.
+_BUILD_PRODUCER = "bgsdk build-model"
+_BUILD_KEYS = frozenset({"bgsdk.producer_version", "bgsdk.checkpoint_sha256", "bgsdk.training", "bgsdk.build"})
+
+# protobuf cannot parse a message over 2 GiB; a bigger "model" is refused before it is read.
+MAX_MODEL_BYTES = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -132,6 +143,7 @@ def create_session(
     providers: Sequence[str | tuple[str, Mapping[str, Any]]] = ("CPUExecutionProvider",),
     threads: int | None = None,
     optimization: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    enable_fallback: bool = False,
 ) -> ort.InferenceSession:
     """An ONNX Runtime session for a model file or serialised model, with the project's settings.
 
@@ -147,7 +159,9 @@ def create_session(
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     source = model if isinstance(model, bytes) else os.fspath(model)
-    return ort.InferenceSession(source, sess_options=opts, providers=list(providers))
+    return ort.InferenceSession(
+        source, sess_options=opts, providers=list(providers), enable_fallback=1 if enable_fallback else 0
+    )
 
 
 def open_session(
@@ -155,22 +169,31 @@ def open_session(
     providers: Sequence[ProviderSpec] | str | None = None,
     threads: int | None = None,
     fallback: bool = False,
+    *,
+    verify: bool = False,
 ) -> ort.InferenceSession:
     """An ONNX Runtime session for ``model_path``; every failure is a ``ModelError``.
 
     ``threads`` sets ONNX Runtime's intra-op thread pool (``None``: its default,
     one per physical core). The inter-op pool is kept at 1: the full-image graph
     is one chain, and callers who want parallel images use threads of their own.
+    ``verify`` checks the file against the sha256 in the ``model.json`` beside it
+    (:mod:`bgsdk.integrity`). External-data references are always checked first
+    (:mod:`bgsdk.modelguard`).
     """
     path = Path(model_path)
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     check_file(path, ModelError, "an ONNX model file", "model file")
     chosen = resolve_providers(providers, path, fallback)
+    source = _guarded_source(path, verify)
     try:
-        session = create_session(path, providers=chosen, threads=threads)
+        # enable_fallback=0: ONNX Runtime's own retry prints a banner to stdout and silently changes
+        # providers; bgsdk's fallback is the opt-in one above (and a clear ModelError otherwise).
+        session = create_session(source, providers=chosen, threads=threads, enable_fallback=fallback)
     except Exception as exc:  # ORT raises its own (pybind) exception types
         raise ModelError(path, f"cannot be loaded as an ONNX model ({_first_line(exc)})") from exc
+    _check_text_fields(session, path)
     # ORT drops a provider whose libraries fail to load (CUDA without cuDNN, ...) and
     # goes on with CPU. Make that loud too.
     active = session.get_providers()
@@ -181,6 +204,44 @@ def open_session(
             raise ModelError(path, msg + "; check the CUDA/cuDNN/TensorRT installation, or pass fallback=True")
         log.warning("%s: %s; falling back", path, msg)
     return session
+
+
+def _guarded_source(path: Path, verify: bool) -> bytes | str:
+    """What ONNX Runtime is given: the checked bytes, or (external data) the checked path.
+
+    The file is read once, its wire format walked and every external-data
+    reference checked by path before ONNX Runtime opens anything; with
+    ``verify`` the same bytes are hashed. A self-contained model is then loaded
+    from those bytes, so what was checked is what runs.
+    """
+    if path.stat().st_size > MAX_MODEL_BYTES:
+        raise ModelError(path, f"larger than {MAX_MODEL_BYTES} bytes (protobuf's 2 GiB limit): not a loadable ONNX file")
+    data = path.read_bytes()
+    if verify:  # first: against the manifest, "truncated" or "changed" says more than any parse error
+        try:
+            verify_bytes(path, data)
+        except IntegrityError as exc:
+            raise ModelError(path, str(exc)) from None
+    try:
+        guarded = check_model_bytes(path, data)
+    except WireError as exc:
+        raise ModelError(path, f"cannot be loaded as an ONNX model (truncated or corrupt: {exc})") from None
+    except ExternalDataError as exc:
+        raise ModelError(path, str(exc)) from None
+    if verify and guarded.external_locations:
+        raise ModelError(path, "cannot verify: the model keeps weights in external files that its manifest does not cover")
+    return guarded.data if not guarded.external_locations else str(path)
+
+
+def _check_text_fields(session: ort.InferenceSession, path: Path) -> None:
+    """Names and metadata must be UTF-8: ONNX Runtime hands them to Python as ``str``, and a
+    damaged file would otherwise raise ``UnicodeDecodeError`` from whichever call reads them first."""
+    try:
+        meta = session.get_modelmeta()
+        _ = (dict(meta.custom_metadata_map), meta.producer_name, meta.graph_name, meta.domain, meta.description)
+        _ = [(a.name, a.type, a.shape) for a in (*session.get_inputs(), *session.get_outputs())]
+    except UnicodeDecodeError as exc:
+        raise ModelError(path, f"names or metadata are not valid UTF-8 (damaged file?): {exc.reason} at byte {exc.start}") from None
 
 
 def format_shape(shape: Sequence[Any] | None) -> str:
@@ -198,28 +259,66 @@ def _static(d: Any) -> int | None:
     return d if isinstance(d, int) and d > 0 else None
 
 
+def _contract_problem(c: Contract) -> str | None:
+    """What is wrong with a parsed contract's field types and values, or ``None``."""
+    for name in ("height", "width", "patch", "format_version"):
+        v = getattr(c, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            return f"{name} must be a positive integer, got {v!r}"
+    for name in ("input_name", "output_name"):
+        if not isinstance(getattr(c, name), str) or not getattr(c, name):
+            return f"{name} must be a non-empty string, got {getattr(c, name)!r}"
+    scale = c.input_scale
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        return f"input_scale must be a positive finite number, got {scale!r}"
+    if len(c.input_channels) != 3 or len(c.output_channels) != 3:
+        return f"expects 3 input and 3 output channels, got {len(c.input_channels)} and {len(c.output_channels)}"
+    return None
+
+
+def _read_contract(src: str, metadata: Mapping[str, str], producer: str) -> Contract | None:
+    """The model's contract, fully checked; ``None`` only for a model that never had one.
+
+    A model that ``build-model`` wrote (its producer name or provenance keys say
+    so) always carries a contract: one without it was edited or damaged, and
+    guessing its size from the input shape would hide that.
+    """
+    if CONTRACT_KEY not in metadata:
+        build_keys = sorted(k for k in metadata if k in _BUILD_KEYS)
+        if producer == _BUILD_PRODUCER or build_keys:
+            why = f"keys {', '.join(build_keys)}" if build_keys else f"producer {producer!r}"
+            raise ModelError(src, f"metadata says it was written by build-model ({why}) but has no {CONTRACT_KEY!r}: "
+                                  "the file was edited or damaged")
+        return None
+    try:
+        contract = Contract.from_json(metadata[CONTRACT_KEY])
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise ModelError(src, f"metadata {CONTRACT_KEY!r} is not a valid contract ({exc})") from None
+    problem = _contract_problem(contract)
+    if problem is not None:
+        raise ModelError(src, f"metadata {CONTRACT_KEY!r} is not a valid contract: {problem}")
+    if contract.format_version > FORMAT_VERSION:
+        raise ModelError(
+            src,
+            f"contract format version {contract.format_version} is newer than this bgsdk understands "
+            f"({FORMAT_VERSION}); upgrade bgsdk",
+        )
+    try:
+        tiling = contract.tiling()
+        keep = (tuple((s.keep_start, s.keep_stop) for s in tiling.rows), tuple((s.keep_start, s.keep_stop) for s in tiling.cols))
+        if (tuple(map(tuple, contract.row_keep)), tuple(map(tuple, contract.col_keep))) != keep:
+            raise ValueError("recorded crop ranges (row_keep/col_keep) do not match the tiling rule")
+    except (ValueError, TypeError) as exc:
+        raise ModelError(src, f"metadata {CONTRACT_KEY!r} is inconsistent: {exc}") from None
+    return contract
+
+
 def describe(session: ort.InferenceSession, model_path: str | os.PathLike[str]) -> ModelInfo:
     """Validate a session against the bgsdk contract and return what feeding it needs."""
     src = str(model_path)
-    metadata = dict(session.get_modelmeta().custom_metadata_map)
-    contract: Contract | None = None
-    if CONTRACT_KEY in metadata:
-        try:
-            contract = Contract.from_json(metadata[CONTRACT_KEY])
-        except (ValueError, TypeError) as exc:
-            raise ModelError(src, f"metadata {CONTRACT_KEY!r} is not a valid contract ({exc})") from None
-        if contract.format_version > FORMAT_VERSION:
-            raise ModelError(
-                src,
-                f"contract format version {contract.format_version} is newer than this bgsdk understands "
-                f"({FORMAT_VERSION}); upgrade bgsdk",
-            )
-        try:
-            contract.tiling()
-        except ValueError as exc:
-            raise ModelError(src, f"metadata {CONTRACT_KEY!r} is inconsistent: {exc}") from None
-        if not (contract.input_scale > 0):
-            raise ModelError(src, f"contract input_scale must be positive, got {contract.input_scale}")
+    meta = session.get_modelmeta()
+    metadata = dict(meta.custom_metadata_map)
+    contract = _read_contract(src, metadata, meta.producer_name)
 
     input_name = contract.input_name if contract else "input"
     output_name = contract.output_name if contract else "output"

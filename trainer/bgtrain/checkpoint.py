@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import zipfile
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -36,6 +38,10 @@ __all__ = [
 ]
 
 FORMAT = "bgsdk.checkpoint/1"
+# A base width above this is not a UNet anyone trains (64 = production); refusing it
+# keeps a hostile header from asking for absurd shapes.
+MAX_WIDTH = 1024
+_FIRST_CONV = "encoder.blocks.0.0.weight"  # (width, C, 3, 3): tells the width the weights really have
 REQUIRED: dict[str, type | tuple[type, ...]] = {
     "model_state_dict": dict,
     "img_height": int,
@@ -118,7 +124,101 @@ def save_checkpoint(
     }
     if extra:
         ckpt.update(extra)
-    return atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
+    return atomic_write(path, lambda tmp: torch.save(ckpt, tmp), durable=True)
+
+
+def _check_archive(p: Path) -> None:
+    """Refuse a zip whose entries would inflate far beyond the file (a zip bomb) before torch reads it.
+
+    ``torch.save`` stores its records uncompressed, so their sizes add up to
+    about the file size; a hostile archive can declare gigabytes of deflated zeros.
+    """
+    try:
+        with zipfile.ZipFile(p) as zf:
+            declared = sum(i.file_size for i in zf.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+        raise CheckpointError(p, f"not a PyTorch checkpoint (damaged zip archive: {exc})") from None
+    limit = 2 * p.stat().st_size + (1 << 20)
+    if declared > limit:
+        raise CheckpointError(
+            p, f"refused: its zip records declare {declared} bytes, far more than the {p.stat().st_size}-byte file "
+               "(torch.save never compresses; a zip bomb?)"
+        )
+
+
+@lru_cache(maxsize=8)
+def _expected_state(width: int, stem: str = "plain") -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Names, shapes and dtypes of a width-``width`` UNet's state dict (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        model = UNet(base_width=width, stem=stem)
+    return {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+
+
+def _weights_width(state: Mapping[str, Any]) -> int | None:
+    first = state.get(_FIRST_CONV)
+    return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.dim() == 4 else None
+
+
+def _check_state_dict(p: Path, state: Mapping[Any, Any], width: int, stem: str = "plain") -> None:
+    """Every tensor a width-``width`` UNet needs, with its shape and dtype, finite; nothing else.
+
+    ``load_state_dict`` would cast a float64 or int tensor silently and report a
+    shape mismatch as a multi-line RuntimeError; checked here, every problem is one
+    line that names the checkpoint.
+    """
+    expected = _expected_state(width, stem)
+    missing = [k for k in expected if k not in state]
+    unexpected = [str(k) for k in state if k not in expected]
+    actual = _weights_width(state)
+    if actual is not None and actual != width:
+        raise CheckpointError(
+            p, f"weights do not fit a width-{width} UNet: they are those of a width-{actual} UNet "
+               "(the checkpoint's 'width' contradicts its weights)"
+        )
+    if missing or unexpected:
+        parts = [f"{len(missing)} missing (e.g. {missing[0]})"] if missing else []
+        parts += [f"{len(unexpected)} unexpected (e.g. {unexpected[0]})"] if unexpected else []
+        raise CheckpointError(p, f"weights do not fit a width-{width} UNet: {', '.join(parts)} key(s) in model_state_dict")
+    for key, (shape, dtype) in expected.items():
+        value = state[key]
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(p, f"model_state_dict[{key!r}] is a {type(value).__name__}, not a tensor")
+        if tuple(value.shape) != shape:
+            raise CheckpointError(
+                p, f"weights do not fit a width-{width} UNet: model_state_dict[{key!r}] has shape {list(value.shape)}, "
+                   f"needs {list(shape)}"
+            )
+        if value.dtype != dtype:
+            raise CheckpointError(p, f"model_state_dict[{key!r}] has dtype {value.dtype}, expected {dtype}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(p, f"model_state_dict[{key!r}] contains NaN/Inf: the training diverged or the file is damaged")
+
+
+def _check_resume_state(p: Path, ckpt: Mapping[str, Any], width: int, stem: str = "plain") -> None:
+    """The optimizer and scheduler state ``--resume`` loads: Adam moments shaped like the weights."""
+    opt, sched = ckpt.get("optimizer_state_dict"), ckpt.get("scheduler_state_dict")
+    if not isinstance(opt, dict) or not isinstance(opt.get("state"), dict) or not isinstance(opt.get("param_groups"), list):
+        raise CheckpointError(p, "optimizer_state_dict is not an optimizer state (needs 'state' and 'param_groups')")
+    if not isinstance(sched, dict) or not isinstance(sched.get("last_epoch"), int):
+        raise CheckpointError(p, "scheduler_state_dict is missing or has no integer 'last_epoch'")
+    shapes = [shape for key, (shape, dtype) in _expected_state(width, stem).items() if dtype.is_floating_point and
+              not key.endswith(("running_mean", "running_var"))]
+    groups = opt["param_groups"]
+    if not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
+        raise CheckpointError(p, "optimizer_state_dict has a parameter group without a 'params' list")
+    ids = [i for g in groups for i in g["params"]]
+    if sorted(ids) != list(range(len(shapes))):
+        raise CheckpointError(p, f"optimizer_state_dict covers {len(ids)} parameters, a width-{width} UNet has {len(shapes)}")
+    for i, st in opt["state"].items():
+        if not isinstance(i, int) or not 0 <= i < len(shapes) or not isinstance(st, dict):
+            raise CheckpointError(p, f"optimizer_state_dict has a bad state entry {i!r}")
+        for name, value in st.items():
+            if name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+                if not isinstance(value, torch.Tensor) or tuple(value.shape) != shapes[i]:
+                    got = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                    raise CheckpointError(p, f"optimizer state {name} of parameter {i} is {got}, expected {list(shapes[i])}")
+                if not bool(torch.isfinite(value).all()):
+                    raise CheckpointError(p, f"optimizer state {name} of parameter {i} contains NaN/Inf")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], CheckpointInfo]:
@@ -129,6 +229,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         magic = f.read(4)
     if magic != b"PK\x03\x04":  # torch.save writes a zip archive
         raise CheckpointError(p, "not a PyTorch checkpoint (not a torch.save zip archive)")
+    _check_archive(p)
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -147,6 +248,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     for key, typ in REQUIRED.items():
         if not isinstance(ckpt[key], typ):
             raise CheckpointError(p, f"key {key!r} has type {type(ckpt[key]).__name__}, expected {typ}")
+    if not 1 <= ckpt["width"] <= MAX_WIDTH:
+        raise CheckpointError(p, f"width {ckpt['width']} is not a plausible UNet base width (1..{MAX_WIDTH})")
+    stem = ckpt.get("stem", "plain")
+    if not isinstance(stem, str):
+        raise CheckpointError(p, f"key 'stem' has type {type(stem).__name__}, expected str")
+    try:
+        _expected_state(ckpt["width"], stem)
+    except ValueError as exc:  # an unknown stem
+        raise CheckpointError(p, str(exc)) from None
+    _check_state_dict(p, ckpt["model_state_dict"], ckpt["width"], stem)
+    if "optimizer_state_dict" in ckpt or "scheduler_state_dict" in ckpt:
+        _check_resume_state(p, ckpt, ckpt["width"], stem)
     image_type = ckpt["image_type"]
     if image_type not in IMAGE_TYPES:
         raise CheckpointError(p, f"unknown image_type {image_type!r}")
