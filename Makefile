@@ -4,12 +4,15 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# A real Triton server for the serving tests (PyTriton pins numpy<2, so it gets its own venv).
+TRITON_VENV  ?= .venv-pytriton
+TRITON_STAMP := $(TRITON_VENV)/.installed
 DEMO_DATA ?= demo_data
 DEMO_OUT  ?= demo_out
 
 .PHONY: setup test lint format demo bench fuzz clean report-check
 
-setup: $(STAMP)
+setup: $(STAMP) $(TRITON_STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +20,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
+$(TRITON_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install --quiet -e '.[pytriton]'
+	touch $(TRITON_STAMP)
+
+test: $(STAMP) $(TRITON_STAMP)
 	$(PY) -m pytest -q tests
 
 # Lint rules and types (settings in pyproject.toml): what CI runs before the tests.
@@ -65,4 +73,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_sdk.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_DATA) $(DEMO_OUT) .pytest_cache
+	rm -rf $(VENV) $(TRITON_VENV) $(DEMO_DATA) $(DEMO_OUT) .pytest_cache

@@ -65,19 +65,17 @@ def _current_rss_mb() -> float:
 def _image(seed: int = 0):
     import numpy as np
 
+    from bgsdk.contract import scale_input
     from bgtrain.synth_dataset import make_image
 
     img = make_image(np.random.default_rng(seed), H, W, defective=True)[0][:3]
-    return (img[None] / np.float32(255.0)).astype(np.float32)
+    return scale_input(img[None])
 
 
 def _session(path: str, threads: int):
-    import onnxruntime as ort
+    from bgsdk.session import create_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    return create_session(path, threads=threads)
 
 
 def _time(fn, repeat: int) -> list[float]:

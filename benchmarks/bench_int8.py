@@ -43,14 +43,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 _LATENCY = r"""
 import json, sys, time, statistics
-import numpy as np, onnxruntime as ort
+from bgsdk.contract import scale_input
 from bgsdk.io import read_image
+from bgsdk.session import create_session
 paths, threads, repeat, image = json.loads(sys.argv[1])
-x = (read_image(image)[None] / np.float32(255.0)).astype(np.float32)
+x = scale_input(read_image(image)[None])
 sessions = []
 for p in paths:
-    so = ort.SessionOptions(); so.intra_op_num_threads = threads; so.inter_op_num_threads = 1
-    s = ort.InferenceSession(p, so, providers=["CPUExecutionProvider"])
+    s = create_session(p, threads=threads)
     s.run(None, {"input": x}); s.run(None, {"input": x})  # warm-up
     sessions.append(s)
 times = [[] for _ in paths]
@@ -62,12 +62,12 @@ print(json.dumps([{"median_s": statistics.median(t), "min_s": min(t), "all_s": t
 
 _MEMORY = r"""
 import json, sys
-import numpy as np, onnxruntime as ort
+from bgsdk.contract import scale_input
 from bgsdk.io import read_image
+from bgsdk.session import create_session
 path, threads, image = json.loads(sys.argv[1])
-x = (read_image(image)[None] / np.float32(255.0)).astype(np.float32)
-so = ort.SessionOptions(); so.intra_op_num_threads = threads; so.inter_op_num_threads = 1
-s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+x = scale_input(read_image(image)[None])
+s = create_session(path, threads=threads)
 for _ in range(3):
     s.run(None, {"input": x})
 hwm = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]

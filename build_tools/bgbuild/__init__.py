@@ -2,7 +2,8 @@
 
 ``build_model(checkpoint, out, BuildOptions(...)) -> BuildReport`` runs the whole
 pipeline; its stages (export, compose, finalize, metadata, verify, write) are
-public so the INT8 (``--quantize``) and fp16 (``--fp16``) builds reuse them.
+public so benchmarks and later stages reuse them. INT8 (``--quantize``) and fp16 (``--fp16``)
+share one reduced-precision stage and one release gate (:mod:`bgbuild.precision_gate`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from .compose import ComposeOptions, compose_full_model
 from .errors import BuildError, VerificationError
 from .export import export_patch_model
 from .fp16 import Fp16Options
+from .precision_gate import GateOptions
 from .quantize import QuantizeOptions
 from .verify import VerificationResult, verify_model
 
@@ -23,6 +25,7 @@ __all__ = [
     "BuildReport",
     "ComposeOptions",
     "Fp16Options",
+    "GateOptions",
     "QuantizeOptions",
     "VerificationError",
     "VerificationResult",

@@ -20,7 +20,16 @@ from typing import Any, Callable, Mapping
 import onnx
 
 from bgsdk import __version__
-from bgsdk.contract import CONTRACT_KEY, Contract
+from bgsdk.contract import (
+    BUILD_KEY,
+    CHECKPOINT_SHA_KEY,
+    CONTRACT_KEY,
+    PRECISION_KEY,
+    PRODUCER_VERSION_KEY,
+    QUANTIZATION_KEY,
+    TRAINING_KEY,
+    Contract,
+)
 from bgsdk.io import atomic_write_many
 
 __all__ = [
@@ -43,16 +52,7 @@ __all__ = [
 ]
 
 PRODUCER_NAME = "bgsdk build-model"
-PRODUCER_VERSION_KEY = "bgsdk.producer_version"
-CHECKPOINT_SHA_KEY = "bgsdk.checkpoint_sha256"
-TRAINING_KEY = "bgsdk.training"
-BUILD_KEY = "bgsdk.build"
-# INT8 models only: quantization settings, calibration set, INT8-vs-fp32 verification.
-# `bgsdk inspect` reads the same key (sdk/bgsdk/cli.py, QUANTIZATION_KEY there).
-QUANTIZATION_KEY = "bgsdk.quantization"
-# fp16 models only (build-model --fp16): conversion settings and the fp16-vs-fp32 verification.
-# `bgsdk inspect` reads the same key (sdk/bgsdk/cli.py, PRECISION_KEY there).
-PRECISION_KEY = "bgsdk.precision"
+# The metadata keys live in bgsdk.contract (bgsdk inspect reads them); re-exported here.
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,18 @@
 """The build pipeline: checkpoint -> verified, self-contained ``model.onnx`` (SPEC section 3).
 
-Each stage is a plain function so later work (INT8 quantization) can reuse
-them and slot its own stage in between: :func:`load_stage`, :func:`export_stage`,
-:func:`compose_stage`, :func:`finalize_stage` (simplify + checks),
-:func:`metadata_stage`, :func:`verify_model` and :func:`write_artifacts`.
-:func:`build_model` runs them in order and returns a :class:`BuildReport`.
-Nothing is written until verification has passed.
+:func:`build_model` is a short pipeline of stages over one :class:`BuildState`
+(load, export, compose, verify, reduced precision, write); each stage reads what
+the earlier ones left in the state and adds its part. The graph steps are public
+plain functions (:func:`load_stage`, :func:`export_stage`, :func:`compose_stage`,
+:func:`finalize_stage` (simplify + checks), :func:`metadata_stage`) so benchmarks
+and later stages reuse them. Nothing is written until verification has passed.
 
-With ``BuildOptions.quantize`` set the build also quantizes the patch model to
-INT8 (:mod:`bgbuild.quantize`), composes the quantized patch model the same
-way, verifies it against the fp32 model on held images and writes the INT8
-model instead; the fp32 model is still built and verified against PyTorch
-first, because it is the INT8 model's reference.
-
-``BuildOptions.fp16`` does the same with a float16 patch model
-(:mod:`bgbuild.fp16`, GPU-oriented): convert, compose, verify against fp32 on
-held images with the INT8 gate, write the fp16 model. ``quantize`` and ``fp16``
-are mutually exclusive.
+Reduced precision (``BuildOptions.quantize`` = INT8, :mod:`bgbuild.quantize`;
+``BuildOptions.fp16``, :mod:`bgbuild.fp16`; mutually exclusive) is ONE stage:
+make the reduced-precision patch model, compose and finalize it exactly like the
+fp32 one, and pass it through the release gate against the fp32 model
+(:mod:`bgbuild.precision_gate`). The fp32 model is still built and verified
+against PyTorch first, because it is the reference.
 """
 
 from __future__ import annotations
@@ -26,7 +22,6 @@ import logging
 import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,24 +33,21 @@ from bgsdk.contract import Contract
 from bgsdk.tiling import Tiling
 
 from .artifact import ArtifactPaths, set_metadata, set_precision_metadata, set_quantization_metadata, write_artifacts
+from .calibration import CalibrationSet, calibration_patches, calibration_strips, select_calibration_images
 from .compose import CHUNKINGS, SUPPORTED_OPSETS, ComposeOptions, compose_full_model, compose_whole_model
 from .errors import BuildError, VerificationError
 from .export import export_patch_model, op_counts
 from .fp16 import Fp16Options, convert_patch_model
-from .quantize import (
-    AUTO_CALIBRATION_ORDER,
-    CalibrationSet,
-    PrecisionVerification,
-    QuantizeOptions,
-    calibration_patches,
-    calibration_strips,
-    compare_models,
-    quantize_patch_model,
-    select_calibration_images,
-    select_eval_images,
-)
+from .precision_gate import GateOptions, PrecisionVerification, compare_models, select_eval_images
+from .quantize import AUTO_CALIBRATION_ORDER, QuantizeOptions, quantize_patch_model
 from .simplify import check_graph, constants_to_initializers, hoist_subgraph_initializers, simplify
-from .verify import DEFAULT_TOLERANCE, VerificationResult, select_verification_images, verify_model
+from .verify import (
+    DEFAULT_TOLERANCE,
+    VerificationImages,
+    VerificationResult,
+    select_verification_images,
+    verify_model,
+)
 
 __all__ = [
     "DEFAULT_PATCH_BATCH",
@@ -64,6 +56,7 @@ __all__ = [
     "QuantizationReport",
     "PrecisionReport",
     "LoadedCheckpoint",
+    "BuildState",
     "build_model",
     "load_stage",
     "export_stage",
@@ -122,39 +115,37 @@ class LoadedCheckpoint:
 
 
 @dataclass
-class QuantizationReport:
-    """What the INT8 stage did: settings, calibration set and the INT8-vs-fp32 verification."""
+class PrecisionReport:
+    """What a reduced-precision stage did: its settings and the gate's verdict against fp32."""
 
     settings: dict[str, Any]
-    calibration: CalibrationSet
     verification: PrecisionVerification
     fp32_size_bytes: int
 
     def as_dict(self) -> dict[str, Any]:
-        """The ``bgsdk.quantization`` metadata / manifest section."""
-        c = self.calibration
+        """The ``bgsdk.precision`` metadata / manifest section (fp16 builds)."""
         return {
+            "precision": "fp16",
             "settings": dict(self.settings),
-            "calibration": {"source": c.source, "images": len(c.files), "patches": self.settings["calibration_patches"],
-                            "description": c.description, "files": [Path(f).name for f in c.files]},
             "verification": self.verification.as_dict(),
             "fp32_model_bytes": self.fp32_size_bytes,
         }
 
 
 @dataclass
-class PrecisionReport:
-    """What the fp16 stage did: conversion settings and the fp16-vs-fp32 verification."""
+class QuantizationReport(PrecisionReport):
+    """The INT8 stage's report: a PrecisionReport plus the calibration set."""
 
-    settings: dict[str, Any]
-    verification: PrecisionVerification
-    fp32_size_bytes: int
+    calibration: CalibrationSet | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """The ``bgsdk.precision`` metadata / manifest section."""
+        """The ``bgsdk.quantization`` metadata / manifest section."""
+        c = self.calibration
+        assert c is not None
         return {
-            "precision": "fp16",
             "settings": dict(self.settings),
+            "calibration": {"source": c.source, "images": len(c.files), "patches": self.settings["calibration_patches"],
+                            "description": c.description, "files": [Path(f).name for f in c.files]},
             "verification": self.verification.as_dict(),
             "fp32_model_bytes": self.fp32_size_bytes,
         }
@@ -283,6 +274,44 @@ def _check_options(options: BuildOptions) -> None:
         options.fp16.check()
 
 
+@dataclass
+class BuildState:
+    """What one build knows so far. Each stage reads the fields of the stages before it and sets its own
+    (fields without a default are set by the stage named in their comment)."""
+
+    checkpoint: Path
+    out: Path
+    options: BuildOptions
+    say: Progress
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    loaded: LoadedCheckpoint = field(init=False)  # _load
+    patch_batch: int = field(init=False)  # _load: the effective K
+    calibration: CalibrationSet | None = None  # _load, INT8 builds only
+    patch_model: onnx.ModelProto = field(init=False)  # _export: the fp32 patch model
+    final: onnx.ModelProto = field(init=False)  # _compose (fp32), replaced by _reduced_precision
+    simplified: bool = field(init=False)  # _compose
+    contract: Contract = field(init=False)  # _compose
+    fp32_bytes: bytes = field(init=False)  # _compose
+    verification_images: VerificationImages = field(init=False)  # _verify
+    verification: VerificationResult = field(init=False)  # _verify
+    written_patch_model: onnx.ModelProto = field(init=False)  # _export, replaced by _reduced_precision
+    quantization: QuantizationReport | None = None  # _reduced_precision
+    precision: PrecisionReport | None = None  # _reduced_precision
+    paths: ArtifactPaths = field(init=False)  # _write
+
+    @property
+    def model_bytes(self) -> bytes:
+        """The bytes to write: the fp32 model, or the reduced-precision one once that stage ran."""
+        return self.fp32_bytes if self.quantization is None and self.precision is None else self.final.SerializeToString()
+
+    def timed(self, stage: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        value = fn()
+        self.seconds[stage] = time.perf_counter() - t0
+        return value
+
+
 def build_model(
     checkpoint: str | Path,
     out: str | Path,
@@ -296,263 +325,247 @@ def build_model(
     """
     options = options or BuildOptions()
     _check_options(options)
-    say: Progress = progress or (lambda stage, msg: log.info("%s: %s", stage, msg))
     out = Path(out)
     if out.exists() and out.is_dir():
         raise BuildError(f"{out}: is a directory; give the output model file name (e.g. {out}/model.onnx)")
-    seconds: dict[str, float] = {}
-    notes: list[str] = []
+    say: Progress = progress or (lambda stage, msg: log.info("%s: %s", stage, msg))
+    state = BuildState(Path(checkpoint), out, options, say)
+    for stage in (_load, _export, _compose, _verify, _reduced_precision, _write):
+        stage(state)
+    return _report(state)
 
-    def timed(stage: str, fn: Callable[[], Any]) -> Any:
-        t0 = time.perf_counter()
-        value = fn()
-        seconds[stage] = time.perf_counter() - t0
-        return value
 
-    loaded: LoadedCheckpoint = timed("load", lambda: load_stage(checkpoint, options.image_size))
-    tiling = loaded.tiling
+def _load(state: BuildState) -> None:
+    options = state.options
+    loaded: LoadedCheckpoint = state.timed("load", lambda: load_stage(state.checkpoint, options.image_size))
+    state.loaded, tiling, info = loaded, loaded.tiling, loaded.info
     T = tiling.num_patches
-    k = T if options.patch_batch is None else min(options.patch_batch, T)
-    say(
+    state.patch_batch = T if options.patch_batch is None else min(options.patch_batch, T)
+    state.say(
         "load",
-        f"{checkpoint}: width {loaded.info.width}, {loaded.info.image_type}, epoch {loaded.info.epoch}; "
-        f"image {tiling.height}x{tiling.width}, {T} patches of {tiling.patch}px ({seconds['load']:.1f}s)",
+        f"{state.checkpoint}: width {info.width}, {info.image_type}, epoch {info.epoch}; "
+        f"image {tiling.height}x{tiling.width}, {T} patches of {tiling.patch}px ({state.seconds['load']:.1f}s)",
     )
-
-    calib: CalibrationSet | None = None
     if options.quantize is not None:  # find the calibration images before any real work
         q = options.quantize
-        calib = select_calibration_images(
-            tiling, calib_data=q.calib_data, train_config=loaded.info.train_config, count=q.calib_count
+        state.calibration = select_calibration_images(
+            tiling, calib_data=q.calib_data, train_config=info.train_config, count=q.calib_count
         )
 
-    patch_model = timed("export", lambda: export_stage(loaded, options.opset, options.mode))
-    what = "patch model" if options.mode == "tiled" else "whole-strip network"
-    say("export", f"{what}: {len(patch_model.graph.node)} nodes, opset {options.opset} ({seconds['export']:.1f}s)")
 
-    composed = timed("compose", lambda: compose_stage(patch_model, tiling, k, options.opset, options.chunking, options.mode))
-    say("compose", f"full-image graph, {_layout(options, k, T)} ({seconds['compose']:.1f}s)")
+def _export(state: BuildState) -> None:
+    opset = state.options.opset
+    mode = state.options.mode
+    state.patch_model = state.timed("export", lambda: export_stage(state.loaded, opset, mode))
+    state.written_patch_model = state.patch_model
+    n = len(state.patch_model.graph.node)
+    what = "patch model" if mode == "tiled" else "whole-strip network"
+    state.say("export", f"{what}: {n} nodes, opset {opset} ({state.seconds['export']:.1f}s)")
 
-    final, simplified, fin_notes = timed(
-        "simplify+check",
+
+def _compose_and_finalize(state: BuildState, patch_model: onnx.ModelProto, tag: str = "") -> tuple[onnx.ModelProto, bool]:
+    """Compose ``patch_model`` into the full-image graph, finalize it and set the metadata (any precision).
+
+    Returns (model, simplified)."""
+    options, k, T = state.options, state.patch_batch, state.loaded.tiling.num_patches
+    composed = state.timed(
+        f"compose{tag}",
+        lambda: compose_stage(patch_model, state.loaded.tiling, k, options.opset, options.chunking, options.mode),
+    )
+    final, simplified, notes = state.timed(
+        f"simplify+check{tag}",
         lambda: finalize_stage(composed, simplify_graph=options.simplify, uses_loop=_uses_loop(options, k, T)),
     )
-    notes += fin_notes
-    how = "simplified" if simplified else ("not simplified (--no-simplify)" if not options.simplify else "NOT simplified")
-    say("check", f"{how}; onnx.checker full check and shape inference passed ({seconds['simplify+check']:.1f}s)")
+    state.notes += notes
+    state.contract = metadata_stage(final, state.loaded, options, k, simplified)
+    return final, simplified
 
-    contract = metadata_stage(final, loaded, options, k, simplified)
-    model_bytes = final.SerializeToString()
 
-    vimgs = select_verification_images(
-        tiling,
-        verify_data=options.verify_data,
-        train_config=loaded.info.train_config,
-        count=options.verify_images,
-        seed=options.seed,
+def _compose(state: BuildState) -> None:
+    k, T = state.patch_batch, state.loaded.tiling.num_patches
+    state.final, state.simplified = _compose_and_finalize(state, state.patch_model)
+    state.fp32_bytes = state.final.SerializeToString()
+    state.say("compose", f"full-image graph, {_layout(state.options, k, T)} ({state.seconds['compose']:.1f}s)")
+    how = ("simplified" if state.simplified
+           else "not simplified (--no-simplify)" if not state.options.simplify else "NOT simplified")
+    state.say("check", f"{how}; onnx.checker full check and shape inference passed "
+              f"({state.seconds['simplify+check']:.1f}s)")
+
+
+def _verify(state: BuildState) -> None:
+    options, loaded = state.options, state.loaded
+    state.verification_images = vimgs = select_verification_images(
+        loaded.tiling, verify_data=options.verify_data, train_config=loaded.info.train_config,
+        count=options.verify_images, seed=options.seed,
     )
-    result: VerificationResult = timed(
+    state.verification = result = state.timed(
         "verify",
-        lambda: verify_model(model_bytes, loaded.model, tiling, vimgs, options.tolerance, options.threads, mode=options.mode),
+        lambda: verify_model(state.fp32_bytes, loaded.model, loaded.tiling, vimgs, options.tolerance, options.threads,
+                             mode=options.mode),
     )
-    say(
+    state.say(
         "verify",
         f"max |ONNX - PyTorch| = {result.max_abs_diff:.3g} (tolerance {result.tolerance:g}) on {result.description}; "
-        f"channels 1-2 exactly zero ({seconds['verify']:.1f}s)",
-    )
-
-    quant: QuantizationReport | None = None
-    patch_out = patch_model
-    if options.quantize is not None and calib is not None:
-        final, model_bytes, patch_out, quant, q_notes = _quantize_stages(
-            loaded, options, options.quantize, calib, patch_model, model_bytes, vimgs.images, vimgs.description, k, say, timed
-        )
-        notes += q_notes
-    prec: PrecisionReport | None = None
-    if options.fp16 is not None:
-        final, model_bytes, patch_out, prec, p_notes = _fp16_stages(
-            loaded, options, options.fp16, patch_model, model_bytes, vimgs.images, vimgs.description, k, say, timed
-        )
-        notes += p_notes
-
-    manifest = {
-        "format": "bgsdk.model-manifest/1",
-        "producer": f"bgsdk build-model {__version__}",
-        "checkpoint": str(checkpoint),
-        "checkpoint_sha256": loaded.sha256,
-        "contract": json.loads(contract.to_json()),
-        "build_options": options.as_dict() | {"effective_patch_batch": k},
-        "verification": result.as_dict(),
-        "graph": {"nodes": _node_total(final), "op_counts": dict(sorted(op_counts(final).items()))},
-        "warnings": notes,
-    }
-    if quant is not None:
-        manifest["quantization"] = quant.as_dict()
-    if prec is not None:
-        manifest["precision"] = prec.as_dict()
-    patch_bytes = patch_out.SerializeToString() if options.keep_patch_model else None
-    paths = timed("write", lambda: write_artifacts(out, model_bytes, manifest, patch_bytes))
-    say("write", f"{paths.model} ({len(model_bytes) / 1e6:.1f} MB), {paths.manifest.name}"
-        + (f", {paths.patch_model.name}" if paths.patch_model else ""))
-    ops = op_counts(final)
-    return BuildReport(
-        paths=paths,
-        size_bytes=len(model_bytes),
-        nodes=sum(ops.values()),
-        op_counts=dict(ops),
-        patch_batch=k,
-        num_patches=T,
-        simplified=simplified,
-        verification=result,
-        contract=contract,
-        stage_seconds=seconds,
-        warnings=notes,
-        quantization=quant,
-        precision=prec,
+        f"channels 1-2 exactly zero ({state.seconds['verify']:.1f}s)",
     )
 
 
-def _quantize_stages(
-    loaded: LoadedCheckpoint,
-    options: BuildOptions,
-    qopts: QuantizeOptions,
-    calib: CalibrationSet,
-    patch_model: onnx.ModelProto,
-    fp32_bytes: bytes,
-    fallback_images: Any,
-    fallback_description: str,
-    k: int,
-    say: Progress,
-    timed: Callable[[str, Callable[[], Any]], Any],
-) -> tuple[onnx.ModelProto, bytes, onnx.ModelProto, QuantizationReport, list[str]]:
-    """Calibrate + quantize the patch model, compose it, verify INT8 vs fp32; nothing is written here.
+@dataclass(frozen=True)
+class ReducedPatchModel:
+    """A reduced-precision patch model and how to gate and record it (made by _int8_patch_model/_fp16_patch_model)."""
 
-    Returns (INT8 full model, its final bytes with the quantization metadata,
-    INT8 patch model, report, warnings). Raises VerificationError at the gate.
-    """
-    seed = options.seed if qopts.calib_synth_defects else None
-    if options.mode == "whole":  # calibrated on what the whole-strip network sees: padded strips
-        patches = calibration_strips(calib.images, loaded.tiling, seed)
-        qopts_run = replace(qopts, calib_batch=1)
-    else:
-        patches = calibration_patches(calib.images, loaded.tiling, seed)
-        qopts_run = qopts
-    # "auto": MinMax first (cheapest, smallest memory); the AP gate decides whether to try the others.
-    methods = list(AUTO_CALIBRATION_ORDER) if qopts.calib_method == "auto" else [qopts.calib_method]
+    label: str  # "INT8" or "fp16": messages, stage names, manifest keys
+    model: onnx.ModelProto
+    settings: dict[str, Any]
+    gate: GateOptions
+    required_op: str | None = None  # an op the composed graph must still contain
+    hint: str = ""  # what the user can change when the gate fails
+
+
+def _calibration_inputs(state: BuildState, q: QuantizeOptions) -> tuple[Any, QuantizeOptions]:
+    """What the network to quantize sees: the tiling's patches, or (whole mode) padded strips, one per run."""
+    calib = state.calibration
+    assert calib is not None
+    seed = state.options.seed if q.calib_synth_defects else None
+    if state.options.mode == "whole":
+        return calibration_strips(calib.images, state.loaded.tiling, seed), replace(q, calib_batch=1)
+    return calibration_patches(calib.images, state.loaded.tiling, seed), q
+
+
+def _int8_patch_model(state: BuildState, q: QuantizeOptions, patches: Any) -> ReducedPatchModel:
+    calib = state.calibration
+    assert calib is not None
+    qm = state.timed(f"quantize-{q.calib_method}", lambda: quantize_patch_model(state.patch_model, patches, q))
+    if state.options.mode == "whole":
+        qm.settings["scope"] = "whole-strip network only; reflect Pad, Softmax, crop and zero-channel Pad stay float"
+    state.say("quantize", f"network -> INT8 QDQ ({qm.settings['activations']} activations, "
+              f"{qm.settings['weights']} weights), {q.calib_method} calibration on {calib.description}"
+              f"{' + synthetic training defects' if q.calib_synth_defects else ''} ({qm.seconds:.1f}s)")
+    return ReducedPatchModel("INT8", qm.model, qm.settings, q, required_op="DequantizeLinear",
+                             hint="check the calibration images: --calib-data, --calib-count, --calib-method")
+
+
+def _int8(state: BuildState, q: QuantizeOptions) -> None:
+    """Quantize and gate; with --calib-method auto, MinMax first and the next method only if the gate fails."""
+    patches, q_run = _calibration_inputs(state, q)
+    methods = list(AUTO_CALIBRATION_ORDER) if q.calib_method == "auto" else [q.calib_method]
     attempts: list[dict[str, Any]] = []
     for method in methods:
-        q = timed(f"quantize-{method}", partial(quantize_patch_model, patch_model, patches, replace(qopts_run, calib_method=method)))
-        if options.mode == "whole":
-            q.settings["scope"] = "whole-strip network only; reflect Pad, Softmax, crop and zero-channel Pad stay float"
-        say("quantize", f"network -> INT8 QDQ ({q.settings['activations']} activations, {q.settings['weights']} weights), "
-            f"{method} calibration on {calib.description}"
-            f"{' + synthetic training defects' if qopts.calib_synth_defects else ''} ({q.seconds:.1f}s)")
+        reduced = _int8_patch_model(state, replace(q_run, calib_method=method), patches)
         try:
-            final, qv, notes = _compose_and_verify(
-                "INT8", q.model, loaded, options, fp32_bytes, qopts.verify_count, qopts.max_ap_drop, qopts.max_mean_diff,
-                fallback_images, fallback_description, k, say, timed, required_op="DequantizeLinear",
-                hint="check the calibration images: --calib-data, --calib-count, --calib-method",
-            )
+            final, verification = _compose_and_gate(state, reduced)
         except VerificationError as exc:
             attempts.append({"method": method, "passed": False, "error": str(exc)})
             if len(methods) == 1:
                 raise
-            say("quantize", f"{method} calibration failed the gate; trying the next method")
+            state.say("quantize", f"{method} calibration failed the gate; trying the next method")
             continue
-        attempts.append({"method": method, "passed": True, "pixel_ap": qv.pixel_ap, "ap_drop": qv.ap_drop,
-                         "mean_abs_diff": qv.mean_abs_diff})
-        break
-    else:
-        raise VerificationError(
-            "INT8 verification failed for every calibration method (" + "; ".join(
-                f"{a['method']}: {a['error'].split(': ', 1)[-1]}" for a in attempts) + ")"
-        )
-    q.settings["calibration_selection"] = {"asked": qopts.calib_method, "attempts": attempts}
-    report = QuantizationReport(q.settings, calib, qv, len(fp32_bytes))
-    # The verification numbers go into the metadata after the fact; the graph is the verified one.
-    set_quantization_metadata(final, report.as_dict())
-    return final, final.SerializeToString(), q.model, report, notes
+        attempts.append({"method": method, "passed": True, "pixel_ap": verification.pixel_ap,
+                         "ap_drop": verification.ap_drop, "mean_abs_diff": verification.mean_abs_diff})
+        reduced.settings["calibration_selection"] = {"asked": q.calib_method, "attempts": attempts}
+        _record(state, reduced, final, verification)
+        return
+    raise VerificationError(
+        "INT8 verification failed for every calibration method ("
+        + "; ".join(f"{a['method']}: {a['error'].split(': ', 1)[-1]}" for a in attempts) + ")"
+    )
 
 
-def _fp16_stages(
-    loaded: LoadedCheckpoint,
-    options: BuildOptions,
-    fopts: Fp16Options,
-    patch_model: onnx.ModelProto,
-    fp32_bytes: bytes,
-    fallback_images: Any,
-    fallback_description: str,
-    k: int,
-    say: Progress,
-    timed: Callable[[str, Callable[[], Any]], Any],
-) -> tuple[onnx.ModelProto, bytes, onnx.ModelProto, PrecisionReport, list[str]]:
-    """Convert the patch model to fp16, compose it, verify fp16 vs fp32; nothing is written here.
-
-    Returns (fp16 full model, its final bytes with the precision metadata, fp16
-    patch model, report, warnings). Raises VerificationError at the gate.
-    """
-    conv = timed("fp16", lambda: convert_patch_model(patch_model))
+def _fp16_patch_model(state: BuildState, f: Fp16Options) -> ReducedPatchModel:
+    conv = state.timed("fp16", lambda: convert_patch_model(state.patch_model))
     s = conv.settings
-    say("fp16", f"patch model -> float16 ({s['fp16_initializers']} fp16 weights, {s['casts']} Casts; float32 "
-        f"input/logits) ({conv.seconds:.1f}s)")
-    final, fv, notes = _compose_and_verify(
-        "fp16", conv.model, loaded, options, fp32_bytes, fopts.verify_count, fopts.max_ap_drop, fopts.max_mean_diff,
-        fallback_images, fallback_description, k, say, timed,
-    )
-    report = PrecisionReport(conv.settings, fv, len(fp32_bytes))
-    # As for INT8: the numbers go into the metadata after the gate; the graph is the verified one.
-    set_precision_metadata(final, report.as_dict())
-    return final, final.SerializeToString(), conv.model, report, notes
+    state.say("fp16", f"patch model -> float16 ({s['fp16_initializers']} fp16 weights, {s['casts']} Casts; float32 "
+              f"input/logits) ({conv.seconds:.1f}s)")
+    return ReducedPatchModel("fp16", conv.model, conv.settings, f)
 
 
-def _compose_and_verify(
-    label: str,
-    patch_model: onnx.ModelProto,
-    loaded: LoadedCheckpoint,
-    options: BuildOptions,
-    fp32_bytes: bytes,
-    verify_count: int,
-    max_ap_drop: float,
-    max_mean_diff: float,
-    fallback_images: Any,
-    fallback_description: str,
-    k: int,
-    say: Progress,
-    timed: Callable[[str, Callable[[], Any]], Any],
-    required_op: str | None = None,
-    hint: str = "",
-) -> tuple[onnx.ModelProto, PrecisionVerification, list[str]]:
-    """Compose a reduced-precision patch model exactly like the fp32 one, then gate it against fp32.
+def _reduced_precision(state: BuildState) -> None:
+    """INT8 or fp16: compose the reduced model like the fp32 one, gate it against fp32; nothing written here."""
+    options = state.options
+    if options.quantize is not None:
+        _int8(state, options.quantize)
+    elif options.fp16 is not None:
+        reduced = _fp16_patch_model(state, options.fp16)
+        _record(state, reduced, *_compose_and_gate(state, reduced))
 
-    Shared by the INT8 and fp16 builds; raises VerificationError at the gate.
-    """
-    tiling = loaded.tiling
-    T = tiling.num_patches
-    tag = label.lower()
-    composed = timed(
-        f"compose-{tag}", lambda: compose_stage(patch_model, tiling, k, options.opset, options.chunking, options.mode)
-    )
-    final, simplified, notes = timed(
-        f"simplify+check-{tag}",
-        lambda: finalize_stage(composed, simplify_graph=options.simplify, uses_loop=_uses_loop(options, k, T)),
-    )
-    if required_op and not op_counts(final).get(required_op):
-        raise BuildError(f"the composed {label} graph lost its {required_op} nodes")
-    metadata_stage(final, loaded, options, k, simplified)
+
+def _compose_and_gate(state: BuildState, reduced: ReducedPatchModel) -> tuple[onnx.ModelProto, PrecisionVerification]:
+    """Compose and finalize ``reduced`` exactly like the fp32 model, then the release gate against fp32."""
+    options, label, tag, loaded = state.options, reduced.label, reduced.label.lower(), state.loaded
+    final, _ = _compose_and_finalize(state, reduced.model, f"-{tag}")
+    if reduced.required_op and not op_counts(final).get(reduced.required_op):
+        raise BuildError(f"the composed {label} graph lost its {reduced.required_op} nodes")
+    gate, vimgs = reduced.gate, state.verification_images
     evals = select_eval_images(
-        tiling, verify_data=options.verify_data, train_config=loaded.info.train_config, count=verify_count,
-        fallback=fallback_images, fallback_description=fallback_description,
+        loaded.tiling, verify_data=options.verify_data, train_config=loaded.info.train_config, count=gate.verify_count,
+        fallback=vimgs.images, fallback_description=vimgs.description, label=label,
     )
-    verification: PrecisionVerification = timed(
+    verification: PrecisionVerification = state.timed(
         f"verify-{tag}",
-        lambda: compare_models(fp32_bytes, final.SerializeToString(), evals, max_ap_drop=max_ap_drop,
-                               max_mean_diff=max_mean_diff, threads=options.threads, label=label, hint=hint),
+        lambda: compare_models(state.fp32_bytes, final.SerializeToString(), evals, label=label, gate=gate,
+                               threads=options.threads, hint=reduced.hint),
     )
-    say(f"verify-{tag}", verification.summary())
+    state.say(f"verify-{tag}", verification.summary())
     if not evals.labelled:
-        notes.append(f"{label} verification had no labelled images (valid/ or test/ with masks): "
-                     "only the heatmap difference was checked, not the pixel AP")
-    return final, verification, notes
+        state.notes.append(f"{label} verification had no labelled images (valid/ or test/ with masks): "
+                           "only the heatmap difference was checked, not the pixel AP")
+    return final, verification
+
+
+def _record(state: BuildState, reduced: ReducedPatchModel, final: onnx.ModelProto,
+            verification: PrecisionVerification) -> None:
+    """The gate passed: its numbers go into the metadata after the fact; the graph is the verified one."""
+    if reduced.label == "INT8":
+        state.quantization = QuantizationReport(reduced.settings, verification, len(state.fp32_bytes),
+                                                state.calibration)
+        set_quantization_metadata(final, state.quantization.as_dict())
+    else:
+        state.precision = PrecisionReport(reduced.settings, verification, len(state.fp32_bytes))
+        set_precision_metadata(final, state.precision.as_dict())
+    state.final, state.written_patch_model = final, reduced.model
+
+
+def _write(state: BuildState) -> None:
+    options, loaded = state.options, state.loaded
+    manifest = {
+        "format": "bgsdk.model-manifest/1",
+        "producer": f"bgsdk build-model {__version__}",
+        "checkpoint": str(state.checkpoint),
+        "checkpoint_sha256": loaded.sha256,
+        "contract": json.loads(state.contract.to_json()),
+        "build_options": options.as_dict() | {"effective_patch_batch": state.patch_batch},
+        "verification": state.verification.as_dict(),
+        "graph": {"nodes": _node_total(state.final), "op_counts": dict(sorted(op_counts(state.final).items()))},
+        "warnings": state.notes,
+    }
+    if state.quantization is not None:
+        manifest["quantization"] = state.quantization.as_dict()
+    if state.precision is not None:
+        manifest["precision"] = state.precision.as_dict()
+    model_bytes = state.model_bytes
+    patch_bytes = state.written_patch_model.SerializeToString() if options.keep_patch_model else None
+    state.paths = paths = state.timed("write", lambda: write_artifacts(state.out, model_bytes, manifest, patch_bytes))
+    state.say("write", f"{paths.model} ({len(model_bytes) / 1e6:.1f} MB), {paths.manifest.name}"
+              + (f", {paths.patch_model.name}" if paths.patch_model else ""))
+
+
+def _report(state: BuildState) -> BuildReport:
+    ops = op_counts(state.final)
+    return BuildReport(
+        paths=state.paths,
+        size_bytes=len(state.model_bytes),
+        nodes=sum(ops.values()),
+        op_counts=dict(ops),
+        patch_batch=state.patch_batch,
+        num_patches=state.loaded.tiling.num_patches,
+        simplified=state.simplified,
+        verification=state.verification,
+        contract=state.contract,
+        stage_seconds=state.seconds,
+        warnings=state.notes,
+        quantization=state.quantization,
+        precision=state.precision,
+    )
 
 
 def _layout(options: BuildOptions, k: int, T: int) -> str:

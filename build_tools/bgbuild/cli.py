@@ -8,10 +8,14 @@ error (bad checkpoint, bad option, failed verification) is one line
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from bgsdk.clikit import run_cli, setup_logging, verbosity_options
+
+if TYPE_CHECKING:
+    from .build import BuildReport
 
 __all__ = ["build_command", "main"]
 
@@ -73,6 +77,9 @@ _GATE_PARAMS = ("max_ap_drop", "max_mean_diff")  # --quantize or --fp16
 @click.option("--max-mean-diff", type=click.FloatRange(0.0), default=None,
               help="--quantize/--fp16: fail if mean |INT8/fp16 - fp32| of the heatmap exceeds this "
                    "[default: 0.01 for --quantize, 0.001 for --fp16].")
+@click.option("--triton-repo", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="Also write a Triton model repository DIR/bgsdk/{config.pbtxt,1/model.onnx} for the built model "
+                   "(defaults of `bgsdk export-triton`; use that command for other settings).")
 @verbosity_options
 def build_command(
     checkpoint: Path,
@@ -96,6 +103,7 @@ def build_command(
     quant_activations: str,
     max_ap_drop: float,
     max_mean_diff: float | None,
+    triton_repo: Path | None,
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -123,7 +131,8 @@ def build_command(
 
     from .build import DEFAULT_PATCH_BATCH, BuildOptions, build_model
     from .fp16 import DEFAULT_FP16_MAX_MEAN_DIFF, Fp16Options
-    from .quantize import DEFAULT_MAX_MEAN_DIFF, QuantizeOptions
+    from .precision_gate import DEFAULT_MAX_MEAN_DIFF
+    from .quantize import QuantizeOptions
 
     setup_logging(verbose, quiet)
     if quantize and fp16:
@@ -178,7 +187,16 @@ def build_command(
 
     t0 = time.perf_counter()
     report = build_model(checkpoint, out, options, progress)
+    if triton_repo is not None:
+        from bgsdk.triton_repo import export_triton
+
+        progress("triton", f"repository {export_triton(report.paths.model, triton_repo)}")
     total = time.perf_counter() - t0
+    _print_summary(report, total, quiet, mode)
+
+
+def _print_summary(report: BuildReport, total: float, quiet: bool, mode: str) -> None:
+    """Warnings always; unless --quiet, one line on what was built (and one on INT8/fp16)."""
     for w in report.warnings:
         click.echo(f"build-model: warning: {w}", err=True)
     if not quiet:

@@ -38,14 +38,14 @@ import onnx
 from onnx import numpy_helper
 from spox import Tensor, Var, argument, build, inline
 
+# I/O names: their home is bgsdk.contract.
+from bgsdk.contract import INPUT_NAME, OUTPUT_NAME
+from bgsdk.contract import PATCH_INPUT_NAME as PATCH_INPUT
+from bgsdk.contract import PATCH_OUTPUT_NAME as PATCH_OUTPUT
 from bgsdk.tiling import Patch, Tiling
 
 __all__ = ["ComposeOptions", "compose_full_model", "compose_whole_model", "CHUNKINGS", "SUPPORTED_OPSETS", "opset_module", "INPUT_NAME", "OUTPUT_NAME"]
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "output"
-PATCH_INPUT = "input"
-PATCH_OUTPUT = "logits"
 # spox ships op modules v17..; the TorchScript exporter of torch 2.13 goes up to 20.
 SUPPORTED_OPSETS = tuple(range(17, 21))
 CHUNKINGS = ("unrolled", "loop")

@@ -30,7 +30,7 @@ What is converted, and why this way (docs/design.md, "fp16 (GPU-oriented)"):
   constant Casts, so inside the ``--patch-batch`` Loop body (which onnxsim
   does not fold) no per-iteration Cast of a constant remains.
 
-Verification reuses the INT8 gate (:func:`bgbuild.quantize.compare_models`):
+Verification is the INT8 gate (:mod:`bgbuild.precision_gate`):
 fp32 and fp16 full-image models in ONNX Runtime on held labelled images, max and
 mean |diff| of the heatmap, pixel AP / image AUROC of both; fails -- nothing is
 written -- if the AP drops by more than ``max_ap_drop`` or the mean |diff|
@@ -50,7 +50,7 @@ from onnx import helper, numpy_helper
 
 from .errors import BuildError
 from .export import op_counts
-from .quantize import DEFAULT_MAX_AP_DROP
+from .precision_gate import GateOptions
 
 __all__ = [
     "DEFAULT_FP16_MAX_MEAN_DIFF",
@@ -81,20 +81,13 @@ CPU_VERIFICATION_SCOPE = (
 
 
 @dataclass(frozen=True)
-class Fp16Options:
-    """``build-model --fp16`` settings; defaults are the release settings."""
+class Fp16Options(GateOptions):
+    """``build-model --fp16`` settings: the gate's limits, with a tighter mean-diff default than INT8."""
 
-    max_ap_drop: float = DEFAULT_MAX_AP_DROP
     max_mean_diff: float = DEFAULT_FP16_MAX_MEAN_DIFF
-    verify_count: int = 16  # at most this many held images for the fp16 check
 
     def check(self) -> None:
-        if not 0.0 <= self.max_ap_drop <= 1.0:
-            raise BuildError(f"--max-ap-drop must be in [0, 1], got {self.max_ap_drop}")
-        if self.max_mean_diff < 0.0:
-            raise BuildError(f"--max-mean-diff must be >= 0, got {self.max_mean_diff}")
-        if self.verify_count < 1:
-            raise BuildError("need at least one fp16 verification image")
+        self.check_gate("fp16")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -76,18 +76,15 @@ def calibration_samples(opts: OperatingPointOptions, train_config: Mapping[str, 
 
 
 def _heatmaps(model_bytes: bytes, samples: list[Sample], threads: int | None) -> tuple[list[np.ndarray], list[Any]]:
-    import onnxruntime as ort
+    from bgsdk.contract import INPUT_NAME, OUTPUT_NAME, scale_input
+    from bgsdk.session import create_session
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = threads
-    sess = ort.InferenceSession(model_bytes, sess_options=so, providers=["CPUExecutionProvider"])
+    sess = create_session(model_bytes, threads=threads or None)
     maps: list[np.ndarray] = []
     masks: list[Any] = []
     for img_path, mask_path in samples:
         img = read_image(img_path)
-        out = sess.run(["output"], {"input": img[None] / np.float32(255.0)})[0]
+        out = sess.run([OUTPUT_NAME], {INPUT_NAME: scale_input(img[None])})[0]
         maps.append(np.array(out[0, 0], copy=True))
         m = read_mask(mask_path) if mask_path is not None else None
         if m is not None and m.shape != maps[-1].shape:

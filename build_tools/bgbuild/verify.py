@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from bgsdk.contract import INPUT_NAME, OUTPUT_NAME, scale_input
 from bgsdk.errors import InputError
 from bgsdk.io import list_images, read_image
 from bgsdk.tiling import Tiling
@@ -141,13 +142,10 @@ def select_verification_images(
 
 def run_onnx(model_bytes: bytes, x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """Run a full-image model in ONNX Runtime on ``x`` (N,3,H,W) already /255."""
-    import onnxruntime as ort
+    from bgsdk.session import create_session
 
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-    sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
-    return sess.run(["output"], {"input": x})[0]
+    sess = create_session(model_bytes, threads=threads or None)
+    return sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
 
 
 def verify_model(
@@ -167,7 +165,7 @@ def verify_model(
     """
     from bgtrain.infer import sliding_window, whole_image
 
-    x = (images.images.astype(np.float32) / np.float32(255.0)).astype(np.float32)
+    x = scale_input(images.images)
     out = run_onnx(model_bytes, x, threads)
     n = x.shape[0]
     expected_shape = (n, 3, tiling.height, tiling.width)

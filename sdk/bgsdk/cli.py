@@ -22,7 +22,8 @@ from typing import Any
 import click
 
 from . import __version__
-from .clikit import UserError, run_cli, setup_logging, verbosity_options
+from .clikit import UserError, progress_enabled, run_cli, setup_logging, verbosity_options
+from .contract import PRECISION_KEY, QUANTIZATION_KEY  # written by build-model --quantize / --fp16
 from .errors import InputWarning, ModelError
 from .integrity import manifest_path_for
 from .io import IMAGE_SUFFIXES, list_images
@@ -31,11 +32,6 @@ from .run_outputs import HEATMAP_SUFFIX, MASK_SUFFIX, OVERLAY_SUFFIX
 __all__ = ["cli", "main", "collect_inputs", "HEATMAP_SUFFIX", "MASK_SUFFIX", "OVERLAY_SUFFIX"]
 
 log = logging.getLogger("bgsdk.cli")
-
-# Written by `build-model --quantize` (bgbuild.artifact.QUANTIZATION_KEY; bgsdk must not import bgbuild).
-QUANTIZATION_KEY = "bgsdk.quantization"
-# Written by `build-model --fp16` (bgbuild.artifact.PRECISION_KEY).
-PRECISION_KEY = "bgsdk.precision"
 
 _provider_opt = click.option(
     "--provider",
@@ -49,7 +45,14 @@ _threads_opt = click.option(
 )
 
 
-def _segmenter(model: Path, providers: tuple[str, ...], threads: int | None, **kw: bool) -> Any:
+def _segmenter(model: Path, providers: tuple[str, ...], threads: int | None, server: str | None = None,
+               **kw: bool) -> Any:
+    if server is not None:  # MODEL is the model's name on a Triton server
+        from .triton_client import TritonSegmenter
+
+        if providers or threads or any(kw.values()):
+            raise UserError("--provider/--threads/--strict/--verify do not apply with --server (the server's business)")
+        return TritonSegmenter(server, str(model))
     from .segmenter import Segmenter
 
     return Segmenter(model, providers=list(providers) or None, threads=threads, **kw)
@@ -124,6 +127,9 @@ def cli() -> None:
 @_verify_opt
 @_provider_opt
 @_threads_opt
+@click.option("--server", default=None, metavar="URL",
+              help="Run on a Triton server (http://HOST:8000 or grpc://HOST:8001); MODEL is then the model's "
+                   "name there (needs bgsdk[triton]).")
 @verbosity_options
 def run_cmd(
     model: Path,
@@ -138,10 +144,14 @@ def run_cmd(
     verify: bool,
     providers: tuple[str, ...],
     threads: int | None,
+    server: str | None,
     verbose: int,
     quiet: bool,
 ) -> None:
-    """Segment INPUT files/folders; write heatmaps, masks, overlays, defects.csv and results.jsonl to --out."""
+    """Segment INPUT files/folders; write heatmaps, masks, overlays, defects.csv and results.jsonl to --out.
+
+    MODEL is a model file, or with --server the model's name on a Triton server.
+    """
     _warnings_as_lines()
     setup_logging(verbose, quiet)
     from tqdm import tqdm
@@ -152,7 +162,7 @@ def run_cmd(
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: --out exists and is not a folder")
     paths = collect_inputs(inputs)
-    seg = _segmenter(model, providers, threads, strict=strict, verify=verify)
+    seg = _segmenter(model, providers, threads, server, strict=strict, verify=verify)
     op = seg.operating_point
     if not op.calibrated and threshold is None:
         log.warning("%s: model has no calibrated operating point; using threshold %g", model, op.threshold)
@@ -160,7 +170,8 @@ def run_cmd(
     ok = failed = flagged = 0
     t0 = last = time.perf_counter()
     with RunWriter(out_dir, png) as writer, \
-            tqdm(total=len(paths), unit="img", disable=quiet, file=sys.stderr, dynamic_ncols=True) as bar:
+            tqdm(total=len(paths), unit="img", disable=not progress_enabled(quiet), file=sys.stderr,
+                 dynamic_ncols=True) as bar:
         outcomes = seg.iter_batch(paths, batch_size=batch_size, on_error="raise" if fail_fast else "return",
                                   threshold=threshold, min_area=min_area)
         for path, res in zip(paths, outcomes):
@@ -289,7 +300,7 @@ def _signature(args: Any) -> list[dict[str, Any]]:
 def inspect_cmd(model: Path, as_json: bool, verify: bool, verbose: int, quiet: bool) -> None:
     """Print MODEL's contract, metadata and input/output signatures, and check it."""
     setup_logging(verbose, quiet)
-    from .model import describe, format_shape, open_session
+    from .session import describe, format_shape, open_session
 
     session = open_session(model, verify=verify)
     meta = session.get_modelmeta()
@@ -432,6 +443,16 @@ def evaluate_cmd(
     run_evaluation(list(models), data_dir, split=split, masks_dir=masks_dir, json_out=json_out,
                    html_out=html_out, max_images=max_images, providers=list(providers) or None,
                    threads=threads, echo=None if quiet else click.echo)
+
+
+def _add_scale_commands() -> None:
+    from .cli_scale import batch_cmd, export_triton_cmd
+
+    cli.add_command(export_triton_cmd)
+    cli.add_command(batch_cmd)
+
+
+_add_scale_commands()
 
 
 def main(argv: list[str] | None = None) -> None:

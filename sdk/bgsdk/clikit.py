@@ -4,19 +4,21 @@
 * A user error (a :class:`~bgsdk.errors.BgsdkError`, a bad option, a missing
   file) prints one line ``<command>: error: <message>`` to stderr and exits 2 --
   no traceback. ``-vv`` shows the traceback for bug reports.
+* Progress bars only for a person watching (:func:`progress_enabled`): redirected
+  to a file, a bar's carriage-return redraws make a log unreadable.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, TextIO, TypeVar
 
 import click
 
 from .errors import BgsdkError
 
-__all__ = ["verbosity_options", "run_cli", "setup_logging", "UserError"]
+__all__ = ["verbosity_options", "run_cli", "setup_logging", "progress_enabled", "UserError"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,6 +30,13 @@ class UserError(BgsdkError):
 def setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+
+
+def progress_enabled(quiet: bool = False, stream: TextIO | None = None) -> bool:
+    """Whether to draw progress bars: not ``--quiet`` and ``stream`` (default stderr) is a terminal."""
+    s = sys.stderr if stream is None else stream
+    isatty = getattr(s, "isatty", None)
+    return not quiet and callable(isatty) and bool(isatty())
 
 
 def verbosity_options(func: F) -> F:

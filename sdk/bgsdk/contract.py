@@ -4,6 +4,11 @@ Production consumers depend on it (SPEC section 3): input ``input`` float32
 ``(N,3,H,W)`` = channels/255; output ``output`` float32 ``(N,3,H,W)`` with
 channel 0 the defect probability and channels 1-2 zeros. The builder writes it,
 the SDK and ``bgsdk inspect`` read it: one dataclass, one JSON key.
+
+The one home of every fact the packages share about a model: the I/O names, the
+input scaling (:func:`scale_input`), the metadata keys, and the patch geometry
+(:meth:`Contract.tiling`, :attr:`Contract.num_patches`). bgtrain and bgbuild import
+these; nothing copies them.
 """
 
 from __future__ import annotations
@@ -12,12 +17,56 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
+import numpy as np
+
 from .tiling import Tiling, plan_axis
 
-__all__ = ["Contract", "CONTRACT_KEY", "FORMAT_VERSION"]
+__all__ = [
+    "Contract",
+    "FORMAT_VERSION",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "PATCH_INPUT_NAME",
+    "PATCH_OUTPUT_NAME",
+    "INPUT_SCALE",
+    "scale_input",
+    "CONTRACT_KEY",
+    "PRODUCER_VERSION_KEY",
+    "CHECKPOINT_SHA_KEY",
+    "TRAINING_KEY",
+    "BUILD_KEY",
+    "QUANTIZATION_KEY",
+    "PRECISION_KEY",
+]
 
-CONTRACT_KEY = "bgsdk.contract"
 FORMAT_VERSION = 1
+
+# I/O names: the full-image model, and the patch model inside it (what torch.onnx.export writes).
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+PATCH_INPUT_NAME = "input"
+PATCH_OUTPUT_NAME = "logits"
+
+# File values are 0..255; every model input (full-image or patch, ONNX or PyTorch) is pixels / 255.
+INPUT_SCALE = 255.0
+
+# metadata_props keys. The contract is what consumers need; the rest is provenance.
+CONTRACT_KEY = "bgsdk.contract"
+PRODUCER_VERSION_KEY = "bgsdk.producer_version"
+CHECKPOINT_SHA_KEY = "bgsdk.checkpoint_sha256"
+TRAINING_KEY = "bgsdk.training"
+BUILD_KEY = "bgsdk.build"
+# INT8 models only: quantization settings, calibration set, INT8-vs-fp32 verification.
+QUANTIZATION_KEY = "bgsdk.quantization"
+# fp16 models only (build-model --fp16): conversion settings and the fp16-vs-fp32 verification.
+PRECISION_KEY = "bgsdk.precision"
+
+
+def scale_input(pixels: np.ndarray, scale: float = INPUT_SCALE) -> np.ndarray:
+    """``pixels / scale`` in float32: exactly what a model's input gets (the SDK, the build's checks,
+    calibration and the PyTorch reference all call this, so they agree bit for bit)."""
+    out: np.ndarray = np.asarray(pixels, dtype=np.float32) / np.float32(scale)
+    return out
 
 
 @dataclass(frozen=True)
@@ -29,12 +78,12 @@ class Contract:
     col_positions: tuple[int, ...]
     row_keep: tuple[tuple[int, int], ...]
     col_keep: tuple[tuple[int, int], ...]
-    input_name: str = "input"
-    output_name: str = "output"
+    input_name: str = INPUT_NAME
+    output_name: str = OUTPUT_NAME
     input_channels: tuple[str, ...] = ("target", "ref1", "ref2")
     output_channels: tuple[str, ...] = ("defect_probability", "zero", "zero")
     # The model expects pixel values already divided by this (file values are 0..255).
-    input_scale: float = 255.0
+    input_scale: float = INPUT_SCALE
     format_version: int = FORMAT_VERSION
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -70,6 +119,10 @@ class Contract:
             if k in d:
                 d[k] = tuple(tuple(x) for x in d[k])
         return cls(**d)
+
+    @property
+    def num_patches(self) -> int:
+        return len(self.row_positions) * len(self.col_positions)
 
     def tiling(self) -> Tiling:
         """Rebuild the tiling from the recorded positions (and check the crops agree)."""

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, check_file
 
 __all__ = [
     "MAX_DECODED_BYTES",
@@ -233,12 +233,7 @@ def _read_npy(path: Path) -> np.ndarray:
 
 
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise InputError(path, "file not found")
-    if path.is_dir():
-        raise InputError(path, "is a directory, not an image file")
-    if path.stat().st_size == 0:
-        raise InputError(path, "file is empty (0 bytes)")
+    check_file(path, InputError, "an image file")
 
 
 _READERS: dict[str, Callable[[Path], np.ndarray]] = {

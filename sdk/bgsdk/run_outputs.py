@@ -27,6 +27,9 @@ from .result import ErrorResult, Outcome
 
 __all__ = [
     "RunWriter",
+    "write_image_files",
+    "result_row",
+    "defect_rows",
     "HEATMAP_SUFFIX",
     "MASK_SUFFIX",
     "OVERLAY_SUFFIX",
@@ -77,29 +80,53 @@ class RunWriter:
 
     def add(self, path: Path, res: Outcome, ms: float, image: np.ndarray | None = None) -> None:
         """Record one outcome; ``image`` (the ``(3,H,W)`` input) is needed for the overlay PNG."""
-        row: dict[str, Any] = {"file": str(path), "ok": res.ok, "ms": round(ms, 3)}
-        if isinstance(res, ErrorResult):
-            row.update(verdict=None, score=None, n_defects=None, threshold=None, min_area=None, error=str(res.error))
-        else:
-            stem = path.stem
-            write_tiff(self.out_dir / f"{stem}{HEATMAP_SUFFIX}", res.heatmap)
-            if self.png:
-                write_png(self.out_dir / f"{stem}{MASK_SUFFIX}", mask_png(res.heatmap, res.threshold))
-                if image is not None:
-                    rgb = overlay_rgb(image, res.heatmap, res.threshold, res.defects)
-                    write_png(self.out_dir / f"{stem}{OVERLAY_SUFFIX}", rgb)
-            for d in res.defects:
-                rec = d.to_dict()
-                self._csv.writerow([str(path)] + [_cell(rec[k]) for k in DEFECT_FIELDS])
-            row.update(verdict=res.verdict, score=res.score, n_defects=len(res.defects), threshold=res.threshold,
-                       min_area=res.min_area, error=None)
-        self._results.handle.write(json.dumps({k: row[k] for k in RESULT_KEYS}) + "\n")
+        write_image_files(self.out_dir, path, res, self.png, image)
+        self.add_rows(result_row(path, res, ms), defect_rows(path, res))
+
+    def add_rows(self, row: dict[str, Any], defects: list[list[Any]]) -> None:
+        """Append one image's ``results.jsonl`` row and ``defects.csv`` rows (files written elsewhere)."""
+        self._csv.writerows(defects)
+        self._results.handle.write(json.dumps(row) + "\n")
 
     def close(self) -> None:
         for t in (self._defects, self._results):
             if not t.handle.closed:
                 t.handle.close()
                 os.replace(t.tmp, t.final)
+
+
+def write_image_files(out_dir: Path, path: Path, res: Outcome, png: bool, image: np.ndarray | None) -> None:
+    """The per-image files of one outcome (none for an ``ErrorResult``); shared with ``bgsdk batch``."""
+    if isinstance(res, ErrorResult):
+        return
+    stem = path.stem
+    write_tiff(out_dir / f"{stem}{HEATMAP_SUFFIX}", res.heatmap)
+    if png:
+        write_png(out_dir / f"{stem}{MASK_SUFFIX}", mask_png(res.heatmap, res.threshold))
+        if image is not None:
+            write_png(out_dir / f"{stem}{OVERLAY_SUFFIX}", overlay_rgb(image, res.heatmap, res.threshold, res.defects))
+
+
+def result_row(path: Path, res: Outcome, ms: float) -> dict[str, Any]:
+    """One ``results.jsonl`` row (keys :data:`RESULT_KEYS`, in that order)."""
+    row: dict[str, Any] = {"file": str(path), "ok": res.ok, "ms": round(ms, 3)}
+    if isinstance(res, ErrorResult):
+        row.update(verdict=None, score=None, n_defects=None, threshold=None, min_area=None, error=str(res.error))
+    else:
+        row.update(verdict=res.verdict, score=res.score, n_defects=len(res.defects), threshold=res.threshold,
+                   min_area=res.min_area, error=None)
+    return {k: row[k] for k in RESULT_KEYS}
+
+
+def defect_rows(path: Path, res: Outcome) -> list[list[Any]]:
+    """``defects.csv`` rows (columns :data:`CSV_COLUMNS`) of one outcome."""
+    if isinstance(res, ErrorResult):
+        return []
+    rows = []
+    for d in res.defects:
+        rec = d.to_dict()
+        rows.append([str(path)] + [_cell(rec[k]) for k in DEFECT_FIELDS])
+    return rows
 
 
 def _cell(v: Any) -> Any:

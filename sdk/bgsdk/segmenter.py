@@ -25,10 +25,10 @@ import numpy as np
 from .contract import Contract
 from .errors import BgsdkError, InputError, InputWarning, ModelError
 from .io import list_images, read_image, to_chw
-from .model import ModelInfo, ProviderSpec, describe, open_session
 from .operating_point import OperatingPoint, with_override
 from .result import ErrorResult, Outcome, Result
 from .sanity import value_problems
+from .session import ModelInfo, ProviderSpec, describe, open_session
 
 __all__ = ["Segmenter", "ImageLike", "ON_ERROR"]
 
@@ -82,10 +82,14 @@ class Segmenter:
         verify: bool = False,
         strict: bool = False,
     ) -> None:
-        self._session = open_session(model_path, providers, threads, fallback, verify=verify)
-        self._info = describe(self._session, model_path)
-        self._threads = threads
         self._strict = bool(strict)
+        self._session = open_session(model_path, providers, threads, fallback, verify=verify)
+        self._init_from(describe(self._session, model_path), threads)
+
+    def _init_from(self, info: ModelInfo, threads: int | None) -> None:
+        """Everything derived from the validated model description (shared with ``TritonSegmenter``)."""
+        self._info = info
+        self._threads = threads
         self._scale = np.float32(self._info.input_scale)
         self._shape = (3, self._info.height, self._info.width)
         self._op = _read_operating_point(self._info)
@@ -176,10 +180,7 @@ class Segmenter:
         batch = np.zeros((rows,) + self._shape, dtype=np.float32)
         for i, img in enumerate(images):
             np.divide(img, self._scale, out=batch[i])
-        try:
-            out = self._session.run([self._info.output_name], {self._info.input_name: batch})[0]
-        except Exception as exc:
-            raise ModelError(self.model_path, f"inference failed on a batch of {n}: {exc}") from exc
+        out = self._forward(batch)
         expected = (rows,) + self._shape
         if not isinstance(out, np.ndarray) or out.shape != expected or out.dtype != np.float32:
             got = f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
@@ -192,6 +193,13 @@ class Segmenter:
                 "outside 0..255); not returned as a heatmap",
             )
         return out[:n] if rows != n else out
+
+    def _forward(self, batch: np.ndarray) -> Any:
+        """The model call itself on a prepared ``(N,3,H,W)`` batch (``TritonSegmenter`` sends it to a server)."""
+        try:
+            return self._session.run([self._info.output_name], {self._info.input_name: batch})[0]
+        except Exception as exc:
+            raise ModelError(self.model_path, f"inference failed on a batch of {len(batch)}: {exc}") from exc
 
     def _point(self, threshold: float | None, min_area: int | None) -> OperatingPoint:
         return with_override(self._op, threshold, min_area)

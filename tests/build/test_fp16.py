@@ -27,6 +27,7 @@ from bgbuild.artifact import PRECISION_KEY, QUANTIZATION_KEY
 from bgbuild.cli import main as build_main
 from bgbuild.export import export_patch_model, op_counts
 from bgbuild.fp16 import Fp16Options, convert_patch_model, fold_constant_casts, topological_sort
+from bgbuild.graphs import all_graphs
 from bgbuild.quantize import QuantizeOptions
 from bgsdk import Segmenter
 from bgsdk.cli import PRECISION_KEY as SDK_PRECISION_KEY
@@ -56,14 +57,6 @@ def fp16_checkpoint(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -
 def fp16_build(fp16_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("fp16") / "model.fp16.onnx"
     return build_model(fp16_checkpoint, out, BuildOptions(keep_patch_model=True, fp16=Fp16Options())), out
-
-
-def _walk(graph: onnx.GraphProto):
-    for n in graph.node:
-        yield n
-        for a in n.attribute:
-            if a.type == onnx.AttributeProto.GRAPH:
-                yield from _walk(a.g)
 
 
 def test_fp16_build_is_verified_and_matches_the_independent_baseline(fp16_build, demo_root):
@@ -118,7 +111,7 @@ def test_heatmap_is_close_to_the_pytorch_fp32_reference(fp16_build, demo_root):
 def test_graph_casts_at_both_ends_and_float32_tail(fp16_build):
     _, out = fp16_build
     model = onnx.load(str(out))
-    nodes = list(_walk(model.graph))
+    nodes = [n for g in all_graphs(model.graph) for n in g.node]
     producer = {o: n for n in nodes for o in n.output}
     casts = [n for n in nodes if n.op_type == "Cast"]
     to = {n.output[0]: next(a.i for a in n.attribute if a.name == "to") for n in casts}

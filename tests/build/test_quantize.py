@@ -25,9 +25,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bgbuild import BuildError, BuildOptions, VerificationError, build_model, read_metadata
 from bgbuild.artifact import QUANTIZATION_KEY
+from bgbuild.calibration import calibration_patches
 from bgbuild.cli import main as build_main
 from bgbuild.export import op_counts
-from bgbuild.quantize import QuantizeOptions, calibration_patches, float_logits, quantize_patch_model
+from bgbuild.graphs import all_graphs
+from bgbuild.quantize import QuantizeOptions, float_logits, quantize_patch_model
 from bgsdk import Segmenter
 from bgsdk.cli import QUANTIZATION_KEY as SDK_QUANTIZATION_KEY
 from bgsdk.cli import main as sdk_main
@@ -95,18 +97,10 @@ def test_manifest_and_metadata_record_quantization(int8_build):
     assert op_counts(patch)["QuantizeLinear"] > 0
 
 
-def _walk(graph: onnx.GraphProto):
-    for n in graph.node:
-        yield n
-        for a in n.attribute:
-            if a.type == onnx.AttributeProto.GRAPH:
-                yield from _walk(a.g)
-
-
 def test_softmax_logits_and_tail_stay_float(int8_build):
     _, out = int8_build
     model = onnx.load(str(out))
-    nodes = list(_walk(model.graph))
+    nodes = [n for g in all_graphs(model.graph) for n in g.node]
     producer = {o: n for n in nodes for o in n.output}
     softmaxes = [n for n in nodes if n.op_type == "Softmax"]
     assert len(softmaxes) == 6  # the default build: 6 unrolled calls of 3 patches

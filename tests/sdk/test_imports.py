@@ -8,7 +8,8 @@ import sys
 
 from tests.helpers.models import SdkEnv
 
-HEAVY = ("torch", "click", "tqdm", "onnx", "spox", "onnxsim", "onnxscript", "PIL", "matplotlib", "bgtrain", "bgbuild")
+HEAVY = ("torch", "click", "tqdm", "onnx", "spox", "onnxsim", "onnxscript", "PIL", "matplotlib", "bgtrain", "bgbuild",
+         "ray", "tritonclient", "pytriton", "grpc", "pyarrow")
 
 SCRIPT = """
 import json, sys

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import torch
 
 from bgsdk import __version__
-from bgsdk.errors import BgsdkError
+from bgsdk.errors import SourceError, check_file
 from bgsdk.io import atomic_write
 from bgsdk.tiling import IMAGE_TYPES, Tiling, tiling_for
 
@@ -53,13 +53,10 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
 }
 
 
-class CheckpointError(BgsdkError):
+class CheckpointError(SourceError):
     """A file that is not a usable bgsdk checkpoint."""
 
-    def __init__(self, source: str | Path, problem: str) -> None:
-        self.source = str(source)
-        self.problem = problem
-        super().__init__(f"{source}: {problem}")
+    default_source = "checkpoint"
 
 
 @dataclass(frozen=True)
@@ -227,12 +224,7 @@ def _check_resume_state(p: Path, ckpt: Mapping[str, Any], width: int, stem: str 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], CheckpointInfo]:
     """Load and validate; raise :class:`CheckpointError` naming the file and the problem."""
     p = Path(path)
-    if not p.exists():
-        raise CheckpointError(p, "file not found")
-    if p.is_dir():
-        raise CheckpointError(p, "is a directory, not a checkpoint file")
-    if p.stat().st_size == 0:
-        raise CheckpointError(p, "file is empty")
+    check_file(p, CheckpointError, "a checkpoint file")
     with open(p, "rb") as f:
         magic = f.read(4)
     if magic != b"PK\x03\x04":  # torch.save writes a zip archive

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bgsdk.contract import scale_input
 from bgsdk.tiling import Patch, Tiling
 
 __all__ = ["sliding_window", "heatmap_numpy", "whole_padding", "whole_image"]
@@ -95,7 +96,7 @@ def heatmap_numpy(model: nn.Module, image: np.ndarray, tiling: Tiling, patch_bat
     img = np.asarray(image)
     if img.ndim != 3 or img.shape[0] != 3:
         raise ValueError(f"image must be (3,H,W) target/ref1/ref2, got shape {img.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32) / np.float32(255.0))
+    x = torch.from_numpy(np.ascontiguousarray(scale_input(img)))
     x = x.unsqueeze(0).to(_model_device(model))
     return sliding_window(model, x, tiling, patch_batch)[0].cpu().numpy().astype(np.float32, copy=False)
 

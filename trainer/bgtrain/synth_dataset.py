@@ -21,7 +21,7 @@ from typing import Any
 import click
 import numpy as np
 
-from bgsdk.clikit import run_cli, setup_logging, verbosity_options
+from bgsdk.clikit import progress_enabled, run_cli, setup_logging, verbosity_options
 from bgsdk.io import atomic_write, write_tiff
 from bgsdk.tiling import IMAGE_TYPES
 
@@ -187,7 +187,7 @@ def cli(out_dir: Path, n_train: int, n_valid: int, n_test: int, seed: int, image
     ref2 and an unused mask plane.
     """
     setup_logging(verbose, quiet)
-    s = make_dataset(out_dir, n_train, n_valid, n_test, seed, image_type, progress=not quiet,
+    s = make_dataset(out_dir, n_train, n_valid, n_test, seed, image_type, progress=progress_enabled(quiet),
                      eval_backgrounds=eval_backgrounds)
     if not quiet:
         parts = ", ".join(f"{k}: {v}" for k, v in sorted(s["counts"].items()))  # type: ignore[attr-defined]

@@ -1,10 +1,12 @@
-"""Opening a model file and checking that it is a bgsdk full-image model.
+"""ONNX Runtime sessions, and checking that a model file is a bgsdk full-image model.
 
-Two steps, kept apart so ``bgsdk inspect`` can show a model that does *not* fit:
-
-* :func:`open_session` -- file checks, execution providers, threads, ONNX Runtime
-  session. Anything that fails is a :class:`~bgsdk.errors.ModelError`.
-* :func:`describe` -- reads the contract from ``metadata_props`` (or, for a model
+* :func:`create_session` -- THE place an ONNX Runtime session is made (options,
+  threads, providers, optimisation level), for the SDK, the build's verification
+  and gate, and the benchmarks, so they all run models the same way.
+* :func:`open_session` -- file checks, execution providers, then
+  :func:`create_session`. Anything that fails is a :class:`~bgsdk.errors.ModelError`.
+* :func:`describe` -- (kept apart so ``bgsdk inspect`` can show a model that does
+  *not* fit) reads the contract from ``metadata_props`` (or, for a model
   without one, from the input shape) and checks names, element types and shapes.
 
 Only ONNX Runtime's own API is used (no ``onnx`` package): the runtime SDK stays
@@ -23,7 +25,7 @@ from typing import Any, Mapping, Sequence
 import onnxruntime as ort
 
 from .contract import CONTRACT_KEY, FORMAT_VERSION, Contract
-from .errors import ModelError
+from .errors import ModelError, check_file
 from .integrity import IntegrityError, verify_bytes
 from .modelguard import ExternalDataError, WireError, check_model_bytes
 
@@ -32,6 +34,7 @@ __all__ = [
     "ProviderSpec",
     "ModelInfo",
     "resolve_providers",
+    "create_session",
     "open_session",
     "describe",
     "format_shape",
@@ -134,6 +137,33 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
     return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
+def create_session(
+    model: str | os.PathLike[str] | bytes,
+    *,
+    providers: Sequence[str | tuple[str, Mapping[str, Any]]] = ("CPUExecutionProvider",),
+    threads: int | None = None,
+    optimization: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    enable_fallback: bool = False,
+) -> ort.InferenceSession:
+    """An ONNX Runtime session for a model file or serialised model, with the project's settings.
+
+    ``threads`` sets the intra-op pool (``None``: ONNX Runtime's default, one per physical
+    core); the inter-op pool is then 1: the full-image graph is one chain, and callers
+    who want parallel images use threads of their own. ORT's warnings are muted (they are
+    for ORT developers). No checks and no error wrapping: :func:`open_session` adds those.
+    """
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = optimization
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    source = model if isinstance(model, bytes) else os.fspath(model)
+    return ort.InferenceSession(
+        source, sess_options=opts, providers=list(providers), enable_fallback=1 if enable_fallback else 0
+    )
+
+
 def open_session(
     model_path: str | os.PathLike[str],
     providers: Sequence[ProviderSpec] | str | None = None,
@@ -154,25 +184,13 @@ def open_session(
     path = Path(model_path)
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
-    if not path.exists():
-        raise ModelError(path, "model file not found")
-    if path.is_dir():
-        raise ModelError(path, "is a directory, not an ONNX model file")
-    if path.stat().st_size == 0:
-        raise ModelError(path, "model file is empty (0 bytes)")
+    check_file(path, ModelError, "an ONNX model file", "model file")
     chosen = resolve_providers(providers, path, fallback)
     source = _guarded_source(path, verify)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3  # errors only: ORT's warnings are for ORT developers
-    if threads is not None:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
     try:
         # enable_fallback=0: ONNX Runtime's own retry prints a banner to stdout and silently changes
         # providers; bgsdk's fallback is the opt-in one above (and a clear ModelError otherwise).
-        session = ort.InferenceSession(
-            source, sess_options=opts, providers=chosen, enable_fallback=1 if fallback else 0
-        )
+        session = create_session(source, providers=chosen, threads=threads, enable_fallback=fallback)
     except Exception as exc:  # ORT raises its own (pybind) exception types
         raise ModelError(path, f"cannot be loaded as an ONNX model ({_first_line(exc)})") from exc
     _check_text_fields(session, path)
