@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bgsdk.contract import scale_input
 from bgsdk.metrics import double_detection
 from bgsdk.tiling import tiling_for
 from bgtrain.background import TRAIN_KINDS
@@ -138,7 +139,7 @@ def score(root: Path, n: int, names: list[str], out_json: Path | None, markdown:
     sets = eval_sets(root, n, names)
     rows: dict[str, dict[str, dict[str, Any]]] = {}
     rows["double detection"] = {
-        k: score_maps([double_detection(e.image) / np.float32(255.0) for e in s.images], s) for k, s in sets.items()
+        k: score_maps([scale_input(double_detection(e.image)) for e in s.images], s) for k, s in sets.items()
     }
     for run in sorted((root / "runs").glob("*/summary.json")):
         run = run.parent / "best.pt"

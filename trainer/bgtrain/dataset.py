@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from bgsdk.contract import scale_input
 from bgsdk.errors import InputError
 from bgsdk.io import read_image
 from bgsdk.tiling import Patch, Tiling, tiling_for
@@ -126,7 +127,7 @@ class PatchDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         r = self.synthesize(index)
-        crop = r.image * np.float32(1.0 / 255.0)
+        crop = scale_input(r.image)
         weight = np.ones((1, *r.mask.shape), np.float32)
         if r.hard is not None and self.recipe.hard_negative_weight != 1.0:
             weight[0][r.hard & ~r.mask] = np.float32(self.recipe.hard_negative_weight)

@@ -15,6 +15,7 @@ import click
 import numpy as np
 
 from bgsdk.clikit import UserError, run_cli, setup_logging, verbosity_options
+from bgsdk.contract import scale_input
 from bgsdk.io import atomic_write
 from bgsdk.metrics import double_detection
 
@@ -42,7 +43,7 @@ def score_heatmaps(
             raise UserError(f"{hp}: heatmap missing (run `bgsdk run MODEL {e.sample.path.parent} --out {heatmap_dir}` first)")
         hm = np.asarray(tifffile.imread(hp), dtype=np.float32)
         model_maps.append(hm)
-        base_maps.append(double_detection(e.image) / np.float32(255.0))
+        base_maps.append(scale_input(double_detection(e.image)))
         if figures is not None:
             from .visualize import seven_panel
 

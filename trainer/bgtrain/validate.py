@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bgsdk.contract import scale_input
 from bgsdk.io import read_image, read_mask
 from bgsdk.metrics import SegMetrics, best_f1_threshold, double_detection, evaluate
 from bgsdk.tiling import Tiling
@@ -86,7 +87,7 @@ def heatmaps(
     out: list[np.ndarray] = []
     for i in range(0, len(eval_set), batch):
         chunk = eval_set.images[i : i + batch]
-        x = torch.from_numpy(np.stack([e.image for e in chunk]) / np.float32(255.0)).to(device)
+        x = torch.from_numpy(scale_input(np.stack([e.image for e in chunk]))).to(device)
         hm = sliding_window(model, x, tiling) if mode == "tiled" else whole_image(model, x)
         out += list(hm.cpu().numpy())
     return out
@@ -136,7 +137,7 @@ def validate(
 
 def baseline(eval_set: EvalSet) -> dict[str, float | int | None]:
     """Double detection min(|T-R1|,|T-R2|)/255 scored like the model."""
-    return score_maps([double_detection(e.image) / np.float32(255.0) for e in eval_set.images], eval_set)
+    return score_maps([scale_input(double_detection(e.image)) for e in eval_set.images], eval_set)
 
 
 def metrics_dict(m: SegMetrics | dict[str, Any], prefix: str = "") -> dict[str, Any]:
