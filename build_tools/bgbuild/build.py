@@ -30,6 +30,7 @@ import torch
 
 from bgsdk import __version__
 from bgsdk.contract import Contract
+from bgsdk.operating_point import OperatingPoint
 from bgsdk.tiling import Tiling
 
 from .artifact import ArtifactPaths, set_metadata, set_precision_metadata, set_quantization_metadata, write_artifacts
@@ -38,6 +39,7 @@ from .compose import CHUNKINGS, SUPPORTED_OPSETS, ComposeOptions, compose_full_m
 from .errors import BuildError, VerificationError
 from .export import export_patch_model, op_counts
 from .fp16 import Fp16Options, convert_patch_model
+from .operating_point import OperatingPointOptions, calibrate_model, set_operating_point_metadata
 from .precision_gate import GateOptions, PrecisionVerification, compare_models, select_eval_images
 from .quantize import AUTO_CALIBRATION_ORDER, QuantizeOptions, quantize_patch_model
 from .simplify import check_graph, constants_to_initializers, hoist_subgraph_initializers, simplify
@@ -96,9 +98,12 @@ class BuildOptions:
     seed: int = 0  # synthetic verification images
     quantize: QuantizeOptions | None = None  # INT8 release model (build-model --quantize)
     fp16: Fp16Options | None = None  # fp16 release model, GPU-oriented (build-model --fp16)
+    # Pixel threshold + min area calibrated on labelled images, stored in the model (bgbuild.operating_point).
+    operating_point: OperatingPointOptions = field(default_factory=OperatingPointOptions)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["operating_point"] = self.operating_point.as_dict()
         d["verify_data"] = str(self.verify_data) if self.verify_data is not None else None
         d["image_size"] = list(self.image_size) if self.image_size is not None else None
         d["quantize"] = self.quantize.as_dict() if self.quantize is not None else None
@@ -298,6 +303,7 @@ class BuildState:
     written_patch_model: onnx.ModelProto = field(init=False)  # _export, replaced by _reduced_precision
     quantization: QuantizationReport | None = None  # _reduced_precision
     precision: PrecisionReport | None = None  # _reduced_precision
+    operating_point: OperatingPoint | None = None  # _operating_point
     paths: ArtifactPaths = field(init=False)  # _write
 
     @property
@@ -330,7 +336,7 @@ def build_model(
         raise BuildError(f"{out}: is a directory; give the output model file name (e.g. {out}/model.onnx)")
     say: Progress = progress or (lambda stage, msg: log.info("%s: %s", stage, msg))
     state = BuildState(Path(checkpoint), out, options, say)
-    for stage in (_load, _export, _compose, _verify, _reduced_precision, _write):
+    for stage in (_load, _export, _compose, _verify, _reduced_precision, _operating_point, _write):
         stage(state)
     return _report(state)
 
@@ -525,6 +531,19 @@ def _record(state: BuildState, reduced: ReducedPatchModel, final: onnx.ModelProt
     state.final, state.written_patch_model = final, reduced.model
 
 
+def _operating_point(state: BuildState) -> None:
+    """Calibrate the threshold/min area of the model that will be written and store them in it."""
+    op = state.timed("operating point", lambda: calibrate_model(
+        state.model_bytes, state.options.operating_point, state.loaded.info.train_config, state.options.threads,
+        state.say))
+    if not op.calibrated:
+        state.notes.append(f"operating point: {op.note}")
+    set_operating_point_metadata(state.final, op)
+    if state.quantization is None and state.precision is None:
+        state.fp32_bytes = state.final.SerializeToString()  # model_bytes is the fp32 model: keep it in step
+    state.operating_point = op
+
+
 def _write(state: BuildState) -> None:
     options, loaded = state.options, state.loaded
     manifest = {
@@ -538,6 +557,8 @@ def _write(state: BuildState) -> None:
         "graph": {"nodes": _node_total(state.final), "op_counts": dict(sorted(op_counts(state.final).items()))},
         "warnings": state.notes,
     }
+    if state.operating_point is not None:
+        manifest["operating_point"] = json.loads(state.operating_point.to_json())
     if state.quantization is not None:
         manifest["quantization"] = state.quantization.as_dict()
     if state.precision is not None:

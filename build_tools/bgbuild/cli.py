@@ -14,6 +14,8 @@ import click
 
 from bgsdk.clikit import run_cli, setup_logging, verbosity_options
 
+from .operating_point import OperatingPointOptions
+
 if TYPE_CHECKING:
     from .build import BuildReport
 
@@ -80,6 +82,15 @@ _GATE_PARAMS = ("max_ap_drop", "max_mean_diff")  # --quantize or --fp16
 @click.option("--triton-repo", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
               help="Also write a Triton model repository DIR/bgsdk/{config.pbtxt,1/model.onnx} for the built model "
                    "(defaults of `bgsdk export-triton`; use that command for other settings).")
+@click.option("--calibrate-data", type=click.Path(path_type=Path), default=None,
+              help="Labelled images for the operating point: a data set (its valid split) or strips + masks/ "
+                   "[default: the valid split of the checkpoint's training data].")
+@click.option("--target-recall", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+              help="Operating point: the highest threshold with at least this pixel recall [default: best F1].")
+@click.option("--max-false-alarms", type=click.FloatRange(0.0), default=None,
+              help="Operating point: the lowest threshold with at most this many false alarms per image.")
+@click.option("--min-area", type=click.IntRange(1), default=None,
+              help="Smallest defect in pixels [default: calibrated].")
 @verbosity_options
 def build_command(
     checkpoint: Path,
@@ -104,6 +115,10 @@ def build_command(
     max_ap_drop: float,
     max_mean_diff: float | None,
     triton_repo: Path | None,
+    calibrate_data: Path | None,
+    target_recall: float | None,
+    max_false_alarms: float | None,
+    min_area: int | None,
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -151,7 +166,15 @@ def build_command(
         raise click.UsageError(f"{', '.join(given(('patch_batch', 'chunking')))} only make(s) sense with --mode tiled")
     if threads:
         torch.set_num_threads(threads)
+    if target_recall is not None and max_false_alarms is not None:
+        raise click.UsageError("--target-recall and --max-false-alarms are mutually exclusive")
+    rule, target = "best_f1", None
+    if target_recall is not None:
+        rule, target = "target_recall", target_recall
+    elif max_false_alarms is not None:
+        rule, target = "max_false_alarms", max_false_alarms
     options = BuildOptions(
+        operating_point=OperatingPointOptions(data=calibrate_data, rule=rule, target=target, min_area=min_area),
         image_size=tuple(image_size) if image_size else None,  # type: ignore[arg-type]
         patch_batch=DEFAULT_PATCH_BATCH if patch_batch is None else patch_batch,
         chunking=chunking,

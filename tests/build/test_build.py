@@ -20,9 +20,10 @@ from bgbuild import BuildError, BuildOptions, VerificationError, build_model, re
 from bgbuild.artifact import BUILD_KEY, CHECKPOINT_SHA_KEY, PRODUCER_VERSION_KEY, TRAINING_KEY, sha256_bytes
 from bgbuild.cli import main as cli_main
 from bgbuild.export import export_patch_model, op_counts
+from bgbuild.operating_point import OperatingPointOptions
 from bgbuild.simplify import initializer_bytes
 from bgbuild.verify import select_verification_images
-from bgsdk import __version__
+from bgsdk import Segmenter, __version__
 from bgsdk.contract import CONTRACT_KEY, Contract
 from bgsdk.tiling import tiling_for
 from bgtrain.checkpoint import file_sha256, save_checkpoint
@@ -48,9 +49,10 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def strip_build(checkpoint, tmp_path_factory):
+def strip_build(checkpoint, demo_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("strip") / "model.onnx"
-    report = build_model(checkpoint, out, BuildOptions(patch_batch=None, keep_patch_model=True, verify_images=3))
+    report = build_model(checkpoint, out, BuildOptions(patch_batch=None, keep_patch_model=True, verify_images=3,
+                                                        operating_point=OperatingPointOptions(data=demo_root)))
     return report, out
 
 
@@ -154,6 +156,18 @@ def test_metadata_and_manifest_round_trip(strip_build, checkpoint):
     assert manifest["verification"]["max_abs_diff"] == report.verification.max_abs_diff
     assert manifest["build_options"]["keep_patch_model"] is True
     assert manifest["checkpoint_sha256"] == file_sha256(checkpoint)
+    # The operating point calibrated on --calibrate-data travels in the model and the manifest.
+    op = Segmenter(out).operating_point
+    assert op.calibrated and op.rule == "best_f1" and op.data["n_images"] > 0
+    assert manifest["operating_point"]["threshold"] == op.threshold and report.verification.passed
+
+
+def test_build_without_calibration_data_is_flagged_uncalibrated(small_build):
+    report, out = small_build
+    manifest = json.loads(out.with_suffix(".json").read_text())
+    assert manifest["operating_point"]["calibrated"] is False
+    assert "no calibration data" in manifest["operating_point"]["note"]
+    assert any("operating point" in w for w in manifest["warnings"])
 
 
 def test_kept_patch_model_is_the_inlined_one(strip_build):
