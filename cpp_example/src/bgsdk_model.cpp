@@ -21,36 +21,14 @@ constexpr const char* kOperatingPointKey = "bgsdk.operating_point";  // bgsdk.op
 constexpr const char* kInputName = "input";             // bgsdk.contract INPUT_NAME
 constexpr const char* kOutputName = "output";           // bgsdk.contract OUTPUT_NAME
 
-// The contract JSON needs only a few top-level numbers, so a tiny scanner instead of a JSON
-// library: it reads `"key": number` at depth 1 and skips nested objects such as "extra".
 std::optional<double> json_top_level_number(const std::string& json, const std::string& key) {
-  int depth = 0;
-  for (size_t i = 0; i < json.size(); ++i) {
-    const char c = json[i];
-    if (c == '"') {
-      std::string s;
-      size_t j = i + 1;
-      for (; j < json.size() && json[j] != '"'; ++j) {
-        if (json[j] == '\\' && j + 1 < json.size()) ++j;
-        s += json[j];
-      }
-      size_t k = j + 1;
-      while (k < json.size() && std::isspace(static_cast<unsigned char>(json[k]))) ++k;
-      if (depth == 1 && k < json.size() && json[k] == ':' && s == key) {
-        const char* begin = json.c_str() + k + 1;
-        char* end = nullptr;
-        const double v = std::strtod(begin, &end);
-        if (end == begin) return std::nullopt;
-        return v;
-      }
-      i = j;
-    } else if (c == '{' || c == '[') {
-      ++depth;
-    } else if (c == '}' || c == ']') {
-      --depth;
-    }
-  }
-  return std::nullopt;
+  const auto k = json_top_level_value(json, key);
+  if (!k) return std::nullopt;
+  const char* begin = json.c_str() + *k;
+  char* end = nullptr;
+  const double v = std::strtod(begin, &end);
+  if (end == begin) return std::nullopt;
+  return v;
 }
 
 std::string join_names(const std::vector<std::string>& v) {
@@ -66,6 +44,34 @@ std::unique_ptr<Ort::Env>& global_env() {
 }
 
 }  // namespace
+
+std::optional<size_t> json_top_level_value(const std::string& json, const std::string& key) {
+  int depth = 0;
+  for (size_t i = 0; i < json.size(); ++i) {
+    const char c = json[i];
+    if (c == '"') {
+      std::string s;
+      size_t j = i + 1;
+      for (; j < json.size() && json[j] != '"'; ++j) {
+        if (json[j] == '\\' && j + 1 < json.size()) ++j;
+        s += json[j];
+      }
+      size_t k = j + 1;
+      while (k < json.size() && std::isspace(static_cast<unsigned char>(json[k]))) ++k;
+      if (depth == 1 && k < json.size() && json[k] == ':' && s == key) {
+        ++k;
+        while (k < json.size() && std::isspace(static_cast<unsigned char>(json[k]))) ++k;
+        return k;
+      }
+      i = j;
+    } else if (c == '{' || c == '[') {
+      ++depth;
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return std::nullopt;
+}
 
 std::string shape_str(const std::vector<int64_t>& shape) {
   std::ostringstream s;

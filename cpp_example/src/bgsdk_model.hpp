@@ -28,6 +28,11 @@ class Error : public std::runtime_error {
 // "(1, 3, 976, 176)", with "?" for a symbolic dimension (a negative value).
 std::string shape_str(const std::vector<int64_t>& shape);
 
+// Where the value of a top-level `"key":` starts in a small JSON object (whitespace skipped), or
+// nullopt. The model metadata and the manifest need only a few top-level fields, so a tiny scanner
+// instead of a JSON library; nested objects such as "extra" are skipped.
+std::optional<size_t> json_top_level_value(const std::string& json, const std::string& key);
+
 // Checks the ONNX Runtime library against the headers this program was built with and sets up
 // the runtime; call once before creating a Model. Returns the library's version string.
 std::string init_onnxruntime();

@@ -47,34 +47,11 @@ void compress(std::array<uint32_t, 8>& h, const unsigned char* block) {
 
 // The string value of a top-level "key": "value" in a small JSON object (the manifest); nullopt if absent.
 std::optional<std::string> json_top_level_string(const std::string& json, const std::string& key) {
-  int depth = 0;
-  for (size_t i = 0; i < json.size(); ++i) {
-    const char c = json[i];
-    if (c == '"') {
-      std::string s;
-      size_t j = i + 1;
-      for (; j < json.size() && json[j] != '"'; ++j) {
-        if (json[j] == '\\' && j + 1 < json.size()) ++j;
-        s += json[j];
-      }
-      size_t k = j + 1;
-      while (k < json.size() && std::isspace(static_cast<unsigned char>(json[k]))) ++k;
-      if (depth == 1 && k < json.size() && json[k] == ':' && s == key) {
-        ++k;
-        while (k < json.size() && std::isspace(static_cast<unsigned char>(json[k]))) ++k;
-        if (k >= json.size() || json[k] != '"') return std::nullopt;
-        const size_t end = json.find('"', k + 1);
-        if (end == std::string::npos) return std::nullopt;
-        return json.substr(k + 1, end - k - 1);
-      }
-      i = j;
-    } else if (c == '{' || c == '[') {
-      ++depth;
-    } else if (c == '}' || c == ']') {
-      --depth;
-    }
-  }
-  return std::nullopt;
+  const auto k = json_top_level_value(json, key);
+  if (!k || *k >= json.size() || json[*k] != '"') return std::nullopt;
+  const size_t end = json.find('"', *k + 1);
+  if (end == std::string::npos) return std::nullopt;
+  return json.substr(*k + 1, end - *k - 1);
 }
 
 std::vector<unsigned char> read_all(const std::string& path) {
