@@ -76,9 +76,28 @@ def _train_one(root: Path, row: str, seed: int, epochs: int, width: int, threads
         return f"{out.name}: done before"
     preset, overrides, stem = ROWS[row]
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "bgtrain", "--training_dataset_path", str(root / "data"), "--checkpoint_path", str(out),
-           "--width", str(width), "--epochs", str(epochs), "--seed", str(seed), "--recipe", preset, "--stem", stem,
-           "--threads", str(threads), "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bgtrain",
+        "--training_dataset_path",
+        str(root / "data"),
+        "--checkpoint_path",
+        str(out),
+        "--width",
+        str(width),
+        "--epochs",
+        str(epochs),
+        "--seed",
+        str(seed),
+        "--recipe",
+        preset,
+        "--stem",
+        stem,
+        "--threads",
+        str(threads),
+        "-q",
+    ]
     if overrides:
         (out / "recipe.json").write_text(json.dumps(overrides))
         cmd += ["--recipe-file", str(out / "recipe.json")]
@@ -109,16 +128,25 @@ def recipe_set(recipe: Recipe, n: int, seed: int) -> EvalSet:
         img = make_image(rng, t.height, t.width, False, distractors=False, kinds=TRAIN_KINDS)[0][:3]
         lo, hi = recipe.num_defects_range
         tlo, thi = (max(recipe.target_range[0], 1), max(recipe.target_range[1], 1)) if i % 2 else (0, 0)
-        r = Recipe.from_dict({"defect_prob": 1.0, "num_defects_range": [lo * scale, hi * scale],
-                              "target_range": [tlo * scale, thi * scale]}, base=recipe)
+        r = Recipe.from_dict(
+            {
+                "defect_prob": 1.0,
+                "num_defects_range": [lo * scale, hi * scale],
+                "target_range": [tlo * scale, thi * scale],
+            },
+            base=recipe,
+        )
         if sum(r.distractor_weights) == 0 and not i % 2:
             r = Recipe.from_dict({"num_defects_range": [1, 1], "target_range": [1, 1], "defect_prob": 0.0}, base=r)
         defects = plan_defects(img[0], rng, r)
         img, mask = apply_defects(img, defects, r.mask_threshold)
         img = apply_nuisances(img, rng, r)
         ann = [annotation(d, r.mask_threshold) for d in defects]
-        images.append(EvalImage(Sample(Path(f"{recipe.name}_{i:03d}"), bool(mask.any()), None), img,
-                                mask if mask.any() else None, ann))
+        images.append(
+            EvalImage(
+                Sample(Path(f"{recipe.name}_{i:03d}"), bool(mask.any()), None), img, mask if mask.any() else None, ann
+            )
+        )
     return EvalSet(f"{recipe.name}-val", images, annotated=True)
 
 
@@ -147,8 +175,9 @@ def score(root: Path, n: int, names: list[str], out_json: Path | None, markdown:
             continue
         model, info = model_from_checkpoint(run)
         tiling = info.tiling()
-        rows[run.parent.name] = {k: score_maps(heatmaps(model, s, tiling, torch.device("cpu")), s)
-                                 for k, s in sets.items()}
+        rows[run.parent.name] = {
+            k: score_maps(heatmaps(model, s, tiling, torch.device("cpu")), s) for k, s in sets.items()
+        }
         print(f"scored {run.parent.name}", flush=True)
     if out_json:
         out_json.write_text(json.dumps(rows, indent=1))
