@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import subprocess
 import sys
 import time
@@ -48,16 +49,25 @@ from bgtrain.synth import apply_defects, apply_nuisances, plan_defects
 from bgtrain.synth_dataset import annotation, make_dataset, make_image
 from bgtrain.validate import EvalImage, EvalSet, heatmaps, load_eval_set, score_maps
 
-# row -> (preset, recipe overrides, stem)
-ROWS: dict[str, tuple[str, dict[str, Any], str]] = {
-    "seed": ("seed", {}, "compare"),
-    "robust": ("robust", {}, "compare"),
-    "robust-weak": ("robust", {"amplitude_range": [40.0, 100.0]}, "compare"),
-    "robust-shapes": ("robust", {"shapes": "seed", "line_prob": 0.0, "cluster_prob": 0.0, "edge_prob": 0.0}, "compare"),
-    "robust-refonly": ("robust", {"missing_prob": 0.0, "distractor_weights": [0.0, 0.0, 1.0, 1.0, 1.0]}, "compare"),
-    "robust-nuisances": ("robust", {"nuisance_prob": 0.0}, "compare"),
-    "robust-plainstem": ("robust", {}, "plain"),
-    "robust-noweight": ("robust", {"hard_negative_weight": 1.0}, "compare"),
+# row -> (preset, recipe overrides, stem, extra train-model options)
+ROWS: dict[str, tuple[str, dict[str, Any], str, tuple[str, ...]]] = {
+    "seed": ("seed", {}, "compare", ()),
+    "robust": ("robust", {}, "compare", ()),
+    "robust-weak": ("robust", {"amplitude_range": [40.0, 100.0]}, "compare", ()),
+    "robust-shapes": (
+        "robust",
+        {"shapes": "seed", "line_prob": 0.0, "cluster_prob": 0.0, "edge_prob": 0.0},
+        "compare",
+        (),
+    ),
+    "robust-refonly": ("robust", {"missing_prob": 0.0, "distractor_weights": [0.0, 0.0, 1.0, 1.0, 1.0]}, "compare", ()),
+    "robust-nuisances": ("robust", {"nuisance_prob": 0.0}, "compare", ()),
+    "robust-plainstem": ("robust", {}, "plain", ()),
+    "robust-noweight": ("robust", {"hard_negative_weight": 1.0}, "compare", ()),
+    # Variations beyond minus-one: a narrower weak range, a larger step budget, a higher learning rate.
+    "robust-amp20": ("robust", {"amplitude_range": [20.0, 100.0]}, "compare", ()),
+    "robust-x3": ("robust", {}, "compare", ("--repeats", "3")),
+    "robust-lr3e-3": ("robust", {}, "compare", ("--lr", "3e-3")),
 }
 COLUMNS = ("pixel_ap", "image_auroc", "recall_weak", "fa_one_ref")
 SETS = ("test", "unseen", "seed-val", "robust-val", "valid")
@@ -70,11 +80,15 @@ def prepare(root: Path, n_train: int, n_eval: int) -> None:
     print(f"data in {root / 'data'} and {root / 'unseen'}")
 
 
-def _train_one(root: Path, row: str, seed: int, epochs: int, width: int, threads: int) -> str:
+def _train_one(
+    root: Path, row: str, seed: int, epochs: int, width: int, threads: int, device: str, deadline: float
+) -> str:
     out = root / "runs" / f"{row}_s{seed}"
     if (out / "summary.json").exists():
         return f"{out.name}: done before"
-    preset, overrides, stem = ROWS[row]
+    if time.monotonic() > deadline:
+        return f"{out.name}: skipped (past --deadline-s)"
+    preset, overrides, stem, extra = ROWS[row]
     out.mkdir(parents=True, exist_ok=True)
     cmd = [
         sys.executable,
@@ -96,7 +110,10 @@ def _train_one(root: Path, row: str, seed: int, epochs: int, width: int, threads
         stem,
         "--threads",
         str(threads),
+        "--device",
+        device,
         "-q",
+        *extra,
     ]
     if overrides:
         (out / "recipe.json").write_text(json.dumps(overrides))
@@ -107,10 +124,22 @@ def _train_one(root: Path, row: str, seed: int, epochs: int, width: int, threads
     return f"{out.name}: {time.perf_counter() - t0:.0f} s"
 
 
-def train(root: Path, rows: list[str], seeds: list[int], epochs: int, width: int, jobs: int, threads: int) -> None:
-    todo = [(r, s) for r in rows for s in seeds]
+def train(
+    root: Path,
+    rows: list[str],
+    seeds: list[int],
+    epochs: int,
+    width: int,
+    jobs: int,
+    threads: int,
+    device: str = "cpu",
+    deadline_s: float | None = None,
+) -> None:
+    """Seed-major order (every row's first seed before any second seed), so a deadline leaves whole rows."""
+    todo = [(r, s) for s in seeds for r in rows]
+    deadline = time.monotonic() + (deadline_s if deadline_s is not None else float("inf"))
     with ThreadPoolExecutor(jobs) as pool:
-        for msg in pool.map(lambda rs: _train_one(root, rs[0], rs[1], epochs, width, threads), todo):
+        for msg in pool.map(lambda rs: _train_one(root, rs[0], rs[1], epochs, width, threads, device, deadline), todo):
             print(msg, flush=True)
 
 
@@ -162,26 +191,47 @@ def eval_sets(root: Path, n: int, names: list[str]) -> dict[str, EvalSet]:
     return {k: v for k, v in sets.items() if v is not None}
 
 
-def score(root: Path, n: int, names: list[str], out_json: Path | None, markdown: Path | None) -> None:
-    torch.set_num_threads(2)
-    sets = eval_sets(root, n, names)
+_SETS: dict[str, EvalSet] = {}  # filled before the scoring pool forks; children only read it
+
+
+def _score_run(args: tuple[Path, str, int]) -> tuple[str, dict[str, dict[str, Any]]]:
+    ckpt, device, threads = args
+    torch.set_num_threads(threads)
+    model, info = model_from_checkpoint(ckpt, map_location=device)
+    model.to(torch.device(device))
+    tiling = info.tiling()
+    return ckpt.parent.name, {
+        k: score_maps(heatmaps(model, s, tiling, torch.device(device)), s) for k, s in _SETS.items()
+    }
+
+
+def score(
+    root: Path,
+    n: int,
+    names: list[str],
+    out_json: Path | None,
+    markdown: Path | None,
+    device: str = "cpu",
+    jobs: int = 1,
+    threads: int = 2,
+) -> None:
+    """Score every run's best.pt; ``jobs`` forked processes (CUDA is first touched in the children)."""
+    _SETS.clear()
+    _SETS.update(eval_sets(root, n, names))
     rows: dict[str, dict[str, dict[str, Any]]] = {}
     rows["double detection"] = {
-        k: score_maps([scale_input(double_detection(e.image)) for e in s.images], s) for k, s in sets.items()
+        k: score_maps([scale_input(double_detection(e.image)) for e in s.images], s) for k, s in _SETS.items()
     }
-    for run in sorted((root / "runs").glob("*/summary.json")):
-        run = run.parent / "best.pt"
-        if not run.exists():
-            continue
-        model, info = model_from_checkpoint(run)
-        tiling = info.tiling()
-        rows[run.parent.name] = {
-            k: score_maps(heatmaps(model, s, tiling, torch.device("cpu")), s) for k, s in sets.items()
-        }
-        print(f"scored {run.parent.name}", flush=True)
+    ckpts = [r.parent / "best.pt" for r in sorted((root / "runs").glob("*/summary.json"))]
+    todo = [(c, device, threads) for c in ckpts if c.exists()]
+    with multiprocessing.get_context("fork").Pool(max(1, jobs)) as pool:
+        for name, per_set in pool.imap_unordered(_score_run, todo):
+            rows[name] = per_set
+            print(f"scored {name}", flush=True)
+    rows = {"double detection": rows.pop("double detection"), **dict(sorted(rows.items()))}
     if out_json:
         out_json.write_text(json.dumps(rows, indent=1))
-    text = table(rows, list(sets))
+    text = table(rows, list(_SETS))
     print(text)
     if markdown:
         markdown.write_text(text)
@@ -212,6 +262,8 @@ def main() -> None:
     ap.add_argument("--n-eval", type=int, default=24, help="images per evaluation set")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="torch device for training and scoring (cpu, cuda)")
+    ap.add_argument("--deadline-s", type=float, default=None, help="start no new training after this many seconds")
     ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--markdown", type=Path, default=None)
@@ -219,9 +271,9 @@ def main() -> None:
     if a.step == "prepare":
         prepare(a.root, a.n_train, a.n_eval)
     elif a.step == "train":
-        train(a.root, a.rows, a.seeds, a.epochs, a.width, a.jobs, a.threads)
+        train(a.root, a.rows, a.seeds, a.epochs, a.width, a.jobs, a.threads, a.device, a.deadline_s)
     else:
-        score(a.root, a.n_eval, a.sets, a.json, a.markdown)
+        score(a.root, a.n_eval, a.sets, a.json, a.markdown, a.device, a.jobs, a.threads)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,13 @@ def _opt(name: str, **kw):
     "gamma_end", default=3.0, show_default=True, type=float, help="Focal-loss gamma at the last step (cosine schedule)."
 )
 @_opt("cache_size", default=64, show_default=True, type=click.IntRange(0), help="Decoded images kept per worker (LRU).")
+@_opt(
+    "repeats",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Visits of every patch position per epoch, each with new synthetic defects (steps per epoch x N).",
+)
 @_opt("seed", default=0, show_default=True, type=int, help="Same seed, same data, same run -> same weights.")
 @_opt(
     "width",

@@ -64,6 +64,8 @@ class TrainConfig:
     gamma_start: float = 1.0
     gamma_end: float = 3.0
     cache_size: int = 64
+    # Visits of each patch position per epoch, each with fresh defects (the step budget per epoch).
+    repeats: int = 1
     seed: int = 0
     width: int = 64
     workers: int = 0
@@ -214,7 +216,7 @@ def setup(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Run:
     if not files:
         raise UserError(f"{cfg.training_dataset_path}: no training images of format {cfg.img_format!r}")
     recipe = resolve_recipe(cfg)
-    dataset = PatchDataset(files, cfg.image_type, cfg.cache_size, recipe, cfg.seed)
+    dataset = PatchDataset(files, cfg.image_type, cfg.cache_size, recipe, cfg.seed, repeats=cfg.repeats)
     core, optimizer, scheduler, start_epoch = _build_model(cfg, device)
     model: torch.nn.Module = core
     if world > 1:
