@@ -52,7 +52,10 @@ def inference_rows(width: int, batch: int, repeat: int) -> list[tuple[str, float
         m = model.to(dtype)
         xi = x.to(dtype)
         with torch.inference_mode():
-            for mode, fn in (("tiled", partial(sliding_window, m, xi, t)), ("whole", partial(whole_image, m, xi, batch))):
+            for mode, fn in (
+                ("tiled", partial(sliding_window, m, xi, t)),
+                ("whole", partial(whole_image, m, xi, batch)),
+            ):
                 ms = _cuda_ms(fn, repeat) / batch
                 rows.append((f"w{width} {mode} {str(dtype).removeprefix('torch.')} batch {batch}", ms))
     return rows

@@ -54,7 +54,12 @@ ROWS: dict[str, tuple[str, dict[str, Any], str, tuple[str, ...]]] = {
     "seed": ("seed", {}, "compare", ()),
     "robust": ("robust", {}, "compare", ()),
     "robust-weak": ("robust", {"amplitude_range": [40.0, 100.0]}, "compare", ()),
-    "robust-shapes": ("robust", {"shapes": "seed", "line_prob": 0.0, "cluster_prob": 0.0, "edge_prob": 0.0}, "compare", ()),
+    "robust-shapes": (
+        "robust",
+        {"shapes": "seed", "line_prob": 0.0, "cluster_prob": 0.0, "edge_prob": 0.0},
+        "compare",
+        (),
+    ),
     "robust-refonly": ("robust", {"missing_prob": 0.0, "distractor_weights": [0.0, 0.0, 1.0, 1.0, 1.0]}, "compare", ()),
     "robust-nuisances": ("robust", {"nuisance_prob": 0.0}, "compare", ()),
     "robust-plainstem": ("robust", {}, "plain", ()),
@@ -77,8 +82,9 @@ def prepare(root: Path, n_train: int, n_eval: int) -> None:
     print(f"data in {root / 'data'} and {root / 'unseen'}")
 
 
-def _train_one(root: Path, row: str, seed: int, epochs: int, width: int, threads: int, device: str,
-               deadline: float) -> str:
+def _train_one(
+    root: Path, row: str, seed: int, epochs: int, width: int, threads: int, device: str, deadline: float
+) -> str:
     out = root / "runs" / f"{row}_s{seed}"
     if (out / "summary.json").exists():
         return f"{out.name}: done before"
@@ -86,9 +92,31 @@ def _train_one(root: Path, row: str, seed: int, epochs: int, width: int, threads
         return f"{out.name}: skipped (past --deadline-s)"
     preset, overrides, stem, extra = ROWS[row]
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "bgtrain", "--training_dataset_path", str(root / "data"), "--checkpoint_path", str(out),
-           "--width", str(width), "--epochs", str(epochs), "--seed", str(seed), "--recipe", preset, "--stem", stem,
-           "--threads", str(threads), "--device", device, "-q", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bgtrain",
+        "--training_dataset_path",
+        str(root / "data"),
+        "--checkpoint_path",
+        str(out),
+        "--width",
+        str(width),
+        "--epochs",
+        str(epochs),
+        "--seed",
+        str(seed),
+        "--recipe",
+        preset,
+        "--stem",
+        stem,
+        "--threads",
+        str(threads),
+        "--device",
+        device,
+        "-q",
+        *extra,
+    ]
     if overrides:
         (out / "recipe.json").write_text(json.dumps(overrides))
         cmd += ["--recipe-file", str(out / "recipe.json")]
@@ -98,8 +126,17 @@ def _train_one(root: Path, row: str, seed: int, epochs: int, width: int, threads
     return f"{out.name}: {time.perf_counter() - t0:.0f} s"
 
 
-def train(root: Path, rows: list[str], seeds: list[int], epochs: int, width: int, jobs: int, threads: int,
-          device: str = "cpu", deadline_s: float | None = None) -> None:
+def train(
+    root: Path,
+    rows: list[str],
+    seeds: list[int],
+    epochs: int,
+    width: int,
+    jobs: int,
+    threads: int,
+    device: str = "cpu",
+    deadline_s: float | None = None,
+) -> None:
     """Seed-major order (every row's first seed before any second seed), so a deadline leaves whole rows."""
     todo = [(r, s) for s in seeds for r in rows]
     deadline = time.monotonic() + (deadline_s if deadline_s is not None else float("inf"))
@@ -122,16 +159,25 @@ def recipe_set(recipe: Recipe, n: int, seed: int) -> EvalSet:
         img = make_image(rng, t.height, t.width, False, distractors=False, kinds=TRAIN_KINDS)[0][:3]
         lo, hi = recipe.num_defects_range
         tlo, thi = (max(recipe.target_range[0], 1), max(recipe.target_range[1], 1)) if i % 2 else (0, 0)
-        r = Recipe.from_dict({"defect_prob": 1.0, "num_defects_range": [lo * scale, hi * scale],
-                              "target_range": [tlo * scale, thi * scale]}, base=recipe)
+        r = Recipe.from_dict(
+            {
+                "defect_prob": 1.0,
+                "num_defects_range": [lo * scale, hi * scale],
+                "target_range": [tlo * scale, thi * scale],
+            },
+            base=recipe,
+        )
         if sum(r.distractor_weights) == 0 and not i % 2:
             r = Recipe.from_dict({"num_defects_range": [1, 1], "target_range": [1, 1], "defect_prob": 0.0}, base=r)
         defects = plan_defects(img[0], rng, r)
         img, mask = apply_defects(img, defects, r.mask_threshold)
         img = apply_nuisances(img, rng, r)
         ann = [annotation(d, r.mask_threshold) for d in defects]
-        images.append(EvalImage(Sample(Path(f"{recipe.name}_{i:03d}"), bool(mask.any()), None), img,
-                                mask if mask.any() else None, ann))
+        images.append(
+            EvalImage(
+                Sample(Path(f"{recipe.name}_{i:03d}"), bool(mask.any()), None), img, mask if mask.any() else None, ann
+            )
+        )
     return EvalSet(f"{recipe.name}-val", images, annotated=True)
 
 
@@ -156,12 +202,21 @@ def _score_run(args: tuple[Path, str, int]) -> tuple[str, dict[str, dict[str, An
     model, info = model_from_checkpoint(ckpt, map_location=device)
     model.to(torch.device(device))
     tiling = info.tiling()
-    return ckpt.parent.name, {k: score_maps(heatmaps(model, s, tiling, torch.device(device)), s)
-                              for k, s in _SETS.items()}
+    return ckpt.parent.name, {
+        k: score_maps(heatmaps(model, s, tiling, torch.device(device)), s) for k, s in _SETS.items()
+    }
 
 
-def score(root: Path, n: int, names: list[str], out_json: Path | None, markdown: Path | None,
-          device: str = "cpu", jobs: int = 1, threads: int = 2) -> None:
+def score(
+    root: Path,
+    n: int,
+    names: list[str],
+    out_json: Path | None,
+    markdown: Path | None,
+    device: str = "cpu",
+    jobs: int = 1,
+    threads: int = 2,
+) -> None:
     """Score every run's best.pt; ``jobs`` forked processes (CUDA is first touched in the children)."""
     _SETS.clear()
     _SETS.update(eval_sets(root, n, names))

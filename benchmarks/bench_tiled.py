@@ -60,15 +60,27 @@ def build_variants(width: int, ks: list[int], loop_ks: list[int], out: Path) -> 
         onnx.save(model, str(paths[name]))
     # the bare model's input: the 18 patches of one random strip
     x = np.random.default_rng(0).random((1, 3, tiling.height, tiling.width), dtype=np.float32)
-    patches = np.concatenate([x[:, :, p.row.start:p.row.stop, p.col.start:p.col.stop] for p in tiling.patches()])
+    patches = np.concatenate([x[:, :, p.row.start : p.row.stop, p.col.start : p.col.stop] for p in tiling.patches()])
     np.save(out / "patches18.npy", patches)
     np.save(out / "strip.npy", x)
     return paths
 
 
 def run_worker(model: Path, inp: Path, batch: int, threads: int, repeat: int, extra: list[str]) -> dict:
-    cmd = [sys.executable, str(HERE / "ortworker.py"), str(model), "--threads", str(threads), "--batch",
-           str(batch), "--repeat", str(repeat), "--input", str(inp), *extra]
+    cmd = [
+        sys.executable,
+        str(HERE / "ortworker.py"),
+        str(model),
+        "--threads",
+        str(threads),
+        "--batch",
+        str(batch),
+        "--repeat",
+        str(repeat),
+        "--input",
+        str(inp),
+        *extra,
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -117,16 +129,26 @@ def main() -> None:
     for name in paths:
         t = times[name]
         med = statistics.median(t)
-        print(f"{name:<12} {med * 1e3:10.0f} {min(t) * 1e3:8.0f} {max(t) * 1e3:8.0f} {med / base:8.3f} "
-              f"{max(rss[name]):12.0f} {paths[name].stat().st_size / 1e6:8.1f}")
+        print(
+            f"{name:<12} {med * 1e3:10.0f} {min(t) * 1e3:8.0f} {max(t) * 1e3:8.0f} {med / base:8.3f} "
+            f"{max(rss[name]):12.0f} {paths[name].stat().st_size / 1e6:8.1f}"
+        )
     if args.profile:
         for name in paths:
-            res = run_worker(paths[name], inputs[name], 18 if name == "bare18" else 1, args.threads, 1,
-                             ["--profile", str(tmp / f"prof_{name}"), "--optimized", str(tmp / f"opt_{name}.onnx")])
+            res = run_worker(
+                paths[name],
+                inputs[name],
+                18 if name == "bare18" else 1,
+                args.threads,
+                1,
+                ["--profile", str(tmp / f"prof_{name}"), "--optimized", str(tmp / f"opt_{name}.onnx")],
+            )
             p = res["profile"]
             tot = p["total_us"]
-            print(f"\n## profile {name}: kernel time {tot / 2e3:.0f} ms per call (2 calls profiled); "
-                  f"call wall {res['times'][0] * 1e3:.0f} ms")
+            print(
+                f"\n## profile {name}: kernel time {tot / 2e3:.0f} ms per call (2 calls profiled); "
+                f"call wall {res['times'][0] * 1e3:.0f} ms"
+            )
             print("  by op type: " + ", ".join(f"{k} {v / tot:.1%}" for k, v in list(p["by_type"].items())[:8]))
             print("  optimized graph ops: " + json.dumps(optimized_ops(tmp / f"opt_{name}.onnx")))
 

@@ -58,8 +58,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--input", default=None, help=".npy (N,3,H,W) already /255; default: uniform random")
     ap.add_argument("--input-name", default="input")
-    ap.add_argument("--shape", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
-                    help="per-sample shape when the model's input has no static one")
+    ap.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        default=None,
+        metavar=("C", "H", "W"),
+        help="per-sample shape when the model's input has no static one",
+    )
     ap.add_argument("--profile", default=None, help="write ORT's profile here and print its summary")
     ap.add_argument("--optimized", default=None, help="write ORT's optimized graph here")
     ap.add_argument("--no-mem-pattern", action="store_true")
@@ -95,8 +101,15 @@ def main() -> None:
         t0 = time.perf_counter()
         sess.run(None, feed)
         times.append(time.perf_counter() - t0)
-    out = {"model": os.path.basename(args.model), "threads": args.threads, "batch": args.batch, "times": times,
-           "load_s": t_load, "peak_rss_mb": vmhwm_mb(), "rss_after_warmup_mb": rss_warm}
+    out = {
+        "model": os.path.basename(args.model),
+        "threads": args.threads,
+        "batch": args.batch,
+        "times": times,
+        "load_s": t_load,
+        "peak_rss_mb": vmhwm_mb(),
+        "rss_after_warmup_mb": rss_warm,
+    }
     if args.profile:
         prof = sess.end_profiling()
         out["profile"] = summarize_profile(prof)

@@ -224,14 +224,17 @@ def test_nuisances_leave_the_target_frame_and_differ_per_die():
     out = synthesize(bg, sample_rng(2, 0, 0), only_shift).image
     np.testing.assert_array_equal(out[0], bg[0])  # the target is the reference frame
     assert not np.array_equal(out[1], bg[1]) and not np.array_equal(out[1], out[2])
-    noisy = synthesize(bg, sample_rng(2, 0, 1), Recipe(nuisance_prob=1.0, noise_std=3.0, gain=0.1, offset=10.0,
-                                                       defect_prob=0.0)).image
+    noisy = synthesize(
+        bg, sample_rng(2, 0, 1), Recipe(nuisance_prob=1.0, noise_std=3.0, gain=0.1, offset=10.0, defect_prob=0.0)
+    ).image
     assert noisy.min() >= 0 and noisy.max() <= 255
     assert all(not np.array_equal(noisy[c], bg[c]) for c in range(3))
 
 
 def test_symmetries_move_image_and_mask_together():
-    plain = Recipe.from_dict({"nuisance_prob": 0.0, "defect_prob": 1.0, "swap_refs": False, "flips": False}, base=ROBUST)
+    plain = Recipe.from_dict(
+        {"nuisance_prob": 0.0, "defect_prob": 1.0, "swap_refs": False, "flips": False}, base=ROBUST
+    )
     sym = Recipe.from_dict({"swap_refs": True, "flips": True}, base=plain)
     seen = set()
     for i in range(40):
