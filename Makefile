@@ -31,6 +31,8 @@ test: $(STAMP) $(TRITON_STAMP)
 # Lint rules, formatting and types (settings in pyproject.toml): what CI runs before the tests.
 # `ruff format` wraps at [tool.ruff] line-length (120); `make format` fixes what the check reports.
 lint: $(STAMP)
+	@# no merge-conflict markers left in any tracked file (docs included: ruff does not read them)
+	@! git grep -nE '^(<<<<<<< |>>>>>>> )' -- . ':!Makefile' || { echo "lint: merge-conflict markers above"; exit 1; }
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy

@@ -59,12 +59,12 @@ V1 = {"amplitude_range": [12.0, 100.0]}
 ONE_PASS = ("--repeats", "1")
 ROWS: dict[str, tuple[str, dict[str, Any], str, tuple[str, ...]]] = {
     "robust": ("robust", {}, "compare", ()),
+    "robust-x1": ("robust", {}, "compare", ONE_PASS),
     "robust-a12": ("robust", V1, "compare", ()),
     "robust-a40": ("robust", {"amplitude_range": [40.0, 100.0]}, "compare", ()),
     "seed": ("seed", {}, "compare", ONE_PASS),
     "v1": ("robust", V1, "compare", ONE_PASS),
     "v1-weak": ("robust", {"amplitude_range": [40.0, 100.0]}, "compare", ONE_PASS),
-    "v1-amp20": ("robust", {"amplitude_range": [20.0, 100.0]}, "compare", ONE_PASS),
     "v1-shapes": (
         "robust",
         {**V1, "shapes": "seed", "line_prob": 0.0, "cluster_prob": 0.0, "edge_prob": 0.0},
@@ -81,7 +81,6 @@ ROWS: dict[str, tuple[str, dict[str, Any], str, tuple[str, ...]]] = {
     "v1-plainstem": ("robust", V1, "plain", ONE_PASS),
     "v1-noweight": ("robust", {**V1, "hard_negative_weight": 1.0}, "compare", ONE_PASS),
     "v1-lr3e-3": ("robust", V1, "compare", (*ONE_PASS, "--lr", "3e-3")),
-    "v1-x3": ("robust", V1, "compare", ("--repeats", "3")),
 }
 COLUMNS = ("pixel_ap", "image_auroc", "recall_weak", "fa_one_ref")
 SETS = ("test", "unseen", "seed-val", "robust-val", "valid")

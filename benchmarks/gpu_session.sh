@@ -18,7 +18,7 @@ N_EVAL=${N_EVAL:-24}
 EPOCHS=${EPOCHS:-10}
 JOBS=${JOBS:-8}
 TRAIN_S=${TRAIN_S:-330}
-ROWS=${ROWS:-robust seed v1 v1-plainstem v1-noweight v1-amp20 v1-weak v1-x3 v1-lr3e-3 robust-a12 robust-a40}
+ROWS=${ROWS:-robust seed v1 v1-plainstem v1-noweight robust-x1 v1-weak v1-lr3e-3 robust-a12 robust-a40}
 SPEED=${SPEED:-1}
 PY=${PY:-python3}
 export PYTHONPATH="$PWD/sdk:$PWD/trainer:$PWD/build_tools:$PWD/benchmarks" PYTHONUNBUFFERED=1
