@@ -1,7 +1,7 @@
 """Time one ONNX model in a fresh process: the measuring half of bench_tiled.py and bench_modes.py.
 
 Run as ``python benchmarks/ortworker.py MODEL --threads 2 --batch 1 --repeat 3``; prints one JSON
-line: per-call seconds (after one warm-up call), the process's peak RSS (VmHWM, imports included, so
+line: per-call seconds (after one warm-up call) and CPU seconds (user + system, all threads), the process's peak RSS (VmHWM, imports included, so
 every variant pays the same fixed cost) and optionally an ONNX Runtime per-op profile summary.
 Only numpy and onnxruntime are imported, so the RSS is the model's, not torch's.
 """
@@ -64,6 +64,8 @@ def main() -> None:
     ap.add_argument("--optimized", default=None, help="write ORT's optimized graph here")
     ap.add_argument("--no-mem-pattern", action="store_true")
     ap.add_argument("--no-arena", action="store_true")
+    ap.add_argument("--no-spin", action="store_true",
+                    help="threads block instead of spinning, so cpu_times count work, not waiting")
     args = ap.parse_args()
 
     so = ort.SessionOptions()
@@ -71,6 +73,8 @@ def main() -> None:
     so.inter_op_num_threads = 1
     so.enable_mem_pattern = not args.no_mem_pattern
     so.enable_cpu_mem_arena = not args.no_arena
+    if args.no_spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if args.optimized:
         so.optimized_model_filepath = args.optimized
     if args.profile:  # the profile then covers the warm-up call too (repeat + 1 calls)
@@ -90,12 +94,15 @@ def main() -> None:
     feed = {args.input_name: x}
     sess.run(None, feed)  # warm-up: first-call allocations and kernel selection
     rss_warm = vmhwm_mb()
-    times = []
+    times, cpu = [], []
     for _ in range(args.repeat):
-        t0 = time.perf_counter()
+        c0, t0 = os.times(), time.perf_counter()
         sess.run(None, feed)
         times.append(time.perf_counter() - t0)
+        c1 = os.times()
+        cpu.append(c1.user - c0.user + c1.system - c0.system)
     out = {"model": os.path.basename(args.model), "threads": args.threads, "batch": args.batch, "times": times,
+           "cpu_times": cpu,
            "load_s": t_load, "peak_rss_mb": vmhwm_mb(), "rss_after_warmup_mb": rss_warm}
     if args.profile:
         prof = sess.end_profiling()

@@ -39,9 +39,10 @@ _GATE_PARAMS = ("max_ap_drop", "max_mean_diff")  # --quantize or --fp16
               help="tiled: 18 overlapping patches, exactly as trained (the default). whole: one network pass on the "
                    "strip reflect-padded to multiples of 32, cropped back (faster; pick it with numbers, see "
                    "docs/design.md).")
-@click.option("--chunking", type=click.Choice(["unrolled", "loop"]), default="unrolled", show_default=True,
-              help="tiled, --patch-batch below the patch count: unrolled calls sharing the weights, or an ONNX Loop "
-                   "(slower in ONNX Runtime, kept for comparison).")
+@click.option("--chunking", type=click.Choice(["unrolled", "hybrid", "loop"]), default="unrolled", show_default=True,
+              help="tiled, --patch-batch below the patch count: unrolled calls sharing the weights; hybrid: only the "
+                   "full-resolution layers in chunks, the rest of the UNet once on all patches (as fast as one call, "
+                   "~2x the default's memory); or an ONNX Loop (slower in ONNX Runtime, kept for comparison).")
 @click.option("--opset", type=click.IntRange(17, 20), default=17, show_default=True, help="ONNX opset of the model.")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim (the graph is still checked and verified).")
 @click.option("--keep-patch-model", is_flag=True, help="Also write OUT.patch.onnx, the patch model exactly as inlined.")

@@ -18,11 +18,12 @@ falls out of slicing the batched input once per position. Reshaping the
 probabilities to ``(T,N,P,P)`` is exact for that order, so patch ``t`` of image
 ``n`` is ``[t, n]`` -- one static Slice per patch crops it for all images at once.
 
-``patch_batch=K`` (K < T) runs the patch model on chunks of K patches inside a
-``Loop``; its body holds the only copy of the weights. The chunks are cut from
-the flattened ``(T*N)`` batch, so K bounds the patches per call for any N; the
-last chunk may be shorter (Slice clamps its end), and the defect probabilities
-are accumulated in a loop-carried tensor whose first dimension grows.
+``patch_batch=K`` (K < T) runs the patch model on chunks of K patch positions:
+``unrolled`` (default) inlines one call per chunk, all calls reading the same
+weights; ``hybrid`` runs only the full-resolution layers per chunk and the
+low-resolution middle of the UNet once on all patches (:mod:`bgbuild.split`);
+``loop`` puts the patch model in a ``Loop`` over chunks of the flattened
+``(T*N)`` batch (kept for comparison; docs/design.md has the measurements).
 """
 
 from __future__ import annotations
@@ -44,11 +45,13 @@ from bgsdk.contract import PATCH_INPUT_NAME as PATCH_INPUT
 from bgsdk.contract import PATCH_OUTPUT_NAME as PATCH_OUTPUT
 from bgsdk.tiling import Patch, Tiling
 
+from .split import split_by_resolution
+
 __all__ = ["ComposeOptions", "compose_full_model", "compose_whole_model", "CHUNKINGS", "SUPPORTED_OPSETS", "opset_module", "INPUT_NAME", "OUTPUT_NAME"]
 
 # spox ships op modules v17..; the TorchScript exporter of torch 2.13 goes up to 20.
 SUPPORTED_OPSETS = tuple(range(17, 21))
-CHUNKINGS = ("unrolled", "loop")
+CHUNKINGS = ("unrolled", "hybrid", "loop")
 
 
 def opset_module(opset: int) -> ModuleType:
@@ -68,7 +71,10 @@ class ComposeOptions:
 
     opset: int = 17
     patch_batch: int | None = None
-    chunking: str = "unrolled"  # K < T: "unrolled" chunks sharing one set of weights, or a "loop"
+    # K < T: "unrolled" chunks sharing one set of weights; "hybrid": only the full-resolution layers in
+    # chunks, the low-resolution middle once on all patches (faster, ~2x the memory); or a "loop"
+    chunking: str = "unrolled"
+    hybrid_levels: int = 1  # hybrid: resolution levels run in chunks (1 = only the full-resolution layers)
 
     def __post_init__(self) -> None:
         if self.chunking not in CHUNKINGS:
@@ -130,6 +136,40 @@ def _unrolled(op: ModuleType, patch_model: onnx.ModelProto, groups: list[list[Pa
     weights = {name: op.constant(value=v) for name, v in values.items()}
     parts = [_defect_probability(op, lambda **kw: run(**kw, **weights), crops(g), _i64) for g in groups]
     return op.concat(parts, axis=0)
+
+
+def _hybrid(op: ModuleType, patch_model: onnx.ModelProto, groups: list[list[Patch]], crops: Callable[[list[Patch]], Var],
+            n_images: Var, levels: int, _i64: I64) -> Var:
+    """Full-resolution layers per chunk of patch positions, the low-resolution middle once on all patches.
+
+    ``front`` runs on each chunk; its ``down`` outputs are concatenated (patch-major,
+    as the chunks are) and the ``middle`` runs once; its ``up`` outputs are split back
+    into the chunks' rows (``len(group) * N`` each) and each chunk's ``back`` finishes
+    it with the chunk's own ``skips``. All parts share one set of weights.
+    """
+    parts = split_by_resolution(patch_model, levels)
+    if parts is None:  # no low-resolution layers: all of it runs in chunks
+        return _unrolled(op, patch_model, groups, crops, _i64)
+    _, values = _weights_as_inputs(patch_model)
+    weights = {name: op.constant(value=v) for name, v in values.items()}
+
+    def runner(part: onnx.ModelProto) -> Callable[..., dict[str, Var]]:
+        bare, vals = _weights_as_inputs(part)
+        fn = inline(bare)
+        return lambda **kw: fn(**kw, **{k: weights[k] for k in vals})
+
+    front, middle, back = runner(parts.front), runner(parts.middle), runner(parts.back)
+    chunks = [crops(g) for g in groups]
+    fronts = [{**front(**{PATCH_INPUT: c}), PATCH_INPUT: c} for c in chunks]
+    mids = middle(**{t: op.concat([f[t] for f in fronts], axis=0) for t in parts.down})
+    rows = op.mul(_i64([len(g) for g in groups]), n_images)  # rows of each chunk: len(group) * N
+    ups = {t: op.split(mids[t], rows, axis=0, outputs_count=len(groups)) for t in parts.up}
+    probs = []
+    for i, f in enumerate(fronts):
+        logits = back(**{t: f[t] for t in parts.skips}, **{t: ups[t][i] for t in parts.up})[PATCH_OUTPUT]
+        prob = op.softmax(logits, axis=1)
+        probs.append(op.slice(prob, _i64([1]), _i64([2]), _i64([1])))
+    return op.concat(probs, axis=0)
 
 
 def _looped(op: ModuleType, run_patch_model: Any, batch: Var, K: int, P: int, _i64: I64) -> Var:
@@ -215,6 +255,10 @@ def compose_full_model(patch_model: onnx.ModelProto, tiling: Tiling, options: Co
     if K is None or K >= T:
         # One call on the whole batch.
         probs = _defect_probability(op, inline(patch_model), crops(patches), _i64)
+    elif options.chunking == "hybrid":
+        n_images = op.slice(op.shape(x), _i64([0]), _i64([1]))
+        probs = _hybrid(op, patch_model, [patches[i : i + K] for i in range(0, T, K)], crops, n_images,
+                        options.hybrid_levels, _i64)
     elif options.chunking == "unrolled":
         probs = _unrolled(op, patch_model, [patches[i : i + K] for i in range(0, T, K)], crops, _i64)
     else:
