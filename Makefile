@@ -28,9 +28,11 @@ $(TRITON_STAMP): pyproject.toml
 test: $(STAMP) $(TRITON_STAMP)
 	$(PY) -m pytest -q tests
 
-# Lint rules and types (settings in pyproject.toml): what CI runs before the tests.
+# Lint rules, formatting and types (settings in pyproject.toml): what CI runs before the tests.
+# `ruff format` wraps at [tool.ruff] line-length (120); `make format` fixes what the check reports.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 # Long fuzzing of the readers, to_chw and Segmenter.run (docs/reliability.md): FUZZ_RUNS inputs per

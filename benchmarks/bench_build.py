@@ -126,8 +126,12 @@ def child_build_ks(args: dict) -> dict:
         m, _, _ = finalize_stage(m, simplify_graph=True, uses_loop=k < loaded.tiling.num_patches)
         path = Path(args["dir"]) / f"k{k}.onnx"
         onnx.save(m, str(path))
-        res[str(k)] = {"compose_s": time.perf_counter() - t0, "size_mb": path.stat().st_size / 1e6,
-                       "weights_mb": initializer_bytes(m) / 1e6, "path": str(path)}
+        res[str(k)] = {
+            "compose_s": time.perf_counter() - t0,
+            "size_mb": path.stat().st_size / 1e6,
+            "weights_mb": initializer_bytes(m) / 1e6,
+            "path": str(path),
+        }
     return res
 
 
@@ -166,9 +170,15 @@ def child_traced(args: dict) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (torch.zeros(1, 3, H, W),), buf, dynamo=False, opset_version=17,
-            input_names=["input"], output_names=["output"],
-            dynamic_axes={"input": {0: "N"}, "output": {0: "N"}}, do_constant_folding=True,
+            model,
+            (torch.zeros(1, 3, H, W),),
+            buf,
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {0: "N"}, "output": {0: "N"}},
+            do_constant_folding=True,
         )
     export_s = time.perf_counter() - t0
     Path(args["out"]).write_bytes(buf.getvalue())
@@ -272,8 +282,10 @@ def main() -> None:
     import onnxruntime
     import torch
 
-    print(f"# bench_build: {H}x{W} strip, N=1, {a.threads} threads, median of {a.repeat} (after 1 warm-up); "
-          f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {os.cpu_count()} CPUs")
+    print(
+        f"# bench_build: {H}x{W} strip, N=1, {a.threads} threads, median of {a.repeat} (after 1 warm-up); "
+        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {os.cpu_count()} CPUs"
+    )
     print("# weights are random (fresh UNet via save_checkpoint): latency and memory do not depend on trained weights")
     results: dict = {"threads": a.threads, "repeat": a.repeat, "widths": {}, "patch_batch": {}}
     common = {"threads": a.threads, "repeat": a.repeat}
@@ -290,24 +302,36 @@ def main() -> None:
         composed, traced = work / f"w{width}.onnx", work / f"w{width}_traced.onnx"
         r: dict = {"build": run_child("build", checkpoint=str(ck), out=str(composed), threads=a.threads)}
         r["traced_export"] = run_child("traced", checkpoint=str(ck), out=str(traced), threads=a.threads)
-        models = {"a": composed, "b": composed.with_suffix(".patch.onnx"), "c": composed.with_suffix(".patch.onnx"),
-                  "d": traced, "e": None}
+        models = {
+            "a": composed,
+            "b": composed.with_suffix(".patch.onnx"),
+            "c": composed.with_suffix(".patch.onnx"),
+            "d": traced,
+            "e": None,
+        }
         for v, m in models.items():
             r[v] = run_child("latency", variant=v, model=str(m) if m else None, checkpoint=str(ck), **common)
         results["widths"][str(width)] = r
         la = r["a"]["latency_s"]
-        print(f"\n## width {width}  (composed: {r['build']['size_mb']:.1f} MB, {r['build']['nodes']} nodes, "
-              f"verify max|diff| {r['build']['verify_max_abs_diff']:.2g})\n")
+        print(
+            f"\n## width {width}  (composed: {r['build']['size_mb']:.1f} MB, {r['build']['nodes']} nodes, "
+            f"verify max|diff| {r['build']['verify_max_abs_diff']:.2g})\n"
+        )
         print("| variant | latency (s) | ratio to (a) | peak RSS (MB) | build/export (s) | build peak RSS (MB) |")
         print("|---|---|---|---|---|---|")
         for v in "abcde":
             build = {"a": r["build"], "d": r["traced_export"]}.get(v)
             bs = f"{build['build_s']:.1f}" if build else "-"
             br = f"{build['peak_rss_mb']:.0f}" if build else "-"
-            print(f"| {names[v]} | {r[v]['latency_s']:.3f} | {r[v]['latency_s'] / la:.2f} | "
-                  f"{r[v]['peak_rss_mb']:.0f} | {bs} | {br} |")
-        print("\nbuild stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in r["build"]["stage_s"].items())
-              + f"; traced model {r['traced_export']['size_mb']:.1f} MB")
+            print(
+                f"| {names[v]} | {r[v]['latency_s']:.3f} | {r[v]['latency_s'] / la:.2f} | "
+                f"{r[v]['peak_rss_mb']:.0f} | {bs} | {br} |"
+            )
+        print(
+            "\nbuild stages (s): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in r["build"]["stage_s"].items())
+            + f"; traced model {r['traced_export']['size_mb']:.1f} MB"
+        )
 
     width = a.widths[0]
     ck = work / f"w{width}.pt"
@@ -321,13 +345,17 @@ def main() -> None:
         b = built[str(k)]
         m = run_child("latency", variant="k", model=b["path"], checkpoint=str(ck), **common)
         results["patch_batch"][str(k)] = {**b, **m}
-        print(f"| {k} | {m['latency_s']:.3f} | {m['peak_rss_mb']:.0f} | {m['rss_after_load_mb']:.0f} | "
-              f"{b['size_mb']:.1f} | {b['weights_mb']:.1f} | {b['compose_s']:.1f} |")
+        print(
+            f"| {k} | {m['latency_s']:.3f} | {m['peak_rss_mb']:.0f} | {m['rss_after_load_mb']:.0f} | "
+            f"{b['size_mb']:.1f} | {b['weights_mb']:.1f} | {b['compose_s']:.1f} |"
+        )
     ok = {k: v for k, v in results["patch_batch"].items() if v["peak_rss_mb"] <= a.rss_limit_mb}
     if ok:
         best = min(ok, key=lambda k: ok[k]["latency_s"])
-        print(f"\nfastest K with peak RSS <= {a.rss_limit_mb:.0f} MB: K={best} "
-              f"({ok[best]['latency_s']:.3f} s, {ok[best]['peak_rss_mb']:.0f} MB)")
+        print(
+            f"\nfastest K with peak RSS <= {a.rss_limit_mb:.0f} MB: K={best} "
+            f"({ok[best]['latency_s']:.3f} s, {ok[best]['peak_rss_mb']:.0f} MB)"
+        )
         results["recommended_patch_batch"] = int(best)
     else:
         print(f"\nno K kept peak RSS <= {a.rss_limit_mb:.0f} MB")

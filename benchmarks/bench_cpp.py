@@ -125,7 +125,7 @@ def main() -> int:
         cpp_rounds: list[dict[str, float]] = []
         py_rounds: list[dict[str, float]] = []
         for rnd in range(args.rounds):  # alternate the order: a shared machine's load drifts
-            for side in (("cpp", "py") if rnd % 2 == 0 else ("py", "cpp")):
+            for side in ("cpp", "py") if rnd % 2 == 0 else ("py", "cpp"):
                 if side == "cpp":
                     r = cpp_harness.run_cpp(binary, *cpp_args, model, image, out, timeout=3600)
                     if r.returncode != 0:
@@ -144,8 +144,10 @@ def main() -> int:
     diff = float(np.abs(cpp_heatmap - py_heatmap).max())
     print(f"model:   {model_desc}")
     print(f"image:   {image if args.image else 'synthetic demo strip (976x176, 4 channels)'}")
-    print(f"machine: {platform.processor() or platform.machine()}, onnxruntime {onnxruntime.__version__}, "
-          f"threads {args.threads or 'ORT default'}, {args.rounds} alternating rounds x {args.repeat} model calls per side")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, onnxruntime {onnxruntime.__version__}, "
+        f"threads {args.threads or 'ORT default'}, {args.rounds} alternating rounds x {args.repeat} model calls per side"
+    )
     print(f"max |C++ - Python| heatmap difference: {diff:.3g}")
     print()
     print(f"{'step':<28}{'C++ (ms)':>12}{'Python (ms)':>14}{'Python/C++':>12}")
@@ -153,9 +155,22 @@ def main() -> int:
     for label, key in rows:
         print(f"{label:<28}{cpp[key]:>12.2f}{py[key]:>14.2f}{py[key] / cpp[key]:>11.2f}x")
     if args.json:
-        args.json.write_text(json.dumps({"model": model_desc, "cpp": cpp, "python": py, "max_abs_diff": diff,
-                                         "repeat": args.repeat, "rounds": args.rounds, "threads": args.threads,
-                                         "cpp_rounds": cpp_rounds, "python_rounds": py_rounds}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "model": model_desc,
+                    "cpp": cpp,
+                    "python": py,
+                    "max_abs_diff": diff,
+                    "repeat": args.repeat,
+                    "rounds": args.rounds,
+                    "threads": args.threads,
+                    "cpp_rounds": cpp_rounds,
+                    "python_rounds": py_rounds,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

@@ -106,12 +106,20 @@ def main() -> None:
     print(f"images={args.images} items/round={args.items} rounds={args.rounds}; data on 1 thread, training step on 2")
     for name, r in best.items():
         print(f"{name:<30}: {r:8.0f} patches/s")
-    print(f"robust / seed (crop first)    : {best['robust, crop then synthesise'] / best['seed, crop then synthesise']:8.2f}x")
-    print(f"seed crop-first / whole image : {best['seed, crop then synthesise'] / best['seed, synthesise whole image']:8.2f}x")
+    print(
+        f"robust / seed (crop first)    : {best['robust, crop then synthesise'] / best['seed, crop then synthesise']:8.2f}x"
+    )
+    print(
+        f"seed crop-first / whole image : {best['seed, crop then synthesise'] / best['seed, synthesise whole image']:8.2f}x"
+    )
     load = args.bs / best["robust, crop then synthesise"]
-    print(f"w{args.width} training step (batch {args.bs}, compare stem): {step * 1e3:.0f} ms; robust batch load {load * 1e3:.0f} ms")
+    print(
+        f"w{args.width} training step (batch {args.bs}, compare stem): {step * 1e3:.0f} ms; robust batch load {load * 1e3:.0f} ms"
+    )
     share = load / (load + step)
-    print(f"data-loading share of a step (workers=0): {share:.1%} (budget <= 20%: {'met' if share <= 0.2 else 'NOT met'})")
+    print(
+        f"data-loading share of a step (workers=0): {share:.1%} (budget <= 20%: {'met' if share <= 0.2 else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":

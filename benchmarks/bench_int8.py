@@ -103,8 +103,15 @@ def _random_checkpoint(width: int, data: Path, out: Path) -> Path:
     from bgtrain.model import UNet
 
     torch.manual_seed(width)
-    save_checkpoint(out, UNet(base_width=width).eval(), image_type="strip", image_size=(976, 176), epoch=0, seed=0,
-                    train_config={"training_dataset_path": str(data)})
+    save_checkpoint(
+        out,
+        UNet(base_width=width).eval(),
+        image_type="strip",
+        image_size=(976, 176),
+        epoch=0,
+        seed=0,
+        train_config={"training_dataset_path": str(data)},
+    )
     return out
 
 
@@ -112,8 +119,15 @@ def _dd_checkpoint(width: int, data: Path, out: Path) -> Path:
     from bgtrain.checkpoint import save_checkpoint
     from bgtrain.reference_unet import double_detection_unet
 
-    save_checkpoint(out, double_detection_unet(width), image_type="strip", image_size=(976, 176), epoch=0, seed=0,
-                    train_config={"training_dataset_path": str(data)})
+    save_checkpoint(
+        out,
+        double_detection_unet(width),
+        image_type="strip",
+        image_size=(976, 176),
+        epoch=0,
+        seed=0,
+        train_config={"training_dataset_path": str(data)},
+    )
     return out
 
 
@@ -143,7 +157,12 @@ def main() -> None:
         make_dataset(data, n_train=8, n_valid=8, n_test=0, seed=0, progress=False)
     image = sorted((data / "valid" / "bright_spots").glob("*.tif*"))[0]
     print(f"onnxruntime {onnxruntime.__version__}, {args.threads} threads, data {data}", flush=True)
-    results: dict = {"threads": args.threads, "repeat": args.repeat, "onnxruntime": onnxruntime.__version__, "widths": {}}
+    results: dict = {
+        "threads": args.threads,
+        "repeat": args.repeat,
+        "onnxruntime": onnxruntime.__version__,
+        "widths": {},
+    }
 
     for i, width in enumerate(args.widths):
         print(f"width {width}: building (random weights)", flush=True)
@@ -151,8 +170,10 @@ def main() -> None:
         variants = {"fp32": None, "int8 U8S8": dict(NO_GATE)}
         if i == 0 and not args.no_s8s8:
             variants["int8 S8S8"] = dict(NO_GATE, activation_type="int8")
-        rows = {name: _build(ckpt, tmp / f"w{width}.{name.replace(' ', '_')}.onnx", args.threads, q)
-                for name, q in variants.items()}
+        rows = {
+            name: _build(ckpt, tmp / f"w{width}.{name.replace(' ', '_')}.onnx", args.threads, q)
+            for name, q in variants.items()
+        }
         print(f"width {width}: latency ({args.repeat} interleaved repeats)", flush=True)
         lat = _child(_LATENCY, [[r["path"] for r in rows.values()], args.threads, args.repeat, str(image)])
         for (_name, row), t in zip(rows.items(), lat):
@@ -160,7 +181,10 @@ def main() -> None:
             row.update(_child(_MEMORY, [row["path"], args.threads, str(image)]))
         results["widths"][width] = rows
 
-    print(f"accuracy: {'--accuracy-checkpoint ' + str(args.accuracy_checkpoint) if args.accuracy_checkpoint else f'double-detection UNet width {args.accuracy_width}'}", flush=True)
+    print(
+        f"accuracy: {'--accuracy-checkpoint ' + str(args.accuracy_checkpoint) if args.accuracy_checkpoint else f'double-detection UNet width {args.accuracy_width}'}",
+        flush=True,
+    )
     ack = args.accuracy_checkpoint or _dd_checkpoint(args.accuracy_width, data, tmp / "dd.pt")
     acc = _build(ack, tmp / "acc.int8.onnx", args.threads, {})
     results["accuracy"] = {"checkpoint": str(ack), **acc["verification"]}
@@ -171,12 +195,16 @@ def main() -> None:
     for width, rows in results["widths"].items():
         base = rows["fp32"]["median_s"]
         for name, r in rows.items():
-            print(f"| {width} | {name} | {r['median_s']:.3f} | {base / r['median_s']:.2f}x | {r['peak_rss_mb']:.0f} | {r['size_mb']:.1f} |")
+            print(
+                f"| {width} | {name} | {r['median_s']:.3f} | {base / r['median_s']:.2f}x | {r['peak_rss_mb']:.0f} | {r['size_mb']:.1f} |"
+            )
     a = results["accuracy"]
     print()
-    print(f"accuracy ({a['description']}): pixel AP fp32 {a['fp32_pixel_ap']:.4f} -> INT8 {a['int8_pixel_ap']:.4f} "
-          f"(drop {a['ap_drop']:+.4f}); image AUROC {a['fp32_image_auroc']:.4f} -> {a['int8_image_auroc']:.4f}; "
-          f"max |diff| {a['max_abs_diff']:.3g}, mean {a['mean_abs_diff']:.3g}")
+    print(
+        f"accuracy ({a['description']}): pixel AP fp32 {a['fp32_pixel_ap']:.4f} -> INT8 {a['int8_pixel_ap']:.4f} "
+        f"(drop {a['ap_drop']:+.4f}); image AUROC {a['fp32_image_auroc']:.4f} -> {a['int8_image_auroc']:.4f}; "
+        f"max |diff| {a['max_abs_diff']:.3g}, mean {a['mean_abs_diff']:.3g}"
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
 

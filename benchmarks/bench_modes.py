@@ -46,7 +46,9 @@ def cpu_info() -> str:
     return f"CPU: {model}, {os.cpu_count()} logical cores; {have}"
 
 
-def build_models(width: int, ckpt: Path | None, data: Path, out: Path, calib_count: int, verify_count: int) -> tuple[dict[str, Path], str]:
+def build_models(
+    width: int, ckpt: Path | None, data: Path, out: Path, calib_count: int, verify_count: int
+) -> tuple[dict[str, Path], str]:
     import onnx
     import torch
 
@@ -59,21 +61,36 @@ def build_models(width: int, ckpt: Path | None, data: Path, out: Path, calib_cou
     if ckpt is None:
         torch.manual_seed(0)
         ckpt = out / f"random_w{width}.pt"
-        save_checkpoint(ckpt, UNet(base_width=width).eval(), image_type="strip", image_size=(976, 176), epoch=0,
-                        seed=0, train_config={"training_dataset_path": str(data)})
+        save_checkpoint(
+            ckpt,
+            UNet(base_width=width).eval(),
+            image_type="strip",
+            image_size=(976, 176),
+            epoch=0,
+            seed=0,
+            train_config={"training_dataset_path": str(data)},
+        )
         weights = "random-initialised weights (seed 0)"
     else:
         from bgtrain.checkpoint import model_from_checkpoint
 
         info = model_from_checkpoint(ckpt)[1]
-        weights = (f"trained checkpoint {ckpt}: width {info.width}, epoch {info.epoch}, "
-                   f"valid pixel AP {info.metrics.get('pixel_ap', float('nan')):.4f}")
+        weights = (
+            f"trained checkpoint {ckpt}: width {info.width}, epoch {info.epoch}, "
+            f"valid pixel AP {info.metrics.get('pixel_ap', float('nan')):.4f}"
+        )
     q = QuantizeOptions(calib_data=data, calib_count=calib_count, verify_count=verify_count)
     if weights.startswith("random"):
         # Random weights detect nothing: an AP gate on them is a coin toss (and a failed MinMax would make
         # --calib-method auto try Percentile/Entropy, GBs at w=64). Speed only: MinMax, gate open.
-        q = QuantizeOptions(calib_data=data, calib_count=calib_count, verify_count=min(verify_count, 4),
-                            calib_method="minmax", max_ap_drop=1.0, max_mean_diff=1.0)
+        q = QuantizeOptions(
+            calib_data=data,
+            calib_count=calib_count,
+            verify_count=min(verify_count, 4),
+            calib_method="minmax",
+            max_ap_drop=1.0,
+            max_mean_diff=1.0,
+        )
     specs = {
         "tiled fp32": BuildOptions(verify_data=data),
         "tiled int8": BuildOptions(verify_data=data, quantize=q),
@@ -87,10 +104,17 @@ def build_models(width: int, ckpt: Path | None, data: Path, out: Path, calib_cou
         extra = ""
         if report.quantization is not None:
             sel = report.quantization.settings.get("calibration_selection", {})
-            extra = f"; calibration {report.quantization.settings['calibration_method']} (tried " + ", ".join(
-                a["method"] for a in sel.get("attempts", [])) + "); " + report.quantization.verification.summary()
-        print(f"# built w{width} {name}: {report.size_bytes / 1e6:.1f} MB, fp32 parity {report.verification.max_abs_diff:.2g}"
-              f"{extra}", flush=True)
+            extra = (
+                f"; calibration {report.quantization.settings['calibration_method']} (tried "
+                + ", ".join(a["method"] for a in sel.get("attempts", []))
+                + "); "
+                + report.quantization.verification.summary()
+            )
+        print(
+            f"# built w{width} {name}: {report.size_bytes / 1e6:.1f} MB, fp32 parity {report.verification.max_abs_diff:.2g}"
+            f"{extra}",
+            flush=True,
+        )
         paths[name] = path
     if width >= 64:
         bare = out / f"w{width}_bare18.onnx"
@@ -108,15 +132,26 @@ def test_inputs(data: Path, out: Path) -> tuple[Path, Path, list, list[bool]]:
     assert ev is not None, f"{data}: no test split"
     x = (np.stack([e.image for e in ev.images]) / np.float32(255.0)).astype(np.float32)
     t = tiling_for("strip")
-    patches = np.concatenate([x[:1, :, p.row.start:p.row.stop, p.col.start:p.col.stop] for p in t.patches()])
+    patches = np.concatenate([x[:1, :, p.row.start : p.row.stop, p.col.start : p.col.stop] for p in t.patches()])
     np.save(out / "strips.npy", x)
     np.save(out / "patches.npy", patches)
     return out / "strips.npy", out / "patches.npy", [e.mask for e in ev.images], [e.sample.defective for e in ev.images]
 
 
 def worker(model: Path, inp: Path, batch: int, threads: int, repeat: int) -> dict:
-    cmd = [sys.executable, str(HERE / "ortworker.py"), str(model), "--threads", str(threads), "--batch", str(batch),
-           "--repeat", str(repeat), "--input", str(inp)]
+    cmd = [
+        sys.executable,
+        str(HERE / "ortworker.py"),
+        str(model),
+        "--threads",
+        str(threads),
+        "--batch",
+        str(batch),
+        "--repeat",
+        str(repeat),
+        "--input",
+        str(inp),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -135,16 +170,24 @@ def accuracy(model: Path, strips: Path, masks: list, defective: list[bool]) -> t
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, required=True, help="demo data set root (train/ for calibration, test/ for AP)")
+    ap.add_argument(
+        "--data", type=Path, required=True, help="demo data set root (train/ for calibration, test/ for AP)"
+    )
     ap.add_argument("--checkpoint16", type=Path, required=True, help="trained width-16 checkpoint")
-    ap.add_argument("--checkpoint64", type=Path, default=None, help="trained width-64 checkpoint [default: random weights]")
+    ap.add_argument(
+        "--checkpoint64", type=Path, default=None, help="trained width-64 checkpoint [default: random weights]"
+    )
     ap.add_argument("--widths", type=int, nargs="+", default=[64, 16])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3, help="calls per process at batch 1 (after one warm-up call)")
     ap.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    ap.add_argument("--threads64", type=int, nargs="+", default=None, help="threads at width >= 64 [default: --threads]")
-    ap.add_argument("--batches64", type=int, nargs="+", default=None, help="batches at width >= 64 [default: --batches]")
+    ap.add_argument(
+        "--threads64", type=int, nargs="+", default=None, help="threads at width >= 64 [default: --threads]"
+    )
+    ap.add_argument(
+        "--batches64", type=int, nargs="+", default=None, help="batches at width >= 64 [default: --batches]"
+    )
     ap.add_argument("--calib-count", type=int, default=8)
     ap.add_argument("--verify-count", type=int, default=16)
     ap.add_argument("--workdir", type=Path, default=None)
@@ -176,11 +219,19 @@ def main() -> None:
                         if threads == max(threads_list) and batch == 1:
                             rss[name] = max(rss.get(name, 0.0), res["peak_rss_mb"])
             print(f"# w{width} round {r + 1}/{args.rounds} done, load average {os.getloadavg()}", flush=True)
-        ref = {(t, b): statistics.median(results[("tiled fp32", t, b)])
-               for t in threads_list for b in batch_list if ("tiled fp32", t, b) in results}
-        print(f"\n## width {width} ({weights}); ms per strip = median over rounds x calls (min-max); "
-              f"speed-up vs tiled fp32 at the same threads/batch")
-        print("| model | threads | batch | ms/strip | min-max | strips/s | vs tiled fp32 | peak RSS MB | file MB | pixel AP | image AUROC |")
+        ref = {
+            (t, b): statistics.median(results[("tiled fp32", t, b)])
+            for t in threads_list
+            for b in batch_list
+            if ("tiled fp32", t, b) in results
+        }
+        print(
+            f"\n## width {width} ({weights}); ms per strip = median over rounds x calls (min-max); "
+            f"speed-up vs tiled fp32 at the same threads/batch"
+        )
+        print(
+            "| model | threads | batch | ms/strip | min-max | strips/s | vs tiled fp32 | peak RSS MB | file MB | pixel AP | image AUROC |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         acc = {}
         for name in paths:
@@ -200,10 +251,12 @@ def main() -> None:
                     t = results[key]
                     med = statistics.median(t)
                     rss_txt = f"{rss[name]:.0f}" if batch == 1 and threads == max(threads_list) else ""
-                    print(f"| {name} | {threads} | {batch if not name.startswith('bare') else '18 patches'} | "
-                          f"{med * 1e3:.0f} | {min(t) * 1e3:.0f}-{max(t) * 1e3:.0f} | {1 / med:.2f} | "
-                          f"{ref[(threads, batch)] / med:.2f}x | {rss_txt} | "
-                          f"{paths[name].stat().st_size / 1e6:.1f} | {acc[name][0]} | {acc[name][1]} |")
+                    print(
+                        f"| {name} | {threads} | {batch if not name.startswith('bare') else '18 patches'} | "
+                        f"{med * 1e3:.0f} | {min(t) * 1e3:.0f}-{max(t) * 1e3:.0f} | {1 / med:.2f} | "
+                        f"{ref[(threads, batch)] / med:.2f}x | {rss_txt} | "
+                        f"{paths[name].stat().st_size / 1e6:.1f} | {acc[name][0]} | {acc[name][1]} |"
+                    )
         print(flush=True)
     print(f"# load average at end {os.getloadavg()}")
 

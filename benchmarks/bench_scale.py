@@ -40,8 +40,9 @@ def build_standin(tmp: Path, width: int) -> Path:
     from bgtrain.model import UNet
 
     torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp / "w.pt", UNet(base_width=width).eval(), image_type="strip", image_size=(976, 176),
-                           epoch=0, seed=0)
+    ckpt = save_checkpoint(
+        tmp / "w.pt", UNet(base_width=width).eval(), image_type="strip", image_size=(976, 176), epoch=0, seed=0
+    )
     build_model(ckpt, tmp / "model.onnx", BuildOptions(verify_images=1))
     return tmp / "model.onnx"
 
@@ -102,8 +103,14 @@ def bench_triton(model: Path, paths: list[Path], threads: int, clients: int, emi
 
     for instances in (1, 2):
         for dynamic in (True, False):
-            with launch(model, "bgsdk", instances=instances, max_batch_size=8,
-                        queue_delay_us=2000 if dynamic else None, threads=threads) as srv:
+            with launch(
+                model,
+                "bgsdk",
+                instances=instances,
+                max_batch_size=8,
+                queue_delay_us=2000 if dynamic else None,
+                threads=threads,
+            ) as srv:
                 seg = TritonSegmenter(srv.http_url, srv.name)
                 stats = th.InferenceServerClient(srv.http_url.split("://")[1])
                 seg.run(paths[0])
@@ -114,8 +121,12 @@ def bench_triton(model: Path, paths: list[Path], threads: int, clients: int, emi
                         after = stats.get_inference_statistics(srv.name)["model_stats"][0]
                         execs = after["execution_count"] - before["execution_count"]
                         per_exec = (after["inference_count"] - before["inference_count"]) / max(execs, 1)
-                        emit(f"triton {instances} inst, dyn {'on ' if dynamic else 'off'}, batch {batch}, "
-                             f"{n_clients} client(s)", r, f"{per_exec:.1f} strips/execution")
+                        emit(
+                            f"triton {instances} inst, dyn {'on ' if dynamic else 'off'}, batch {batch}, "
+                            f"{n_clients} client(s)",
+                            r,
+                            f"{per_exec:.1f} strips/execution",
+                        )
 
 
 def bench_ray(model: Path, paths: list[Path], threads: int, out: Path, emit: Callable[..., None]) -> None:
@@ -148,8 +159,10 @@ def main() -> None:
         model = a.model or build_standin(tmp, a.width)
         seg = Segmenter(model)
         paths = write_strips(tmp / "strips", a.images, seg.image_size)
-        print(f"model {model if a.model else f'random UNet width {a.width}'}; {a.images} strips; "
-              f"{a.threads} ORT thread(s) per worker; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}")
+        print(
+            f"model {model if a.model else f'random UNet width {a.width}'}; {a.images} strips; "
+            f"{a.threads} ORT thread(s) per worker; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}"
+        )
         base = bench_local(model, paths, a.threads)
         rows: list[tuple[str, float, str]] = [("local Segmenter (1 process)", base, "")]
 

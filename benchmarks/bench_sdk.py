@@ -63,8 +63,15 @@ def overhead(seg: Segmenter, repeat: int) -> dict[str, float]:
     raw, sdk = statistics.median(raw_t), statistics.median(sdk_t)
     work, pre = sdk_side_work(seg, prod, repeat=max(repeat, 50))
     return {
-        "raw": raw, "sdk": sdk, "pre": pre, "work": work, "raw_min": min(raw_t), "sdk_min": min(sdk_t),
-        "diff_pct": 100 * (sdk - raw) / raw, "pre_pct": 100 * pre / raw, "work_pct": 100 * work / raw,
+        "raw": raw,
+        "sdk": sdk,
+        "pre": pre,
+        "work": work,
+        "raw_min": min(raw_t),
+        "sdk_min": min(sdk_t),
+        "diff_pct": 100 * (sdk - raw) / raw,
+        "pre_pct": 100 * pre / raw,
+        "work_pct": 100 * work / raw,
     }
 
 
@@ -124,16 +131,20 @@ def main(argv: list[str] | None = None) -> None:
             print("!" * 78)
         seg = Segmenter(model, threads=args.threads)
         thr = args.threads or f"ORT default ({os.cpu_count()} logical CPUs)"
-        print(f"model: {args.model or 'stand-in'}  image: {seg.image_size[0]}x{seg.image_size[1]}  "
-              f"provider: {', '.join(seg.providers)}  threads: {thr}  repeats: {args.repeat}")
+        print(
+            f"model: {args.model or 'stand-in'}  image: {seg.image_size[0]}x{seg.image_size[1]}  "
+            f"provider: {', '.join(seg.providers)}  threads: {thr}  repeats: {args.repeat}"
+        )
 
         o = overhead(seg, args.repeat)
         verdict = "OK" if o["work_pct"] <= 5 else "ABOVE 5% TARGET"
         print("\n| measurement (batch 1) | median | min | % of model time (medians) |")
         print("|---|---|---|---|")
         print(f"| raw session.run (pre-normalised array) | {_ms(o['raw'])} | {_ms(o['raw_min'])} | 100% |")
-        print(f"| Segmenter.run (production (4,H,W) float32 array) | {_ms(o['sdk'])} | {_ms(o['sdk_min'])} "
-              f"| {100 + o['diff_pct']:.1f}% (difference {o['diff_pct']:+.2f}%, noise-dominated) |")
+        print(
+            f"| Segmenter.run (production (4,H,W) float32 array) | {_ms(o['sdk'])} | {_ms(o['sdk_min'])} "
+            f"| {100 + o['diff_pct']:.1f}% (difference {o['diff_pct']:+.2f}%, noise-dominated) |"
+        )
         print(f"| SDK-side work: Segmenter.run with the model replayed | {_ms(o['work'])} | | {o['work_pct']:.3f}% |")
         print(f"| of which preprocessing (Segmenter.preprocess) | {_ms(o['pre'])} | | {o['pre_pct']:.3f}% |")
         print(f"\noverhead verdict (SDK-side work <= 5% of model time): {verdict}")

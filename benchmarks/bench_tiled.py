@@ -34,8 +34,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-def build_variants(width: int, ks: list[int], loop_ks: list[int], out: Path,
-                   hybrid: list[tuple[int, int]] = ()) -> dict[str, Path]:
+def build_variants(
+    width: int, ks: list[int], loop_ks: list[int], out: Path, hybrid: list[tuple[int, int]] = ()
+) -> dict[str, Path]:
     import numpy as np
     import onnx
     import torch
@@ -55,7 +56,9 @@ def build_variants(width: int, ks: list[int], loop_ks: list[int], out: Path,
     specs = [("one18", ComposeOptions(patch_batch=None))]
     specs += [(f"unrolled{k}", ComposeOptions(patch_batch=k, chunking="unrolled")) for k in ks]
     specs += [(f"loop{k}", ComposeOptions(patch_batch=k, chunking="loop")) for k in loop_ks]
-    specs += [(f"hybrid{k}L{lv}", ComposeOptions(patch_batch=k, chunking="hybrid", hybrid_levels=lv)) for k, lv in hybrid]
+    specs += [
+        (f"hybrid{k}L{lv}", ComposeOptions(patch_batch=k, chunking="hybrid", hybrid_levels=lv)) for k, lv in hybrid
+    ]
     for name, opts in specs:
         model = compose_full_model(patch, tiling, opts)
         uses_loop = opts.chunking == "loop" and opts.patch_batch is not None and opts.patch_batch < T
@@ -64,15 +67,27 @@ def build_variants(width: int, ks: list[int], loop_ks: list[int], out: Path,
         onnx.save(model, str(paths[name]))
     # the bare model's input: the 18 patches of one random strip
     x = np.random.default_rng(0).random((1, 3, tiling.height, tiling.width), dtype=np.float32)
-    patches = np.concatenate([x[:, :, p.row.start:p.row.stop, p.col.start:p.col.stop] for p in tiling.patches()])
+    patches = np.concatenate([x[:, :, p.row.start : p.row.stop, p.col.start : p.col.stop] for p in tiling.patches()])
     np.save(out / "patches18.npy", patches)
     np.save(out / "strip.npy", x)
     return paths
 
 
 def run_worker(model: Path, inp: Path, batch: int, threads: int, repeat: int, extra: list[str]) -> dict:
-    cmd = [sys.executable, str(HERE / "ortworker.py"), str(model), "--threads", str(threads), "--batch",
-           str(batch), "--repeat", str(repeat), "--input", str(inp), *extra]
+    cmd = [
+        sys.executable,
+        str(HERE / "ortworker.py"),
+        str(model),
+        "--threads",
+        str(threads),
+        "--batch",
+        str(batch),
+        "--repeat",
+        str(repeat),
+        "--input",
+        str(inp),
+        *extra,
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -94,14 +109,22 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--ks", type=int, nargs="*", default=[6, 3])
     ap.add_argument("--loop-ks", type=int, nargs="*", default=[6])
-    ap.add_argument("--hybrid", nargs="*", default=["3:1"], metavar="K:LEVELS",
-                    help="hybrid variants: chunks of K patches for the LEVELS full-resolution levels")
+    ap.add_argument(
+        "--hybrid",
+        nargs="*",
+        default=["3:1"],
+        metavar="K:LEVELS",
+        help="hybrid variants: chunks of K patches for the LEVELS full-resolution levels",
+    )
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--profile", action="store_true")
-    ap.add_argument("--no-spin", action="store_true",
-                    help="ORT threads block instead of spinning: the cpu column then counts work, not waiting")
+    ap.add_argument(
+        "--no-spin",
+        action="store_true",
+        help="ORT threads block instead of spinning: the cpu column then counts work, not waiting",
+    )
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
 
@@ -125,24 +148,38 @@ def main() -> None:
         print(f"# round {r + 1}/{args.rounds} done, load average {os.getloadavg()}", flush=True)
     base, base_min = statistics.median(times["bare18"]), min(times["bare18"])
     base_cpu = statistics.median(cpu["bare18"])
-    print(f"\nwidth {args.width}, {args.threads} threads{', no spinning' if args.no_spin else ''}, "
-          f"{args.rounds} rounds x {args.repeat} calls (wall median, min-max; cpu = user+sys median)")
-    print(f"{'variant':<12} {'median ms':>10} {'min':>8} {'max':>8} {'/bare18':>8} {'min/bare':>8} {'cpu ms':>8} "
-          f"{'cpu/bare':>8} {'peak RSS MB':>12} {'file MB':>8}")
+    print(
+        f"\nwidth {args.width}, {args.threads} threads{', no spinning' if args.no_spin else ''}, "
+        f"{args.rounds} rounds x {args.repeat} calls (wall median, min-max; cpu = user+sys median)"
+    )
+    print(
+        f"{'variant':<12} {'median ms':>10} {'min':>8} {'max':>8} {'/bare18':>8} {'min/bare':>8} {'cpu ms':>8} "
+        f"{'cpu/bare':>8} {'peak RSS MB':>12} {'file MB':>8}"
+    )
     for name in paths:
         t, c = times[name], cpu[name]
         med = statistics.median(t)
-        print(f"{name:<12} {med * 1e3:10.0f} {min(t) * 1e3:8.0f} {max(t) * 1e3:8.0f} {med / base:8.3f} "
-              f"{min(t) / base_min:8.3f} {statistics.median(c) * 1e3:8.0f} {statistics.median(c) / base_cpu:8.3f} "
-              f"{max(rss[name]):12.0f} {paths[name].stat().st_size / 1e6:8.1f}")
+        print(
+            f"{name:<12} {med * 1e3:10.0f} {min(t) * 1e3:8.0f} {max(t) * 1e3:8.0f} {med / base:8.3f} "
+            f"{min(t) / base_min:8.3f} {statistics.median(c) * 1e3:8.0f} {statistics.median(c) / base_cpu:8.3f} "
+            f"{max(rss[name]):12.0f} {paths[name].stat().st_size / 1e6:8.1f}"
+        )
     if args.profile:
         for name in paths:
-            res = run_worker(paths[name], inputs[name], 18 if name == "bare18" else 1, args.threads, 1,
-                             ["--profile", str(tmp / f"prof_{name}"), "--optimized", str(tmp / f"opt_{name}.onnx")])
+            res = run_worker(
+                paths[name],
+                inputs[name],
+                18 if name == "bare18" else 1,
+                args.threads,
+                1,
+                ["--profile", str(tmp / f"prof_{name}"), "--optimized", str(tmp / f"opt_{name}.onnx")],
+            )
             p = res["profile"]
             tot = p["total_us"]
-            print(f"\n## profile {name}: kernel time {tot / 2e3:.0f} ms per call (2 calls profiled); "
-                  f"call wall {res['times'][0] * 1e3:.0f} ms")
+            print(
+                f"\n## profile {name}: kernel time {tot / 2e3:.0f} ms per call (2 calls profiled); "
+                f"call wall {res['times'][0] * 1e3:.0f} ms"
+            )
             print("  by op type: " + ", ".join(f"{k} {v / tot:.1%}" for k, v in list(p["by_type"].items())[:8]))
             print("  optimized graph ops: " + json.dumps(optimized_ops(tmp / f"opt_{name}.onnx")))
 

@@ -58,14 +58,21 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--input", default=None, help=".npy (N,3,H,W) already /255; default: uniform random")
     ap.add_argument("--input-name", default="input")
-    ap.add_argument("--shape", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
-                    help="per-sample shape when the model's input has no static one")
+    ap.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        default=None,
+        metavar=("C", "H", "W"),
+        help="per-sample shape when the model's input has no static one",
+    )
     ap.add_argument("--profile", default=None, help="write ORT's profile here and print its summary")
     ap.add_argument("--optimized", default=None, help="write ORT's optimized graph here")
     ap.add_argument("--no-mem-pattern", action="store_true")
     ap.add_argument("--no-arena", action="store_true")
-    ap.add_argument("--no-spin", action="store_true",
-                    help="threads block instead of spinning, so cpu_times count work, not waiting")
+    ap.add_argument(
+        "--no-spin", action="store_true", help="threads block instead of spinning, so cpu_times count work, not waiting"
+    )
     args = ap.parse_args()
 
     so = ort.SessionOptions()
@@ -101,9 +108,16 @@ def main() -> None:
         times.append(time.perf_counter() - t0)
         c1 = os.times()
         cpu.append(c1.user - c0.user + c1.system - c0.system)
-    out = {"model": os.path.basename(args.model), "threads": args.threads, "batch": args.batch, "times": times,
-           "cpu_times": cpu,
-           "load_s": t_load, "peak_rss_mb": vmhwm_mb(), "rss_after_warmup_mb": rss_warm}
+    out = {
+        "model": os.path.basename(args.model),
+        "threads": args.threads,
+        "batch": args.batch,
+        "times": times,
+        "cpu_times": cpu,
+        "load_s": t_load,
+        "peak_rss_mb": vmhwm_mb(),
+        "rss_after_warmup_mb": rss_warm,
+    }
     if args.profile:
         prof = sess.end_profiling()
         out["profile"] = summarize_profile(prof)

@@ -57,7 +57,9 @@ def missing_toolchain() -> str | None:
 def _check(cmd: list[str], what: str, **kw) -> str:
     proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
     if proc.returncode != 0:
-        raise RuntimeError(f"{what} failed (exit {proc.returncode}): {' '.join(map(str, cmd))}\n{proc.stdout}\n{proc.stderr}")
+        raise RuntimeError(
+            f"{what} failed (exit {proc.returncode}): {' '.join(map(str, cmd))}\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc.stdout
 
 
@@ -87,7 +89,15 @@ def build(ort_root: Path, build_dir: Path = BUILD_DIR) -> Path:
     if stale:
         shutil.rmtree(build_dir)
     _check(
-        ["cmake", "-S", str(HERE), "-B", str(build_dir), f"-DONNXRUNTIME_ROOT={ort_root}", "-DCMAKE_BUILD_TYPE=Release"],
+        [
+            "cmake",
+            "-S",
+            str(HERE),
+            "-B",
+            str(build_dir),
+            f"-DONNXRUNTIME_ROOT={ort_root}",
+            "-DCMAKE_BUILD_TYPE=Release",
+        ],
         "cmake configure",
     )
     _check(["cmake", "--build", str(build_dir)], "cmake build")
@@ -95,8 +105,14 @@ def build(ort_root: Path, build_dir: Path = BUILD_DIR) -> Path:
     return build_dir / BINARY_NAME
 
 
-def make_standin_model(path: str | os.PathLike[str], height: int = 976, width: int = 176, seed: int = 0,
-                       contract_json: str | None = None, opset: int = 17) -> Path:
+def make_standin_model(
+    path: str | os.PathLike[str],
+    height: int = 976,
+    width: int = 176,
+    seed: int = 0,
+    contract_json: str | None = None,
+    opset: int = 17,
+) -> Path:
     """A contract-shaped stand-in for the full-image model (no training needed).
 
     ``input`` (N,3,H,W) -> ``output`` (N,3,H,W): channel 0 = Sigmoid(Conv3x3(input)) with

@@ -148,7 +148,9 @@ def write_artifacts(
     complete (:func:`bgsdk.io.atomic_write_many`): a failure leaves the previous files as they were.
     """
     out = Path(out)
-    paths = ArtifactPaths(out, manifest_path_for(out), patch_model_path_for(out) if patch_model_bytes is not None else None)
+    paths = ArtifactPaths(
+        out, manifest_path_for(out), patch_model_path_for(out) if patch_model_bytes is not None else None
+    )
     full_manifest = dict(manifest)
     full_manifest["model_file"] = out.name
     full_manifest["model_sha256"] = sha256_bytes(model_bytes)

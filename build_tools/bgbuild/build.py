@@ -149,8 +149,13 @@ class QuantizationReport(PrecisionReport):
         assert c is not None
         return {
             "settings": dict(self.settings),
-            "calibration": {"source": c.source, "images": len(c.files), "patches": self.settings["calibration_patches"],
-                            "description": c.description, "files": [Path(f).name for f in c.files]},
+            "calibration": {
+                "source": c.source,
+                "images": len(c.files),
+                "patches": self.settings["calibration_patches"],
+                "description": c.description,
+                "files": [Path(f).name for f in c.files],
+            },
             "verification": self.verification.as_dict(),
             "fp32_model_bytes": self.fp32_size_bytes,
         }
@@ -202,18 +207,28 @@ def export_stage(loaded: LoadedCheckpoint, opset: int, mode: str = "tiled") -> o
     return export_patch_model(loaded.model, loaded.tiling.patch, opset)
 
 
-def compose_stage(patch_model: onnx.ModelProto, tiling: Tiling, patch_batch: int | None, opset: int,
-                  chunking: str = "unrolled", mode: str = "tiled") -> onnx.ModelProto:
+def compose_stage(
+    patch_model: onnx.ModelProto,
+    tiling: Tiling,
+    patch_batch: int | None,
+    opset: int,
+    chunking: str = "unrolled",
+    mode: str = "tiled",
+) -> onnx.ModelProto:
     if mode == "whole":
         return compose_whole_model(patch_model, tiling.height, tiling.width, opset)
-    return compose_full_model(patch_model, tiling, ComposeOptions(opset=opset, patch_batch=patch_batch, chunking=chunking))
+    return compose_full_model(
+        patch_model, tiling, ComposeOptions(opset=opset, patch_batch=patch_batch, chunking=chunking)
+    )
 
 
 def _uses_loop(options: BuildOptions, k: int, num_patches: int) -> bool:
     return options.mode == "tiled" and options.chunking == "loop" and k < num_patches
 
 
-def finalize_stage(model: onnx.ModelProto, *, simplify_graph: bool, uses_loop: bool) -> tuple[onnx.ModelProto, bool, list[str]]:
+def finalize_stage(
+    model: onnx.ModelProto, *, simplify_graph: bool, uses_loop: bool
+) -> tuple[onnx.ModelProto, bool, list[str]]:
     """Simplify (optional), weights as initializers, full check. Returns (model, simplified, warnings)."""
     notes: list[str] = []
     simplified = False
@@ -227,7 +242,9 @@ def finalize_stage(model: onnx.ModelProto, *, simplify_graph: bool, uses_loop: b
     return model, simplified, notes
 
 
-def metadata_stage(model: onnx.ModelProto, loaded: LoadedCheckpoint, options: BuildOptions, patch_batch: int, simplified: bool) -> Contract:
+def metadata_stage(
+    model: onnx.ModelProto, loaded: LoadedCheckpoint, options: BuildOptions, patch_batch: int, simplified: bool
+) -> Contract:
     info = loaded.info
     extra: dict[str, Any] = {"image_type": info.image_type}
     if options.mode == "whole":  # the patch positions still describe the tiling; this model does not tile
@@ -309,7 +326,9 @@ class BuildState:
     @property
     def model_bytes(self) -> bytes:
         """The bytes to write: the fp32 model, or the reduced-precision one once that stage ran."""
-        return self.fp32_bytes if self.quantization is None and self.precision is None else self.final.SerializeToString()
+        return (
+            self.fp32_bytes if self.quantization is None and self.precision is None else self.final.SerializeToString()
+        )
 
     def timed(self, stage: str, fn: Callable[[], Any]) -> Any:
         t0 = time.perf_counter()
@@ -369,7 +388,9 @@ def _export(state: BuildState) -> None:
     state.say("export", f"{what}: {n} nodes, opset {opset} ({state.seconds['export']:.1f}s)")
 
 
-def _compose_and_finalize(state: BuildState, patch_model: onnx.ModelProto, tag: str = "") -> tuple[onnx.ModelProto, bool]:
+def _compose_and_finalize(
+    state: BuildState, patch_model: onnx.ModelProto, tag: str = ""
+) -> tuple[onnx.ModelProto, bool]:
     """Compose ``patch_model`` into the full-image graph, finalize it and set the metadata (any precision).
 
     Returns (model, simplified)."""
@@ -392,22 +413,32 @@ def _compose(state: BuildState) -> None:
     state.final, state.simplified = _compose_and_finalize(state, state.patch_model)
     state.fp32_bytes = state.final.SerializeToString()
     state.say("compose", f"full-image graph, {_layout(state.options, k, T)} ({state.seconds['compose']:.1f}s)")
-    how = ("simplified" if state.simplified
-           else "not simplified (--no-simplify)" if not state.options.simplify else "NOT simplified")
-    state.say("check", f"{how}; onnx.checker full check and shape inference passed "
-              f"({state.seconds['simplify+check']:.1f}s)")
+    how = (
+        "simplified"
+        if state.simplified
+        else "not simplified (--no-simplify)"
+        if not state.options.simplify
+        else "NOT simplified"
+    )
+    state.say(
+        "check", f"{how}; onnx.checker full check and shape inference passed ({state.seconds['simplify+check']:.1f}s)"
+    )
 
 
 def _verify(state: BuildState) -> None:
     options, loaded = state.options, state.loaded
     state.verification_images = vimgs = select_verification_images(
-        loaded.tiling, verify_data=options.verify_data, train_config=loaded.info.train_config,
-        count=options.verify_images, seed=options.seed,
+        loaded.tiling,
+        verify_data=options.verify_data,
+        train_config=loaded.info.train_config,
+        count=options.verify_images,
+        seed=options.seed,
     )
     state.verification = result = state.timed(
         "verify",
-        lambda: verify_model(state.fp32_bytes, loaded.model, loaded.tiling, vimgs, options.tolerance, options.threads,
-                             mode=options.mode),
+        lambda: verify_model(
+            state.fp32_bytes, loaded.model, loaded.tiling, vimgs, options.tolerance, options.threads, mode=options.mode
+        ),
     )
     state.say(
         "verify",
@@ -444,11 +475,20 @@ def _int8_patch_model(state: BuildState, q: QuantizeOptions, patches: Any) -> Re
     qm = state.timed(f"quantize-{q.calib_method}", lambda: quantize_patch_model(state.patch_model, patches, q))
     if state.options.mode == "whole":
         qm.settings["scope"] = "whole-strip network only; reflect Pad, Softmax, crop and zero-channel Pad stay float"
-    state.say("quantize", f"network -> INT8 QDQ ({qm.settings['activations']} activations, "
-              f"{qm.settings['weights']} weights), {q.calib_method} calibration on {calib.description}"
-              f"{' + synthetic training defects' if q.calib_synth_defects else ''} ({qm.seconds:.1f}s)")
-    return ReducedPatchModel("INT8", qm.model, qm.settings, q, required_op="DequantizeLinear",
-                             hint="check the calibration images: --calib-data, --calib-count, --calib-method")
+    state.say(
+        "quantize",
+        f"network -> INT8 QDQ ({qm.settings['activations']} activations, "
+        f"{qm.settings['weights']} weights), {q.calib_method} calibration on {calib.description}"
+        f"{' + synthetic training defects' if q.calib_synth_defects else ''} ({qm.seconds:.1f}s)",
+    )
+    return ReducedPatchModel(
+        "INT8",
+        qm.model,
+        qm.settings,
+        q,
+        required_op="DequantizeLinear",
+        hint="check the calibration images: --calib-data, --calib-count, --calib-method",
+    )
 
 
 def _int8(state: BuildState, q: QuantizeOptions) -> None:
@@ -466,22 +506,33 @@ def _int8(state: BuildState, q: QuantizeOptions) -> None:
                 raise
             state.say("quantize", f"{method} calibration failed the gate; trying the next method")
             continue
-        attempts.append({"method": method, "passed": True, "pixel_ap": verification.pixel_ap,
-                         "ap_drop": verification.ap_drop, "mean_abs_diff": verification.mean_abs_diff})
+        attempts.append(
+            {
+                "method": method,
+                "passed": True,
+                "pixel_ap": verification.pixel_ap,
+                "ap_drop": verification.ap_drop,
+                "mean_abs_diff": verification.mean_abs_diff,
+            }
+        )
         reduced.settings["calibration_selection"] = {"asked": q.calib_method, "attempts": attempts}
         _record(state, reduced, final, verification)
         return
     raise VerificationError(
         "INT8 verification failed for every calibration method ("
-        + "; ".join(f"{a['method']}: {a['error'].split(': ', 1)[-1]}" for a in attempts) + ")"
+        + "; ".join(f"{a['method']}: {a['error'].split(': ', 1)[-1]}" for a in attempts)
+        + ")"
     )
 
 
 def _fp16_patch_model(state: BuildState, f: Fp16Options) -> ReducedPatchModel:
     conv = state.timed("fp16", lambda: convert_patch_model(state.patch_model))
     s = conv.settings
-    state.say("fp16", f"patch model -> float16 ({s['fp16_initializers']} fp16 weights, {s['casts']} Casts; float32 "
-              f"input/logits) ({conv.seconds:.1f}s)")
+    state.say(
+        "fp16",
+        f"patch model -> float16 ({s['fp16_initializers']} fp16 weights, {s['casts']} Casts; float32 "
+        f"input/logits) ({conv.seconds:.1f}s)",
+    )
     return ReducedPatchModel("fp16", conv.model, conv.settings, f)
 
 
@@ -503,27 +554,43 @@ def _compose_and_gate(state: BuildState, reduced: ReducedPatchModel) -> tuple[on
         raise BuildError(f"the composed {label} graph lost its {reduced.required_op} nodes")
     gate, vimgs = reduced.gate, state.verification_images
     evals = select_eval_images(
-        loaded.tiling, verify_data=options.verify_data, train_config=loaded.info.train_config, count=gate.verify_count,
-        fallback=vimgs.images, fallback_description=vimgs.description, label=label,
+        loaded.tiling,
+        verify_data=options.verify_data,
+        train_config=loaded.info.train_config,
+        count=gate.verify_count,
+        fallback=vimgs.images,
+        fallback_description=vimgs.description,
+        label=label,
     )
     verification: PrecisionVerification = state.timed(
         f"verify-{tag}",
-        lambda: compare_models(state.fp32_bytes, final.SerializeToString(), evals, label=label, gate=gate,
-                               threads=options.threads, hint=reduced.hint),
+        lambda: compare_models(
+            state.fp32_bytes,
+            final.SerializeToString(),
+            evals,
+            label=label,
+            gate=gate,
+            threads=options.threads,
+            hint=reduced.hint,
+        ),
     )
     state.say(f"verify-{tag}", verification.summary())
     if not evals.labelled:
-        state.notes.append(f"{label} verification had no labelled images (valid/ or test/ with masks): "
-                           "only the heatmap difference was checked, not the pixel AP")
+        state.notes.append(
+            f"{label} verification had no labelled images (valid/ or test/ with masks): "
+            "only the heatmap difference was checked, not the pixel AP"
+        )
     return final, verification
 
 
-def _record(state: BuildState, reduced: ReducedPatchModel, final: onnx.ModelProto,
-            verification: PrecisionVerification) -> None:
+def _record(
+    state: BuildState, reduced: ReducedPatchModel, final: onnx.ModelProto, verification: PrecisionVerification
+) -> None:
     """The gate passed: its numbers go into the metadata after the fact; the graph is the verified one."""
     if reduced.label == "INT8":
-        state.quantization = QuantizationReport(reduced.settings, verification, len(state.fp32_bytes),
-                                                state.calibration)
+        state.quantization = QuantizationReport(
+            reduced.settings, verification, len(state.fp32_bytes), state.calibration
+        )
         set_quantization_metadata(final, state.quantization.as_dict())
     else:
         state.precision = PrecisionReport(reduced.settings, verification, len(state.fp32_bytes))
@@ -533,9 +600,16 @@ def _record(state: BuildState, reduced: ReducedPatchModel, final: onnx.ModelProt
 
 def _operating_point(state: BuildState) -> None:
     """Calibrate the threshold/min area of the model that will be written and store them in it."""
-    op = state.timed("operating point", lambda: calibrate_model(
-        state.model_bytes, state.options.operating_point, state.loaded.info.train_config, state.options.threads,
-        state.say))
+    op = state.timed(
+        "operating point",
+        lambda: calibrate_model(
+            state.model_bytes,
+            state.options.operating_point,
+            state.loaded.info.train_config,
+            state.options.threads,
+            state.say,
+        ),
+    )
     if not op.calibrated:
         state.notes.append(f"operating point: {op.note}")
     set_operating_point_metadata(state.final, op)
@@ -566,8 +640,11 @@ def _write(state: BuildState) -> None:
     model_bytes = state.model_bytes
     patch_bytes = state.written_patch_model.SerializeToString() if options.keep_patch_model else None
     state.paths = paths = state.timed("write", lambda: write_artifacts(state.out, model_bytes, manifest, patch_bytes))
-    state.say("write", f"{paths.model} ({len(model_bytes) / 1e6:.1f} MB), {paths.manifest.name}"
-              + (f", {paths.patch_model.name}" if paths.patch_model else ""))
+    state.say(
+        "write",
+        f"{paths.model} ({len(model_bytes) / 1e6:.1f} MB), {paths.manifest.name}"
+        + (f", {paths.patch_model.name}" if paths.patch_model else ""),
+    )
 
 
 def _report(state: BuildState) -> BuildReport:

@@ -28,70 +28,162 @@ _GATE_PARAMS = ("max_ap_drop", "max_mean_diff")  # --quantize or --fp16
 
 @click.command(name="build-model")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Output model file (model.onnx); model.json is written beside it.")
-@click.option("--image-size", nargs=2, type=click.IntRange(1), default=None, metavar="H W",
-              help="Full image size [default: the checkpoint's image size, e.g. 976 176 for strips].")
-@click.option("--patch-batch", type=click.IntRange(1), default=None, metavar="K",
-              help="Patches per patch-model call (1..number of patches); fewer = less memory. "
-                   "[default: the measured CPU default, see docs/benchmarks.md]")
-@click.option("--mode", type=click.Choice(["tiled", "whole"]), default="tiled", show_default=True,
-              help="tiled: 18 overlapping patches, exactly as trained (the default). whole: one network pass on the "
-                   "strip reflect-padded to multiples of 32, cropped back (faster; pick it with numbers, see "
-                   "docs/design.md).")
-@click.option("--chunking", type=click.Choice(["unrolled", "hybrid", "loop"]), default="unrolled", show_default=True,
-              help="tiled, --patch-batch below the patch count: unrolled calls sharing the weights; hybrid: only the "
-                   "full-resolution layers in chunks, the rest of the UNet once on all patches (as fast as one call, "
-                   "~2x the default's memory); or an ONNX Loop (slower in ONNX Runtime, kept for comparison).")
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Output model file (model.onnx); model.json is written beside it.",
+)
+@click.option(
+    "--image-size",
+    nargs=2,
+    type=click.IntRange(1),
+    default=None,
+    metavar="H W",
+    help="Full image size [default: the checkpoint's image size, e.g. 976 176 for strips].",
+)
+@click.option(
+    "--patch-batch",
+    type=click.IntRange(1),
+    default=None,
+    metavar="K",
+    help="Patches per patch-model call (1..number of patches); fewer = less memory. "
+    "[default: the measured CPU default, see docs/benchmarks.md]",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["tiled", "whole"]),
+    default="tiled",
+    show_default=True,
+    help="tiled: 18 overlapping patches, exactly as trained (the default). whole: one network pass on the "
+    "strip reflect-padded to multiples of 32, cropped back (faster; pick it with numbers, see "
+    "docs/design.md).",
+)
+@click.option(
+    "--chunking",
+    type=click.Choice(["unrolled", "hybrid", "loop"]),
+    default="unrolled",
+    show_default=True,
+    help="tiled, --patch-batch below the patch count: unrolled calls sharing the weights; hybrid: only the "
+    "full-resolution layers in chunks, the rest of the UNet once on all patches (as fast as one call, "
+    "~2x the default's memory); or an ONNX Loop (slower in ONNX Runtime, kept for comparison).",
+)
 @click.option("--opset", type=click.IntRange(17, 20), default=17, show_default=True, help="ONNX opset of the model.")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim (the graph is still checked and verified).")
 @click.option("--keep-patch-model", is_flag=True, help="Also write OUT.patch.onnx, the patch model exactly as inlined.")
-@click.option("--verify-data", type=click.Path(path_type=Path), default=None,
-              help="Images to verify on: a data set root or a folder of images "
-                   "[default: the checkpoint's training data set if present, else synthetic strips].")
-@click.option("--verify-images", type=click.IntRange(1), default=2, show_default=True,
-              help="How many images to verify on (run as one batch).")
+@click.option(
+    "--verify-data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Images to verify on: a data set root or a folder of images "
+    "[default: the checkpoint's training data set if present, else synthetic strips].",
+)
+@click.option(
+    "--verify-images",
+    type=click.IntRange(1),
+    default=2,
+    show_default=True,
+    help="How many images to verify on (run as one batch).",
+)
 @click.option("--threads", type=click.IntRange(1), default=None, help="ONNX Runtime / torch threads for verification.")
-@click.option("--quantize", is_flag=True,
-              help="Write an INT8 model (static QDQ quantization of the patch model, calibrated on real training "
-                   "images, verified against the fp32 model; see docs/design.md).")
-@click.option("--fp16", is_flag=True,
-              help="Write an fp16 model, GPU-oriented (float16 patch model, float32 I/O; verified against the fp32 "
-                   "model on CPU like --quantize). Speed on GPUs not measured; on CPU it gains nothing (ONNX Runtime "
-                   "computes it in float32 there). "
-                   "Not combinable with --quantize.")
-@click.option("--calib-data", type=click.Path(path_type=Path), default=None,
-              help="--quantize: calibration images, a data set root (its train/good) or a folder of images "
-                   "[default: the checkpoint's training data set].")
-@click.option("--calib-count", type=click.IntRange(1), default=8, show_default=True,
-              help="--quantize: calibration images (x patches per image).")
-@click.option("--calib-method", type=click.Choice(["auto", "minmax", "percentile", "entropy"]), default="auto",
-              show_default=True, help="--quantize: how activation ranges are taken from the calibration data; auto "
-                                      "tries minmax, then percentile, then entropy and keeps the first that passes "
-                                      "the AP gate.")
-@click.option("--calib-defects/--no-calib-defects", default=True, show_default=True,
-              help="--quantize: add the training synthesiser's defects to the calibration patches "
-                   "(training images are clean; the model was trained on them with synthetic defects).")
-@click.option("--quant-activations", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True,
-              help="--quantize: activation type (uint8 = U8S8, fastest on x86; int8 = S8S8).")
-@click.option("--max-ap-drop", type=click.FloatRange(0.0, 1.0), default=0.02, show_default=True,
-              help="--quantize/--fp16: fail if the INT8/fp16 pixel AP is lower than fp32's by more than this "
-                   "(labelled held images).")
-@click.option("--max-mean-diff", type=click.FloatRange(0.0), default=None,
-              help="--quantize/--fp16: fail if mean |INT8/fp16 - fp32| of the heatmap exceeds this "
-                   "[default: 0.01 for --quantize, 0.001 for --fp16].")
-@click.option("--triton-repo", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
-              help="Also write a Triton model repository DIR/bgsdk/{config.pbtxt,1/model.onnx} for the built model "
-                   "(defaults of `bgsdk export-triton`; use that command for other settings).")
-@click.option("--calibrate-data", type=click.Path(path_type=Path), default=None,
-              help="Labelled images for the operating point: a data set (its valid split) or strips + masks/ "
-                   "[default: the valid split of the checkpoint's training data].")
-@click.option("--target-recall", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
-              help="Operating point: the highest threshold with at least this pixel recall [default: best F1].")
-@click.option("--max-false-alarms", type=click.FloatRange(0.0), default=None,
-              help="Operating point: the lowest threshold with at most this many false alarms per image.")
-@click.option("--min-area", type=click.IntRange(1), default=None,
-              help="Smallest defect in pixels [default: calibrated].")
+@click.option(
+    "--quantize",
+    is_flag=True,
+    help="Write an INT8 model (static QDQ quantization of the patch model, calibrated on real training "
+    "images, verified against the fp32 model; see docs/design.md).",
+)
+@click.option(
+    "--fp16",
+    is_flag=True,
+    help="Write an fp16 model, GPU-oriented (float16 patch model, float32 I/O; verified against the fp32 "
+    "model on CPU like --quantize). Speed on GPUs not measured; on CPU it gains nothing (ONNX Runtime "
+    "computes it in float32 there). "
+    "Not combinable with --quantize.",
+)
+@click.option(
+    "--calib-data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="--quantize: calibration images, a data set root (its train/good) or a folder of images "
+    "[default: the checkpoint's training data set].",
+)
+@click.option(
+    "--calib-count",
+    type=click.IntRange(1),
+    default=8,
+    show_default=True,
+    help="--quantize: calibration images (x patches per image).",
+)
+@click.option(
+    "--calib-method",
+    type=click.Choice(["auto", "minmax", "percentile", "entropy"]),
+    default="auto",
+    show_default=True,
+    help="--quantize: how activation ranges are taken from the calibration data; auto "
+    "tries minmax, then percentile, then entropy and keeps the first that passes "
+    "the AP gate.",
+)
+@click.option(
+    "--calib-defects/--no-calib-defects",
+    default=True,
+    show_default=True,
+    help="--quantize: add the training synthesiser's defects to the calibration patches "
+    "(training images are clean; the model was trained on them with synthetic defects).",
+)
+@click.option(
+    "--quant-activations",
+    type=click.Choice(["uint8", "int8"]),
+    default="uint8",
+    show_default=True,
+    help="--quantize: activation type (uint8 = U8S8, fastest on x86; int8 = S8S8).",
+)
+@click.option(
+    "--max-ap-drop",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.02,
+    show_default=True,
+    help="--quantize/--fp16: fail if the INT8/fp16 pixel AP is lower than fp32's by more than this "
+    "(labelled held images).",
+)
+@click.option(
+    "--max-mean-diff",
+    type=click.FloatRange(0.0),
+    default=None,
+    help="--quantize/--fp16: fail if mean |INT8/fp16 - fp32| of the heatmap exceeds this "
+    "[default: 0.01 for --quantize, 0.001 for --fp16].",
+)
+@click.option(
+    "--triton-repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="Also write a Triton model repository DIR/bgsdk/{config.pbtxt,1/model.onnx} for the built model "
+    "(defaults of `bgsdk export-triton`; use that command for other settings).",
+)
+@click.option(
+    "--calibrate-data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Labelled images for the operating point: a data set (its valid split) or strips + masks/ "
+    "[default: the valid split of the checkpoint's training data].",
+)
+@click.option(
+    "--target-recall",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=None,
+    help="Operating point: the highest threshold with at least this pixel recall [default: best F1].",
+)
+@click.option(
+    "--max-false-alarms",
+    type=click.FloatRange(0.0),
+    default=None,
+    help="Operating point: the lowest threshold with at most this many false alarms per image.",
+)
+@click.option(
+    "--min-area", type=click.IntRange(1), default=None, help="Smallest defect in pixels [default: calibrated]."
+)
 @verbosity_options
 def build_command(
     checkpoint: Path,
@@ -156,8 +248,11 @@ def build_command(
     ctx = click.get_current_context()
 
     def given(names: tuple[str, ...]) -> list[str]:
-        return [f"--{n.replace('_', '-')}" for n in names
-                if ctx.get_parameter_source(n) not in (None, click.core.ParameterSource.DEFAULT)]
+        return [
+            f"--{n.replace('_', '-')}"
+            for n in names
+            if ctx.get_parameter_source(n) not in (None, click.core.ParameterSource.DEFAULT)
+        ]
 
     if not quantize and given(_QUANT_PARAMS):
         raise click.UsageError(f"{', '.join(given(_QUANT_PARAMS))} only make(s) sense with --quantize")
@@ -229,7 +324,11 @@ def _print_summary(report: BuildReport, total: float, quiet: bool, mode: str) ->
         click.echo(
             f"built {report.paths.model}: {report.size_bytes / 1e6:.1f} MB, {report.nodes} nodes, "
             f"input/output (N,3,{c.height},{c.width}), "
-            + (f"{report.num_patches} patches, patch batch {report.patch_batch}; " if mode == "tiled" else "whole-strip mode; ")
+            + (
+                f"{report.num_patches} patches, patch batch {report.patch_batch}; "
+                if mode == "tiled"
+                else "whole-strip mode; "
+            )
             + f"verification max |diff| {v.max_abs_diff:.3g} on {v.n_images} {v.source} image(s); "
             f"build time {total:.1f}s"
         )

@@ -47,7 +47,16 @@ from bgsdk.tiling import Patch, Tiling
 
 from .split import split_by_resolution
 
-__all__ = ["ComposeOptions", "compose_full_model", "compose_whole_model", "CHUNKINGS", "SUPPORTED_OPSETS", "opset_module", "INPUT_NAME", "OUTPUT_NAME"]
+__all__ = [
+    "ComposeOptions",
+    "compose_full_model",
+    "compose_whole_model",
+    "CHUNKINGS",
+    "SUPPORTED_OPSETS",
+    "opset_module",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+]
 
 # spox ships op modules v17..; the TorchScript exporter of torch 2.13 goes up to 20.
 SUPPORTED_OPSETS = tuple(range(17, 21))
@@ -79,7 +88,6 @@ class ComposeOptions:
     def __post_init__(self) -> None:
         if self.chunking not in CHUNKINGS:
             raise ValueError(f"chunking must be one of {CHUNKINGS}, got {self.chunking!r}")
-
 
 
 def _check_patch_model(patch_model: onnx.ModelProto, patch: int | tuple[int, int]) -> None:
@@ -123,8 +131,13 @@ def _weights_as_inputs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[st
     return bare, values
 
 
-def _unrolled(op: ModuleType, patch_model: onnx.ModelProto, groups: list[list[Patch]], crops: Callable[[list[Patch]], Var],
-              _i64: I64) -> Var:
+def _unrolled(
+    op: ModuleType,
+    patch_model: onnx.ModelProto,
+    groups: list[list[Patch]],
+    crops: Callable[[list[Patch]], Var],
+    _i64: I64,
+) -> Var:
     """One patch-model call per group of patch positions, all calls sharing one set of weights.
 
     The calls are listed chunk after chunk; ONNX Runtime's sequential executor runs
@@ -138,8 +151,15 @@ def _unrolled(op: ModuleType, patch_model: onnx.ModelProto, groups: list[list[Pa
     return op.concat(parts, axis=0)
 
 
-def _hybrid(op: ModuleType, patch_model: onnx.ModelProto, groups: list[list[Patch]], crops: Callable[[list[Patch]], Var],
-            n_images: Var, levels: int, _i64: I64) -> Var:
+def _hybrid(
+    op: ModuleType,
+    patch_model: onnx.ModelProto,
+    groups: list[list[Patch]],
+    crops: Callable[[list[Patch]], Var],
+    n_images: Var,
+    levels: int,
+    _i64: I64,
+) -> Var:
     """Full-resolution layers per chunk of patch positions, the low-resolution middle once on all patches.
 
     ``front`` runs on each chunk; its ``down`` outputs are concatenated (patch-major,
@@ -216,7 +236,9 @@ def compose_whole_model(core_model: onnx.ModelProto, height: int, width: int, op
         return op.constant(value=np.asarray(values, dtype=np.int64))
 
     x = argument(Tensor(np.float32, ("N", 3, height, width)))
-    padded = op.pad(x, _i64([0, 0, top, left, 0, 0, bottom, right]), mode="reflect") if top + bottom + left + right else x
+    padded = (
+        op.pad(x, _i64([0, 0, top, left, 0, 0, bottom, right]), mode="reflect") if top + bottom + left + right else x
+    )
     logits = inline(core_model)(**{PATCH_INPUT: padded})[PATCH_OUTPUT]
     prob = op.softmax(logits, axis=1)
     heat = op.slice(prob, _i64([1, top, left]), _i64([2, top + height, left + width]), _i64([1, 2, 3]))  # (N,1,H,W)
@@ -226,7 +248,9 @@ def compose_whole_model(core_model: onnx.ModelProto, height: int, width: int, op
     return model
 
 
-def compose_full_model(patch_model: onnx.ModelProto, tiling: Tiling, options: ComposeOptions | None = None) -> onnx.ModelProto:
+def compose_full_model(
+    patch_model: onnx.ModelProto, tiling: Tiling, options: ComposeOptions | None = None
+) -> onnx.ModelProto:
     """Full-image model ``input (N,3,H,W) -> output (N,3,H,W)`` around ``patch_model``.
 
     ``patch_model`` must map ``input (B,3,P,P)`` to ``logits (B,2,P,P)`` with a
@@ -249,7 +273,9 @@ def compose_full_model(patch_model: onnx.ModelProto, tiling: Tiling, options: Co
 
     def crops(group: list[Patch]) -> Var:
         """Slice each patch of ``group`` out of the batched input; Concat -> patch-major (len*N,3,P,P)."""
-        cut = [op.slice(x, _i64([p.row.start, p.col.start]), _i64([p.row.stop, p.col.stop]), _i64([2, 3])) for p in group]
+        cut = [
+            op.slice(x, _i64([p.row.start, p.col.start]), _i64([p.row.stop, p.col.stop]), _i64([2, 3])) for p in group
+        ]
         return cut[0] if len(cut) == 1 else op.concat(cut, axis=0)
 
     if K is None or K >= T:
@@ -257,8 +283,9 @@ def compose_full_model(patch_model: onnx.ModelProto, tiling: Tiling, options: Co
         probs = _defect_probability(op, inline(patch_model), crops(patches), _i64)
     elif options.chunking == "hybrid":
         n_images = op.slice(op.shape(x), _i64([0]), _i64([1]))
-        probs = _hybrid(op, patch_model, [patches[i : i + K] for i in range(0, T, K)], crops, n_images,
-                        options.hybrid_levels, _i64)
+        probs = _hybrid(
+            op, patch_model, [patches[i : i + K] for i in range(0, T, K)], crops, n_images, options.hybrid_levels, _i64
+        )
     elif options.chunking == "unrolled":
         probs = _unrolled(op, patch_model, [patches[i : i + K] for i in range(0, T, K)], crops, _i64)
     else:

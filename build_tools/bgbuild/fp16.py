@@ -158,8 +158,11 @@ def fold_constant_casts(graph: onnx.GraphProto) -> int:
             continue
         to = next(a.i for a in n.attribute if a.name == "to")
         cast = value.astype(helper.tensor_dtype_to_np_dtype(to))
-        new_nodes.append(helper.make_node("Constant", [], [n.output[0]], name=n.name or None,
-                                          value=numpy_helper.from_array(cast, n.output[0])))
+        new_nodes.append(
+            helper.make_node(
+                "Constant", [], [n.output[0]], name=n.name or None, value=numpy_helper.from_array(cast, n.output[0])
+            )
+        )
         folded += 1
         if src is not None and uses.get(src, 0) == 1 and src not in outputs:
             drop.add(src)
@@ -200,13 +203,15 @@ def convert_patch_model(patch_model: onnx.ModelProto) -> Fp16PatchModel:
     if not fp16_weights:
         raise BuildError("fp16 conversion left no float16 weights")
     ops = op_counts(model)
-    model.doc_string = "bgsdk patch model, float16 inside: input (B,3,P,P) float32 = pixels/255 -> logits (B,2,P,P) float32"
+    model.doc_string = (
+        "bgsdk patch model, float16 inside: input (B,3,P,P) float32 = pixels/255 -> logits (B,2,P,P) float32"
+    )
     settings = {
         "precision": "fp16",
         "tool": f"onnxruntime.transformers.float16.convert_float_to_float16 (onnxruntime {onnxruntime.__version__}), "
-                "keep_io_types=True",
+        "keep_io_types=True",
         "scope": "patch model only (weights and activations float16); input cast to float16, logits cast back to "
-                 "float32; Softmax, crops, stitching and padding stay float32",
+        "float32; Softmax, crops, stitching and padding stay float32",
         "io": "float32 input and output (contract unchanged)",
         "fp16_initializers": int(fp16_weights),
         "float_initializers": int(len(weights) - fp16_weights),

@@ -48,8 +48,13 @@ class OperatingPointOptions:
     max_images: int = MAX_CALIBRATION_IMAGES
 
     def as_dict(self) -> dict[str, Any]:
-        return {"data": None if self.data is None else str(self.data), "rule": self.rule, "target": self.target,
-                "min_area": self.min_area, "max_images": self.max_images}
+        return {
+            "data": None if self.data is None else str(self.data),
+            "rule": self.rule,
+            "target": self.target,
+            "min_area": self.min_area,
+            "max_images": self.max_images,
+        }
 
 
 Sample = tuple[Path, Path | None]
@@ -88,8 +93,10 @@ def _heatmaps(model_bytes: bytes, samples: list[Sample], threads: int | None) ->
         maps.append(np.array(out[0, 0], copy=True))
         m = read_mask(mask_path) if mask_path is not None else None
         if m is not None and m.shape != maps[-1].shape:
-            raise BuildError(f"{mask_path}: mask is {m.shape[0]}x{m.shape[1]}, the model's output is "
-                             f"{maps[-1].shape[0]}x{maps[-1].shape[1]}")
+            raise BuildError(
+                f"{mask_path}: mask is {m.shape[0]}x{m.shape[1]}, the model's output is "
+                f"{maps[-1].shape[0]}x{maps[-1].shape[1]}"
+            )
         masks.append(m if m is not None and m.any() else None)
     return maps, masks
 
@@ -108,19 +115,27 @@ def calibrate_model(
     if not samples:
         note = f"uncalibrated: {description}; default threshold 0.5, min area 1"
         log.warning("operating point: %s", note)
-        return OperatingPoint(threshold=0.5, min_area=opts.min_area or 1, calibrated=False, rule="default", note=note,
-                              data={"source": description, "n_images": 0, "n_defect_images": 0})
+        return OperatingPoint(
+            threshold=0.5,
+            min_area=opts.min_area or 1,
+            calibrated=False,
+            rule="default",
+            note=note,
+            data={"source": description, "n_images": 0, "n_defect_images": 0},
+        )
     maps, masks = _heatmaps(model_bytes, samples, threads)
-    data = {"source": description, "n_images": len(samples),
-            "n_defect_images": sum(m is not None for m in masks)}
+    data = {"source": description, "n_images": len(samples), "n_defect_images": sum(m is not None for m in masks)}
     try:
         op = calibrate(maps, masks, rule=opts.rule, target=opts.target, min_area=opts.min_area, data=data)
     except ValueError as exc:
         raise BuildError(f"operating point: {exc}") from None
     if say is not None:
         m = op.metrics
-        extra = (f"pixel F1 {m['pixel_f1']:.3f}, defect recall {m['defect_recall']:.3f}, "
-                 if m.get("pixel_f1") is not None and m.get("defect_recall") is not None else "")
+        extra = (
+            f"pixel F1 {m['pixel_f1']:.3f}, defect recall {m['defect_recall']:.3f}, "
+            if m.get("pixel_f1") is not None and m.get("defect_recall") is not None
+            else ""
+        )
         say("operating point", f"{op.summary()}; {extra}false alarms/image {m['false_alarms_per_image']:.3f}")
     return op
 

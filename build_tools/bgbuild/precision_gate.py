@@ -129,8 +129,13 @@ def select_eval_images(
             raise BuildError(f"{label} verification images: {exc}") from None
         if found is not None:
             return found
-    return EvalImages(fallback.astype(np.float32), None, None, "unlabelled",
-                      f"{len(fallback)} unlabelled image(s) ({fallback_description}); no masks: heatmap-difference gate only")
+    return EvalImages(
+        fallback.astype(np.float32),
+        None,
+        None,
+        "unlabelled",
+        f"{len(fallback)} unlabelled image(s) ({fallback_description}); no masks: heatmap-difference gate only",
+    )
 
 
 @dataclass(frozen=True)
@@ -172,8 +177,11 @@ class PrecisionVerification:
 
     def as_dict(self) -> dict[str, Any]:
         prefix = self.label.lower()
-        renamed = {"pixel_ap": f"{prefix}_pixel_ap", "image_auroc": f"{prefix}_image_auroc",
-                   "seconds": f"{prefix}_seconds"}
+        renamed = {
+            "pixel_ap": f"{prefix}_pixel_ap",
+            "image_auroc": f"{prefix}_image_auroc",
+            "seconds": f"{prefix}_seconds",
+        }
         d = {renamed.get(k, k): v for k, v in asdict(self).items() if k != "label"}
         d["ap_drop"] = self.ap_drop
         d["passed"] = self.passed
@@ -241,20 +249,36 @@ def compare_models(
         assert images.masks is not None and images.defective is not None
         m32 = evaluate(list(ref[:, 0]), images.masks, images.defective)
         mc = evaluate(list(np.nan_to_num(out[:, 0])), images.masks, images.defective)
-        kw = dict(fp32_pixel_ap=m32.pixel_ap, pixel_ap=mc.pixel_ap,
-                  fp32_image_auroc=m32.image_auroc, image_auroc=mc.image_auroc)
+        kw = dict(
+            fp32_pixel_ap=m32.pixel_ap,
+            pixel_ap=mc.pixel_ap,
+            fp32_image_auroc=m32.image_auroc,
+            image_auroc=mc.image_auroc,
+        )
         if m32.pixel_ap is not None and mc.pixel_ap is not None and m32.pixel_ap - mc.pixel_ap > max_ap_drop:
-            failures.append(f"pixel AP dropped by {m32.pixel_ap - mc.pixel_ap:.4f} ({m32.pixel_ap:.4f} -> {mc.pixel_ap:.4f}) > {max_ap_drop:g}")
+            failures.append(
+                f"pixel AP dropped by {m32.pixel_ap - mc.pixel_ap:.4f} ({m32.pixel_ap:.4f} -> {mc.pixel_ap:.4f}) > {max_ap_drop:g}"
+            )
     mean = float(diff.mean())
     if mean > max_mean_diff:
         failures.append(f"mean |{label} - fp32| = {mean:.3g} > {max_mean_diff:g}")
     if not zeros:
         failures.append(f"channels 1-2 of the {label} output are not exactly zero")
     result = PrecisionVerification(
-        label=label, max_abs_diff=float(diff.max()), mean_abs_diff=mean, n_images=len(x), source=images.source,
-        description=images.description, labelled=images.labelled, max_ap_drop=max_ap_drop,
-        max_mean_diff=max_mean_diff, zero_channels_exact=zeros, fp32_seconds=t_ref, seconds=t_out,
-        failures=failures, **kw,
+        label=label,
+        max_abs_diff=float(diff.max()),
+        mean_abs_diff=mean,
+        n_images=len(x),
+        source=images.source,
+        description=images.description,
+        labelled=images.labelled,
+        max_ap_drop=max_ap_drop,
+        max_mean_diff=max_mean_diff,
+        zero_channels_exact=zeros,
+        fp32_seconds=t_ref,
+        seconds=t_out,
+        failures=failures,
+        **kw,
     )
     if raise_on_failure and failures:
         raise VerificationError(

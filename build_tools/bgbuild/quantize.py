@@ -81,7 +81,9 @@ class QuantizeOptions(GateOptions):
         if self.calib_method not in CALIBRATION_METHODS:
             raise BuildError(f"--calib-method {self.calib_method!r}: choose one of {', '.join(CALIBRATION_METHODS)}")
         if self.activation_type not in ACTIVATION_TYPES:
-            raise BuildError(f"--quant-activations {self.activation_type!r}: choose one of {', '.join(ACTIVATION_TYPES)}")
+            raise BuildError(
+                f"--quant-activations {self.activation_type!r}: choose one of {', '.join(ACTIVATION_TYPES)}"
+            )
         if self.calib_count < 1:
             raise BuildError(f"--calib-count must be >= 1, got {self.calib_count}")
         if self.calib_batch < 1:
@@ -145,15 +147,20 @@ def float_logits(model: onnx.ModelProto, output: str = "logits") -> bool:
     return True
 
 
-def quantize_patch_model(patch_model: onnx.ModelProto, patches: np.ndarray, options: QuantizeOptions) -> QuantizedPatchModel:
+def quantize_patch_model(
+    patch_model: onnx.ModelProto, patches: np.ndarray, options: QuantizeOptions
+) -> QuantizedPatchModel:
     """Static QDQ quantization of ``input (B,3,P,P) -> logits`` calibrated on ``patches``."""
     import onnxruntime
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
     options.check()
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile,
-              "auto": CalibrationMethod.MinMax}[options.calib_method]  # auto's choice happens in the build, by the gate
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+        "auto": CalibrationMethod.MinMax,
+    }[options.calib_method]  # auto's choice happens in the build, by the gate
     act = QuantType.QUInt8 if options.activation_type == "uint8" else QuantType.QInt8
     # No CalibMaxIntermediateOutputs: in onnxruntime 1.32 it *discards* the collected
     # batches when the limit is reached instead of merging their ranges. MinMax does
@@ -180,7 +187,9 @@ def quantize_patch_model(patch_model: onnx.ModelProto, patches: np.ndarray, opti
                 extra_options=extra,
             )
         except Exception as exc:  # ORT's quantizer raises plain exceptions from deep inside
-            raise BuildError(f"INT8 quantization failed ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})") from None
+            raise BuildError(
+                f"INT8 quantization failed ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})"
+            ) from None
         model = onnx.load(str(dst))
     _strip_unused_domains(model)
     logits_float = float_logits(model)

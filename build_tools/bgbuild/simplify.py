@@ -19,7 +19,15 @@ from .errors import BuildError
 from .export import op_counts
 from .graphs import all_graphs
 
-__all__ = ["SimplifyResult", "simplify", "constants_to_initializers", "hoist_subgraph_initializers", "check_graph", "initializer_bytes", "FORBIDDEN_OPS"]
+__all__ = [
+    "SimplifyResult",
+    "simplify",
+    "constants_to_initializers",
+    "hoist_subgraph_initializers",
+    "check_graph",
+    "initializer_bytes",
+    "FORBIDDEN_OPS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +49,9 @@ def simplify(model: onnx.ModelProto) -> SimplifyResult:
 
         simplified, ok = onnxsim.simplify(model)
     except Exception as exc:  # onnxsim raises plain RuntimeErrors from C++
-        msg = f"onnxsim failed ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); keeping the unsimplified graph"
+        msg = (
+            f"onnxsim failed ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); keeping the unsimplified graph"
+        )
         log.warning(msg)
         return SimplifyResult(model, False, msg)
     if not ok:

@@ -126,5 +126,7 @@ def split_by_resolution(model: onnx.ModelProto, levels: int = 1) -> PatchModelPa
         front=ex.extract_model([g.input[0].name], front_out),
         middle=ex.extract_model(down, up),
         back=ex.extract_model(skips + up, [o.name for o in g.output]),
-        down=down, up=up, skips=skips,
+        down=down,
+        up=up,
+        skips=skips,
     )

@@ -30,7 +30,13 @@ from bgsdk.tiling import Tiling
 
 from .errors import BuildError, VerificationError
 
-__all__ = ["VerificationImages", "VerificationResult", "select_verification_images", "verify_model", "DEFAULT_TOLERANCE"]
+__all__ = [
+    "VerificationImages",
+    "VerificationResult",
+    "select_verification_images",
+    "verify_model",
+    "DEFAULT_TOLERANCE",
+]
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +140,13 @@ def select_verification_images(
             return VerificationImages(
                 np.stack(images), "training-dataset", f"{len(images)} image(s) from the training data set {dataset}"
             )
-        log.warning("no %s images in the training data set %s (%d skipped); using synthetic strips", size, dataset, skipped)
+        log.warning(
+            "no %s images in the training data set %s (%d skipped); using synthetic strips", size, dataset, skipped
+        )
     return VerificationImages(
-        _synthetic(tiling, count, seed), "synthetic", f"{count} synthetic {size} strip(s) (bgtrain make_image, seed {seed})"
+        _synthetic(tiling, count, seed),
+        "synthetic",
+        f"{count} synthetic {size} strip(s) (bgtrain make_image, seed {seed})",
     )
 
 

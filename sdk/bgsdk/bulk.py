@@ -80,8 +80,9 @@ def _process(seg: Any, paths: Sequence[str], out_dir: Path, opt: BulkOptions) ->
     """Run ``paths`` through ``seg``, write each success's files, return one journal entry per path."""
     entries = []
     t0 = time.perf_counter()
-    outcomes = seg.iter_batch(paths, batch_size=opt.batch_size, on_error="return", threshold=opt.threshold,
-                              min_area=opt.min_area)
+    outcomes = seg.iter_batch(
+        paths, batch_size=opt.batch_size, on_error="return", threshold=opt.threshold, min_area=opt.min_area
+    )
     for source, res in zip(paths, outcomes):
         path = Path(source)
         write_image_files(out_dir, path, res, opt.png, read_image(path) if opt.png and res.ok else None)
@@ -124,8 +125,11 @@ def _read_journal(path: Path) -> dict[str, Entry]:
 
 def _finished(paths: Sequence[str], out_dir: Path) -> dict[str, Entry]:
     earlier = _read_journal(out_dir / JOURNAL_NAME)
-    return {p: earlier[p] for p in paths if p in earlier and earlier[p]["row"].get("ok")
-            and output_path(out_dir, p).exists()}
+    return {
+        p: earlier[p]
+        for p in paths
+        if p in earlier and earlier[p]["row"].get("ok") and output_path(out_dir, p).exists()
+    }
 
 
 def _chunks(items: Sequence[str], n: int) -> Iterator[list[str]]:
@@ -195,7 +199,9 @@ def run_bulk(
     paths = [os.fspath(p) for p in inputs]
     done = _finished(paths, out)
     todo = [p for p in paths if p not in done]
-    log.info("%d input(s): %d finished earlier, %d to run%s", len(paths), len(done), len(todo), " on Ray" if use_ray else "")
+    log.info(
+        "%d input(s): %d finished earlier, %d to run%s", len(paths), len(done), len(todo), " on Ray" if use_ray else ""
+    )
     journal = out / JOURNAL_NAME
     entries = dict(done)
     _rewrite_journal(journal, paths, entries)  # only entries worth keeping; the rest is redone
@@ -215,8 +221,7 @@ def run_bulk(
             if p in entries:
                 writer.add_rows(entries[p]["row"], entries[p]["defects"])
     failed = sum(1 for p in todo if not entries.get(p, {}).get("row", {}).get("ok"))
-    return BulkSummary(len(paths), len(done), len(todo) - failed, failed, time.perf_counter() - t0,
-                       out / RESULTS_JSONL)
+    return BulkSummary(len(paths), len(done), len(todo) - failed, failed, time.perf_counter() - t0, out / RESULTS_JSONL)
 
 
 def _rewrite_journal(journal: Path, paths: Sequence[str], entries: dict[str, Entry]) -> None:

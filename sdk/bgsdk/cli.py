@@ -45,8 +45,9 @@ _threads_opt = click.option(
 )
 
 
-def _segmenter(model: Path, providers: tuple[str, ...], threads: int | None, server: str | None = None,
-               **kw: bool) -> Any:
+def _segmenter(
+    model: Path, providers: tuple[str, ...], threads: int | None, server: str | None = None, **kw: bool
+) -> Any:
     if server is not None:  # MODEL is the model's name on a Triton server
         from .triton_client import TritonSegmenter
 
@@ -70,8 +71,9 @@ def _warnings_as_lines() -> None:
     warnings.showwarning = show
 
 
-_verify_opt = click.option("--verify", is_flag=True,
-                           help="Check MODEL against the sha256 in the model.json beside it; refuse a changed file.")
+_verify_opt = click.option(
+    "--verify", is_flag=True, help="Check MODEL against the sha256 in the model.json beside it; refuse a changed file."
+)
 
 
 def collect_inputs(inputs: tuple[Path, ...] | list[Path]) -> list[Path]:
@@ -109,27 +111,56 @@ def cli() -> None:
 @cli.command("run")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder (created if missing).")
-@click.option("--png/--no-png", default=True, show_default=True,
-              help=f"Write <stem>{MASK_SUFFIX} and <stem>{OVERLAY_SUFFIX} (grey target, red defect pixels, "
-                   "yellow defect boxes).")
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None,
-              help="Pixel threshold (defect = probability above it) [default: the model's calibrated one].")
-@click.option("--min-area", type=click.IntRange(min=1), default=None,
-              help="Smallest defect in pixels [default: the model's calibrated one].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Images per model call (1 is fastest on CPU, measured; try more on a GPU).")
+@click.option(
+    "--out",
+    "-o",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder (created if missing).",
+)
+@click.option(
+    "--png/--no-png",
+    default=True,
+    show_default=True,
+    help=f"Write <stem>{MASK_SUFFIX} and <stem>{OVERLAY_SUFFIX} (grey target, red defect pixels, yellow defect boxes).",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Pixel threshold (defect = probability above it) [default: the model's calibrated one].",
+)
+@click.option(
+    "--min-area",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Smallest defect in pixels [default: the model's calibrated one].",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Images per model call (1 is fastest on CPU, measured; try more on a GPU).",
+)
 @click.option("--fail-fast", is_flag=True, help="Stop at the first unreadable image (exit 2) instead of skipping it.")
-@click.option("--strict", is_flag=True,
-              help="Treat suspicious pixel values (outside 0..255, constant channel, target = a reference) as bad "
-                   "images instead of warnings.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Treat suspicious pixel values (outside 0..255, constant channel, target = a reference) as bad "
+    "images instead of warnings.",
+)
 @_verify_opt
 @_provider_opt
 @_threads_opt
-@click.option("--server", default=None, metavar="URL",
-              help="Run on a Triton server (http://HOST:8000 or grpc://HOST:8001); MODEL is then the model's "
-                   "name there (needs bgsdk[triton]).")
+@click.option(
+    "--server",
+    default=None,
+    metavar="URL",
+    help="Run on a Triton server (http://HOST:8000 or grpc://HOST:8001); MODEL is then the model's "
+    "name there (needs bgsdk[triton]).",
+)
 @verbosity_options
 def run_cmd(
     model: Path,
@@ -169,11 +200,19 @@ def run_cmd(
 
     ok = failed = flagged = 0
     t0 = last = time.perf_counter()
-    with RunWriter(out_dir, png) as writer, \
-            tqdm(total=len(paths), unit="img", disable=not progress_enabled(quiet), file=sys.stderr,
-                 dynamic_ncols=True) as bar:
-        outcomes = seg.iter_batch(paths, batch_size=batch_size, on_error="raise" if fail_fast else "return",
-                                  threshold=threshold, min_area=min_area)
+    with (
+        RunWriter(out_dir, png) as writer,
+        tqdm(
+            total=len(paths), unit="img", disable=not progress_enabled(quiet), file=sys.stderr, dynamic_ncols=True
+        ) as bar,
+    ):
+        outcomes = seg.iter_batch(
+            paths,
+            batch_size=batch_size,
+            on_error="raise" if fail_fast else "return",
+            threshold=threshold,
+            min_area=min_area,
+        )
         for path, res in zip(paths, outcomes):
             now = time.perf_counter()
             ms, last = (now - last) * 1e3, now
@@ -241,16 +280,21 @@ def quantization_summary(value: Any) -> list[str]:
 
 def _verification_line(v: dict[str, Any], other: str) -> str:
     """One line for a ``verification`` section (INT8 or fp16 vs fp32); ``other`` is the key prefix."""
+
     def num(key: str, fmt: str = ".4f") -> str:
         x = v.get(key)
         return format(x, fmt) if isinstance(x, (int, float)) else "-"
 
     verdict = "passed" if v.get("passed") else "FAILED"
-    line = f"verified vs fp32 ({verdict}; {v.get('gate', '')}) on {v.get('n_images', '?')} image(s): " \
-           f"max |diff| {num('max_abs_diff', '.3g')}, mean {num('mean_abs_diff', '.3g')}"
+    line = (
+        f"verified vs fp32 ({verdict}; {v.get('gate', '')}) on {v.get('n_images', '?')} image(s): "
+        f"max |diff| {num('max_abs_diff', '.3g')}, mean {num('mean_abs_diff', '.3g')}"
+    )
     if v.get("labelled"):
-        line += f"; pixel AP {num('fp32_pixel_ap')} -> {num(other + '_pixel_ap')}; " \
-                f"image AUROC {num('fp32_image_auroc')} -> {num(other + '_image_auroc')}"
+        line += (
+            f"; pixel AP {num('fp32_pixel_ap')} -> {num(other + '_pixel_ap')}; "
+            f"image AUROC {num('fp32_image_auroc')} -> {num(other + '_image_auroc')}"
+        )
     return line
 
 
@@ -259,8 +303,10 @@ def precision_summary(value: Any) -> list[str]:
     if not isinstance(value, dict):
         return []
     s, v = value.get("settings") or {}, value.get("verification") or {}
-    lines = [f"{value.get('precision', '?')} (float16 patch model, float32 I/O): {s.get('scope', '')}",
-             f"target: {s.get('target', '?')}"]
+    lines = [
+        f"{value.get('precision', '?')} (float16 patch model, float32 I/O): {s.get('scope', '')}",
+        f"target: {s.get('target', '?')}",
+    ]
     if s.get("verification_scope"):
         lines.append(f"note: {s['verification_scope']}")
     if v:
@@ -283,9 +329,13 @@ def training_summary(training: Any) -> str:
     if not isinstance(training, dict):
         return "unknown (no bgsdk.training metadata)"
     recipe = training.get("recipe") or {}
-    name = recipe.get("name", "seed (SPEC section 2; trained before recipes existed)") if isinstance(recipe, dict) else "?"
-    return (f"recipe {name}, stem {training.get('stem', 'plain')}, width {training.get('width', '?')}, "
-            f"epoch {training.get('epoch', '?')}, seed {training.get('seed', '?')}")
+    name = (
+        recipe.get("name", "seed (SPEC section 2; trained before recipes existed)") if isinstance(recipe, dict) else "?"
+    )
+    return (
+        f"recipe {name}, stem {training.get('stem', 'plain')}, width {training.get('width', '?')}, "
+        f"epoch {training.get('epoch', '?')}, seed {training.get('seed', '?')}"
+    )
 
 
 def _signature(args: Any) -> list[dict[str, Any]]:
@@ -369,11 +419,18 @@ def inspect_cmd(model: Path, as_json: bool, verify: bool, verbose: int, quiet: b
 
 @cli.command("bench")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--repeat", type=click.IntRange(min=1), default=10, show_default=True, help="Timed runs (median reported).")
+@click.option(
+    "--repeat", type=click.IntRange(min=1), default=10, show_default=True, help="Timed runs (median reported)."
+)
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="Untimed runs first.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Images per model call.")
-@click.option("--input", "input_path", type=click.Path(path_type=Path), default=None,
-              help="Image to run [default: random pixels of the model's size].")
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Image to run [default: random pixels of the model's size].",
+)
 @_provider_opt
 @_threads_opt
 @verbosity_options
@@ -412,14 +469,34 @@ def bench_cmd(
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.argument("data_dir", type=click.Path(path_type=Path))
 @click.option("--split", default="test", show_default=True, help="Split of a SPEC-layout DATA_DIR.")
-@click.option("--masks", "masks_dir", type=click.Path(path_type=Path), default=None,
-              help="Masks folder for a flat folder of strips [default: DATA_DIR/masks].")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write every number to this JSON file.")
-@click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write a self-contained HTML report (tables, curves, pictures).")
-@click.option("--max-images", type=click.IntRange(min=0), default=12, show_default=True,
-              help="Images pictured in the HTML report (worst first).")
+@click.option(
+    "--masks",
+    "masks_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Masks folder for a flat folder of strips [default: DATA_DIR/masks].",
+)
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write every number to this JSON file.",
+)
+@click.option(
+    "--html",
+    "html_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a self-contained HTML report (tables, curves, pictures).",
+)
+@click.option(
+    "--max-images",
+    type=click.IntRange(min=0),
+    default=12,
+    show_default=True,
+    help="Images pictured in the HTML report (worst first).",
+)
 @_provider_opt
 @_threads_opt
 @verbosity_options
@@ -440,9 +517,18 @@ def evaluate_cmd(
     setup_logging(verbose, quiet)
     from .evaluation import run_evaluation
 
-    run_evaluation(list(models), data_dir, split=split, masks_dir=masks_dir, json_out=json_out,
-                   html_out=html_out, max_images=max_images, providers=list(providers) or None,
-                   threads=threads, echo=None if quiet else click.echo)
+    run_evaluation(
+        list(models),
+        data_dir,
+        split=split,
+        masks_dir=masks_dir,
+        json_out=json_out,
+        html_out=html_out,
+        max_images=max_images,
+        providers=list(providers) or None,
+        threads=threads,
+        echo=None if quiet else click.echo,
+    )
 
 
 def _add_scale_commands() -> None:

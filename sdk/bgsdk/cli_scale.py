@@ -29,21 +29,51 @@ def _gpu_list(text: str | None) -> tuple[int, ...]:
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("repo_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--name", default="bgsdk", show_default=True, help="Model name on the server (folder name in REPO_DIR).")
-@click.option("--max-batch-size", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Largest batch Triton may form for one model call.")
-@click.option("--queue-delay-us", type=click.IntRange(min=0), default=500, show_default=True,
-              help="Dynamic batching: how long a request may wait for others to join its batch.")
+@click.option(
+    "--max-batch-size",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Largest batch Triton may form for one model call.",
+)
+@click.option(
+    "--queue-delay-us",
+    type=click.IntRange(min=0),
+    default=500,
+    show_default=True,
+    help="Dynamic batching: how long a request may wait for others to join its batch.",
+)
 @click.option("--no-dynamic-batching", is_flag=True, help="Run each request alone (no dynamic batcher).")
 @click.option("--cpu-instances", type=click.IntRange(min=0), default=1, show_default=True, help="Model copies on CPU.")
-@click.option("--gpu-instances", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Model copies per GPU (ONNX Runtime CUDA provider inside Triton).")
+@click.option(
+    "--gpu-instances",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Model copies per GPU (ONNX Runtime CUDA provider inside Triton).",
+)
 @click.option("--gpus", default=None, metavar="IDS", help="GPU ids for --gpu-instances, e.g. 0,1 [default: all].")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="ONNX Runtime intra-op threads per instance [default: the backend's].")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="ONNX Runtime intra-op threads per instance [default: the backend's].",
+)
 @verbosity_options
-def export_triton_cmd(model: Path, repo_dir: Path, name: str, max_batch_size: int, queue_delay_us: int,
-                      no_dynamic_batching: bool, cpu_instances: int, gpu_instances: int, gpus: str | None,
-                      threads: int | None, verbose: int, quiet: bool) -> None:
+def export_triton_cmd(
+    model: Path,
+    repo_dir: Path,
+    name: str,
+    max_batch_size: int,
+    queue_delay_us: int,
+    no_dynamic_batching: bool,
+    cpu_instances: int,
+    gpu_instances: int,
+    gpus: str | None,
+    threads: int | None,
+    verbose: int,
+    quiet: bool,
+) -> None:
     """Write a Triton model repository for MODEL: REPO_DIR/NAME/config.pbtxt + NAME/1/model.onnx.
 
     Serve it with the official Triton container (ONNX Runtime backend), see docs/serving.md.
@@ -51,10 +81,15 @@ def export_triton_cmd(model: Path, repo_dir: Path, name: str, max_batch_size: in
     setup_logging(verbose, quiet)
     from .triton_repo import TritonRepoOptions, export_triton
 
-    options = TritonRepoOptions(name=name, max_batch_size=max_batch_size,
-                                queue_delay_us=None if no_dynamic_batching else queue_delay_us,
-                                cpu_instances=cpu_instances, gpu_instances=gpu_instances, gpus=_gpu_list(gpus),
-                                threads=threads)
+    options = TritonRepoOptions(
+        name=name,
+        max_batch_size=max_batch_size,
+        queue_delay_us=None if no_dynamic_batching else queue_delay_us,
+        cpu_instances=cpu_instances,
+        gpu_instances=gpu_instances,
+        gpus=_gpu_list(gpus),
+        threads=threads,
+    )
     try:
         options.check()
     except ValueError as exc:
@@ -67,29 +102,78 @@ def export_triton_cmd(model: Path, repo_dir: Path, name: str, max_batch_size: in
 @click.command("batch")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("input_dir", type=click.Path(path_type=Path))
-@click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder: per-image outputs and results.jsonl (as bgsdk run).")
-@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
-              help="Run on Ray: --ray alone starts a local instance, --ray auto / --ray ray://HOST:10001 joins a cluster.")
+@click.option(
+    "--out",
+    "-o",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder: per-image outputs and results.jsonl (as bgsdk run).",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run on Ray: --ray alone starts a local instance, --ray auto / --ray ray://HOST:10001 joins a cluster.",
+)
 @click.option("--actors", type=click.IntRange(min=1), default=1, show_default=True, help="--ray: actor pool size.")
-@click.option("--cpus-per-actor", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="--ray: CPUs each actor reserves.")
-@click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="--ray: GPUs each actor reserves (> 0 runs it on CUDA).")
-@click.option("--files-per-task", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Files handed to a worker at once (also how often results.jsonl is flushed).")
+@click.option(
+    "--cpus-per-actor",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="--ray: CPUs each actor reserves.",
+)
+@click.option(
+    "--gpus-per-actor",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="--ray: GPUs each actor reserves (> 0 runs it on CUDA).",
+)
+@click.option(
+    "--files-per-task",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Files handed to a worker at once (also how often results.jsonl is flushed).",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Images per model call.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime intra-op threads per session.")
 @click.option("--png/--no-png", default=True, show_default=True, help="Write mask and overlay PNGs (as bgsdk run).")
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None,
-              help="Pixel threshold [default: the model's calibrated one].")
-@click.option("--min-area", type=click.IntRange(min=1), default=None,
-              help="Smallest defect in pixels [default: the model's calibrated one].")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Pixel threshold [default: the model's calibrated one].",
+)
+@click.option(
+    "--min-area",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Smallest defect in pixels [default: the model's calibrated one].",
+)
 @verbosity_options
-def batch_cmd(model: Path, input_dir: Path, out_dir: Path, ray_address: str | None, actors: int,
-              cpus_per_actor: float, gpus_per_actor: float, files_per_task: int, batch_size: int,
-              threads: int | None, png: bool, threshold: float | None, min_area: int | None,
-              verbose: int, quiet: bool) -> None:
+def batch_cmd(
+    model: Path,
+    input_dir: Path,
+    out_dir: Path,
+    ray_address: str | None,
+    actors: int,
+    cpus_per_actor: float,
+    gpus_per_actor: float,
+    files_per_task: int,
+    batch_size: int,
+    threads: int | None,
+    png: bool,
+    threshold: float | None,
+    min_area: int | None,
+    verbose: int,
+    quiet: bool,
+) -> None:
     """Inspect every image in INPUT_DIR into --out; restartable (finished images are skipped).
 
     Writes what bgsdk run writes (heatmaps, mask/overlay PNGs, results.jsonl, defects.csv). Bad files
@@ -106,13 +190,22 @@ def batch_cmd(model: Path, input_dir: Path, out_dir: Path, ray_address: str | No
     if not paths:
         raise UserError(f"{input_dir}: no image files")
     describe(open_session(model), model)  # a bad model is one error line before any cluster starts
-    options = BulkOptions(batch_size=batch_size, files_per_task=files_per_task, actors=actors,
-                          cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, threads=threads,
-                          png=png, threshold=threshold, min_area=min_area)
+    options = BulkOptions(
+        batch_size=batch_size,
+        files_per_task=files_per_task,
+        actors=actors,
+        cpus_per_actor=cpus_per_actor,
+        gpus_per_actor=gpus_per_actor,
+        threads=threads,
+        png=png,
+        threshold=threshold,
+        min_area=min_area,
+    )
     started = connect_ray(ray_address) if ray_address is not None else False
     try:
-        s = run_bulk(model.resolve(), [p.resolve() for p in paths], out_dir.resolve(), options,
-                     use_ray=ray_address is not None)
+        s = run_bulk(
+            model.resolve(), [p.resolve() for p in paths], out_dir.resolve(), options, use_ray=ray_address is not None
+        )
     finally:
         if started:
             import ray
@@ -120,7 +213,9 @@ def batch_cmd(model: Path, input_dir: Path, out_dir: Path, ray_address: str | No
             ray.shutdown()
     if not quiet:
         where = f"Ray ({ray_address}, {actors} actor(s))" if ray_address else "this process"
-        click.echo(f"bgsdk batch: {s.ok} of {s.total - s.skipped} image(s) run on {where} in {s.seconds:.1f} s; "
-                   f"{s.skipped} finished earlier; {s.failed} failed; rows in {s.results}")
+        click.echo(
+            f"bgsdk batch: {s.ok} of {s.total - s.skipped} image(s) run on {where} in {s.seconds:.1f} s; "
+            f"{s.skipped} finished earlier; {s.failed} failed; rows in {s.results}"
+        )
     if s.failed:
         sys.exit(1)

@@ -74,8 +74,9 @@ _FEW = 64
 _Stats = tuple[float, float, float, float, "float | None"]
 
 
-def _stats_by_box(hm: np.ndarray, labels: np.ndarray, keep: np.ndarray, slices: list[Any],
-                  image: np.ndarray | None) -> list[_Stats]:
+def _stats_by_box(
+    hm: np.ndarray, labels: np.ndarray, keep: np.ndarray, slices: list[Any], image: np.ndarray | None
+) -> list[_Stats]:
     """(x, y, peak, mean, contrast) per kept component, each from its own bounding box."""
     out: list[_Stats] = []
     for lab in keep:
@@ -86,13 +87,21 @@ def _stats_by_box(hm: np.ndarray, labels: np.ndarray, keep: np.ndarray, slices: 
         if image is not None:
             t, r1, r2 = (np.asarray(image[c][sl], dtype=np.float64)[rows, cols] for c in range(3))
             contrast = float(np.mean(t - 0.5 * (r1 + r2)))
-        out.append((float(sl[1].start + cols.mean()), float(sl[0].start + rows.mean()), float(vals.max()),
-                    float(vals.astype(np.float64).mean()), contrast))
+        out.append(
+            (
+                float(sl[1].start + cols.mean()),
+                float(sl[0].start + rows.mean()),
+                float(vals.max()),
+                float(vals.astype(np.float64).mean()),
+                contrast,
+            )
+        )
     return out
 
 
-def _stats_whole_image(hm: np.ndarray, labels: np.ndarray, keep: np.ndarray, slices: list[Any],
-                       image: np.ndarray | None) -> list[_Stats]:
+def _stats_whole_image(
+    hm: np.ndarray, labels: np.ndarray, keep: np.ndarray, slices: list[Any], image: np.ndarray | None
+) -> list[_Stats]:
     """The same numbers as :func:`_stats_by_box`, with one scipy reduction per statistic."""
     from scipy import ndimage
 
@@ -103,8 +112,10 @@ def _stats_whole_image(hm: np.ndarray, labels: np.ndarray, keep: np.ndarray, sli
     if image is not None:
         img = np.asarray(image, dtype=np.float64)
         contrasts = ndimage.mean(img[0] - 0.5 * (img[1] + img[2]), labels, keep)
-    return [(float(cx[k]), float(cy[k]), float(peaks[k]), float(means[k]),
-             None if image is None else float(contrasts[k])) for k in range(keep.size)]
+    return [
+        (float(cx[k]), float(cy[k]), float(peaks[k]), float(means[k]), None if image is None else float(contrasts[k]))
+        for k in range(keep.size)
+    ]
 
 
 def find_defects(
@@ -129,14 +140,16 @@ def find_defects(
     for k, (lab, (cx, cy, peak, mean, contrast)) in enumerate(zip(keep, stats(hm, labels, keep, slices, image))):
         sl = slices[lab - 1]
         assert sl is not None
-        out.append(Defect(
-            id=k + 1,
-            x=cx,
-            y=cy,
-            bbox=(int(sl[1].start), int(sl[0].start), int(sl[1].stop) - 1, int(sl[0].stop) - 1),
-            area=int(areas[lab - 1]),
-            peak=peak,
-            mean=mean,
-            polarity=None if contrast is None else ("bright" if contrast >= 0 else "dark"),
-        ))
+        out.append(
+            Defect(
+                id=k + 1,
+                x=cx,
+                y=cy,
+                bbox=(int(sl[1].start), int(sl[0].start), int(sl[1].stop) - 1, int(sl[0].stop) - 1),
+                area=int(areas[lab - 1]),
+                peak=peak,
+                mean=mean,
+                polarity=None if contrast is None else ("bright" if contrast >= 0 else "dark"),
+            )
+        )
     return tuple(out)

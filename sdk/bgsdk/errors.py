@@ -46,9 +46,7 @@ class ModelError(SourceError):
     default_source = "model"
 
 
-def check_file(
-    path: Path, error: Callable[[Path, str], BgsdkError], kind: str, name: str = "file"
-) -> None:
+def check_file(path: Path, error: Callable[[Path, str], BgsdkError], kind: str, name: str = "file") -> None:
     """Raise ``error(path, ...)`` unless ``path`` is an existing, non-empty file.
 
     ``kind`` completes "is a directory, not ..." (e.g. "an image file"); ``name`` is

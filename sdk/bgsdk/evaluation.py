@@ -92,7 +92,9 @@ class Dataset:
         return sum(1 for m in self.masks if m is not None and bool(m.any()))
 
 
-def discover(data_dir: Path, split: str = "test", masks_dir: Path | None = None) -> tuple[str, list[EvalSample], list[str]]:
+def discover(
+    data_dir: Path, split: str = "test", masks_dir: Path | None = None
+) -> tuple[str, list[EvalSample], list[str]]:
     """``(layout description, samples, notes)``; raises ``InputError`` for a bad folder or a missing mask."""
     if not data_dir.is_dir():
         raise InputError(data_dir, "data folder not found")
@@ -130,8 +132,10 @@ def load_dataset(data_dir: Path, split: str = "test", masks_dir: Path | None = N
         img = read_image(s.path)
         mask = read_mask(s.mask_path) if s.mask_path is not None else None
         if mask is not None and mask.shape != img.shape[1:]:
-            raise InputError(s.mask_path, f"mask is {mask.shape[0]}x{mask.shape[1]}, its image {s.path.name} is "
-                                          f"{img.shape[1]}x{img.shape[2]}")
+            raise InputError(
+                s.mask_path,
+                f"mask is {mask.shape[0]}x{mask.shape[1]}, its image {s.path.name} is {img.shape[1]}x{img.shape[2]}",
+            )
         defective = s.defective if "SPEC" in layout else bool(mask is not None and mask.any())
         if mask is not None and not mask.any():
             mask = None if not defective else mask
@@ -169,8 +173,16 @@ class MethodResult:
 
     def recall_bins(self, key: str) -> list[dict[str, Any]]:
         edges = AREA_BINS if key == "area" else CONTRAST_BINS
-        return [{"low": b.low, "high": None if b.high == float("inf") else b.high, "n": b.n, "detected": b.detected, "recall": b.recall}
-                for b in recall_by_bins(self.gt, key, edges)]
+        return [
+            {
+                "low": b.low,
+                "high": None if b.high == float("inf") else b.high,
+                "n": b.n,
+                "detected": b.detected,
+                "recall": b.recall,
+            }
+            for b in recall_by_bins(self.gt, key, edges)
+        ]
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready numbers (no arrays)."""
@@ -179,8 +191,13 @@ class MethodResult:
         return {
             "name": self.name,
             "kind": self.kind,
-            "operating_point": {"threshold": self.point.threshold, "min_area": self.point.min_area,
-                                "calibrated": self.point.calibrated, "rule": self.point.rule, "note": self.point.note},
+            "operating_point": {
+                "threshold": self.point.threshold,
+                "min_area": self.point.min_area,
+                "calibrated": self.point.calibrated,
+                "rule": self.point.rule,
+                "note": self.point.note,
+            },
             "pixel_ap": self.seg.pixel_ap,
             "pixel_auroc": self.seg.pixel_auroc,
             "image_auroc": self.seg.image_auroc,
@@ -194,23 +211,34 @@ class MethodResult:
             "image_recall": pm["image_recall"],
             "false_reject_rate": pm["false_reject_rate"],
             "at_operating_point": pm,
-            "latency_ms": {"median": float(np.median(lat)) if lat.size else None,
-                           "p95": float(np.percentile(lat, 95)) if lat.size else None,
-                           "per_image": [round(x, 3) for x in self.latencies_ms]},
+            "latency_ms": {
+                "median": float(np.median(lat)) if lat.size else None,
+                "p95": float(np.percentile(lat, 95)) if lat.size else None,
+                "per_image": [round(x, 3) for x in self.latencies_ms],
+            },
             "model_card": self.card,
         }
 
 
-def _score(name: str, kind: str, ds: Dataset, heatmaps: list[np.ndarray], lat: list[float],
-           point: OperatingPoint, card: dict[str, Any]) -> MethodResult:
+def _score(
+    name: str,
+    kind: str,
+    ds: Dataset,
+    heatmaps: list[np.ndarray],
+    lat: list[float],
+    point: OperatingPoint,
+    card: dict[str, Any],
+) -> MethodResult:
     labels = [s.defective for s in ds.samples]
     seg = evaluate(heatmaps, ds.masks, labels)
     at_point = point_metrics(heatmaps, ds.masks, point.threshold, point.min_area)
     best = best_f1_threshold(heatmaps, ds.masks) if ds.n_defect_images else None
     gt = detect_defects(heatmaps, ds.masks, point.threshold)
     flat_contrast = [c for per in ds.gt_contrast for c in per]
-    gt = [GroundTruthDefect(g.image_index, g.area, g.peak, g.detected, c, g.centroid, g.bbox)
-          for g, c in zip(gt, flat_contrast)]
+    gt = [
+        GroundTruthDefect(g.image_index, g.area, g.peak, g.detected, c, g.centroid, g.bbox)
+        for g, c in zip(gt, flat_contrast)
+    ]
     return MethodResult(name, kind, heatmaps, lat, point, seg, at_point, best, gt, card)
 
 
@@ -251,6 +279,7 @@ def model_card(path: Path, seg: Any) -> dict[str, Any]:
         precision = "int8"
     elif "bgsdk.precision" in meta:
         precision = str((js("bgsdk.precision") or {}).get("precision", "fp16"))
+
     def pick(d: Any, *ks: str) -> Any:
         return next((d[k] for k in ks if isinstance(d, dict) and k in d), None)
 
@@ -270,8 +299,9 @@ def model_card(path: Path, seg: Any) -> dict[str, Any]:
     }
 
 
-def evaluate_models(models: Sequence[Path], ds: Dataset, threads: int | None = None,
-                    providers: Sequence[str] | None = None) -> list[MethodResult]:
+def evaluate_models(
+    models: Sequence[Path], ds: Dataset, threads: int | None = None, providers: Sequence[str] | None = None
+) -> list[MethodResult]:
     """Every model at its own operating point, then double detection (oracle best-F1 point on this data)."""
     from .segmenter import Segmenter
 
@@ -293,8 +323,16 @@ def evaluate_models(models: Sequence[Path], ds: Dataset, threads: int | None = N
         lat.append((time.perf_counter() - t0) * 1e3)
     point = calibrate(ds.baseline, ds.masks, data={"source": str(ds.root)})
     note = "calibrated on this data (oracle: optimistic for the baseline)"
-    point = OperatingPoint(point.threshold, point.min_area, True, point.rule, point.target,
-                           f"{note}; {point.note}" if point.note else note, point.data, point.metrics)
+    point = OperatingPoint(
+        point.threshold,
+        point.min_area,
+        True,
+        point.rule,
+        point.target,
+        f"{note}; {point.note}" if point.note else note,
+        point.data,
+        point.metrics,
+    )
     out.append(_score(DOUBLE_DETECTION, "baseline", ds, ds.baseline, lat, point, {}))
     return out
 
@@ -307,8 +345,12 @@ class Evaluation:
     def to_json(self) -> dict[str, Any]:
         ds = self.dataset
         return {
-            "data": {"root": str(ds.root), "layout": ds.layout, "n_images": len(ds.samples),
-                     "n_defect_images": ds.n_defect_images},
+            "data": {
+                "root": str(ds.root),
+                "layout": ds.layout,
+                "n_images": len(ds.samples),
+                "n_defect_images": ds.n_defect_images,
+            },
             "notes": list(ds.notes),
             "methods": [m.summary() for m in self.methods],
         }
@@ -322,8 +364,12 @@ def _bins_text(bins: list[dict[str, Any]], unit: str) -> list[tuple[str, str]]:
     out = []
     for b in bins:
         hi = "inf" if b["high"] is None else f"{b['high']:g}"
-        out.append((f"defect recall, {unit} [{b['low']:g}, {hi})",
-                    "n/a (0 defects)" if not b["n"] else f"{b['recall']:.3f} ({b['detected']}/{b['n']})"))
+        out.append(
+            (
+                f"defect recall, {unit} [{b['low']:g}, {hi})",
+                "n/a (0 defects)" if not b["n"] else f"{b['recall']:.3f} ({b['detected']}/{b['n']})",
+            )
+        )
     return out
 
 
@@ -331,29 +377,39 @@ def table_rows(methods: Sequence[MethodResult]) -> list[tuple[str, list[str]]]:
     """The comparison table: ``(row label, one cell per method)``; the same rows in text, JSON-less and HTML."""
     sums = [m.summary() for m in methods]
     rows: list[tuple[str, list[str]]] = [
-        ("operating point (threshold / min area)",
-         [f"{s['operating_point']['threshold']:.4g} / {s['operating_point']['min_area']}"
-          + ("" if s["operating_point"]["calibrated"] else " (uncalibrated)") for s in sums]),
+        (
+            "operating point (threshold / min area)",
+            [
+                f"{s['operating_point']['threshold']:.4g} / {s['operating_point']['min_area']}"
+                + ("" if s["operating_point"]["calibrated"] else " (uncalibrated)")
+                for s in sums
+            ],
+        ),
         ("pixel AP", [_f(s["pixel_ap"]) for s in sums]),
         ("pixel AUROC", [_f(s["pixel_auroc"]) for s in sums]),
         ("image AUROC", [_f(s["image_auroc"]) for s in sums]),
         ("pixel F1 at operating point", [_f(s["f1_at_operating_point"]) for s in sums]),
-        ("best pixel F1 (threshold)", [_f(s["best_f1"]) + ("" if s["best_f1"] is None else
-                                                            f" ({s['best_f1_threshold']:.4g})") for s in sums]),
+        (
+            "best pixel F1 (threshold)",
+            [_f(s["best_f1"]) + ("" if s["best_f1"] is None else f" ({s['best_f1_threshold']:.4g})") for s in sums],
+        ),
         ("defect recall", [_f(s["defect_recall"], ".3f") for s in sums]),
     ]
     per_bin: dict[str, list[str]] = {}
     for s in sums:
-        for label, cell in (_bins_text(s["defect_recall_by_area"], "area px")
-                            + _bins_text(s["defect_recall_by_contrast"], "contrast")):
+        for label, cell in _bins_text(s["defect_recall_by_area"], "area px") + _bins_text(
+            s["defect_recall_by_contrast"], "contrast"
+        ):
             per_bin.setdefault(label, []).append(cell)
     rows += [(k, v) for k, v in per_bin.items() if len(v) == len(sums)]
     rows += [
         ("false alarms per image", [_f(s["false_alarms_per_image"], ".3f") for s in sums]),
         ("defective images failed (image recall)", [_f(s["image_recall"], ".3f") for s in sums]),
         ("good images failed (false rejects)", [_f(s["false_reject_rate"], ".3f") for s in sums]),
-        ("latency median / p95 (ms)", [f"{_f(s['latency_ms']['median'], '.1f')} / {_f(s['latency_ms']['p95'], '.1f')}"
-                                       for s in sums]),
+        (
+            "latency median / p95 (ms)",
+            [f"{_f(s['latency_ms']['median'], '.1f')} / {_f(s['latency_ms']['p95'], '.1f')}" for s in sums],
+        ),
     ]
     return rows
 
@@ -364,6 +420,7 @@ def format_table(evaluation: Evaluation) -> str:
     rows = table_rows(evaluation.methods)
     w0 = max(len(r[0]) for r in rows)
     widths = [max(len(n), *(len(r[1][k]) for r in rows)) for k, n in enumerate(names)]
+
     def line(label: str, cells: list[str]) -> str:
         return "  ".join([label.ljust(w0)] + [c.rjust(w) for c, w in zip(cells, widths)])
 

@@ -170,7 +170,9 @@ def _read_tiff(path: Path) -> np.ndarray:
             _check_decoded_size(path, tuple(series.shape), np.dtype(series.dtype).itemsize, "TIFF")
             segments = math.prod(tf.pages.first.chunked) * max(1, len(series.pages))
             if segments > MAX_TIFF_SEGMENTS:  # tifffile walks every strip/tile in Python, present or not
-                raise InputError(path, f"TIFF declares {segments} strips/tiles (over {MAX_TIFF_SEGMENTS}; corrupt file?)")
+                raise InputError(
+                    path, f"TIFF declares {segments} strips/tiles (over {MAX_TIFF_SEGMENTS}; corrupt file?)"
+                )
             arr: np.ndarray = series.asarray()
             return arr
     except InputError:
@@ -218,7 +220,9 @@ def _npy_header(path: Path) -> None:
     _check_decoded_size(path, tuple(shape), dtype.itemsize, ".npy")
     declared = math.prod(shape) * dtype.itemsize
     if declared > data_bytes:
-        raise InputError(path, f"truncated .npy: the header declares {declared} bytes of data, the file has {data_bytes}")
+        raise InputError(
+            path, f"truncated .npy: the header declares {declared} bytes of data, the file has {data_bytes}"
+        )
 
 
 def _read_npy(path: Path) -> np.ndarray:
@@ -314,7 +318,7 @@ def remove_stale_temps(final: str | os.PathLike[str]) -> list[Path]:
         name = p.name
         if not (name.startswith(prefix) and name.endswith(".tmp")):
             continue
-        pid_text = name[len(prefix):].split(".", 1)[0]
+        pid_text = name[len(prefix) :].split(".", 1)[0]
         if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
             try:
                 if p.is_file() and not p.is_symlink():
@@ -365,7 +369,9 @@ def atomic_write_many(
         for final, (_, write) in zip(finals, files):
             final.parent.mkdir(parents=True, exist_ok=True)
             remove_stale_temps(final)
-            fd, tmp_name = tempfile.mkstemp(prefix=f"{_temp_prefix(final)}{os.getpid()}.", suffix=".tmp", dir=final.parent)
+            fd, tmp_name = tempfile.mkstemp(
+                prefix=f"{_temp_prefix(final)}{os.getpid()}.", suffix=".tmp", dir=final.parent
+            )
             os.close(fd)
             tmp = Path(tmp_name)
             temps.append(tmp)

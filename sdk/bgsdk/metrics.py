@@ -396,15 +396,17 @@ def detect_defects(
         contrasts = ndimage.maximum(dd, labels, index) if dd is not None else [None] * n
         for k, sl in enumerate(ndimage.find_objects(labels)):
             assert sl is not None
-            out.append(GroundTruthDefect(
-                image_index=i,
-                area=int(areas[k]),
-                peak=float(peaks[k]),
-                detected=bool(peaks[k] > np.float32(threshold)),
-                contrast=None if (c := contrasts[k]) is None else float(c),
-                centroid=(float(centres[k][1]), float(centres[k][0])),
-                bbox=(sl[1].start, sl[0].start, sl[1].stop - 1, sl[0].stop - 1),
-            ))
+            out.append(
+                GroundTruthDefect(
+                    image_index=i,
+                    area=int(areas[k]),
+                    peak=float(peaks[k]),
+                    detected=bool(peaks[k] > np.float32(threshold)),
+                    contrast=None if (c := contrasts[k]) is None else float(c),
+                    centroid=(float(centres[k][1]), float(centres[k][0])),
+                    bbox=(sl[1].start, sl[0].start, sl[1].stop - 1, sl[0].stop - 1),
+                )
+            )
     return out
 
 
@@ -422,9 +424,7 @@ class RecallBin:
         return self.detected / self.n if self.n else None
 
 
-def recall_by_bins(
-    defects: Sequence[GroundTruthDefect], key: str, edges: Sequence[float]
-) -> list[RecallBin]:
+def recall_by_bins(defects: Sequence[GroundTruthDefect], key: str, edges: Sequence[float]) -> list[RecallBin]:
     """Recall per bin of ``key`` (``"area"`` or ``"contrast"``): bins ``[edges[j], edges[j+1])``.
 
     Use ``float("inf")`` as the last edge to catch everything above; defects

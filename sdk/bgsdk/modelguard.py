@@ -105,9 +105,7 @@ def _fields(
         elif wt == 2:
             length, pos = _varint(buf, pos, end)
             if pos + length > end:
-                raise WireError(
-                    f"field {field} at byte {tag_at} declares {length} bytes but only {end - pos} are left"
-                )
+                raise WireError(f"field {field} at byte {tag_at} declares {length} bytes but only {end - pos} are left")
             yield field, wt, pos, pos + length
             pos += length
         elif wt == 3:
@@ -186,7 +184,9 @@ def check_external_data(model_path: str | os.PathLike[str], locations: list[str]
     for loc in locations:
         problem = _location_problem(folder, loc)
         if problem is not None:
-            return f"refused: external data location {loc!r} {problem} (only files inside the model's folder are allowed)"
+            return (
+                f"refused: external data location {loc!r} {problem} (only files inside the model's folder are allowed)"
+            )
     return None
 
 

@@ -107,8 +107,13 @@ class OperatingPoint:
         return line + (f"; {self.note}" if self.note else "")
 
 
-UNCALIBRATED = OperatingPoint(threshold=0.5, min_area=1, calibrated=False, rule="default",
-                              note="model has no operating point metadata (built before calibration existed)")
+UNCALIBRATED = OperatingPoint(
+    threshold=0.5,
+    min_area=1,
+    calibrated=False,
+    rule="default",
+    note="model has no operating point metadata (built before calibration existed)",
+)
 
 
 @dataclass(frozen=True)
@@ -222,6 +227,7 @@ def _false_alarm_threshold(
     heatmaps: Sequence[np.ndarray], masks: Sequence[np.ndarray | None], min_area: int, max_per_image: float
 ) -> float:
     """The lowest threshold with at most ``max_per_image`` false alarms per image (bisection, 1e-6)."""
+
     def ok(t: float) -> bool:
         return point_metrics(heatmaps, masks, t, min_area).false_alarms_per_image <= max_per_image + 1e-12
 
@@ -262,16 +268,21 @@ def calibrate(
         fa = float(target) if rule == "max_false_alarms" and target is not None else 0.0
         area = 1 if min_area is None else int(min_area)
         thr = _false_alarm_threshold(heatmaps, masks, area, fa)
-        note = (f"no defective calibration images: threshold set so that at most {fa:g} false alarm(s) per good "
-                "image remain; precision/recall could not be computed")
+        note = (
+            f"no defective calibration images: threshold set so that at most {fa:g} false alarm(s) per good "
+            "image remain; precision/recall could not be computed"
+        )
         log.warning("operating point: %s", note)
         used_rule, used_target = "fallback_false_alarms", fa
     else:
         if rule == "max_false_alarms":
             if target is None or target < 0:
                 raise ValueError("max_false_alarms needs a target >= 0 (false alarms per image)")
-            area = min_area if min_area is not None else _choose_min_area(
-                heatmaps, masks, best_f1_threshold(heatmaps, masks).threshold)
+            area = (
+                min_area
+                if min_area is not None
+                else _choose_min_area(heatmaps, masks, best_f1_threshold(heatmaps, masks).threshold)
+            )
             thr = _false_alarm_threshold(heatmaps, masks, area, float(target))
         else:
             if rule == "target_recall":
@@ -288,14 +299,23 @@ def calibrate(
     d = dict(data or {})
     d.setdefault("n_images", pm.n_images)
     d.setdefault("n_defect_images", pm.n_defect_images)
-    return OperatingPoint(threshold=thr, min_area=area, calibrated=True, rule=used_rule, target=used_target,
-                          note=note, data=d, metrics=pm.to_dict())
+    return OperatingPoint(
+        threshold=thr,
+        min_area=area,
+        calibrated=True,
+        rule=used_rule,
+        target=used_target,
+        note=note,
+        data=d,
+        metrics=pm.to_dict(),
+    )
 
 
 def with_override(op: OperatingPoint, threshold: float | None, min_area: int | None) -> OperatingPoint:
     """``op`` with a per-call threshold and/or min area (metrics dropped: they no longer apply)."""
     if threshold is None and min_area is None:
         return op
-    t, a = check_operating_point(op.threshold if threshold is None else threshold,
-                                 op.min_area if min_area is None else min_area)
+    t, a = check_operating_point(
+        op.threshold if threshold is None else threshold, op.min_area if min_area is None else min_area
+    )
     return replace(op, threshold=t, min_area=a, rule="override", metrics={})

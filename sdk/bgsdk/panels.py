@@ -44,15 +44,27 @@ def _shrink(d: Defect, step: int) -> Defect:
     return replace(d, bbox=(x0 // step, y0 // step, x1 // step, y1 // step))
 
 
-def seven_panel(image: np.ndarray, heatmap: np.ndarray, defects: Sequence[Defect] = (),
-                gt_boxes: Sequence[Defect] = (), step: int = 2) -> np.ndarray:
+def seven_panel(
+    image: np.ndarray,
+    heatmap: np.ndarray,
+    defects: Sequence[Defect] = (),
+    gt_boxes: Sequence[Defect] = (),
+    step: int = 2,
+) -> np.ndarray:
     """``(H/step, 7*W/step + gaps, 3)`` uint8; differences scaled to their own maximum for visibility."""
     t, r1, r2 = (np.asarray(image[i], np.float32) for i in range(3))
     d1, d2 = np.abs(t - r1), np.abs(t - r2)
     dd = np.minimum(d1, d2)
     dmax = max(float(d1.max()), float(d2.max()), 1e-6)
-    panels = [_grey(t), _grey(r1), _grey(r2), _grey(d1, dmax), _grey(d2, dmax),
-              heat_colours(dd / max(float(dd.max()), 1e-6)), heat_colours(heatmap)]
+    panels = [
+        _grey(t),
+        _grey(r1),
+        _grey(r2),
+        _grey(d1, dmax),
+        _grey(d2, dmax),
+        heat_colours(dd / max(float(dd.max()), 1e-6)),
+        heat_colours(heatmap),
+    ]
     small = [np.ascontiguousarray(p[::step, ::step]) for p in panels]
     # Boxes after the downsampling, so one-pixel lines cannot fall between the kept rows.
     scaled = [_shrink(d, step) for d in defects]

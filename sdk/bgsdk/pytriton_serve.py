@@ -94,8 +94,15 @@ def start(
     path = Path(model)
     info = describe(open_session(path), path)
     dims = (3, info.height, info.width)
-    config = TritonConfig(http_address=host, http_port=http_port, grpc_address=host, grpc_port=grpc_port,
-                          metrics_port=metrics_port, exit_timeout_secs=5, log_verbose=0)
+    config = TritonConfig(
+        http_address=host,
+        http_port=http_port,
+        grpc_address=host,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        exit_timeout_secs=5,
+        log_verbose=0,
+    )
     # PyTriton token-protects its admin APIs; statistics (read-only: request and batch counts) stay open
     # so tests and benchmarks can see what the dynamic batcher did.
     security = TritonSecurityConfig(restricted_endpoints=["shared-memory", "model-repository", "trace", "logging"])
@@ -105,8 +112,10 @@ def start(
         infer_func=[_infer_fn(path, info.input_name, info.output_name, threads) for _ in range(instances)],
         inputs=[Tensor(name=info.input_name, dtype=np.float32, shape=dims)],
         outputs=[Tensor(name=info.output_name, dtype=np.float32, shape=dims)],
-        config=ModelConfig(max_batch_size=max_batch_size,
-                           batcher=None if queue_delay_us is None else DynamicBatcher(max_queue_delay_microseconds=queue_delay_us)),
+        config=ModelConfig(
+            max_batch_size=max_batch_size,
+            batcher=None if queue_delay_us is None else DynamicBatcher(max_queue_delay_microseconds=queue_delay_us),
+        ),
         strict=True,
     )
     _publish_metadata(triton, {k: v for k, v in info.metadata.items() if k.startswith(METADATA_PREFIX)})
@@ -148,9 +157,18 @@ def main(argv: list[str] | None = None) -> None:
     """Serve until SIGTERM/SIGINT; prints one ``BGSDK-PYTRITON-READY ...`` line on stdout once the model is loaded."""
     a = _parse(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    triton = start(a.model, a.name, host=a.host, http_port=a.http_port, grpc_port=a.grpc_port,
-                   metrics_port=a.metrics_port, instances=a.instances, max_batch_size=a.max_batch_size,
-                   queue_delay_us=None if a.queue_delay_us < 0 else a.queue_delay_us, threads=a.threads)
+    triton = start(
+        a.model,
+        a.name,
+        host=a.host,
+        http_port=a.http_port,
+        grpc_port=a.grpc_port,
+        metrics_port=a.metrics_port,
+        instances=a.instances,
+        max_batch_size=a.max_batch_size,
+        queue_delay_us=None if a.queue_delay_us < 0 else a.queue_delay_us,
+        threads=a.threads,
+    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -192,18 +210,44 @@ def free_ports(n: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def launch(model: str | os.PathLike[str], name: str = "bgsdk", *, python: str | os.PathLike[str] | None = None,
-           instances: int = 1, max_batch_size: int = 8, queue_delay_us: int | None = 500, threads: int | None = 1,
-           start_timeout_s: float = 180.0) -> Iterator[ServerProcess]:
+def launch(
+    model: str | os.PathLike[str],
+    name: str = "bgsdk",
+    *,
+    python: str | os.PathLike[str] | None = None,
+    instances: int = 1,
+    max_batch_size: int = 8,
+    queue_delay_us: int | None = 500,
+    threads: int | None = 1,
+    start_timeout_s: float = 180.0,
+) -> Iterator[ServerProcess]:
     """Run :func:`main` in ``python`` (the PyTriton venv) on free 127.0.0.1 ports; stop it on exit.
 
     Raises :class:`ServerStartError` if it does not come up within ``start_timeout_s``.
     """
     http, grpc, metrics = free_ports(3)
-    cmd = [str(python or default_server_python()), "-m", "bgsdk.pytriton_serve", os.fspath(model), "--name", name,
-           "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
-           "--instances", str(instances), "--max-batch-size", str(max_batch_size),
-           "--queue-delay-us", str(-1 if queue_delay_us is None else queue_delay_us)]
+    cmd = [
+        str(python or default_server_python()),
+        "-m",
+        "bgsdk.pytriton_serve",
+        os.fspath(model),
+        "--name",
+        name,
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        str(http),
+        "--grpc-port",
+        str(grpc),
+        "--metrics-port",
+        str(metrics),
+        "--instances",
+        str(instances),
+        "--max-batch-size",
+        str(max_batch_size),
+        "--queue-delay-us",
+        str(-1 if queue_delay_us is None else queue_delay_us),
+    ]
     if threads is not None:
         cmd += ["--threads", str(threads)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -223,8 +267,11 @@ def launch(model: str | os.PathLike[str], name: str = "bgsdk", *, python: str | 
         deadline = time.monotonic() + start_timeout_s
         while not ready.wait(0.2):
             if proc.poll() is not None or time.monotonic() > deadline:
-                why = f"exited with code {proc.returncode}" if proc.poll() is not None else \
-                    f"not ready within {start_timeout_s:.0f} s"
+                why = (
+                    f"exited with code {proc.returncode}"
+                    if proc.poll() is not None
+                    else f"not ready within {start_timeout_s:.0f} s"
+                )
                 tail = " | ".join(line for line in log[-6:] if line.strip())
                 raise ServerStartError(f"Triton server {why}; last log lines: {tail[-800:]}")
         yield ServerProcess(f"http://127.0.0.1:{http}", f"grpc://127.0.0.1:{grpc}", name, log)

@@ -79,14 +79,20 @@ def _curves(ev: Evaluation) -> str:
         pr.append((m.name, recall, precision))
         fpr, tpr = _roc_points(m, ds.masks)
         roc.append((m.name, fpr, tpr))
-    return ('<div class="charts">' + line_chart("pixel precision-recall", "recall", "precision", pr)
-            + line_chart("pixel ROC", "false-positive rate", "true-positive rate", roc) + "</div>")
+    return (
+        '<div class="charts">'
+        + line_chart("pixel precision-recall", "recall", "precision", pr)
+        + line_chart("pixel ROC", "false-positive rate", "true-positive rate", roc)
+        + "</div>"
+    )
 
 
 def _table(ev: Evaluation) -> str:
     head = "".join(f"<th>{escape(m.name)}</th>" for m in ev.methods)
-    body = "".join(f"<tr><td>{escape(label)}</td>" + "".join(f'<td class="num">{escape(c)}</td>' for c in cells)
-                   + "</tr>" for label, cells in table_rows(ev.methods))
+    body = "".join(
+        f"<tr><td>{escape(label)}</td>" + "".join(f'<td class="num">{escape(c)}</td>' for c in cells) + "</tr>"
+        for label, cells in table_rows(ev.methods)
+    )
     return f'<table id="metrics"><tr><th>metric</th>{head}</tr>{body}</table>'
 
 
@@ -96,7 +102,7 @@ def _cards(ev: Evaluation) -> str:
         if m.kind != "model":
             continue
         rows = "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>" for k, v in m.card.items())
-        out.append(f"<h3>{escape(m.name)}</h3><table class=\"card\">{rows}</table>")
+        out.append(f'<h3>{escape(m.name)}</h3><table class="card">{rows}</table>')
     return "".join(out)
 
 
@@ -123,8 +129,10 @@ def rank_images(m: MethodResult, masks: list[np.ndarray | None]) -> list[ImageRa
 
 
 def _gt_boxes(m: MethodResult, index: int) -> list[Defect]:
-    return [Defect(k + 1, g.centroid[0], g.centroid[1], g.bbox, g.area, g.peak, g.peak, None)
-            for k, g in enumerate(x for x in m.gt if x.image_index == index)]
+    return [
+        Defect(k + 1, g.centroid[0], g.centroid[1], g.bbox, g.area, g.peak, g.peak, None)
+        for k, g in enumerate(x for x in m.gt if x.image_index == index)
+    ]
 
 
 def _pictures(ev: Evaluation, max_images: int) -> str:
@@ -133,9 +141,11 @@ def _pictures(ev: Evaluation, max_images: int) -> str:
         return ""
     m, ds = models[0], ev.dataset
     ranks = rank_images(m, ds.masks)[:max_images]
-    out = [f'<p class="legend">Panels: {escape(", ".join(PANEL_TITLES))} ({escape(m.name)}), half resolution. '
-           "Yellow boxes: defects reported at the operating point; green: ground truth. "
-           f"Showing {len(ranks)} of {len(ds.samples)} image(s), worst first.</p>"]
+    out = [
+        f'<p class="legend">Panels: {escape(", ".join(PANEL_TITLES))} ({escape(m.name)}), half resolution. '
+        "Yellow boxes: defects reported at the operating point; green: ground truth. "
+        f"Showing {len(ranks)} of {len(ds.samples)} image(s), worst first.</p>"
+    ]
     for r in ranks:
         s = ds.samples[r.index]
         img = read_image(s.path)
@@ -144,31 +154,44 @@ def _pictures(ev: Evaluation, max_images: int) -> str:
         rgb = seven_panel(img, heat, found, _gt_boxes(m, r.index))
         verdict = "fail" if found else "pass"
         label = "defective" if s.defective else "good"
-        cap = (f"{s.path.name} ({label}): {verdict}, score {r.score:.3f}, {len(found)} defect(s), "
-               f"{r.missed} missed, {r.false_alarms} false alarm(s)")
-        out.append(f'<figure><figcaption>{escape(cap)}</figcaption><img class="panel" alt="{escape(s.path.name)}" '
-                   f'width="{rgb.shape[1]}" height="{rgb.shape[0]}" src="{_png_uri(rgb)}"></figure>')
+        cap = (
+            f"{s.path.name} ({label}): {verdict}, score {r.score:.3f}, {len(found)} defect(s), "
+            f"{r.missed} missed, {r.false_alarms} false alarm(s)"
+        )
+        out.append(
+            f'<figure><figcaption>{escape(cap)}</figcaption><img class="panel" alt="{escape(s.path.name)}" '
+            f'width="{rgb.shape[1]}" height="{rgb.shape[0]}" src="{_png_uri(rgb)}"></figure>'
+        )
     return "".join(out)
 
 
 def render_html(ev: Evaluation, max_images: int = DEFAULT_MAX_IMAGES, title: str = "bgsdk evaluation") -> str:
     ds = ev.dataset
     notes = "".join(f'<p class="note">{escape(n)}</p>' for n in ds.notes)
-    notes += "".join(f'<p class="note">{escape(m.name)}: operating point {escape(m.point.note)}</p>'
-                     for m in ev.methods if m.point.note)
+    notes += "".join(
+        f'<p class="note">{escape(m.name)}: operating point {escape(m.point.note)}</p>'
+        for m in ev.methods
+        if m.point.note
+    )
     lat = histogram("latency per image", "ms", [(m.name, m.latencies_ms) for m in ev.methods])
     parts: list[Any] = [
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         '<link rel="icon" href="data:,">',
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
         f"<p>Data: {escape(str(ds.root))} ({escape(ds.layout)}): {len(ds.samples)} image(s), "
-        f"{ds.n_defect_images} defective.</p>", notes,
-        "<h2>Metrics</h2>", _table(ev),
-        "<h2>Curves</h2>", _curves(ev),
-        "<h2>Latency</h2>", f'<div class="charts">{lat}</div>',
-        "<h2>Model card</h2>", _cards(ev),
-        "<h2>Images</h2>", _pictures(ev, max_images),
+        f"{ds.n_defect_images} defective.</p>",
+        notes,
+        "<h2>Metrics</h2>",
+        _table(ev),
+        "<h2>Curves</h2>",
+        _curves(ev),
+        "<h2>Latency</h2>",
+        f'<div class="charts">{lat}</div>',
+        "<h2>Model card</h2>",
+        _cards(ev),
+        "<h2>Images</h2>",
+        _pictures(ev, max_images),
         f"<script>{_CHECK}</script></body></html>",
     ]
     return "".join(parts)

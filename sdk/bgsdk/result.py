@@ -62,8 +62,15 @@ class Result:
         """Wrap a model output; ``image`` (the ``(3,H,W)`` input, 0..255) gives the defects' polarity."""
         heatmap = raw[0]
         defects = find_defects(heatmap, threshold, min_area, image)
-        return cls(heatmap=heatmap, raw=raw, score=float(heatmap.max()), source=source,
-                   threshold=float(threshold), min_area=int(min_area), defects=defects)
+        return cls(
+            heatmap=heatmap,
+            raw=raw,
+            score=float(heatmap.max()),
+            source=source,
+            threshold=float(threshold),
+            min_area=int(min_area),
+            defects=defects,
+        )
 
     @property
     def verdict(self) -> str:
@@ -83,8 +90,10 @@ class Result:
 
     def __repr__(self) -> str:
         shape = "x".join(str(s) for s in self.heatmap.shape)
-        return (f"Result(source={self.source!r}, score={self.score:.4f}, verdict={self.verdict!r}, "
-                f"defects={len(self.defects)}, heatmap={shape})")
+        return (
+            f"Result(source={self.source!r}, score={self.score:.4f}, verdict={self.verdict!r}, "
+            f"defects={len(self.defects)}, heatmap={shape})"
+        )
 
 
 @dataclass(frozen=True, eq=False)

@@ -113,8 +113,14 @@ def result_row(path: Path, res: Outcome, ms: float) -> dict[str, Any]:
     if isinstance(res, ErrorResult):
         row.update(verdict=None, score=None, n_defects=None, threshold=None, min_area=None, error=str(res.error))
     else:
-        row.update(verdict=res.verdict, score=res.score, n_defects=len(res.defects), threshold=res.threshold,
-                   min_area=res.min_area, error=None)
+        row.update(
+            verdict=res.verdict,
+            score=res.score,
+            n_defects=len(res.defects),
+            threshold=res.threshold,
+            min_area=res.min_area,
+            error=None,
+        )
     return {k: row[k] for k in RESULT_KEYS}
 
 

@@ -37,8 +37,9 @@ def value_problems(img: np.ndarray) -> list[str]:
         problems.append(f"{n} value(s) below {lo:g} (min {lo_all:.6g}); inputs are expected in {lo:g}..{hi:g}")
     if hi_all > hi:
         n = int(np.count_nonzero(img > hi))
-        problems.append(f"{n} value(s) above {hi:g} (max {hi_all:.6g}); float inputs are taken as {lo:g}..{hi:g}, "
-                        "not rescaled")
+        problems.append(
+            f"{n} value(s) above {hi:g} (max {hi_all:.6g}); float inputs are taken as {lo:g}..{hi:g}, not rescaled"
+        )
     mins, maxs = img.min(axis=(1, 2)), img.max(axis=(1, 2))
     constant = [f"{CHANNELS[c]} ({float(mins[c]):g})" for c in range(3) if mins[c] == maxs[c]]
     if constant:
@@ -46,6 +47,8 @@ def value_problems(img: np.ndarray) -> list[str]:
     target = img[0]
     for c in (1, 2):
         if mins[0] != maxs[0] and np.array_equal(target, img[c]):
-            problems.append(f"target is identical to {CHANNELS[c]}: the same frame stored twice? "
-                            "(nothing can differ from that reference)")
+            problems.append(
+                f"target is identical to {CHANNELS[c]}: the same frame stored twice? "
+                "(nothing can differ from that reference)"
+            )
     return problems

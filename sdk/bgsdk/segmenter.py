@@ -299,7 +299,6 @@ class Segmenter:
         return self.iter_batch(paths, batch_size, on_error, threshold=threshold, min_area=min_area)
 
 
-
 def _read_operating_point(info: ModelInfo) -> OperatingPoint:
     """The model's operating point; an older model is flagged uncalibrated (logged), a broken one a ModelError."""
     try:
@@ -307,6 +306,7 @@ def _read_operating_point(info: ModelInfo) -> OperatingPoint:
     except (ValueError, TypeError) as exc:
         raise ModelError(info.path, f"metadata 'bgsdk.operating_point' is not valid ({exc})") from None
     if not op.calibrated:
-        log.info("%s: no calibrated operating point; using threshold %g, min area %d", info.path,
-                 op.threshold, op.min_area)
+        log.info(
+            "%s: no calibrated operating point; using threshold %g, min area %d", info.path, op.threshold, op.min_area
+        )
     return op

@@ -215,7 +215,9 @@ def _guarded_source(path: Path, verify: bool) -> bytes | str:
     from those bytes, so what was checked is what runs.
     """
     if path.stat().st_size > MAX_MODEL_BYTES:
-        raise ModelError(path, f"larger than {MAX_MODEL_BYTES} bytes (protobuf's 2 GiB limit): not a loadable ONNX file")
+        raise ModelError(
+            path, f"larger than {MAX_MODEL_BYTES} bytes (protobuf's 2 GiB limit): not a loadable ONNX file"
+        )
     data = path.read_bytes()
     if verify:  # first: against the manifest, "truncated" or "changed" says more than any parse error
         try:
@@ -229,7 +231,9 @@ def _guarded_source(path: Path, verify: bool) -> bytes | str:
     except ExternalDataError as exc:
         raise ModelError(path, str(exc)) from None
     if verify and guarded.external_locations:
-        raise ModelError(path, "cannot verify: the model keeps weights in external files that its manifest does not cover")
+        raise ModelError(
+            path, "cannot verify: the model keeps weights in external files that its manifest does not cover"
+        )
     return guarded.data if not guarded.external_locations else str(path)
 
 
@@ -241,7 +245,9 @@ def _check_text_fields(session: ort.InferenceSession, path: Path) -> None:
         _ = (dict(meta.custom_metadata_map), meta.producer_name, meta.graph_name, meta.domain, meta.description)
         _ = [(a.name, a.type, a.shape) for a in (*session.get_inputs(), *session.get_outputs())]
     except UnicodeDecodeError as exc:
-        raise ModelError(path, f"names or metadata are not valid UTF-8 (damaged file?): {exc.reason} at byte {exc.start}") from None
+        raise ModelError(
+            path, f"names or metadata are not valid UTF-8 (damaged file?): {exc.reason} at byte {exc.start}"
+        ) from None
 
 
 def format_shape(shape: Sequence[Any] | None) -> str:
@@ -287,8 +293,11 @@ def _read_contract(src: str, metadata: Mapping[str, str], producer: str) -> Cont
         build_keys = sorted(k for k in metadata if k in _BUILD_KEYS)
         if producer == _BUILD_PRODUCER or build_keys:
             why = f"keys {', '.join(build_keys)}" if build_keys else f"producer {producer!r}"
-            raise ModelError(src, f"metadata says it was written by build-model ({why}) but has no {CONTRACT_KEY!r}: "
-                                  "the file was edited or damaged")
+            raise ModelError(
+                src,
+                f"metadata says it was written by build-model ({why}) but has no {CONTRACT_KEY!r}: "
+                "the file was edited or damaged",
+            )
         return None
     try:
         contract = Contract.from_json(metadata[CONTRACT_KEY])
@@ -305,7 +314,10 @@ def _read_contract(src: str, metadata: Mapping[str, str], producer: str) -> Cont
         )
     try:
         tiling = contract.tiling()
-        keep = (tuple((s.keep_start, s.keep_stop) for s in tiling.rows), tuple((s.keep_start, s.keep_stop) for s in tiling.cols))
+        keep = (
+            tuple((s.keep_start, s.keep_stop) for s in tiling.rows),
+            tuple((s.keep_start, s.keep_stop) for s in tiling.cols),
+        )
         if (tuple(map(tuple, contract.row_keep)), tuple(map(tuple, contract.col_keep))) != keep:
             raise ValueError("recorded crop ranges (row_keep/col_keep) do not match the tiling rule")
     except (ValueError, TypeError) as exc:
@@ -334,9 +346,7 @@ def describe(session: ort.InferenceSession, model_path: str | os.PathLike[str]) 
                 " -- this looks like a patch model (2 logit channels); bgsdk runs the full-image model "
                 "that build-model composes around it"
             )
-        raise ModelError(
-            src, f"no output named {output_name!r} (outputs: {_sig(list(outputs.values()))}){hint}"
-        )
+        raise ModelError(src, f"no output named {output_name!r} (outputs: {_sig(list(outputs.values()))}){hint}")
     inp, out = inputs[0], outputs[output_name]
     for role, arg in (("input", inp), ("output", out)):
         if arg.type != _FLOAT:
@@ -344,9 +354,7 @@ def describe(session: ort.InferenceSession, model_path: str | os.PathLike[str]) 
 
     shape = list(inp.shape) if inp.shape is not None else []
     if len(shape) != 4 or _static(shape[1]) != 3:
-        raise ModelError(
-            src, f"input {inp.name!r} has shape {format_shape(inp.shape)}, expected [N, 3, height, width]"
-        )
+        raise ModelError(src, f"input {inp.name!r} has shape {format_shape(inp.shape)}, expected [N, 3, height, width]")
     h, w = _static(shape[2]), _static(shape[3])
     if contract is not None:
         if (h is not None and h != contract.height) or (w is not None and w != contract.width):

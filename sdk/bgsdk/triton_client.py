@@ -33,8 +33,16 @@ __all__ = ["TritonSegmenter", "parse_server_url", "PROTOCOLS"]
 PROTOCOLS = ("http", "grpc")
 
 # Triton datatype -> ONNX Runtime type string, so describe() checks a served model like a local one.
-_TYPES = {"FP32": "tensor(float)", "FP16": "tensor(float16)", "FP64": "tensor(double)", "UINT8": "tensor(uint8)",
-          "INT8": "tensor(int8)", "INT32": "tensor(int32)", "INT64": "tensor(int64)", "BOOL": "tensor(bool)"}
+_TYPES = {
+    "FP32": "tensor(float)",
+    "FP16": "tensor(float16)",
+    "FP64": "tensor(double)",
+    "UINT8": "tensor(uint8)",
+    "INT8": "tensor(int8)",
+    "INT32": "tensor(int32)",
+    "INT64": "tensor(int64)",
+    "BOOL": "tensor(bool)",
+}
 
 
 def parse_server_url(url: str, protocol: str | None = None) -> tuple[str, str, bool]:
@@ -84,7 +92,9 @@ class _RemoteSession:
     def _arg(a: Mapping[str, Any]) -> _Arg:
         dt = str(a.get("datatype", ""))
         shape = [int(d) for d in a.get("shape", [])]  # gRPC's JSON gives int64 as strings
-        return _Arg(str(a.get("name", "")), _TYPES.get(dt, f"tensor({dt.lower()})"), [d if d > 0 else None for d in shape])
+        return _Arg(
+            str(a.get("name", "")), _TYPES.get(dt, f"tensor({dt.lower()})"), [d if d > 0 else None for d in shape]
+        )
 
     def get_modelmeta(self) -> _Meta:
         return self._meta
@@ -159,7 +169,9 @@ class TritonSegmenter(Segmenter):
         except Exception as exc:
             raise ModelError(source, f"cannot ask the server about the model ({_first_line(exc)})") from None
         if not ready:
-            raise ModelError(source, f"model {self._model_name!r} is not loaded/ready on the server{self._loaded_hint(client)}")
+            raise ModelError(
+                source, f"model {self._model_name!r} is not loaded/ready on the server{self._loaded_hint(client)}"
+            )
         try:
             if self._proto == "grpc":
                 metadata = client.get_model_metadata(self._model_name, self._version, as_json=True)
@@ -173,8 +185,11 @@ class TritonSegmenter(Segmenter):
 
     def _loaded_hint(self, client: Any) -> str:
         try:
-            index = client.get_model_repository_index(as_json=True) if self._proto == "grpc" else \
-                client.get_model_repository_index()
+            index = (
+                client.get_model_repository_index(as_json=True)
+                if self._proto == "grpc"
+                else client.get_model_repository_index()
+            )
             models = index.get("models", []) if isinstance(index, dict) else index
             names = sorted({str(m.get("name")) for m in models if str(m.get("state", "READY")).upper() == "READY"})
             return f" (ready: {', '.join(names) or 'none'})"
@@ -238,8 +253,11 @@ class TritonSegmenter(Segmenter):
             else:
                 inp.set_data_from_numpy(np.ascontiguousarray(batch))
                 out = m.InferRequestedOutput(info.output_name)
-                res = self._client().infer(self._model_name, [inp], model_version=self._version, outputs=[out],
-                                           client_timeout=self._timeout)
+                res = self._client().infer(
+                    self._model_name, [inp], model_version=self._version, outputs=[out], client_timeout=self._timeout
+                )
             return res.as_numpy(info.output_name)
         except Exception as exc:
-            raise ModelError(self.model_path, f"inference failed on a batch of {len(batch)}: {_first_line(exc)}") from exc
+            raise ModelError(
+                self.model_path, f"inference failed on a batch of {len(batch)}: {_first_line(exc)}"
+            ) from exc

@@ -107,8 +107,10 @@ def config_text(info: ModelInfo, options: TritonRepoOptions) -> str:
     """``config.pbtxt`` for ``info`` (a validated bgsdk model) on the ONNX Runtime backend."""
     options.check()
     if info.batch is not None:
-        raise ModelError(info.path, f"has a fixed batch size {info.batch}; Triton batching needs a dynamic one "
-                                    "(rebuild it with build-model)")
+        raise ModelError(
+            info.path,
+            f"has a fixed batch size {info.batch}; Triton batching needs a dynamic one (rebuild it with build-model)",
+        )
     dims = (3, info.height, info.width)
     text = (
         f"name: {pbtxt_string(options.name)}\n"
@@ -148,5 +150,9 @@ def export_triton(
     model_dir = Path(repo_dir) / options.name
     atomic_write(model_dir / "1" / "model.onnx", lambda tmp: shutil.copyfile(model_path, tmp))
     atomic_write(model_dir / "config.pbtxt", lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    log.info("wrote Triton model %s (%s)", model_dir, ", ".join(sorted(k for k in info.metadata if k.startswith(METADATA_PREFIX))))
+    log.info(
+        "wrote Triton model %s (%s)",
+        model_dir,
+        ", ".join(sorted(k for k in info.metadata if k.startswith(METADATA_PREFIX))),
+    )
     return model_dir

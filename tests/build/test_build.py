@@ -51,8 +51,16 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def strip_build(checkpoint, demo_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("strip") / "model.onnx"
-    report = build_model(checkpoint, out, BuildOptions(patch_batch=None, keep_patch_model=True, verify_images=3,
-                                                        operating_point=OperatingPointOptions(data=demo_root)))
+    report = build_model(
+        checkpoint,
+        out,
+        BuildOptions(
+            patch_batch=None,
+            keep_patch_model=True,
+            verify_images=3,
+            operating_point=OperatingPointOptions(data=demo_root),
+        ),
+    )
     return report, out
 
 
@@ -60,7 +68,9 @@ def strip_build(checkpoint, demo_root, tmp_path_factory):
 def small_build(checkpoint, tmp_path_factory):
     """480x200 (8 patches), chunks of 3 in a Loop, opset 18, onnxsim skipped."""
     out = tmp_path_factory.mktemp("small") / "small.onnx"
-    opts = BuildOptions(image_size=(480, 200), patch_batch=3, chunking="loop", opset=18, simplify=False, verify_images=3)
+    opts = BuildOptions(
+        image_size=(480, 200), patch_batch=3, chunking="loop", opset=18, simplify=False, verify_images=3
+    )
     return build_model(checkpoint, out, opts), out
 
 
@@ -102,8 +112,12 @@ def test_other_size_parity_with_loop_and_opset18(small_build, n):
     x = strips(n, 480, 200, seed=50 + n)
     y = run_file(out, x)
     ref = spec_reference(
-        tiny_unet(), x, t.row_positions, [(s.keep_start, s.keep_stop) for s in t.rows],
-        t.col_positions, [(s.keep_start, s.keep_stop) for s in t.cols],
+        tiny_unet(),
+        x,
+        t.row_positions,
+        [(s.keep_start, s.keep_stop) for s in t.rows],
+        t.col_positions,
+        [(s.keep_start, s.keep_stop) for s in t.cols],
     )
     assert y.shape == (n, 3, 480, 200)
     assert np.abs(y[:, 0] - ref).max() <= 1e-5
@@ -249,7 +263,9 @@ def _run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     return code, cap.out, cap.err
 
 
-@pytest.mark.parametrize("kind", ["not a checkpoint", "missing keys", "wrong shapes", "pickled objects", "missing file"])
+@pytest.mark.parametrize(
+    "kind", ["not a checkpoint", "missing keys", "wrong shapes", "pickled objects", "missing file"]
+)
 def test_bad_checkpoint_is_one_line_exit_2_no_file(kind, tmp_path, capsys):
     ckpt = _bad_checkpoints(tmp_path)[kind]
     out_dir = tmp_path / "out"

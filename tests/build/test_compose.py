@@ -41,8 +41,12 @@ def index_patch_model(opset: int = 17) -> onnx.ModelProto:
         helper.make_node("Concat", ["background", "defect"], ["logits"], axis=1),
     ]
     inits = [
-        _i64("c0s", [0]), _i64("c0e", [1]), _i64("ax1", [1]),
-        _i64("c1s", [1, 0, 0]), _i64("c1e", [2, 1, 1]), _i64("ax123", [1, 2, 3]),
+        _i64("c0s", [0]),
+        _i64("c0e", [1]),
+        _i64("ax1", [1]),
+        _i64("c1s", [1, 0, 0]),
+        _i64("c1e", [2, 1, 1]),
+        _i64("ax123", [1, 2, 3]),
     ]
     graph = helper.make_graph(
         nodes,
@@ -154,15 +158,23 @@ def test_batch_dimension_is_symbolic_and_images_are_independent(index_model):
 
 def test_loop_only_when_asked_for(index_model):
     tiling = tiling_for("strip")
-    for k, chunking, loops, calls in ((None, "loop", 0, 1), (18, "loop", 0, 1), (40, "unrolled", 0, 1),
-                                      (6, "loop", 1, 1), (6, "unrolled", 0, 3), (5, "unrolled", 0, 4)):
+    for k, chunking, loops, calls in (
+        (None, "loop", 0, 1),
+        (18, "loop", 0, 1),
+        (40, "unrolled", 0, 1),
+        (6, "loop", 1, 1),
+        (6, "unrolled", 0, 3),
+        (5, "unrolled", 0, 4),
+    ):
         model = compose_full_model(index_model, tiling, ComposeOptions(patch_batch=k, chunking=chunking))
         ops = op_counts(model)
         assert ops.get("Loop", 0) == loops, (k, chunking)
         assert ops["Softmax"] == calls, (k, chunking)  # one Softmax per patch-model call
     one_call = compose_full_model(index_model, tiling)
     check_graph(one_call, allow_loop=False)
-    looped = constants_to_initializers(compose_full_model(index_model, tiling, ComposeOptions(patch_batch=2, chunking="loop")))
+    looped = constants_to_initializers(
+        compose_full_model(index_model, tiling, ComposeOptions(patch_batch=2, chunking="loop"))
+    )
     with pytest.raises(BuildError, match="Loop"):
         check_graph(looped, allow_loop=False)
     check_graph(looped, allow_loop=True)

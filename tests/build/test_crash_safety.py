@@ -40,7 +40,9 @@ def _sha(p: Path) -> str:
 
 def _checkpoint(path: Path, seed: int) -> Path:
     torch.manual_seed(seed)
-    return save_checkpoint(path, UNet(base_width=4).eval(), image_type="strip", image_size=(976, 176), epoch=0, seed=seed)
+    return save_checkpoint(
+        path, UNet(base_width=4).eval(), image_type="strip", image_size=(976, 176), epoch=0, seed=seed
+    )
 
 
 def _env() -> dict[str, str]:
@@ -110,7 +112,16 @@ def test_sigkill_build_model(tmp_path: Path) -> None:
     out = tmp_path / "release"
 
     def cmd(ckpt: Path) -> list[str]:
-        return [str(BIN / "build-model"), str(ckpt), "-o", str(out / "model.onnx"), *IMAGE, "--verify-images", "1", "-q"]
+        return [
+            str(BIN / "build-model"),
+            str(ckpt),
+            "-o",
+            str(out / "model.onnx"),
+            *IMAGE,
+            "--verify-images",
+            "1",
+            "-q",
+        ]
 
     full = _run_to_end(cmd(a))
     sha_a = _assert_release_intact(out)
@@ -151,9 +162,26 @@ def _assert_checkpoints_intact(runs: Path, min_epoch: int) -> int:
 @pytest.mark.slow
 def test_sigkill_train_model(demo_root: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    base = [str(BIN / "train-model"), "--training_dataset_path", str(demo_root), "--checkpoint_path", str(runs),
-            "--width", "4", "--bs", "4", "--epochs", "4", "--max_steps_per_epoch", "2", "--seed", "0",
-            "--threads", "1", "-q"]
+    base = [
+        str(BIN / "train-model"),
+        "--training_dataset_path",
+        str(demo_root),
+        "--checkpoint_path",
+        str(runs),
+        "--width",
+        "4",
+        "--bs",
+        "4",
+        "--epochs",
+        "4",
+        "--max_steps_per_epoch",
+        "2",
+        "--seed",
+        "0",
+        "--threads",
+        "1",
+        "-q",
+    ]
     first = _run_to_end(base + ["--stop_after", "1"])
     resume = base + ["--resume", str(runs / "last.pt")]
     assert _assert_checkpoints_intact(runs, 0) == 0

@@ -48,8 +48,15 @@ U16 = 2.0**-11  # fp16 unit roundoff (11 significant bits)
 @pytest.fixture(scope="module")
 def fp16_checkpoint(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("fp16ckpt") / "dd.pt"
-    save_checkpoint(path, double_detection_unet(gain=GAIN, offset=OFFSET), image_type="strip", image_size=(976, 176),
-                    epoch=0, seed=0, train_config={"training_dataset_path": str(demo_root)})
+    save_checkpoint(
+        path,
+        double_detection_unet(gain=GAIN, offset=OFFSET),
+        image_type="strip",
+        image_size=(976, 176),
+        epoch=0,
+        seed=0,
+        train_config={"training_dataset_path": str(demo_root)},
+    )
     return path
 
 
@@ -156,7 +163,9 @@ def test_manifest_metadata_and_kept_patch_model(fp16_build):
     assert manifest["model_bytes"] == out.stat().st_size
     patch = onnx.load(str(out.with_suffix(".patch.onnx")))
     assert [(v.name, v.type.tensor_type.elem_type) for v in list(patch.graph.input) + list(patch.graph.output)] == [
-        ("input", onnx.TensorProto.FLOAT), ("logits", onnx.TensorProto.FLOAT)]
+        ("input", onnx.TensorProto.FLOAT),
+        ("logits", onnx.TensorProto.FLOAT),
+    ]
     assert op_counts(patch)["Cast"] == 2
 
 
@@ -202,8 +211,9 @@ def test_gate_failure_writes_nothing(fp16_checkpoint, tmp_path, capsys):
     """A zero mean-|diff| limit: the fp16 heatmap differs (non-representable gain), so the gate must stop it."""
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    code, _, err = invoke(build_main, capsys, fp16_checkpoint, "-o", out_dir / "m.fp16.onnx", "--fp16",
-                           "--max-mean-diff", 0, "-q")
+    code, _, err = invoke(
+        build_main, capsys, fp16_checkpoint, "-o", out_dir / "m.fp16.onnx", "--fp16", "--max-mean-diff", 0, "-q"
+    )
     assert code == 2, err
     lines = [ln for ln in err.splitlines() if ln.startswith("build-model: error:")]
     assert len(lines) == 1 and "fp16 verification failed" in lines[0] and "mean |fp16 - fp32|" in lines[0], err
@@ -227,7 +237,8 @@ def test_converted_patch_model_tracks_fp32_within_weight_rounding():
             assert n.input[0] == "input" or producer[n.input[0]].op_type == "Conv"
     x = np.random.default_rng(0).random((3, 3, 128, 128), dtype=np.float32)
     run = lambda mm: ort.InferenceSession(mm.SerializeToString(), providers=["CPUExecutionProvider"]).run(  # noqa: E731
-        ["logits"], {"input": x})[0]
+        ["logits"], {"input": x}
+    )[0]
     ref, got = run(pm), run(m)
     assert got.dtype == np.float32
     scale = float(np.abs(ref).max())
@@ -253,5 +264,6 @@ def test_topological_sort_and_constant_cast_folding():
     assert [n.op_type for n in m.graph.node] == ["Constant", "Identity", "Add"] and not m.graph.initializer
     onnx.checker.check_model(m, full_check=True)
     out = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-        None, {"input": np.zeros((1, 2), np.float32)})[0]
+        None, {"input": np.zeros((1, 2), np.float32)}
+    )[0]
     np.testing.assert_array_equal(out, [[1.5, 2.0]])

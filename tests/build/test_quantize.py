@@ -46,8 +46,15 @@ WIDTH = 4
 @pytest.fixture(scope="module")
 def dd_checkpoint(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ddckpt") / "dd.pt"
-    save_checkpoint(path, double_detection_unet(), image_type="strip", image_size=(976, 176), epoch=0, seed=0,
-                    train_config={"training_dataset_path": str(demo_root)})
+    save_checkpoint(
+        path,
+        double_detection_unet(),
+        image_type="strip",
+        image_size=(976, 176),
+        epoch=0,
+        seed=0,
+        train_config={"training_dataset_path": str(demo_root)},
+    )
     return path
 
 
@@ -122,8 +129,13 @@ def test_softmax_logits_and_tail_stay_float(int8_build):
     assert {"Slice", "Concat", "Transpose", "Pad"} <= {n.op_type for n in seen.values()}  # crops, stitching, zeros
     # The patches are cut from the float input; the first QuantizeLinear of each call reads their Concat.
     assert {n.op_type for n in consumers["input"]} == {"Slice"}
-    first_q = [n for n in nodes if n.op_type == "QuantizeLinear" and producer[n.input[0]].op_type == "Concat"
-               and all(producer[i].op_type == "Slice" for i in producer[n.input[0]].input)]
+    first_q = [
+        n
+        for n in nodes
+        if n.op_type == "QuantizeLinear"
+        and producer[n.input[0]].op_type == "Concat"
+        and all(producer[i].op_type == "Slice" for i in producer[n.input[0]].input)
+    ]
     assert len(first_q) == 6
 
 
@@ -158,8 +170,20 @@ def test_all_zero_calibration_is_caught_and_nothing_is_written(dd_checkpoint, tm
         tifffile.imwrite(zeros / f"z{i}.tiff", np.zeros((4, 976, 176), np.float32))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    code, _, err = invoke(build_main, capsys, dd_checkpoint, "-o", out_dir / "m.int8.onnx", "--quantize",
-                           "--calib-data", zeros, "--no-calib-defects", "--calib-count", 2, "-q")
+    code, _, err = invoke(
+        build_main,
+        capsys,
+        dd_checkpoint,
+        "-o",
+        out_dir / "m.int8.onnx",
+        "--quantize",
+        "--calib-data",
+        zeros,
+        "--no-calib-defects",
+        "--calib-count",
+        2,
+        "-q",
+    )
     assert code == 2, err
     lines = [ln for ln in err.splitlines() if ln.startswith("build-model: error:")]
     assert len(lines) == 1 and "INT8 verification failed" in lines[0] and "pixel AP dropped" in lines[0], err
@@ -217,15 +241,17 @@ def test_int8_bilinear_resize_is_right(tmp_path):
         helper.make_node("Conv", ["input", "c1.w", "c1.b"], ["h1"], pads=pads),
         helper.make_node("Relu", ["h1"], ["r1"]),
         helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
-        helper.make_node("Resize", ["p1", "", "scales"], ["u1"], mode="linear",
-                         coordinate_transformation_mode="align_corners"),
+        helper.make_node(
+            "Resize", ["p1", "", "scales"], ["u1"], mode="linear", coordinate_transformation_mode="align_corners"
+        ),
         helper.make_node("Conv", ["u1", "c2.w", "c2.b"], ["h2"], pads=pads),
         helper.make_node("Relu", ["h2"], ["r2"]),
         helper.make_node("Conv", ["r2", "c3.w", "c3.b"], ["logits"], pads=pads),
     ]
     scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
     graph = helper.make_graph(
-        nodes, "resize_net",
+        nodes,
+        "resize_net",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["B", 3, 128, 128])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["B", 2, 128, 128])],
         [w1, b1, w2, b2, w3, b3, scales],
@@ -244,7 +270,8 @@ def test_int8_bilinear_resize_is_right(tmp_path):
     assert op_counts(q.model)["Resize"] == 1 and q.settings["float_logits"]
     held = patches(2)
     run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(  # noqa: E731
-        ["logits"], {"input": held})[0]
+        ["logits"], {"input": held}
+    )[0]
     ref, got = run(model), run(q.model)
     span = float(ref.max() - ref.min())
     err = np.abs(got - ref)
@@ -257,8 +284,11 @@ def test_float_logits_only_removes_the_output_pair():
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2])
     s = numpy_helper.from_array(np.array(0.1, np.float32), "s")
     z = numpy_helper.from_array(np.array(0, np.uint8), "z")
-    nodes = [helper.make_node("Relu", ["input"], ["r"]), helper.make_node("QuantizeLinear", ["r", "s", "z"], ["q"]),
-             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["logits"])]
+    nodes = [
+        helper.make_node("Relu", ["input"], ["r"]),
+        helper.make_node("QuantizeLinear", ["r", "s", "z"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["logits"]),
+    ]
     m = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [s, z]), opset_imports=[helper.make_opsetid("", 17)])
     assert float_logits(m) is True
     assert [n.op_type for n in m.graph.node] == ["Relu"] and list(m.graph.node[0].output) == ["logits"]

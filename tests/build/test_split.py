@@ -78,7 +78,9 @@ def test_a_model_without_low_resolution_layers_is_not_split():
 @pytest.mark.parametrize(("k", "levels", "n"), [(3, 1, 1), (3, 1, 2), (5, 1, 2), (4, 2, 3), (1, 1, 1)])
 def test_hybrid_equals_one_call(patch_model, k, levels, n):
     tiling = tiling_for("strip")
-    hybrid = compose_full_model(patch_model, tiling, ComposeOptions(patch_batch=k, chunking="hybrid", hybrid_levels=levels))
+    hybrid = compose_full_model(
+        patch_model, tiling, ComposeOptions(patch_batch=k, chunking="hybrid", hybrid_levels=levels)
+    )
     one = compose_full_model(patch_model, tiling, ComposeOptions(patch_batch=None))
     ops = op_counts(hybrid)
     calls = -(-tiling.num_patches // k)
@@ -88,8 +90,9 @@ def test_hybrid_equals_one_call(patch_model, k, levels, n):
     assert ops["Conv"] == calls * front_back + (28 - front_back)
     check_graph(constants_to_initializers(hybrid), allow_loop=False)
     x = np.random.default_rng(n).random((n, 3, tiling.height, tiling.width), dtype=np.float32)
-    np.testing.assert_allclose(_sess(hybrid).run(None, {"input": x})[0], _sess(one).run(None, {"input": x})[0],
-                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        _sess(hybrid).run(None, {"input": x})[0], _sess(one).run(None, {"input": x})[0], rtol=0, atol=1e-6
+    )
 
 
 def test_hybrid_weights_exist_once(patch_model):
@@ -109,8 +112,9 @@ def test_hybrid_on_a_model_whose_middle_reads_the_input():
     tiling = tiling_for("strip")
     hybrid = compose_full_model(model, tiling, ComposeOptions(patch_batch=4, chunking="hybrid"))
     x = np.random.default_rng(0).random((2, 3, tiling.height, tiling.width), dtype=np.float32)
-    np.testing.assert_array_equal(_sess(hybrid).run(None, {"input": x})[0],
-                                  _sess(compose_full_model(model, tiling)).run(None, {"input": x})[0])
+    np.testing.assert_array_equal(
+        _sess(hybrid).run(None, {"input": x})[0], _sess(compose_full_model(model, tiling)).run(None, {"input": x})[0]
+    )
 
 
 def test_quantized_patch_model_is_cut_on_uint8_tensors(patch_model):
@@ -124,7 +128,9 @@ def test_quantized_patch_model_is_cut_on_uint8_tensors(patch_model):
     assert parts is not None
     front = {o.name: o.type.tensor_type.elem_type for o in parts.front.graph.output}
     assert set(front.values()) == {onnx.TensorProto.UINT8}, front
-    assert {i.type.tensor_type.elem_type for i in parts.back.graph.input if i.name in parts.up} == {onnx.TensorProto.UINT8}
+    assert {i.type.tensor_type.elem_type for i in parts.back.graph.input if i.name in parts.up} == {
+        onnx.TensorProto.UINT8
+    }
     tiling = tiling_for("strip")
     hybrid = compose_full_model(q, tiling, ComposeOptions(patch_batch=3, chunking="hybrid"))
     x = np.random.default_rng(1).random((1, 3, tiling.height, tiling.width), dtype=np.float32)

@@ -66,7 +66,10 @@ def test_whole_build_matches_an_independent_reference(checkpoint, tmp_path, size
     assert len(reflect) == (1 if size is None or h % 32 or w % 32 else 0)
     meta = read_metadata(out)
     assert meta[BUILD_KEY]["mode"] == "whole" and meta[BUILD_KEY]["patch_batch"] is None
-    assert meta[CONTRACT_KEY].extra["mode"] == "whole" and (meta[CONTRACT_KEY].height, meta[CONTRACT_KEY].width) == (h, w)
+    assert meta[CONTRACT_KEY].extra["mode"] == "whole" and (meta[CONTRACT_KEY].height, meta[CONTRACT_KEY].width) == (
+        h,
+        w,
+    )
 
 
 def test_the_sdk_runs_a_whole_model_unchanged(checkpoint, demo_root, tmp_path):
@@ -79,8 +82,9 @@ def test_the_sdk_runs_a_whole_model_unchanged(checkpoint, demo_root, tmp_path):
 
 
 def test_whole_mode_options_are_checked(checkpoint, tmp_path, capsys):
-    code, _, err = invoke(build_main, capsys, checkpoint, "-o", tmp_path / "m.onnx", "--mode", "whole",
-                          "--patch-batch", 3)
+    code, _, err = invoke(
+        build_main, capsys, checkpoint, "-o", tmp_path / "m.onnx", "--mode", "whole", "--patch-batch", 3
+    )
     assert code == 2 and "--patch-batch" in err and "--mode tiled" in err
     assert not (tmp_path / "m.onnx").exists()
 
@@ -88,8 +92,15 @@ def test_whole_mode_options_are_checked(checkpoint, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def dd_checkpoint(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ddckpt") / "dd.pt"
-    save_checkpoint(path, double_detection_unet(), image_type="strip", image_size=(976, 176), epoch=0, seed=0,
-                    train_config={"training_dataset_path": str(demo_root)})
+    save_checkpoint(
+        path,
+        double_detection_unet(),
+        image_type="strip",
+        image_size=(976, 176),
+        epoch=0,
+        seed=0,
+        train_config={"training_dataset_path": str(demo_root)},
+    )
     return path
 
 
@@ -105,7 +116,9 @@ def test_whole_int8_is_calibrated_on_strips_gated_and_fully_quantized(dd_checkpo
     assert q.settings["calibration_method"] == sel["attempts"][-1]["method"]
     assert all(not a["passed"] and "pixel AP" in a["error"] for a in sel["attempts"][:-1])
     # the fp32 whole model computes exactly the double-detection baseline AP (independent numpy reference)
-    assert q.verification.fp32_pixel_ap == pytest.approx(baseline(load_eval_set(demo_root, "valid"))["pixel_ap"], abs=1e-6)
+    assert q.verification.fp32_pixel_ap == pytest.approx(
+        baseline(load_eval_set(demo_root, "valid"))["pixel_ap"], abs=1e-6
+    )
     assert q.verification.ap_drop is not None and q.verification.ap_drop <= 0.02
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED

@@ -83,10 +83,20 @@ def flip_core_model(hp: int, wp: int) -> onnx.ModelProto:
         helper.make_node("Concat", ["background", "defect"], ["logits"], axis=1),
     ]
     i64 = lambda n, v: helper.make_tensor(n, TensorProto.INT64, [len(v)], v)  # noqa: E731
-    inits = [i64("c0s", [0]), i64("c0e", [1]), i64("c1s", [1]), i64("c1e", [2]), i64("ax1", [1]),
-             i64("fs", [-1]), i64("fe", [-big]), i64("ax2", [2]), i64("step", [-1])]
+    inits = [
+        i64("c0s", [0]),
+        i64("c0e", [1]),
+        i64("c1s", [1]),
+        i64("c1e", [2]),
+        i64("ax1", [1]),
+        i64("fs", [-1]),
+        i64("fe", [-big]),
+        i64("ax2", [2]),
+        i64("step", [-1]),
+    ]
     graph = helper.make_graph(
-        nodes, "flip_core",
+        nodes,
+        "flip_core",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["B", 3, hp, wp])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["B", 2, hp, wp])],
         inits,

@@ -209,7 +209,7 @@ def _bad_inputs(strip: Path, folder: Path) -> list[tuple[Path, list[str], str]]:
     notiff.write_text("hello, not a tiff")
     cases.append((notiff, [], "not a TIFF"))
     trunc = folder / "truncated.tif"
-    trunc.write_bytes(strip.read_bytes()[: 100_000])
+    trunc.write_bytes(strip.read_bytes()[:100_000])
     cases.append((trunc, [], "truncated"))
     raw = folder / "short.f32"
     img[:, :10].astype("<f4").tofile(raw)
@@ -300,12 +300,23 @@ def _cpp_heatmap(binary: Path, model: Path, strip: Path, work: Path) -> np.ndarr
 
 
 @pytest.mark.parametrize("quantile,min_area", [(0.99, 1), (0.98, 3)])
-def test_defect_json_equals_sdk_defects(binary: Path, model: Path, strip: Path, reference: np.ndarray, work: Path,
-                                        quantile: float, min_area: int):
+def test_defect_json_equals_sdk_defects(
+    binary: Path, model: Path, strip: Path, reference: np.ndarray, work: Path, quantile: float, min_area: int
+):
     threshold = _margin_threshold(reference, _cpp_heatmap(binary, model, strip, work), quantile)
     out_json = work / f"defects_{min_area}.json"
-    r = run_ok(binary, "--defects-json", out_json, "--threshold", repr(threshold), "--min-area", str(min_area),
-               model, strip, work / "d.npy")
+    r = run_ok(
+        binary,
+        "--defects-json",
+        out_json,
+        "--threshold",
+        repr(threshold),
+        "--min-area",
+        str(min_area),
+        model,
+        strip,
+        work / "d.npy",
+    )
     got = json.loads(out_json.read_text())
     sdk = bgsdk.Segmenter(str(model)).run(str(strip), threshold=threshold, min_area=min_area)
     expected = [d.to_dict() for d in sdk.defects]
@@ -323,8 +334,9 @@ def test_defect_json_equals_sdk_defects(binary: Path, model: Path, strip: Path, 
     assert {d["polarity"] for d in got["defects"]} <= {"bright", "dark"}
 
 
-def test_defect_json_uses_the_models_operating_point(binary: Path, model: Path, strip: Path, reference: np.ndarray,
-                                                    work: Path):
+def test_defect_json_uses_the_models_operating_point(
+    binary: Path, model: Path, strip: Path, reference: np.ndarray, work: Path
+):
     from bgsdk.operating_point import OPERATING_POINT_KEY, OperatingPoint
 
     threshold = _margin_threshold(reference, _cpp_heatmap(binary, model, strip, work), 0.99)

@@ -51,9 +51,14 @@ def _refused(r: cpp_harness.CppRun, model: Path, fragment: str) -> None:
     assert lines[0].startswith(f"bgsdk_cpp: error: {model}: ") and fragment in lines[0], lines[0]
 
 
-def test_verified_model_runs_and_gives_the_same_heatmap(binary: Path, release: tuple[Path, Path], tmp_path: Path) -> None:
+def test_verified_model_runs_and_gives_the_same_heatmap(
+    binary: Path, release: tuple[Path, Path], tmp_path: Path
+) -> None:
     model, image = release
-    plain, checked = _run(binary, model, image, tmp_path / "a.npy"), _run(binary, "--verify", model, image, tmp_path / "b.npy")
+    plain, checked = (
+        _run(binary, model, image, tmp_path / "a.npy"),
+        _run(binary, "--verify", model, image, tmp_path / "b.npy"),
+    )
     assert plain.returncode == 0 and checked.returncode == 0, checked.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
 

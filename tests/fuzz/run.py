@@ -88,8 +88,17 @@ def run_atheris(target: str, runs: int, out: Path) -> dict[str, Any]:
 
     corpus = out / f"corpus-{target}"
     _seeds(target, corpus)
-    atheris.Setup([sys.argv[0], f"-runs={runs}", f"-timeout={TIMEOUT_S}", f"-rss_limit_mb={RSS_LIMIT_MB}",
-                   f"-artifact_prefix={out}/", str(corpus)], one)
+    atheris.Setup(
+        [
+            sys.argv[0],
+            f"-runs={runs}",
+            f"-timeout={TIMEOUT_S}",
+            f"-rss_limit_mb={RSS_LIMIT_MB}",
+            f"-artifact_prefix={out}/",
+            str(corpus),
+        ],
+        one,
+    )
     atheris.Fuzz()
     return {}
 
@@ -136,7 +145,9 @@ def main() -> int:
     ap.add_argument("--target", default="all", help="read_image, to_chw, segmenter or all")
     ap.add_argument("--engine", default="auto", choices=["auto", "atheris", "hypothesis"])
     ap.add_argument("--out", type=Path, default=ROOT / "fuzz_out", help="counts, corpus and crash files")
-    ap.add_argument("--replay", type=Path, default=None, help="run one saved input through --target and show the outcome")
+    ap.add_argument(
+        "--replay", type=Path, default=None, help="run one saved input through --target and show the outcome"
+    )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:  # one atheris target in this process: instrument before anything imports bgsdk
@@ -164,11 +175,24 @@ def main() -> int:
     for target in targets:
         t0 = time.monotonic()
         if engine == "atheris":
-            cmd = [sys.executable, __file__, "--child", "--engine", "atheris", "--target", target,
-                   "--runs", str(args.runs), "--out", str(args.out)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                "--engine",
+                "atheris",
+                "--target",
+                target,
+                "--runs",
+                str(args.runs),
+                "--out",
+                str(args.out),
+            ]
             proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"})
             ok = proc.returncode == 0
-            result = json.loads((args.out / f"{target}.json").read_text()) if (args.out / f"{target}.json").exists() else {}
+            result = (
+                json.loads((args.out / f"{target}.json").read_text()) if (args.out / f"{target}.json").exists() else {}
+            )
         else:
             try:
                 result, ok = run_hypothesis(target, args.runs, args.out), True
@@ -176,8 +200,10 @@ def main() -> int:
                 print(f"{target}: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
                 result, ok = {}, False
         dt = time.monotonic() - t0
-        print(f"fuzz {target} [{engine}]: {result.get('inputs', '?')} inputs in {dt:.0f} s, outcomes "
-              f"{dict(result.get('outcomes', {}))}, {'ok' if ok else 'FAILED (see ' + str(args.out) + ')'}")
+        print(
+            f"fuzz {target} [{engine}]: {result.get('inputs', '?')} inputs in {dt:.0f} s, outcomes "
+            f"{dict(result.get('outcomes', {}))}, {'ok' if ok else 'FAILED (see ' + str(args.out) + ')'}"
+        )
         if not ok:
             failed.append(target)
     return 1 if failed else 0

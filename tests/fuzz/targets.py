@@ -27,8 +27,26 @@ from bgsdk.errors import BgsdkError, InputError, InputWarning, ModelError
 from bgsdk.io import read_image, to_chw
 
 SUFFIXES = (".tiff", ".tif", ".png", ".jpg", ".bmp", ".npy", ".txt")
-DTYPES = ("uint8", "uint16", "int8", "int16", "int32", "int64", "uint32", "float16", "float32", "float64",
-          ">f4", ">u2", "bool", "complex64", "datetime64[s]", "V4", "S3", "U2")
+DTYPES = (
+    "uint8",
+    "uint16",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint32",
+    "float16",
+    "float32",
+    "float64",
+    ">f4",
+    ">u2",
+    "bool",
+    "complex64",
+    "datetime64[s]",
+    "V4",
+    "S3",
+    "U2",
+)
 SPECIALS = (np.nan, np.inf, -np.inf, -1.0, 0.0, 255.0, 256.0, 1e30, -1e30, 65535.0, 5e-324, 3.4e38)
 MODEL_SIZE = (32, 32)
 
@@ -52,7 +70,7 @@ class Bytes:
         return options[self.int(len(options))]
 
     def rest(self) -> bytes:
-        out = self.data[self.pos:]
+        out = self.data[self.pos :]
         self.pos = len(self.data)
         return out
 
@@ -77,8 +95,12 @@ def encode(kind: str, arr: np.ndarray) -> bytes:
     elif kind in (".png", ".jpg", ".bmp"):
         from PIL import Image
 
-        rgb = np.clip(arr[:, :, :3] if arr.shape[-1] in (3, 4) else np.moveaxis(arr[:3], 0, -1), 0, 255).astype(np.uint8)
-        Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format={".png": "PNG", ".jpg": "JPEG", ".bmp": "BMP"}[kind])
+        rgb = np.clip(arr[:, :, :3] if arr.shape[-1] in (3, 4) else np.moveaxis(arr[:3], 0, -1), 0, 255).astype(
+            np.uint8
+        )
+        Image.fromarray(np.ascontiguousarray(rgb)).save(
+            buf, format={".png": "PNG", ".jpg": "JPEG", ".bmp": "BMP"}[kind]
+        )
     else:
         buf.write(arr.tobytes())
     return buf.getvalue()
@@ -95,10 +117,10 @@ def _mutate(b: Bytes, data: bytes) -> bytes:
         return bytes(buf)
     if mode == 2:  # insert fuzz bytes
         at = b.int(len(buf) + 1)
-        return bytes(buf[:at]) + b.data[b.pos: b.pos + 64] + bytes(buf[at:])
+        return bytes(buf[:at]) + b.data[b.pos : b.pos + 64] + bytes(buf[at:])
     if mode == 3 and len(buf) > 8:  # overwrite a header word (sizes, offsets, counts live there)
         at = b.int(min(len(buf) - 4, 256))
-        buf[at: at + 4] = bytes(b.byte() for _ in range(4))
+        buf[at : at + 4] = bytes(b.byte() for _ in range(4))
         return bytes(buf)
     return data
 
@@ -202,12 +224,19 @@ def small_model(path: Path) -> Path:
 
     h, w = MODEL_SIZE
     wt = np.random.default_rng(0).normal(size=(1, 3, 3, 3)).astype(np.float32)
-    nodes = [helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("Sigmoid", ["c"], ["p"]), helper.make_node("Sub", ["p", "p"], ["z"]),
-             helper.make_node("Concat", ["p", "z", "z"], ["output"], axis=1)]
-    g = helper.make_graph(nodes, "fuzz", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, h, w])],
-                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, h, w])],
-                          initializer=[numpy_helper.from_array(wt, "w")])
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["c"], ["p"]),
+        helper.make_node("Sub", ["p", "p"], ["z"]),
+        helper.make_node("Concat", ["p", "z", "z"], ["output"], axis=1),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "fuzz",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, h, w])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, h, w])],
+        initializer=[numpy_helper.from_array(wt, "w")],
+    )
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 

@@ -7,7 +7,9 @@ from typing import Callable
 import pytest
 
 
-def invoke(main: Callable[[list[str]], None], capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+def invoke(
+    main: Callable[[list[str]], None], capsys: pytest.CaptureFixture[str], *argv: object
+) -> tuple[int, str, str]:
     """(exit code, stdout, stderr) of ``main`` run with ``argv``."""
     try:
         main([str(a) for a in argv])

@@ -134,7 +134,9 @@ def random_strip(seed: int, channels: int = 4, hw: tuple[int, int] = STRIP) -> n
     """Channel-first float32 0..255 with structure (a gradient + noise), not just noise."""
     rng = np.random.default_rng(seed)
     h, w = hw
-    ramp = np.linspace(0, 120, w, dtype=np.float32)[None, None, :] + np.linspace(0, 60, h, dtype=np.float32)[None, :, None]
+    ramp = (
+        np.linspace(0, 120, w, dtype=np.float32)[None, None, :] + np.linspace(0, 60, h, dtype=np.float32)[None, :, None]
+    )
     return np.clip(ramp + rng.uniform(0, 75, size=(channels, h, w)), 0, 255).astype(np.float32)
 
 
@@ -150,7 +152,9 @@ def build_sdk_env(root: Path) -> SdkEnv:
         root=root,
         strip_model=make_strip_model(root / "strip.onnx"),
         plain_model=make_strip_model(root / "plain.onnx", with_contract=False),
-        square_model=make_full_model(root / "square.onnx", 256, 256, batch=2, contract_json=strip_contract_json("square")),
+        square_model=make_full_model(
+            root / "square.onnx", 256, 256, batch=2, contract_json=strip_contract_json("square")
+        ),
         patch_model=make_patch_model(root / "patch.onnx"),
         strips=tuple(strips),
     )

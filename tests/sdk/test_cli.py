@@ -35,8 +35,21 @@ def test_run_writes_heatmaps_masks_overlays_and_tables(sdk_env: SdkEnv, tmp_path
     out = tmp_path / "out"
     extra = tmp_path / "extra.tiff"
     tifffile.imwrite(extra, random_strip(11))
-    code, stdout, err = invoke(capsys, "run", sdk_env.strip_model, sdk_env.root / "strips", extra,
-                               "--out", out, "--batch-size", "2", "--threshold", "0.4", "--min-area", "2")
+    code, stdout, err = invoke(
+        capsys,
+        "run",
+        sdk_env.strip_model,
+        sdk_env.root / "strips",
+        extra,
+        "--out",
+        out,
+        "--batch-size",
+        "2",
+        "--threshold",
+        "0.4",
+        "--min-area",
+        "2",
+    )
     assert code == 0, err
     seg = Segmenter(sdk_env.strip_model)
     sources = [*sdk_env.strips, extra]
@@ -73,8 +86,9 @@ def test_run_skips_a_bad_file_and_exits_1(sdk_env, tmp_path, capsys):
     bad.write_bytes(b"II*\x00 not really a tiff")
     missing = tmp_path / "missing.tiff"
     out = tmp_path / "out"
-    code, stdout, err = invoke(capsys, "run", sdk_env.strip_model, sdk_env.strips[0], bad, missing,
-                               sdk_env.strips[1], "--out", out)
+    code, stdout, err = invoke(
+        capsys, "run", sdk_env.strip_model, sdk_env.strips[0], bad, missing, sdk_env.strips[1], "--out", out
+    )
     assert code == 1
     assert (out / "strip0.heatmap.tiff").exists() and (out / "strip1.heatmap.tiff").exists()
     assert not (out / "bad.heatmap.tiff").exists()
@@ -87,8 +101,9 @@ def test_run_skips_a_bad_file_and_exits_1(sdk_env, tmp_path, capsys):
 
 def test_run_fail_fast_is_one_line_exit_2(sdk_env, tmp_path, capsys):
     missing = tmp_path / "missing.tiff"
-    code, _, err = invoke(capsys, "run", sdk_env.strip_model, missing, sdk_env.strips[0], "--out", tmp_path / "o",
-                          "--fail-fast", "-q")
+    code, _, err = invoke(
+        capsys, "run", sdk_env.strip_model, missing, sdk_env.strips[0], "--out", tmp_path / "o", "--fail-fast", "-q"
+    )
     assert code == 2
     assert error_lines(err) == [f"bgsdk: error: {missing}: file not found"]
     assert "Traceback" not in err
@@ -156,8 +171,9 @@ def test_inspect_shows_a_model_that_does_not_fit_then_fails(sdk_env, capsys):
 
 
 def test_bench_reports_latency_throughput_provider_threads(sdk_env, capsys):
-    code, out, err = invoke(capsys, "bench", sdk_env.strip_model, "--repeat", "2", "--warmup", "0",
-                            "--batch-size", "2", "--threads", "1")
+    code, out, err = invoke(
+        capsys, "bench", sdk_env.strip_model, "--repeat", "2", "--warmup", "0", "--batch-size", "2", "--threads", "1"
+    )
     assert code == 0, err
     assert "provider:   CPUExecutionProvider" in out
     assert "threads:    1" in out

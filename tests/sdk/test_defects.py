@@ -27,9 +27,21 @@ def independent_defects(heatmap: np.ndarray, image: np.ndarray, threshold: float
             continue
         vals = heatmap[ys, xs].astype(np.float64)
         diff = image[0, ys, xs].astype(np.float64) - (image[1, ys, xs].astype(np.float64) + image[2, ys, xs]) / 2
-        out.append(dict(id=len(out) + 1, x=xs.mean(), y=ys.mean(), x0=xs.min(), y0=ys.min(), x1=xs.max(),
-                        y1=ys.max(), area=ys.size, peak=vals.max(), mean=vals.mean(),
-                        polarity="bright" if diff.mean() >= 0 else "dark"))
+        out.append(
+            dict(
+                id=len(out) + 1,
+                x=xs.mean(),
+                y=ys.mean(),
+                x0=xs.min(),
+                y0=ys.min(),
+                x1=xs.max(),
+                y1=ys.max(),
+                area=ys.size,
+                peak=vals.max(),
+                mean=vals.mean(),
+                polarity="bright" if diff.mean() >= 0 else "dark",
+            )
+        )
     return out
 
 
@@ -84,7 +96,9 @@ def test_old_model_loads_uncalibrated(sdk_env: SdkEnv):
 
 def test_model_operating_point_is_used_and_overridable(sdk_env: SdkEnv, tmp_path):
     op = OperatingPoint(threshold=0.3, min_area=4, calibrated=True, rule="best_f1")
-    m = make_full_model(tmp_path / "cal.onnx", contract_json=strip_contract_json(), extra_metadata={OPERATING_POINT_KEY: op.to_json()})
+    m = make_full_model(
+        tmp_path / "cal.onnx", contract_json=strip_contract_json(), extra_metadata={OPERATING_POINT_KEY: op.to_json()}
+    )
     seg = Segmenter(m)
     assert seg.operating_point == op
     r = seg.run(sdk_env.strips[1])
@@ -99,7 +113,11 @@ def test_model_operating_point_is_used_and_overridable(sdk_env: SdkEnv, tmp_path
 
 
 def test_broken_operating_point_is_a_model_error(tmp_path):
-    m = make_full_model(tmp_path / "bad.onnx", contract_json=strip_contract_json(), extra_metadata={OPERATING_POINT_KEY: '{"threshold": "x"}'})
+    m = make_full_model(
+        tmp_path / "bad.onnx",
+        contract_json=strip_contract_json(),
+        extra_metadata={OPERATING_POINT_KEY: '{"threshold": "x"}'},
+    )
     with pytest.raises(ModelError, match="operating_point"):
         Segmenter(m)
 

@@ -36,7 +36,9 @@ def test_evaluate_spec_layout_matches_independent_metrics(demo_root: Path, sdk_e
     assert "double detection" in out and "pixel AP" in out and "second.onnx" in out
     # Independent: raw ORT on tifffile-decoded strips, pooled pixels, sklearn-equivalent metrics.
     sess = ort.InferenceSession(str(sdk_env.strip_model), providers=["CPUExecutionProvider"])
-    paths = sorted((demo_root / "test" / "good").glob("*.tiff")) + sorted((demo_root / "test" / "bright_spots").glob("*.tiff"))
+    paths = sorted((demo_root / "test" / "good").glob("*.tiff")) + sorted(
+        (demo_root / "test" / "bright_spots").glob("*.tiff")
+    )
     labels, scores, dd_scores, img_labels, img_scores = [], [], [], [], []
     for p in paths:
         img = tifffile.imread(p)[:3].astype(np.float32)
@@ -65,8 +67,9 @@ def test_evaluate_folder_without_defective_images(sdk_env: SdkEnv, tmp_path, cap
     (root / "test" / "good").mkdir(parents=True)
     for s in sdk_env.strips:
         shutil.copy(s, root / "test" / "good" / s.name)
-    code, out, err = invoke(capsys, "evaluate", sdk_env.strip_model, root, "--json", tmp_path / "g.json",
-                            "--html", tmp_path / "g.html")
+    code, out, err = invoke(
+        capsys, "evaluate", sdk_env.strip_model, root, "--json", tmp_path / "g.json", "--html", tmp_path / "g.html"
+    )
     assert code == 0, err
     assert "no defective images" in out and "not computed" in out
     rep = json.loads((tmp_path / "g.json").read_text())

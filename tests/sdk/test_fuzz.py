@@ -23,12 +23,19 @@ from tests.fuzz.targets import ALLOWED, MODEL_SIZE, small_model, target_read_ima
 
 
 def fuzz(n: int) -> settings:
-    return settings(max_examples=n, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=list(HealthCheck))
+    return settings(
+        max_examples=n, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+    )
+
 
 DTYPES = st.one_of(
-    hnp.boolean_dtypes(), hnp.integer_dtypes(), hnp.unsigned_integer_dtypes(), hnp.floating_dtypes(),
-    hnp.complex_number_dtypes(), hnp.datetime64_dtypes(), hnp.byte_string_dtypes(max_len=3),
+    hnp.boolean_dtypes(),
+    hnp.integer_dtypes(),
+    hnp.unsigned_integer_dtypes(),
+    hnp.floating_dtypes(),
+    hnp.complex_number_dtypes(),
+    hnp.datetime64_dtypes(),
+    hnp.byte_string_dtypes(max_len=3),
 )
 SHAPES = st.one_of(
     hnp.array_shapes(min_dims=0, max_dims=5, min_side=0, max_side=6),
@@ -77,8 +84,9 @@ VALUES = st.floats(width=32, allow_nan=True, allow_infinity=True)
     specials=st.lists(st.tuples(st.integers(0, 10**6), VALUES), max_size=4),
     fortran=st.booleans(),
 )
-def test_segmenter_run_any_array(seg: Segmenter, shape: tuple[int, ...], dtype: str, fill: float,
-                                 specials: list[tuple[int, float]], fortran: bool) -> None:
+def test_segmenter_run_any_array(
+    seg: Segmenter, shape: tuple[int, ...], dtype: str, fill: float, specials: list[tuple[int, float]], fortran: bool
+) -> None:
     rng = np.random.default_rng(abs(hash((shape, dtype))) % 2**32)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -75,8 +75,12 @@ def make_model(
     if head == "sigmoid":
         nodes.append(helper.make_node("Sigmoid", ["c"], ["p"]))
     elif head == "nan":  # sqrt(-(|c| + 1)): NaN everywhere
-        nodes += [helper.make_node("Abs", ["c"], ["a"]), helper.make_node("Add", ["a", "one"], ["a1"]),
-                  helper.make_node("Neg", ["a1"], ["n"]), helper.make_node("Sqrt", ["n"], ["p"])]
+        nodes += [
+            helper.make_node("Abs", ["c"], ["a"]),
+            helper.make_node("Add", ["a", "one"], ["a1"]),
+            helper.make_node("Neg", ["a1"], ["n"]),
+            helper.make_node("Sqrt", ["n"], ["p"]),
+        ]
     elif head == "inf":  # 1 / (c - c) = +-inf
         nodes += [helper.make_node("Sub", ["c", "c"], ["z0"]), helper.make_node("Div", ["one", "z0"], ["p"])]
     nodes.append(helper.make_node("Sub", ["p", "p"], ["z"]))
@@ -87,11 +91,15 @@ def make_model(
     in_shape = in_shape or ([in_channels, H, W] if rank3 else ["N", in_channels, H, W])
     out_shape = out_shape or ([out_channels, H, W] if rank3 else ["N", out_channels, H, W])
     graph = helper.make_graph(
-        nodes, "hostile",
+        nodes,
+        "hostile",
         [helper.make_tensor_value_info(in_name, in_type, in_shape)],
         [helper.make_tensor_value_info(out_name, out_type, out_shape)],
-        initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.ones(1, np.float32), "one"),
-                     numpy_helper.from_array(np.zeros(1, np.int64), "axis0")],
+        initializer=[
+            numpy_helper.from_array(w, "w"),
+            numpy_helper.from_array(np.ones(1, np.float32), "one"),
+            numpy_helper.from_array(np.zeros(1, np.int64), "axis0"),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name=producer)
     for k, v in (metadata if metadata is not None else {CONTRACT_KEY: contract_json()}).items():
@@ -99,8 +107,9 @@ def make_model(
         e.key, e.value = k, v
     path = Path(path)
     if external is not None:
-        onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=external, size_threshold=0)
+        onnx.save(
+            model, path, save_as_external_data=True, all_tensors_to_one_file=True, location=external, size_threshold=0
+        )
     else:
         onnx.save(model, path)
     return path
@@ -137,7 +146,9 @@ def test_every_truncation_is_refused_or_loses_nothing(good: Path, tmp_path: Path
     data = good.read_bytes()
     ref = Segmenter(good).run(strip()).raw
     write_artifacts(tmp_path / "m.onnx", data, {})
-    cuts = sorted({int(x) for x in np.linspace(1, len(data) - 1, 54)} | {1, 2, 3, len(data) - 3, len(data) - 2, len(data) - 1})
+    cuts = sorted(
+        {int(x) for x in np.linspace(1, len(data) - 1, 54)} | {1, 2, 3, len(data) - 3, len(data) - 2, len(data) - 1}
+    )
     refused_n = loaded_n = 0
     for cut in cuts:
         p = tmp_path / f"cut{cut}.onnx"
@@ -155,7 +166,9 @@ def test_every_truncation_is_refused_or_loses_nothing(good: Path, tmp_path: Path
     assert refused_n + loaded_n == len(cuts) and refused_n >= len(cuts) - 3
 
 
-def test_seeded_byte_flips_are_refused_or_run_cleanly(good: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_seeded_byte_flips_are_refused_or_run_cleanly(
+    good: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     """60 corrupted copies (1-8 random bytes replaced): each is a ModelError, or a model that runs
     and gives a finite Result (a flipped weight byte still makes a valid model) -- never another
     exception. ``verify=True`` refuses every one."""
@@ -189,7 +202,9 @@ def test_seeded_byte_flips_are_refused_or_run_cleanly(good: Path, tmp_path: Path
     assert capfd.readouterr().out == ""
 
 
-@pytest.mark.parametrize("junk", [b"\x08", b"\xff" * 12, b"\x0a\xff\xff\xff\xff\x0f", b"\x1b\x1c", os.urandom(0) + b"\x3a\x05abc"])
+@pytest.mark.parametrize(
+    "junk", [b"\x08", b"\xff" * 12, b"\x0a\xff\xff\xff\xff\x0f", b"\x1b\x1c", os.urandom(0) + b"\x3a\x05abc"]
+)
 def test_malformed_wire_format_is_named(tmp_path: Path, junk: bytes) -> None:
     p = tmp_path / "junk.onnx"
     p.write_bytes(junk)
@@ -249,7 +264,11 @@ def test_wrong_io_contract(tmp_path: Path, kw: dict[str, object], fragment: str)
         ({CONTRACT_KEY: contract_json(height=-64)}, "x", "height must be a positive integer"),
         ({CONTRACT_KEY: contract_json(input_scale=0)}, "x", "input_scale must be a positive finite number"),
         ({CONTRACT_KEY: contract_json(input_scale="255")}, "x", "input_scale must be a positive finite number"),
-        ({CONTRACT_KEY: contract_json().replace('"input_scale": 255.0', '"input_scale": Infinity')}, "x", "input_scale"),
+        (
+            {CONTRACT_KEY: contract_json().replace('"input_scale": 255.0', '"input_scale": Infinity')},
+            "x",
+            "input_scale",
+        ),
         ({CONTRACT_KEY: contract_json(input_channels=["t", "r"])}, "x", "3 input and 3 output channels"),
         ({CONTRACT_KEY: contract_json(input_name="img")}, "x", "expected exactly one input named 'img'"),
         ({CONTRACT_KEY: contract_json(row_positions=[0, 30])}, "x", "inconsistent"),
@@ -259,7 +278,9 @@ def test_wrong_io_contract(tmp_path: Path, kw: dict[str, object], fragment: str)
         ({CONTRACT_KEY: Contract.from_tiling(tiling_for("strip")).to_json()}, "x", "contract says 976x176"),
     ],
 )
-def test_missing_or_contradictory_metadata(tmp_path: Path, metadata: dict[str, str], producer: str, fragment: str) -> None:
+def test_missing_or_contradictory_metadata(
+    tmp_path: Path, metadata: dict[str, str], producer: str, fragment: str
+) -> None:
     refused(make_model(tmp_path / "meta.onnx", metadata=metadata, producer=producer), fragment)
 
 
@@ -363,30 +384,54 @@ def test_external_references_found_everywhere_onnx_looks(tmp_path: Path) -> None
     const = helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(np.ones(8, np.float32), "kv"))
     branch = helper.make_graph([const], "then", [], [helper.make_tensor_value_info("k", TensorProto.FLOAT, [8])])
     kz = numpy_helper.from_array(np.zeros(8, np.float32), "kz")
-    branch2 = helper.make_graph([helper.make_node("Constant", [], ["k2"], value=kz)], "else", [],
-                                [helper.make_tensor_value_info("k2", TensorProto.FLOAT, [8])])
+    branch2 = helper.make_graph(
+        [helper.make_node("Constant", [], ["k2"], value=kz)],
+        "else",
+        [],
+        [helper.make_tensor_value_info("k2", TensorProto.FLOAT, [8])],
+    )
     cond = helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch2)
-    graph = helper.make_graph([cond], "g", [helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8])], initializer=[big])
+    graph = helper.make_graph(
+        [cond],
+        "g",
+        [helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8])],
+        initializer=[big],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    onnx.save(model, str(tmp_path / "all.onnx"), save_as_external_data=True, all_tensors_to_one_file=False,
-              size_threshold=0, convert_attribute=True)
+    onnx.save(
+        model,
+        str(tmp_path / "all.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=False,
+        size_threshold=0,
+        convert_attribute=True,
+    )
     reloaded = onnx.load(str(tmp_path / "all.onnx"), load_external_data=False)
-    expected = sorted(next(e.value for e in t.external_data if e.key == "location")
-                      for t in _get_all_tensors(reloaded) if uses_external_data(t))
+    expected = sorted(
+        next(e.value for e in t.external_data if e.key == "location")
+        for t in _get_all_tensors(reloaded)
+        if uses_external_data(t)
+    )
     assert len(expected) == 3  # big + the two branch constants
     assert sorted(external_data_locations((tmp_path / "all.onnx").read_bytes())) == expected
 
     fvalue = numpy_helper.from_array(np.full(8, 2, np.float32), "fkv")
     _mark_external(fvalue, "../func.bin")
-    func = helper.make_function("local", "addk", ["fx"], ["fy"],
-                                [helper.make_node("Constant", [], ["fk"], value=fvalue),
-                                 helper.make_node("Add", ["fx", "fk"], ["fy"])], [helper.make_opsetid("", OPSET)])
+    func = helper.make_function(
+        "local",
+        "addk",
+        ["fx"],
+        ["fy"],
+        [helper.make_node("Constant", [], ["fk"], value=fvalue), helper.make_node("Add", ["fx", "fk"], ["fy"])],
+        [helper.make_opsetid("", OPSET)],
+    )
     reloaded.functions.append(func)
     sv = numpy_helper.from_array(np.ones(4, np.float32), "sv")
     _mark_external(sv, "/abs/sparse.bin")
     reloaded.graph.sparse_initializer.append(
-        helper.make_sparse_tensor(sv, numpy_helper.from_array(np.arange(4, dtype=np.int64), "si"), [16]))
+        helper.make_sparse_tensor(sv, numpy_helper.from_array(np.arange(4, dtype=np.int64), "si"), [16])
+    )
     tinit = numpy_helper.from_array(np.ones(2, np.float32), "ti")
     _mark_external(tinit, "train.bin")
     info = reloaded.training_info.add()
@@ -453,7 +498,9 @@ def test_inspect_verify_cli(release: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 @pytest.mark.parametrize("kind", ["truncated", "nan", "contract", "external"])
-def test_cli_run_on_hostile_model_is_one_line_exit_2(tmp_path: Path, good: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
+def test_cli_run_on_hostile_model_is_one_line_exit_2(
+    tmp_path: Path, good: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
     if kind == "truncated":
         p = tmp_path / "t.onnx"
         p.write_bytes(good.read_bytes()[:300])

@@ -8,8 +8,24 @@ import sys
 
 from tests.helpers.models import SdkEnv
 
-HEAVY = ("torch", "click", "tqdm", "onnx", "spox", "onnxsim", "onnxscript", "PIL", "matplotlib", "bgtrain", "bgbuild",
-         "ray", "tritonclient", "pytriton", "grpc", "pyarrow")
+HEAVY = (
+    "torch",
+    "click",
+    "tqdm",
+    "onnx",
+    "spox",
+    "onnxsim",
+    "onnxscript",
+    "PIL",
+    "matplotlib",
+    "bgtrain",
+    "bgbuild",
+    "ray",
+    "tritonclient",
+    "pytriton",
+    "grpc",
+    "pyarrow",
+)
 
 SCRIPT = """
 import json, sys
@@ -40,7 +56,9 @@ def test_import_and_run_leave_torch_out(sdk_env: SdkEnv):
 
 
 def test_import_bgsdk_does_not_load_onnxruntime_until_needed():
-    code = "import sys, bgsdk; print('onnxruntime' in sys.modules); bgsdk.Segmenter; print('onnxruntime' in sys.modules)"
+    code = (
+        "import sys, bgsdk; print('onnxruntime' in sys.modules); bgsdk.Segmenter; print('onnxruntime' in sys.modules)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "True"]

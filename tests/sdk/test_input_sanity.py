@@ -34,9 +34,13 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         helper.make_node("Sub", ["p", "p"], ["z"]),
         helper.make_node("Concat", ["p", "z", "z"], ["output"], axis=1),
     ]
-    g = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, H, W])],
-                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, H, W])],
-                          initializer=[numpy_helper.from_array(w, "w")])
+    g = helper.make_graph(
+        nodes,
+        "m",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, H, W])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, H, W])],
+        initializer=[numpy_helper.from_array(w, "w")],
+    )
     p = tmp_path_factory.mktemp("sanity") / "m.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), p)
     return p
@@ -150,7 +154,9 @@ def test_strict_batches_turn_bad_values_into_error_results(model: Path, tmp_path
     assert all(o.ok for o in lax)
 
 
-def test_cli_warns_one_line_per_image_and_strict_skips(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_warns_one_line_per_image_and_strict_skips(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.tiff"
     tifffile.imwrite(bad, _too_bright())
     ok = tmp_path / "ok.tiff"

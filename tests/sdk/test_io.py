@@ -81,7 +81,6 @@ def test_jpg_reads_with_same_channel_order(tmp_path):
     assert abs(out[0].mean() - 200) < 3 and out[1].mean() < 3 and out[2].mean() < 3
 
 
-
 @pytest.mark.parametrize("suffix", [".png", ".jpg"])
 def test_png_without_pillow_names_the_extra(tmp_path, monkeypatch, suffix):
     """Runtime-only install (no Pillow): one InputError naming the missing extra, not an ImportError."""
@@ -91,6 +90,7 @@ def test_png_without_pillow_names_the_extra(tmp_path, monkeypatch, suffix):
     with pytest.raises(InputError, match=r"needs Pillow: pip install 'bgsdk\[images\]'") as exc:
         read_image(p)
     assert "\n" not in str(exc.value) and str(p) in str(exc.value)
+
 
 def test_npy(tmp_path, chw):
     p = tmp_path / "x.npy"
@@ -152,7 +152,13 @@ def test_unsupported_suffix(tmp_path):
 
 @pytest.mark.parametrize(
     "shape,match",
-    [((H * W,), "3-D image"), ((H, W), "3-D image"), ((2, H, W), "3 or 4 channels"), ((5, H, W), "3 or 4 channels"), ((1, 3, H, W), "3-D")],
+    [
+        ((H * W,), "3-D image"),
+        ((H, W), "3-D image"),
+        ((2, H, W), "3 or 4 channels"),
+        ((5, H, W), "3 or 4 channels"),
+        ((1, 3, H, W), "3-D"),
+    ],
 )
 def test_wrong_shapes(tmp_path, shape, match):
     p = tmp_path / "bad.tiff"

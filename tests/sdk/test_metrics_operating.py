@@ -82,14 +82,14 @@ def test_threshold_for_recall_is_the_highest_reaching_the_target(target):
 def test_detect_defects_components_peaks_and_contrast():
     h = np.zeros((10, 10), np.float32)
     m = np.zeros((10, 10), bool)
-    m[1:3, 1:3] = True          # component A: 4 px
-    m[3, 3] = True              # diagonal neighbour -> same component (8-connectivity)
-    m[7:9, 6:9] = True          # component B: 6 px
+    m[1:3, 1:3] = True  # component A: 4 px
+    m[3, 3] = True  # diagonal neighbour -> same component (8-connectivity)
+    m[7:9, 6:9] = True  # component B: 6 px
     h[2, 2] = 0.8
     h[8, 8] = 0.4
     img = np.full((3, 10, 10), 100.0, np.float32)
-    img[0, 1:4, 1:4] += 50      # target brighter than both refs over A
-    img[0, 7:9, 6:9] -= 20      # darker over B
+    img[0, 1:4, 1:4] += 50  # target brighter than both refs over A
+    img[0, 7:9, 6:9] -= 20  # darker over B
     recs = detect_defects([h], [m], threshold=0.5, images=[img])
     assert [r.area for r in recs] == [5, 6]
     assert [r.detected for r in recs] == [True, False]

@@ -108,8 +108,9 @@ def test_local_batch_gives_the_same_rows(ray_local, scale_env: ScaleEnv, tmp_pat
     assert no_ms(rows(tmp_path / "ray")) == no_ms(rows(tmp_path / "local"))
     assert (tmp_path / "ray" / DEFECTS_CSV).read_text() == (tmp_path / "local" / DEFECTS_CSV).read_text()
     for p in scale_env.good:
-        assert np.array_equal(tifffile.imread(output_path(tmp_path / "ray", p)),
-                              tifffile.imread(output_path(tmp_path / "local", p)))
+        assert np.array_equal(
+            tifffile.imread(output_path(tmp_path / "ray", p)), tifffile.imread(output_path(tmp_path / "local", p))
+        )
 
 
 def test_missing_extra_is_a_one_line_hint(scale_env: ScaleEnv, tmp_path: Path, capsys, monkeypatch):  # noqa: F811
@@ -122,9 +123,14 @@ def test_missing_extra_is_a_one_line_hint(scale_env: ScaleEnv, tmp_path: Path, c
     assert code == 2
     assert err.strip() == "bgsdk: error: bgsdk batch --ray needs the 'ray' package: pip install 'bgsdk[ray]'"
     monkeypatch.setitem(sys.modules, "tritonclient.http", None)
-    code, _, err = invoke(main, capsys, "run", "m", scale_env.good[0], "--out", tmp_path, "--server", "http://127.0.0.1:1")
+    code, _, err = invoke(
+        main, capsys, "run", "m", scale_env.good[0], "--out", tmp_path, "--server", "http://127.0.0.1:1"
+    )
     assert code == 2
-    assert err.strip() == "bgsdk: error: TritonSegmenter needs the 'tritonclient.http' package: pip install 'bgsdk[triton]'"
+    assert (
+        err.strip()
+        == "bgsdk: error: TritonSegmenter needs the 'tritonclient.http' package: pip install 'bgsdk[triton]'"
+    )
 
 
 def test_batch_usage_errors(scale_env: ScaleEnv, tmp_path: Path, capsys):  # noqa: F811

@@ -36,8 +36,9 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     d = tmp_path_factory.mktemp("soak")
     torch.manual_seed(0)
-    ckpt = save_checkpoint(d / "w8.pt", UNet(base_width=8).eval(), image_type="strip", image_size=(976, 176),
-                           epoch=0, seed=0)
+    ckpt = save_checkpoint(
+        d / "w8.pt", UNet(base_width=8).eval(), image_type="strip", image_size=(976, 176), epoch=0, seed=0
+    )
     build_model(ckpt, d / "model.onnx", BuildOptions(image_size=(SIZE, SIZE), verify_images=1, threads=1))
     return d / "model.onnx"
 
@@ -88,8 +89,10 @@ def test_thousand_runs_rss_flat(tiny_model: Path) -> None:
     samples, growth = _soak(lambda i: seg.run(items[i % 10]), RUNS)
     np.testing.assert_array_equal(seg.run(items[0]).raw, first)  # still the same numbers after 1,000 runs
     mb = [round(s / 2**20, 1) for s in samples]
-    print(f"\nsoak run(): {RUNS} runs, RSS after {WARMUP}-run warm-up {mb[0]} MB, then every {EVERY}: {mb}; "
-          f"growth {growth / 2**20:.2f} MB")
+    print(
+        f"\nsoak run(): {RUNS} runs, RSS after {WARMUP}-run warm-up {mb[0]} MB, then every {EVERY}: {mb}; "
+        f"growth {growth / 2**20:.2f} MB"
+    )
     assert growth < RSS_GOAL, mb
 
 
@@ -127,6 +130,8 @@ def test_run_batch_over_folder_with_bad_files_rss_flat(tiny_model: Path, tmp_pat
             samples.append(_rss())
     growth = samples[-1] - samples[0]
     mb = [round(s / 2**20, 1) for s in samples[:: max(1, len(samples) // 10)]]
-    print(f"\nsoak run_batch(): {rounds} rounds x {len(pattern)} items ({rounds * len(pattern)} items, 4 bad each "
-          f"round); RSS after warm-up {mb[0]} MB, samples {mb}; growth {growth / 2**20:.2f} MB")
+    print(
+        f"\nsoak run_batch(): {rounds} rounds x {len(pattern)} items ({rounds * len(pattern)} items, 4 bad each "
+        f"round); RSS after warm-up {mb[0]} MB, samples {mb}; growth {growth / 2**20:.2f} MB"
+    )
     assert growth < RSS_GOAL, mb

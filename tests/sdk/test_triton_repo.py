@@ -39,8 +39,9 @@ def strip_model(tmp_path_factory) -> Path:
 
 
 def test_repository_config_parses_with_tritons_protobuf(strip_model: Path, tmp_path: Path):
-    opts = TritonRepoOptions(name="defects", max_batch_size=16, queue_delay_us=250, cpu_instances=2,
-                             gpu_instances=1, gpus=(0, 1), threads=3)
+    opts = TritonRepoOptions(
+        name="defects", max_batch_size=16, queue_delay_us=250, cpu_instances=2, gpu_instances=1, gpus=(0, 1), threads=3
+    )
     model_dir = export_triton(strip_model, tmp_path / "repo", opts)
     assert model_dir == tmp_path / "repo" / "defects"
     assert (model_dir / "1" / "model.onnx").read_bytes() == strip_model.read_bytes()
@@ -86,8 +87,21 @@ def test_models_that_cannot_serve_are_refused_and_nothing_is_written(tmp_path: P
 def test_export_triton_cli(strip_model: Path, tmp_path: Path, capsys):
     from bgsdk.cli import main
 
-    code, out, _ = invoke(main, capsys, "export-triton", strip_model, tmp_path, "--name", "m1", "--no-dynamic-batching",
-                          "--cpu-instances", "0", "--gpu-instances", "2", "-q")
+    code, out, _ = invoke(
+        main,
+        capsys,
+        "export-triton",
+        strip_model,
+        tmp_path,
+        "--name",
+        "m1",
+        "--no-dynamic-batching",
+        "--cpu-instances",
+        "0",
+        "--gpu-instances",
+        "2",
+        "-q",
+    )
     assert code == 0 and out == ""
     cfg = parse(tmp_path / "m1")
     assert not cfg.HasField("dynamic_batching")
@@ -102,8 +116,9 @@ def test_build_model_writes_the_repository(scale_env: ScaleEnv, tmp_path: Path, 
     from bgbuild.cli import main
 
     ckpt = scale_env.model.parent / "tiny.pt"
-    code, _, err = invoke(main, capsys, ckpt, "-o", tmp_path / "m.onnx", "--verify-images", "1",
-                          "--triton-repo", tmp_path / "repo")
+    code, _, err = invoke(
+        main, capsys, ckpt, "-o", tmp_path / "m.onnx", "--verify-images", "1", "--triton-repo", tmp_path / "repo"
+    )
     assert code == 0, err
     cfg = parse(tmp_path / "repo" / "bgsdk")
     assert cfg.platform == "onnxruntime_onnx" and cfg.max_batch_size == 8

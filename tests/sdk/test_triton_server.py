@@ -47,8 +47,9 @@ def test_served_results_equal_local(server: Server, local: Segmenter, scale_env:
     with TritonSegmenter(url, server.name) as seg:
         assert seg.protocol == protocol and seg.image_size == local.image_size
         assert seg.contract == local.contract  # read back from the server's config parameters
-        assert {k: v for k, v in seg.info.metadata.items() if k.startswith("bgsdk.")} == \
-            {k: v for k, v in local.info.metadata.items() if k.startswith("bgsdk.")}
+        assert {k: v for k, v in seg.info.metadata.items() if k.startswith("bgsdk.")} == {
+            k: v for k, v in local.info.metadata.items() if k.startswith("bgsdk.")
+        }
         items = list(scale_env.good) + [scale_env.bad[0]] + [tifffile.imread(scale_env.good[0])]
         remote = seg.run_batch(items, batch_size=6)  # 6 > max_batch_size 4: sent in two requests
         here = local.run_batch(items, batch_size=1)
@@ -114,8 +115,18 @@ def test_parse_server_url():
 def test_bgsdk_run_server(server: Server, scale_env: ScaleEnv, tmp_path: Path, capsys):  # noqa: F811
     from bgsdk.cli import main
 
-    code, _, err = invoke(main, capsys, "run", server.name, *scale_env.good[:2], "--out", tmp_path / "remote",
-                          "--server", server.grpc_url, "-q")
+    code, _, err = invoke(
+        main,
+        capsys,
+        "run",
+        server.name,
+        *scale_env.good[:2],
+        "--out",
+        tmp_path / "remote",
+        "--server",
+        server.grpc_url,
+        "-q",
+    )
     assert code == 0, err
     code, _, err = invoke(main, capsys, "run", scale_env.model, *scale_env.good[:2], "--out", tmp_path / "local", "-q")
     assert code == 0, err
@@ -123,13 +134,16 @@ def test_bgsdk_run_server(server: Server, scale_env: ScaleEnv, tmp_path: Path, c
         name = f"{p.stem}.heatmap.tiff"
         diff = np.abs(tifffile.imread(tmp_path / "remote" / name) - tifffile.imread(tmp_path / "local" / name))
         assert float(diff.max()) <= TOL
-    assert sorted(f.name for f in (tmp_path / "remote").iterdir()) == sorted(f.name for f in (tmp_path / "local").iterdir())
+    assert sorted(f.name for f in (tmp_path / "remote").iterdir()) == sorted(
+        f.name for f in (tmp_path / "local").iterdir()
+    )
     rows = {}
     for side in ("remote", "local"):
         lines = (tmp_path / side / RESULTS_JSONL).read_text().splitlines()
         rows[side] = [{k: v for k, v in json.loads(line).items() if k not in ("ms", "score")} for line in lines]
     assert rows["remote"] == rows["local"]
     assert (tmp_path / "remote" / DEFECTS_CSV).read_text() == (tmp_path / "local" / DEFECTS_CSV).read_text()
-    code, _, err = invoke(main, capsys, "run", "nope", scale_env.good[0], "--out", tmp_path / "x",
-                          "--server", server.http_url)
+    code, _, err = invoke(
+        main, capsys, "run", "nope", scale_env.good[0], "--out", tmp_path / "x", "--server", server.http_url
+    )
     assert code == 2 and "not loaded/ready" in err and len(err.strip().splitlines()) == 1

@@ -27,6 +27,19 @@ def test_len_and_locate(files):
         ds.locate(len(ds))
 
 
+def test_repeats_revisit_every_patch_with_other_defects(files):
+    one = PatchDataset(files, seed=3)
+    ds = PatchDataset(files, seed=3, repeats=3)
+    n = len(files) * 18
+    assert len(ds) == 3 * n
+    assert ds.locate(2 * n + 5) == ds.locate(5) == one.locate(5)
+    assert np.array_equal(ds.sample(7)[0], one.sample(7)[0])  # the first pass is the repeats=1 epoch
+    differ = sum(not np.array_equal(ds.sample(i)[0], ds.sample(i + n)[0]) for i in range(18))
+    assert differ >= 9  # same crop, fresh defects (a patch may draw none in both passes)
+    with pytest.raises(ValueError, match="repeats"):
+        PatchDataset(files, repeats=0)
+
+
 def test_item_is_crop_of_image_plus_defects(files):
     ds = PatchDataset(files, seed=5)
     img = read_image(files[0]) / 255.0

@@ -51,8 +51,15 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     model(torch.rand(2, 3, 32, 32)).sum().backward()
     opt.step()
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [8, 9], 0.2)
-    p = save_checkpoint(d / "last.pt", model, image_type="strip", image_size=(976, 176), epoch=0, seed=0,
-                        extra={"optimizer_state_dict": opt.state_dict(), "scheduler_state_dict": sched.state_dict()})
+    p = save_checkpoint(
+        d / "last.pt",
+        model,
+        image_type="strip",
+        image_size=(976, 176),
+        epoch=0,
+        seed=0,
+        extra={"optimizer_state_dict": opt.state_dict(), "scheduler_state_dict": sched.state_dict()},
+    )
     return dict(torch.load(p, weights_only=True))
 
 
@@ -69,6 +76,7 @@ def _edit_sd(fn: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]],
         sd = _sd(c)
         fn(sd)
         return {**c, "model_state_dict": sd}
+
     return apply
 
 
@@ -82,7 +90,10 @@ HEAD = "decoder.head.weight"
 # name -> (how to make it from the good checkpoint, fragment of the one-line error)
 SAVED: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
     "pickled object": (_edit(metrics=NotAllowed()), "pickled objects that safe (weights_only) loading does not allow"),
-    "wrong shape": (_edit_sd(_set(HEAD, torch.zeros(2, WIDTH, 5, 5))), f"model_state_dict['{HEAD}'] has shape [2, 4, 5, 5]"),
+    "wrong shape": (
+        _edit_sd(_set(HEAD, torch.zeros(2, WIDTH, 5, 5))),
+        f"model_state_dict['{HEAD}'] has shape [2, 4, 5, 5]",
+    ),
     "wrong dtype": (_edit_sd(lambda sd: sd.__setitem__(HEAD, sd[HEAD].double())), "has dtype torch.float64"),
     "int weights": (_edit_sd(lambda sd: sd.__setitem__(HEAD, sd[HEAD].to(torch.int32))), "has dtype torch.int32"),
     "not a tensor": (_edit_sd(_set(HEAD, [1.0, 2.0])), "is a list, not a tensor"),
@@ -96,8 +107,13 @@ SAVED: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
     "state dict not a dict": (_edit(model_state_dict=[1, 2]), "key 'model_state_dict' has type list"),
     "not a dict at all": (lambda c: [c["model_state_dict"]], "expected a dict checkpoint, got list"),
     "optimizer moments wrong shape": (
-        lambda c: {**c, "optimizer_state_dict": {**c["optimizer_state_dict"], "state": {
-            0: {**c["optimizer_state_dict"]["state"][0], "exp_avg": torch.zeros(3)}}}},
+        lambda c: {
+            **c,
+            "optimizer_state_dict": {
+                **c["optimizer_state_dict"],
+                "state": {0: {**c["optimizer_state_dict"]["state"][0], "exp_avg": torch.zeros(3)}},
+            },
+        },
         "optimizer state exp_avg of parameter 0 is [3]",
     ),
     "optimizer for another model": (
@@ -163,8 +179,9 @@ def _one_line(err: str, prog: str, path: Path, fragment: str) -> None:
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if n not in RESUME_ONLY])
-def test_build_model_refuses(name: str, hostile: dict[str, tuple[Path, str]], tmp_path: Path,
-                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_model_refuses(
+    name: str, hostile: dict[str, tuple[Path, str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path, fragment = hostile[name]
     out = tmp_path / "out"
     out.mkdir()
@@ -175,37 +192,78 @@ def test_build_model_refuses(name: str, hostile: dict[str, tuple[Path, str]], tm
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_train_model_resume_refuses(name: str, hostile: dict[str, tuple[Path, str]], demo_root: Path,
-                                    tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_model_resume_refuses(
+    name: str, hostile: dict[str, tuple[Path, str]], demo_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path, fragment = hostile[name]
     runs = tmp_path / "runs"
-    code, err = _run(train_main, capsys, "--training_dataset_path", demo_root, "--checkpoint_path", runs,
-                     "--width", WIDTH, "--epochs", 2, "--max_steps_per_epoch", 1, "--bs", 2,
-                     "--resume", path, "-q")
+    code, err = _run(
+        train_main,
+        capsys,
+        "--training_dataset_path",
+        demo_root,
+        "--checkpoint_path",
+        runs,
+        "--width",
+        WIDTH,
+        "--epochs",
+        2,
+        "--max_steps_per_epoch",
+        1,
+        "--bs",
+        2,
+        "--resume",
+        path,
+        "-q",
+    )
     assert code == 2
     _one_line(err, "train-model", path, fragment)
     assert not runs.exists() or list(runs.iterdir()) == []
 
 
-def test_pickle_payload_never_runs(base: dict[str, Any], tmp_path: Path, demo_root: Path,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_pickle_payload_never_runs(
+    base: dict[str, Any], tmp_path: Path, demo_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     marker = tmp_path / "PWNED"
     Payload.marker = str(marker)
     evil = tmp_path / "evil.pt"
     torch.save({**base, "metrics": Payload()}, evil)
     code, err = _run(build_main, capsys, evil, "-o", tmp_path / "m.onnx", "-q")
     assert code == 2 and "weights_only" in err
-    code, err = _run(train_main, capsys, "--training_dataset_path", demo_root, "--checkpoint_path", tmp_path / "r",
-                     "--width", WIDTH, "--resume", evil, "-q")
+    code, err = _run(
+        train_main,
+        capsys,
+        "--training_dataset_path",
+        demo_root,
+        "--checkpoint_path",
+        tmp_path / "r",
+        "--width",
+        WIDTH,
+        "--resume",
+        evil,
+        "-q",
+    )
     assert code == 2 and "weights_only" in err
     assert not marker.exists()
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_resume_with_another_width_is_one_line(hostile: dict[str, tuple[Path, str]], demo_root: Path,
-                                               tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_with_another_width_is_one_line(
+    hostile: dict[str, tuple[Path, str]], demo_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     good = hostile["wrong shape"][0].parent / "good.pt"
-    code, err = _run(train_main, capsys, "--training_dataset_path", demo_root, "--checkpoint_path", tmp_path / "r",
-                     "--width", 8, "--resume", good, "-q")
+    code, err = _run(
+        train_main,
+        capsys,
+        "--training_dataset_path",
+        demo_root,
+        "--checkpoint_path",
+        tmp_path / "r",
+        "--width",
+        8,
+        "--resume",
+        good,
+        "-q",
+    )
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and str(good) in lines[0] and "width" in lines[0], err

@@ -100,8 +100,6 @@ def decode(prob: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, x0
 
 
-
-
 def test_strip_stitching_matches_spec() -> None:
     tiling = tiling_for("strip")
     assert tiling.row_positions == STRIP_ROWS and tiling.col_positions == STRIP_COLS

@@ -16,7 +16,9 @@ from bgtrain.recipe import Recipe
 from bgtrain.synth import apply_defects, plan_defects
 
 
-def draem_focal_numpy(logits: np.ndarray, mask: np.ndarray, gamma: float, alpha: float = 0.75, smooth: float = 1e-5) -> float:
+def draem_focal_numpy(
+    logits: np.ndarray, mask: np.ndarray, gamma: float, alpha: float = 0.75, smooth: float = 1e-5
+) -> float:
     """DRAEM's FocalLoss written out per pixel in float64 (softmax, clamped one-hot, + smooth)."""
     logits = logits.astype(np.float64)
     b, c, h, w = logits.shape
@@ -130,8 +132,6 @@ def _synthetic_batch(n: int = 4, size: int = 64, seed: int = 0) -> tuple[torch.T
     return torch.from_numpy(np.stack(images)).float(), torch.from_numpy(np.stack(masks))
 
 
-
-
 def test_tiny_unet_overfits_one_batch(one_thread: None) -> None:
     """The loss must be trainable: a w=4 UNet learns one fixed batch, defects included.
 
@@ -169,8 +169,14 @@ def test_pixel_weights_scale_each_pixel() -> None:
     assert loss_fn(logits, mask, 2.0, ones) == pytest.approx(loss_fn(logits, mask, 2.0).item())
     w = ones.clone()
     w[0, 0, :4] = 3.0
-    per_pixel = torch.stack([loss_fn(logits[i : i + 1, :, r : r + 1, c : c + 1], mask[i : i + 1, :, r : r + 1, c : c + 1], 2.0)
-                             for i in range(2) for r in range(8) for c in range(8)]).reshape(2, 8, 8)
+    per_pixel = torch.stack(
+        [
+            loss_fn(logits[i : i + 1, :, r : r + 1, c : c + 1], mask[i : i + 1, :, r : r + 1, c : c + 1], 2.0)
+            for i in range(2)
+            for r in range(8)
+            for c in range(8)
+        ]
+    ).reshape(2, 8, 8)
     assert loss_fn(logits, mask, 2.0, w).item() == pytest.approx((per_pixel * w[:, 0]).mean().item(), rel=1e-5)
     with pytest.raises(ValueError, match="weight"):
         loss_fn(logits, mask, 2.0, torch.ones(2, 8, 8))

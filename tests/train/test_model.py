@@ -25,8 +25,13 @@ def expected_parameters(w: int, cin: int = 3, cout: int = 2) -> int:
     chans = [cin] + widths
     total = sum(double(chans[i], chans[i + 1]) for i in range(6))
     # Decoder stages: upsample-conv (cin -> cup), then double((cup + skip) -> cout).
-    for cin_up, cup, skip, c in [(8 * w, 8 * w, 8 * w, 8 * w), (8 * w, 4 * w, 8 * w, 4 * w),
-                                 (4 * w, 2 * w, 4 * w, 2 * w), (2 * w, w, 2 * w, w), (w, w, w, w)]:
+    for cin_up, cup, skip, c in [
+        (8 * w, 8 * w, 8 * w, 8 * w),
+        (8 * w, 4 * w, 8 * w, 4 * w),
+        (4 * w, 2 * w, 4 * w, 2 * w),
+        (2 * w, w, 2 * w, w),
+        (w, w, w, w),
+    ]:
         total += conv(cin_up, cup) + bn(cup) + double(cup + skip, c)
     return total + conv(w, cout)
 

@@ -22,8 +22,21 @@ def test_scoring_double_detection_heatmaps_reproduces_the_baseline(demo_root, tm
     assert model["recall"] is not None and model["n_fa_one_ref"] + model["n_fa_target_ref"] + model["n_fa_all"] > 0
     # Its CLI: JSON and figures.
     figs = tmp_path / "figs"
-    r = subprocess.run([sys.executable, "-m", "bgtrain.report", str(demo_root), str(tmp_path), "--figures", str(figs),
-                        "--json-out", str(tmp_path / "m.json")], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bgtrain.report",
+            str(demo_root),
+            str(tmp_path),
+            "--figures",
+            str(figs),
+            "--json-out",
+            str(tmp_path / "m.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert "double detection" in r.stdout and "1.00x" in r.stdout
     doc = json.loads((tmp_path / "m.json").read_text())
@@ -32,5 +45,7 @@ def test_scoring_double_detection_heatmaps_reproduces_the_baseline(demo_root, tm
 
 
 def test_missing_heatmap_is_a_one_line_error(demo_root, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "bgtrain.report", str(demo_root), str(tmp_path)], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "bgtrain.report", str(demo_root), str(tmp_path)], capture_output=True, text=True
+    )
     assert r.returncode == 2 and "heatmap missing" in r.stderr and "Traceback" not in r.stderr

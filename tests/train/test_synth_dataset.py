@@ -69,14 +69,28 @@ def test_reproducible(tmp_path):
 def test_cli_ok_and_user_error(tmp_path):
     out = tmp_path / "d"
     r = subprocess.run(
-        [sys.executable, "-m", "bgtrain.synth_dataset", str(out), "--n-train", "1", "--n-valid", "2", "--n-test", "0", "-q"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "bgtrain.synth_dataset",
+            str(out),
+            "--n-train",
+            "1",
+            "--n-valid",
+            "2",
+            "--n-test",
+            "0",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 0, r.stderr
     assert (out / "train/good/train_0000.tiff").exists()
     r = subprocess.run(
         [sys.executable, "-m", "bgtrain.synth_dataset", str(out), "--n-train", "0"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "error" in r.stderr and "Traceback" not in r.stderr

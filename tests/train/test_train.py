@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from bgtrain.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from bgtrain.layout import training_images
 from bgtrain.train import TrainConfig, train
 
 
@@ -50,11 +51,30 @@ def test_outputs_and_checkpoint_fields(straight_run):
     out, res = straight_run
     assert res.last_checkpoint.exists() and res.best_checkpoint is not None
     ckpt = torch.load(res.last_checkpoint, weights_only=True)  # no pickled objects
-    for key in ("model_state_dict", "img_height", "img_width", "image_type", "epoch", "seed", "width",
-                "image_size", "tiling", "metrics", "version", "optimizer_state_dict", "scheduler_state_dict"):
+    for key in (
+        "model_state_dict",
+        "img_height",
+        "img_width",
+        "image_type",
+        "epoch",
+        "seed",
+        "width",
+        "image_size",
+        "tiling",
+        "metrics",
+        "version",
+        "optimizer_state_dict",
+        "scheduler_state_dict",
+    ):
         assert key in ckpt, key
     assert (ckpt["img_height"], ckpt["img_width"], ckpt["image_type"], ckpt["epoch"], ckpt["seed"], ckpt["width"]) == (
-        128, 128, "strip", 1, 3, 4)
+        128,
+        128,
+        "strip",
+        1,
+        3,
+        4,
+    )
     assert ckpt["tiling"]["row_positions"] == [0, 106, 212, 318, 424, 530, 636, 742, 848]
     hist = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in hist] == [0, 1]
@@ -130,20 +150,44 @@ def _env() -> dict[str, str]:
 
 
 def test_cli_user_errors(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "bgtrain", "--training_dataset_path", str(tmp_path / "nope")],
-                       capture_output=True, text=True, env=_env())
+    r = subprocess.run(
+        [sys.executable, "-m", "bgtrain", "--training_dataset_path", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = subprocess.run([sys.executable, "-m", "bgtrain", "--training_dataset_path", str(tmp_path)],
-                       capture_output=True, text=True, env=_env())
+    r = subprocess.run(
+        [sys.executable, "-m", "bgtrain", "--training_dataset_path", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
     assert r.returncode == 2 and "training folder not found" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_cli_help():
     r = subprocess.run([sys.executable, "-m", "bgtrain", "--help"], capture_output=True, text=True)
     assert r.returncode == 0
-    for opt in ("--bs", "--lr", "--epochs", "--num_defects_range", "--image_type", "--img_format", "--gamma_start",
-                "--gamma_end", "--cache_size", "--seed", "--checkpoint_path", "--training_dataset_path", "--width",
-                "--workers", "--device", "--resume", "--val-every"):
+    for opt in (
+        "--bs",
+        "--lr",
+        "--epochs",
+        "--num_defects_range",
+        "--image_type",
+        "--img_format",
+        "--gamma_start",
+        "--gamma_end",
+        "--cache_size",
+        "--seed",
+        "--checkpoint_path",
+        "--training_dataset_path",
+        "--width",
+        "--workers",
+        "--device",
+        "--resume",
+        "--val-every",
+    ):
         assert opt in r.stdout, opt
 
 
@@ -155,10 +199,33 @@ def test_ddp_two_processes_cpu(demo_root, tmp_path):
     with socket.socket() as sock:  # a free loopback port for the rendezvous
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={port}", "-m", "bgtrain",
-           "--training_dataset_path", str(demo_root), "--checkpoint_path", str(out), "--bs", "4", "--epochs", "1",
-           "--width", "4", "--max-steps-per-epoch", "2", "--device", "cpu", "--threads", "1", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={port}",
+        "-m",
+        "bgtrain",
+        "--training_dataset_path",
+        str(demo_root),
+        "--checkpoint_path",
+        str(out),
+        "--bs",
+        "4",
+        "--epochs",
+        "1",
+        "--width",
+        "4",
+        "--max-steps-per-epoch",
+        "2",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "-q",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -186,10 +253,34 @@ def test_recipe_file_and_log_lines(demo_root, tmp_path):
     f = tmp_path / "r.json"
     f.write_text(json.dumps({"base": "seed", "num_defects_range": [4, 10]}))
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "bgtrain", "--training_dataset_path", str(demo_root), "--checkpoint_path",
-                        str(out), "--bs", "4", "--epochs", "2", "--width", "4", "--max-steps-per-epoch", "2",
-                        "--recipe-file", str(f), "--stem", "plain", "--threads", "1"],
-                       capture_output=True, text=True, env=_env())
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bgtrain",
+            "--training_dataset_path",
+            str(demo_root),
+            "--checkpoint_path",
+            str(out),
+            "--bs",
+            "4",
+            "--epochs",
+            "2",
+            "--width",
+            "4",
+            "--max-steps-per-epoch",
+            "2",
+            "--recipe-file",
+            str(f),
+            "--stem",
+            "plain",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
     assert r.returncode == 0, r.stderr
     assert "\r" not in r.stdout + r.stderr
     assert [ln.split(":")[0] for ln in r.stdout.splitlines() if ln.startswith("epoch")] == ["epoch 1/2", "epoch 2/2"]
@@ -197,6 +288,31 @@ def test_recipe_file_and_log_lines(demo_root, tmp_path):
     assert ckpt["train_config"]["recipe"]["num_defects_range"] == [4, 10]
     assert ckpt["train_config"]["recipe"]["name"] == "seed+r" and ckpt["stem"] == "plain"
     f.write_text(json.dumps({"missing_prob": 7}))
-    r = subprocess.run([sys.executable, "-m", "bgtrain", "--training_dataset_path", str(demo_root), "--recipe-file",
-                        str(f)], capture_output=True, text=True, env=_env())
+    r = subprocess.run(
+        [sys.executable, "-m", "bgtrain", "--training_dataset_path", str(demo_root), "--recipe-file", str(f)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
     assert r.returncode == 2 and "missing_prob" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_repeats_auto_fills_the_epoch_budget_and_is_recorded(demo_root, tmp_path):
+    from bgtrain.recipe import AUTO_PATCHES_PER_EPOCH
+    from bgtrain.train import resolve_repeats
+
+    assert resolve_repeats(None, 64 * 18) == 3  # the demo set: x3
+    assert resolve_repeats(None, 192 * 18) == 1 and resolve_repeats(None, 1000 * 18) == 1
+    assert resolve_repeats(None, 7) * 7 >= AUTO_PATCHES_PER_EPOCH > (resolve_repeats(None, 7) - 1) * 7
+    assert resolve_repeats(2, 64 * 18) == 2
+    r = train(_cfg(demo_root, tmp_path / "auto", epochs=1))
+    n_patches = len(training_images(demo_root)) * 18
+    summary = json.loads((tmp_path / "auto" / "summary.json").read_text())
+    assert summary["repeats"] == resolve_repeats(None, n_patches) > 1
+    assert torch.load(r.last_checkpoint, weights_only=True)["train_config"]["repeats"] == summary["repeats"]
+
+
+def test_repeats_option_rejects_nonsense(demo_root, tmp_path):
+    args = [sys.executable, "-m", "bgtrain", "--training_dataset_path", str(demo_root), "--repeats", "0"]
+    r = subprocess.run(args + ["--checkpoint_path", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 2 and "--repeats" in r.stderr and "Traceback" not in r.stderr

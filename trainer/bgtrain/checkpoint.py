@@ -141,8 +141,9 @@ def _check_archive(p: Path) -> None:
     limit = 2 * p.stat().st_size + (1 << 20)
     if declared > limit:
         raise CheckpointError(
-            p, f"refused: its zip records declare {declared} bytes, far more than the {p.stat().st_size}-byte file "
-               "(torch.save never compresses; a zip bomb?)"
+            p,
+            f"refused: its zip records declare {declared} bytes, far more than the {p.stat().st_size}-byte file "
+            "(torch.save never compresses; a zip bomb?)",
         )
 
 
@@ -172,43 +173,58 @@ def _check_state_dict(p: Path, state: Mapping[Any, Any], width: int, stem: str =
     actual = _weights_width(state)
     if actual is not None and actual != width:
         raise CheckpointError(
-            p, f"weights do not fit a width-{width} UNet: they are those of a width-{actual} UNet "
-               "(the checkpoint's 'width' contradicts its weights)"
+            p,
+            f"weights do not fit a width-{width} UNet: they are those of a width-{actual} UNet "
+            "(the checkpoint's 'width' contradicts its weights)",
         )
     if missing or unexpected:
         parts = [f"{len(missing)} missing (e.g. {missing[0]})"] if missing else []
         parts += [f"{len(unexpected)} unexpected (e.g. {unexpected[0]})"] if unexpected else []
-        raise CheckpointError(p, f"weights do not fit a width-{width} UNet: {', '.join(parts)} key(s) in model_state_dict")
+        raise CheckpointError(
+            p, f"weights do not fit a width-{width} UNet: {', '.join(parts)} key(s) in model_state_dict"
+        )
     for key, (shape, dtype) in expected.items():
         value = state[key]
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(p, f"model_state_dict[{key!r}] is a {type(value).__name__}, not a tensor")
         if tuple(value.shape) != shape:
             raise CheckpointError(
-                p, f"weights do not fit a width-{width} UNet: model_state_dict[{key!r}] has shape {list(value.shape)}, "
-                   f"needs {list(shape)}"
+                p,
+                f"weights do not fit a width-{width} UNet: model_state_dict[{key!r}] has shape {list(value.shape)}, "
+                f"needs {list(shape)}",
             )
         if value.dtype != dtype:
             raise CheckpointError(p, f"model_state_dict[{key!r}] has dtype {value.dtype}, expected {dtype}")
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise CheckpointError(p, f"model_state_dict[{key!r}] contains NaN/Inf: the training diverged or the file is damaged")
+            raise CheckpointError(
+                p, f"model_state_dict[{key!r}] contains NaN/Inf: the training diverged or the file is damaged"
+            )
 
 
 def _check_resume_state(p: Path, ckpt: Mapping[str, Any], width: int, stem: str = "plain") -> None:
     """The optimizer and scheduler state ``--resume`` loads: Adam moments shaped like the weights."""
     opt, sched = ckpt.get("optimizer_state_dict"), ckpt.get("scheduler_state_dict")
-    if not isinstance(opt, dict) or not isinstance(opt.get("state"), dict) or not isinstance(opt.get("param_groups"), list):
+    if (
+        not isinstance(opt, dict)
+        or not isinstance(opt.get("state"), dict)
+        or not isinstance(opt.get("param_groups"), list)
+    ):
         raise CheckpointError(p, "optimizer_state_dict is not an optimizer state (needs 'state' and 'param_groups')")
     if not isinstance(sched, dict) or not isinstance(sched.get("last_epoch"), int):
         raise CheckpointError(p, "scheduler_state_dict is missing or has no integer 'last_epoch'")
-    shapes = [shape for key, (shape, dtype) in _expected_state(width, stem).items() if dtype.is_floating_point and
-              not key.endswith(("running_mean", "running_var"))]
+    shapes = [
+        shape
+        for key, (shape, dtype) in _expected_state(width, stem).items()
+        if dtype.is_floating_point and not key.endswith(("running_mean", "running_var"))
+    ]
     groups = opt["param_groups"]
     if not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
         raise CheckpointError(p, "optimizer_state_dict has a parameter group without a 'params' list")
     ids = [i for g in groups for i in g["params"]]
     if sorted(ids) != list(range(len(shapes))):
-        raise CheckpointError(p, f"optimizer_state_dict covers {len(ids)} parameters, a width-{width} UNet has {len(shapes)}")
+        raise CheckpointError(
+            p, f"optimizer_state_dict covers {len(ids)} parameters, a width-{width} UNet has {len(shapes)}"
+        )
     for i, st in opt["state"].items():
         if not isinstance(i, int) or not 0 <= i < len(shapes) or not isinstance(st, dict):
             raise CheckpointError(p, f"optimizer_state_dict has a bad state entry {i!r}")
@@ -216,12 +232,16 @@ def _check_resume_state(p: Path, ckpt: Mapping[str, Any], width: int, stem: str 
             if name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
                 if not isinstance(value, torch.Tensor) or tuple(value.shape) != shapes[i]:
                     got = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-                    raise CheckpointError(p, f"optimizer state {name} of parameter {i} is {got}, expected {list(shapes[i])}")
+                    raise CheckpointError(
+                        p, f"optimizer state {name} of parameter {i} is {got}, expected {list(shapes[i])}"
+                    )
                 if not bool(torch.isfinite(value).all()):
                     raise CheckpointError(p, f"optimizer state {name} of parameter {i} contains NaN/Inf")
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], CheckpointInfo]:
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[dict[str, Any], CheckpointInfo]:
     """Load and validate; raise :class:`CheckpointError` naming the file and the problem."""
     p = Path(path)
     check_file(p, CheckpointError, "a checkpoint file")
@@ -267,7 +287,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     size = ckpt.get("image_size") or [default.height, default.width]
     if ckpt["img_height"] != default.patch or ckpt["img_width"] != default.patch:
         raise CheckpointError(
-            p, f"patch size {ckpt['img_height']}x{ckpt['img_width']} does not match image type {image_type!r} ({default.patch})"
+            p,
+            f"patch size {ckpt['img_height']}x{ckpt['img_width']} does not match image type {image_type!r} ({default.patch})",
         )
     info = CheckpointInfo(
         path=p,
@@ -279,7 +300,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         seed=int(ckpt["seed"]),
         version=str(ckpt.get("version", "unknown")),
         stem=str(ckpt.get("stem", "plain")),
-        recipe=dict(ckpt.get("train_config", {}).get("recipe") or {}) if isinstance(ckpt.get("train_config"), dict) else {},
+        recipe=dict(ckpt.get("train_config", {}).get("recipe") or {})
+        if isinstance(ckpt.get("train_config"), dict)
+        else {},
         metrics=dict(ckpt.get("metrics") or {}),
         train_config=dict(ckpt.get("train_config") or {}),
     )

@@ -72,9 +72,12 @@ class PatchDataset(Dataset):
         recipe: Recipe | None = None,
         seed: int = 0,
         image_size: tuple[int, int] | None = None,
+        repeats: int = 1,
     ) -> None:
         if not files:
             raise ValueError("PatchDataset needs at least one image")
+        if repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {repeats}")
         self.files = [Path(f) for f in files]
         self.image_type = image_type
         h, w = image_size if image_size is not None else (None, None)
@@ -84,6 +87,9 @@ class PatchDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.cache = ImageCache(cache_size)
+        # Each patch position is visited `repeats` times an epoch, each time with other defects:
+        # more optimiser steps per epoch without more images (the index still seeds the defects).
+        self.repeats = int(repeats)
 
     @property
     def patch_size(self) -> int:
@@ -93,12 +99,12 @@ class PatchDataset(Dataset):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self.files) * len(self.patches)
+        return len(self.files) * len(self.patches) * self.repeats
 
     def locate(self, index: int) -> tuple[Path, Patch]:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} patches")
-        image_index, patch_index = divmod(index, len(self.patches))
+        image_index, patch_index = divmod(index % (len(self.files) * len(self.patches)), len(self.patches))
         return self.files[image_index], self.patches[patch_index]
 
     def image(self, path: Path) -> np.ndarray:

@@ -63,8 +63,13 @@ class Decoder(nn.Module):
     def __init__(self, w: int, out_channels: int) -> None:
         super().__init__()
         # (in of upsample, out of upsample, skip width, out of stage)
-        stages = [(8 * w, 8 * w, 8 * w, 8 * w), (8 * w, 4 * w, 8 * w, 4 * w), (4 * w, 2 * w, 4 * w, 2 * w),
-                  (2 * w, w, 2 * w, w), (w, w, w, w)]
+        stages = [
+            (8 * w, 8 * w, 8 * w, 8 * w),
+            (8 * w, 4 * w, 8 * w, 4 * w),
+            (4 * w, 2 * w, 4 * w, 2 * w),
+            (2 * w, w, 2 * w, w),
+            (w, w, w, w),
+        ]
         self.ups = nn.ModuleList(_up(cin, cup) for cin, cup, _, _ in stages)
         self.blocks = nn.ModuleList(_double(cup + skip, cout) for _, cup, skip, cout in stages)
         self.head = nn.Conv2d(w, out_channels, 3, padding=1)

@@ -40,22 +40,37 @@ def score_heatmaps(
     for e in eval_set.images:
         hp = heatmap_dir / f"{e.sample.path.stem}{HEATMAP_SUFFIX}"
         if not hp.exists():
-            raise UserError(f"{hp}: heatmap missing (run `bgsdk run MODEL {e.sample.path.parent} --out {heatmap_dir}` first)")
+            raise UserError(
+                f"{hp}: heatmap missing (run `bgsdk run MODEL {e.sample.path.parent} --out {heatmap_dir}` first)"
+            )
         hm = np.asarray(tifffile.imread(hp), dtype=np.float32)
         model_maps.append(hm)
         base_maps.append(scale_input(double_detection(e.image)))
         if figures is not None:
             from .visualize import seven_panel
 
-            seven_panel(e.image, hm, figures / f"{e.sample.path.stem}.panels.png", mask=e.mask,
-                        title=f"{e.sample.path.name}  score={hm.max():.3f}")
+            seven_panel(
+                e.image,
+                hm,
+                figures / f"{e.sample.path.stem}.panels.png",
+                mask=e.mask,
+                title=f"{e.sample.path.name}  score={hm.max():.3f}",
+            )
     return score_maps(model_maps, eval_set), score_maps(base_maps, eval_set)
 
 
-ROWS = [("image AUROC", "image_auroc"), ("pixel AUROC", "pixel_auroc"), ("pixel AP", "pixel_ap"),
-        ("best pixel F1", "best_f1"), ("recall, weak |a|<=40", "recall_weak"), ("recall, strong", "recall_strong"),
-        ("recall, missing from target", "recall_missing"), ("flagged: one-reference defects", "fa_one_ref"),
-        ("flagged: target + one reference", "fa_target_ref"), ("flagged: in all three dies", "fa_all")]
+ROWS = [
+    ("image AUROC", "image_auroc"),
+    ("pixel AUROC", "pixel_auroc"),
+    ("pixel AP", "pixel_ap"),
+    ("best pixel F1", "best_f1"),
+    ("recall, weak |a|<=40", "recall_weak"),
+    ("recall, strong", "recall_strong"),
+    ("recall, missing from target", "recall_missing"),
+    ("flagged: one-reference defects", "fa_one_ref"),
+    ("flagged: target + one reference", "fa_target_ref"),
+    ("flagged: in all three dies", "fa_all"),
+]
 
 
 def table(model: Scores, base: Scores) -> str:
@@ -74,12 +89,25 @@ def table(model: Scores, base: Scores) -> str:
 @click.argument("data_root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("heatmap_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--split", default="test", show_default=True, help="Which labelled split to score (test or valid).")
-@click.option("--figures", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Also save a 7-panel PNG per image here.")
-@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the numbers as JSON.")
+@click.option(
+    "--figures",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also save a 7-panel PNG per image here.",
+)
+@click.option(
+    "--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the numbers as JSON."
+)
 @verbosity_options
-def cli(data_root: Path, heatmap_dir: Path, split: str, figures: Path | None, json_out: Path | None,
-        verbose: int, quiet: bool) -> None:
+def cli(
+    data_root: Path,
+    heatmap_dir: Path,
+    split: str,
+    figures: Path | None,
+    json_out: Path | None,
+    verbose: int,
+    quiet: bool,
+) -> None:
     """Score <stem>.heatmap.tiff files in HEATMAP_DIR against DATA_ROOT/ground_truth, next to double detection.
 
     Image AUROC, pixel AUROC and AP, best pixel F1 and -- where DATA_ROOT has synth-dataset
@@ -92,8 +120,10 @@ def cli(data_root: Path, heatmap_dir: Path, split: str, figures: Path | None, js
         doc = {"split": split, "model": model, "double_detection": base}
         atomic_write(json_out, lambda p: p.write_text(json.dumps(doc, indent=2)))
     if not quiet:
-        click.echo(f"{split}/: {model['n_images']} images, {model['n_defect_images']} with defects "
-                   "(model = the deployed ONNX through the SDK; rates at each method's best-F1 pixel threshold)")
+        click.echo(
+            f"{split}/: {model['n_images']} images, {model['n_defect_images']} with defects "
+            "(model = the deployed ONNX through the SDK; rates at each method's best-F1 pixel threshold)"
+        )
         click.echo(table(model, base))
         if figures is not None:
             click.echo(f"7-panel figures in {figures}")

@@ -262,7 +262,9 @@ def plan_defects(target: np.ndarray, rng: np.random.Generator, recipe: Recipe) -
     return defects
 
 
-def apply_defects(image: np.ndarray, defects: list[Defect], mask_threshold: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+def apply_defects(
+    image: np.ndarray, defects: list[Defect], mask_threshold: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
     """Add defects in place to ``image`` (3,H,W) float32; return it and the GT mask.
 
     Work happens on each footprint only: ``die + amplitude * kernel``, clipped to 0..255.

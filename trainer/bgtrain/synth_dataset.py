@@ -130,7 +130,11 @@ def make_dataset(
         rng = np.random.default_rng(child)
         held_out = split != "train"
         img, mask, defects = make_image(
-            rng, t.height, t.width, defective, distractors=held_out,
+            rng,
+            t.height,
+            t.width,
+            defective,
+            distractors=held_out,
             kinds=BACKGROUNDS[eval_backgrounds if held_out else "train"],
             misregistration=(0.05, 0.6) if held_out else (0.05, 0.35),
         )
@@ -168,16 +172,34 @@ def _write_json(path: Path, data: object) -> None:
 @click.command(name="synth-dataset")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--n-train", default=64, show_default=True, type=click.IntRange(1), help="Clean training images.")
-@click.option("--n-valid", default=24, show_default=True, type=click.IntRange(0), help="Validation images (half with defects).")
-@click.option("--n-test", default=24, show_default=True, type=click.IntRange(0), help="Test images (half with defects).")
+@click.option(
+    "--n-valid", default=24, show_default=True, type=click.IntRange(0), help="Validation images (half with defects)."
+)
+@click.option(
+    "--n-test", default=24, show_default=True, type=click.IntRange(0), help="Test images (half with defects)."
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Makes the data set reproducible.")
 @click.option("--image-type", default="strip", show_default=True, type=click.Choice(sorted(IMAGE_TYPES)))
-@click.option("--eval-backgrounds", default="mixed", show_default=True, type=click.Choice(sorted(BACKGROUNDS)),
-              help="Backgrounds of valid/test: mixed = training kinds plus kinds no training image uses; "
-                   "holdout = only unseen kinds (for generalisation checks).")
+@click.option(
+    "--eval-backgrounds",
+    default="mixed",
+    show_default=True,
+    type=click.Choice(sorted(BACKGROUNDS)),
+    help="Backgrounds of valid/test: mixed = training kinds plus kinds no training image uses; "
+    "holdout = only unseen kinds (for generalisation checks).",
+)
 @verbosity_options
-def cli(out_dir: Path, n_train: int, n_valid: int, n_test: int, seed: int, image_type: str, eval_backgrounds: str,
-        verbose: int, quiet: bool) -> None:
+def cli(
+    out_dir: Path,
+    n_train: int,
+    n_valid: int,
+    n_test: int,
+    seed: int,
+    image_type: str,
+    eval_backgrounds: str,
+    verbose: int,
+    quiet: bool,
+) -> None:
     """Write a synthetic demo data set to OUT_DIR.
 
     Layout: train/good (clean), valid/{good,bright_spots}, test/{good,bright_spots},
@@ -187,13 +209,23 @@ def cli(out_dir: Path, n_train: int, n_valid: int, n_test: int, seed: int, image
     ref2 and an unused mask plane.
     """
     setup_logging(verbose, quiet)
-    s = make_dataset(out_dir, n_train, n_valid, n_test, seed, image_type, progress=progress_enabled(quiet),
-                     eval_backgrounds=eval_backgrounds)
+    s = make_dataset(
+        out_dir,
+        n_train,
+        n_valid,
+        n_test,
+        seed,
+        image_type,
+        progress=progress_enabled(quiet),
+        eval_backgrounds=eval_backgrounds,
+    )
     if not quiet:
         parts = ", ".join(f"{k}: {v}" for k, v in sorted(s["counts"].items()))  # type: ignore[attr-defined]
         by_kind = ", ".join(f"{k} {v}" for k, v in sorted(s["defects_by_kind"].items()))  # type: ignore[attr-defined]
-        click.echo(f"wrote {sum(s['counts'].values())} {image_type} images to {out_dir} ({parts}); "  # type: ignore[attr-defined]
-                   f"valid/test defects: {by_kind}")
+        click.echo(
+            f"wrote {sum(s['counts'].values())} {image_type} images to {out_dir} ({parts}); "  # type: ignore[attr-defined]
+            f"valid/test defects: {by_kind}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,7 +19,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,7 +38,7 @@ from .dataset import PatchDataset
 from .layout import training_images
 from .loss import FocalLoss, gamma_at
 from .model import UNet
-from .recipe import DEFAULT_RECIPE, Recipe, load_recipe
+from .recipe import AUTO_PATCHES_PER_EPOCH, DEFAULT_RECIPE, Recipe, load_recipe
 from .validate import EvalSet, baseline, load_eval_set, metrics_dict, validate
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
@@ -64,6 +64,9 @@ class TrainConfig:
     gamma_start: float = 1.0
     gamma_end: float = 3.0
     cache_size: int = 64
+    # Visits of each patch position per epoch, each with fresh defects (the step budget per epoch);
+    # None = auto (resolve_repeats).
+    repeats: int | None = None
     seed: int = 0
     width: int = 64
     workers: int = 0
@@ -110,7 +113,9 @@ def resolve_recipe(cfg: TrainConfig) -> Recipe:
     """The recipe a run trains with: preset, ``--recipe-file`` knobs, then explicit CLI knobs."""
     recipe = load_recipe(cfg.recipe, cfg.recipe_file)
     if cfg.num_defects_range is not None:
-        recipe = Recipe.from_dict({"num_defects_range": list(cfg.num_defects_range)}, base=recipe, source="--num_defects_range")
+        recipe = Recipe.from_dict(
+            {"num_defects_range": list(cfg.num_defects_range)}, base=recipe, source="--num_defects_range"
+        )
     return recipe
 
 
@@ -205,6 +210,15 @@ def _build_model(cfg: TrainConfig, device: torch.device) -> tuple[UNet, torch.op
     return model, optimizer, scheduler, info.epoch + 1
 
 
+def resolve_repeats(repeats: int | None, patches_per_pass: int) -> int:
+    """Passes over the patch positions per epoch: as given, or (auto) enough for AUTO_PATCHES_PER_EPOCH."""
+    if repeats is not None:
+        if repeats < 1:
+            raise UserError(f"--repeats must be >= 1 or auto, got {repeats}")
+        return int(repeats)
+    return max(1, math.ceil(AUTO_PATCHES_PER_EPOCH / patches_per_pass))
+
+
 def setup(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Run:
     """Process group, data (recipe), model (resumed if asked), loader and the validation set."""
     device, rank, world, own_group = _init_process(cfg)
@@ -213,19 +227,49 @@ def setup(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Run:
         raise UserError(f"{cfg.training_dataset_path}: no training images of format {cfg.img_format!r}")
     recipe = resolve_recipe(cfg)
     dataset = PatchDataset(files, cfg.image_type, cfg.cache_size, recipe, cfg.seed)
+    dataset.repeats = resolve_repeats(cfg.repeats, len(dataset))
+    cfg = replace(cfg, repeats=dataset.repeats)  # summary.json and checkpoints record the number used
     core, optimizer, scheduler, start_epoch = _build_model(cfg, device)
     model: torch.nn.Module = core
     if world > 1:
         model = DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
-    sampler: DistributedSampler[int] = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
-    loader = DataLoader(dataset, batch_size=cfg.bs // world, sampler=sampler, num_workers=cfg.workers,
-                        drop_last=True, pin_memory=device.type == "cuda")
+    sampler: DistributedSampler[int] = DistributedSampler(
+        dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.bs // world,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+    )
     steps = min(len(loader), cfg.max_steps_per_epoch or len(loader))
     if steps == 0:
         raise UserError(f"not enough patches ({len(dataset)}) for one batch of {cfg.bs}")
-    run = Run(cfg, device, rank, world, own_group, recipe, dataset, sampler, loader, model, core, optimizer,
-              scheduler, start_epoch, steps, Path(cfg.checkpoint_path))
+    run = Run(
+        cfg,
+        device,
+        rank,
+        world,
+        own_group,
+        recipe,
+        dataset,
+        sampler,
+        loader,
+        model,
+        core,
+        optimizer,
+        scheduler,
+        start_epoch,
+        steps,
+        Path(cfg.checkpoint_path),
+    )
     if run.main:
+        echo(
+            f"training data: {len(files)} images x {len(dataset.patches)} patches x {dataset.repeats} pass(es) = "
+            f"{len(dataset)} patches per epoch, {steps} steps of batch {cfg.bs}"
+        )
         _setup_outputs(run, echo)
     return run
 
@@ -244,11 +288,15 @@ def _setup_outputs(run: Run, echo: Callable[[str], None]) -> None:
     run.train_config["recipe"] = run.recipe.to_dict()
     run.eval_set = load_eval_set(cfg.training_dataset_path)
     if run.eval_set is None:
-        log.warning("no valid/ or test/ images under %s: no validation, best.pt = last epoch", cfg.training_dataset_path)
+        log.warning(
+            "no valid/ or test/ images under %s: no validation, best.pt = last epoch", cfg.training_dataset_path
+        )
         return
     run.base_metrics = metrics_dict(baseline(run.eval_set), "baseline_")
-    echo(f"validation on {run.eval_set.split}/ ({len(run.eval_set)} images); recipe {run.recipe.name}; "
-         f"double-detection baseline: " + _fmt(run.base_metrics, "baseline_"))
+    echo(
+        f"validation on {run.eval_set.split}/ ({len(run.eval_set)} images); recipe {run.recipe.name}; "
+        f"double-detection baseline: " + _fmt(run.base_metrics, "baseline_")
+    )
 
 
 def train_epoch(run: Run, epoch: int, progress: bool) -> dict[str, Any]:
@@ -259,8 +307,12 @@ def train_epoch(run: Run, epoch: int, progress: bool) -> dict[str, Any]:
     run.sampler.set_epoch(epoch)
     run.model.train()
     # A bar only when someone watches a terminal; a log file gets one plain line per epoch.
-    bar = tqdm(total=run.steps_per_epoch, desc=f"epoch {epoch + 1}/{run.cfg.epochs}", leave=False,
-               disable=not (progress and run.main and sys.stderr.isatty()))
+    bar = tqdm(
+        total=run.steps_per_epoch,
+        desc=f"epoch {epoch + 1}/{run.cfg.epochs}",
+        leave=False,
+        disable=not (progress and run.main and sys.stderr.isatty()),
+    )
     loss_sum = torch.zeros((), device=run.device)
     t_data = t_compute = 0.0
     gamma = run.cfg.gamma_start
@@ -290,9 +342,15 @@ def train_epoch(run: Run, epoch: int, progress: bool) -> dict[str, Any]:
     if run.distributed:
         dist.all_reduce(loss_sum)
         loss_sum /= run.world
-    return {"epoch": epoch, "loss": float(loss_sum) / run.steps_per_epoch, "gamma": gamma,
-            "lr": run.optimizer.param_groups[0]["lr"], "steps": run.steps_per_epoch,
-            "data_s": round(t_data, 3), "compute_s": round(t_compute, 3)}
+    return {
+        "epoch": epoch,
+        "loss": float(loss_sum) / run.steps_per_epoch,
+        "gamma": gamma,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "steps": run.steps_per_epoch,
+        "data_s": round(t_data, 3),
+        "compute_s": round(t_compute, 3),
+    }
 
 
 def validate_epoch(run: Run, record: dict[str, Any], last: bool) -> None:
@@ -308,8 +366,14 @@ def save_epoch(run: Run, record: dict[str, Any], last: bool) -> None:
     atomic_write(run.out_dir / "metrics.jsonl", lambda p: p.write_text(text))
     metrics = {k: v for k, v in {**record, **run.base_metrics}.items() if v is not None}
     tiling = run.dataset.tiling
-    common = dict(image_type=run.cfg.image_type, image_size=(tiling.height, tiling.width), epoch=record["epoch"],
-                  seed=run.cfg.seed, metrics=metrics, train_config=run.train_config)
+    common = dict(
+        image_type=run.cfg.image_type,
+        image_size=(tiling.height, tiling.width),
+        epoch=record["epoch"],
+        seed=run.cfg.seed,
+        metrics=metrics,
+        train_config=run.train_config,
+    )
     extra = {"optimizer_state_dict": run.optimizer.state_dict(), "scheduler_state_dict": run.scheduler.state_dict()}
     save_checkpoint(run.out_dir / "last.pt", run.core, extra=extra, **common)
     ap = record.get("pixel_ap")
@@ -353,19 +417,36 @@ def finish(run: Run, end_epoch: int, seconds: float, echo: Callable[[str], None]
         dist.all_gather(gathered, flat)
         rank_diff = max(float((g - gathered[0]).abs().max()) for g in gathered)
     best = run.out_dir / "best.pt"
-    result = TrainResult(best if best.exists() else None, run.out_dir / "last.pt", run.out_dir / "metrics.jsonl",
-                         run.history, run.base_metrics, rank_diff)
+    result = TrainResult(
+        best if best.exists() else None,
+        run.out_dir / "last.pt",
+        run.out_dir / "metrics.jsonl",
+        run.history,
+        run.base_metrics,
+        rank_diff,
+    )
     if run.main:
         final = run.history[-1] if run.history else {}
-        summary = {"event": "summary", "epochs": run.cfg.epochs, "world_size": run.world, "seconds": round(seconds, 1),
-                   "best_pixel_ap": run.best_ap if run.best_ap >= 0 else None,
-                   **{k: v for k, v in final.items() if k not in ("epoch", "loss", "gamma", "lr", "steps")},
-                   **run.base_metrics, "rank_weight_max_diff": rank_diff, "recipe": run.recipe.to_dict(),
-                   "stem": run.cfg.stem}
+        summary = {
+            "event": "summary",
+            "epochs": run.cfg.epochs,
+            "world_size": run.world,
+            "seconds": round(seconds, 1),
+            "best_pixel_ap": run.best_ap if run.best_ap >= 0 else None,
+            **{k: v for k, v in final.items() if k not in ("epoch", "loss", "gamma", "lr", "steps")},
+            **run.base_metrics,
+            "rank_weight_max_diff": rank_diff,
+            "recipe": run.recipe.to_dict(),
+            "stem": run.cfg.stem,
+            "repeats": run.dataset.repeats,
+        }
         atomic_write(run.out_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
-        echo(f"done: {end_epoch - run.start_epoch} epoch(s) in {summary['seconds']}s on {run.world} process(es); "
-             f"model {_fmt(final)}" + (f" | baseline {_fmt(run.base_metrics, 'baseline_')}" if run.base_metrics else "")
-             + f" | checkpoints in {run.out_dir}")
+        echo(
+            f"done: {end_epoch - run.start_epoch} epoch(s) in {summary['seconds']}s on {run.world} process(es); "
+            f"model {_fmt(final)}"
+            + (f" | baseline {_fmt(run.base_metrics, 'baseline_')}" if run.base_metrics else "")
+            + f" | checkpoints in {run.out_dir}"
+        )
     if run.distributed:
         dist.barrier()
         if run.own_group:
@@ -374,8 +455,17 @@ def finish(run: Run, end_epoch: int, seconds: float, echo: Callable[[str], None]
 
 
 def _fmt(d: dict[str, Any], prefix: str = "") -> str:
-    keys = ["loss", "gamma", "image_auroc", "pixel_auroc", "pixel_ap", "recall_weak", "recall_missing", "fa_one_ref",
-            "whole_pixel_ap"]
+    keys = [
+        "loss",
+        "gamma",
+        "image_auroc",
+        "pixel_auroc",
+        "pixel_ap",
+        "recall_weak",
+        "recall_missing",
+        "fa_one_ref",
+        "whole_pixel_ap",
+    ]
     parts = []
     for k in keys:
         v = d.get(prefix + k)

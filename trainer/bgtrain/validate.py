@@ -25,8 +25,16 @@ from .infer import sliding_window, whole_image
 from .layout import Sample, labelled_split, load_annotations
 
 __all__ = [
-    "EvalImage", "EvalSet", "load_eval_set", "validate", "baseline", "metrics_dict", "score_maps",
-    "defect_rates", "WEAK_AMPLITUDE", "RATE_GROUPS",
+    "EvalImage",
+    "EvalSet",
+    "load_eval_set",
+    "validate",
+    "baseline",
+    "metrics_dict",
+    "score_maps",
+    "defect_rates",
+    "WEAK_AMPLITUDE",
+    "RATE_GROUPS",
 ]
 
 # A defect is weak when its |amplitude| is at most this many grey levels (issue 10's split).
@@ -70,8 +78,12 @@ def load_eval_set(root: str | Path, split: str | None = None) -> EvalSet | None:
         if samples:
             ann = load_annotations(root, name)
             imgs = [
-                EvalImage(s, read_image(s.path), read_mask(s.mask_path) if s.mask_path else None,
-                          None if ann is None else ann.get(s.path.stem, []))
+                EvalImage(
+                    s,
+                    read_image(s.path),
+                    read_mask(s.mask_path) if s.mask_path else None,
+                    None if ann is None else ann.get(s.path.stem, []),
+                )
                 for s in samples
             ]
             return EvalSet(name, imgs, annotated=ann is not None)
@@ -131,7 +143,9 @@ def validate(
     ``whole`` also the whole-strip mode's as ``whole_*`` keys, so the build mode is chosen with numbers."""
     out = score_maps(heatmaps(model, eval_set, tiling, device), eval_set)
     if whole:
-        out.update(metrics_dict(score_maps(heatmaps(model, eval_set, tiling, device, mode="whole"), eval_set), "whole_"))
+        out.update(
+            metrics_dict(score_maps(heatmaps(model, eval_set, tiling, device, mode="whole"), eval_set), "whole_")
+        )
     return out
 
 

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine: the recipe ablation on CUDA (bench_recipe.py, 3 seeds per row)
+# and the GPU speed table (bench_gpu.py). Runs from the repo root with the machine's own python3
+# (PyTorch + CUDA, numpy, scipy, tifffile, onnxruntime, click, tqdm); nothing is installed.
+#
+#   OUT=/tmp/gpu_out bash benchmarks/gpu_session.sh            # what docs/accuracy.md ran
+#   DEVICE=cpu N_TRAIN=2 N_EVAL=3 EPOCHS=1 JOBS=2 TRAIN_S=60 bash benchmarks/gpu_session.sh   # smoke test
+#
+# Results (small files only) land in $OUT: gpu.txt, bench_gpu.txt, prepare/train/score logs,
+# score.json, score.md and runs.tgz (summary.json, metrics.jsonl, recipe.json, train.log per run).
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu_out}
+ROOT=${ROOT:-/tmp/bgsdk_ablation}
+DEVICE=${DEVICE:-cuda}
+N_TRAIN=${N_TRAIN:-64}
+N_EVAL=${N_EVAL:-24}
+EPOCHS=${EPOCHS:-10}
+JOBS=${JOBS:-8}
+TRAIN_S=${TRAIN_S:-330}
+ROWS=${ROWS:-robust seed v1 v1-plainstem v1-noweight v1-amp20 v1-weak v1-x3 v1-lr3e-3 robust-a12 robust-a40}
+SPEED=${SPEED:-1}
+PY=${PY:-python3}
+export PYTHONPATH="$PWD/sdk:$PWD/trainer:$PWD/build_tools:$PWD/benchmarks" PYTHONUNBUFFERED=1
+mkdir -p "$OUT"
+t0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1; nproc; lscpu | grep 'Model name'; } > "$OUT/gpu.txt"
+stamp "prepare"
+$PY benchmarks/bench_recipe.py prepare --root "$ROOT" --n-train "$N_TRAIN" --n-eval "$N_EVAL" > "$OUT/prepare.log" 2>&1 || { tail "$OUT/prepare.log"; exit 1; }
+stamp "train"
+$PY benchmarks/bench_recipe.py train --root "$ROOT" --rows $ROWS --seeds 0 1 2 --epochs "$EPOCHS" --width 16 \
+    --device "$DEVICE" --jobs "$JOBS" --threads 2 --deadline-s "$TRAIN_S" > "$OUT/train.log" 2>&1
+tail -n 30 "$OUT/train.log"
+stamp "score"
+$PY benchmarks/bench_recipe.py score --root "$ROOT" --n-eval "$N_EVAL" --sets test unseen robust-val \
+    --device "$DEVICE" --jobs "$JOBS" --threads 2 --json "$OUT/score.json" --markdown "$OUT/score.md" > "$OUT/score.log" 2>&1
+tail -n 3 "$OUT/score.log"
+(cd "$ROOT" && tar czf "$OUT/runs.tgz" runs/*/summary.json runs/*/metrics.jsonl runs/*/train.log $(ls runs/*/recipe.json 2>/dev/null))
+if [ "$DEVICE" = cuda ] && [ "$SPEED" = 1 ]; then
+    stamp "bench_gpu"
+    timeout 150 $PY benchmarks/bench_gpu.py > "$OUT/bench_gpu.txt" 2>&1
+    cat "$OUT/bench_gpu.txt"
+fi
+stamp "done"
+cat "$OUT/score.md"
