@@ -104,6 +104,31 @@ def optimized_ops(path: Path) -> dict[str, int]:
     return dict(sorted(c.items()))
 
 
+def print_table(
+    paths: dict[str, Path],
+    times: dict[str, list[float]],
+    cpu: dict[str, list[float]],
+    rss: dict[str, list[float]],
+    what: str,
+) -> None:
+    """Wall median, min-max, ratios to bare18 (median and best call), CPU time, peak RSS, file size."""
+    base, base_min = statistics.median(times["bare18"]), min(times["bare18"])
+    base_cpu = statistics.median(cpu["bare18"])
+    print(f"\nwidth {what} (wall median, min-max; cpu = user+sys median)")
+    print(
+        f"{'variant':<12} {'median ms':>10} {'min':>8} {'max':>8} {'/bare18':>8} {'min/bare':>8} {'cpu ms':>8} "
+        f"{'cpu/bare':>8} {'peak RSS MB':>12} {'file MB':>8}"
+    )
+    for name in paths:
+        t, c = times[name], cpu[name]
+        med = statistics.median(t)
+        print(
+            f"{name:<12} {med * 1e3:10.0f} {min(t) * 1e3:8.0f} {max(t) * 1e3:8.0f} {med / base:8.3f} "
+            f"{min(t) / base_min:8.3f} {statistics.median(c) * 1e3:8.0f} {statistics.median(c) / base_cpu:8.3f} "
+            f"{max(rss[name]):12.0f} {paths[name].stat().st_size / 1e6:8.1f}"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--width", type=int, default=64)
@@ -146,24 +171,14 @@ def main() -> None:
             cpu[name] += res["cpu_times"]
             rss[name].append(res["peak_rss_mb"])
         print(f"# round {r + 1}/{args.rounds} done, load average {os.getloadavg()}", flush=True)
-    base, base_min = statistics.median(times["bare18"]), min(times["bare18"])
-    base_cpu = statistics.median(cpu["bare18"])
-    print(
-        f"\nwidth {args.width}, {args.threads} threads{', no spinning' if args.no_spin else ''}, "
-        f"{args.rounds} rounds x {args.repeat} calls (wall median, min-max; cpu = user+sys median)"
+    print_table(
+        paths,
+        times,
+        cpu,
+        rss,
+        f"{args.width}, {args.threads} threads{', no spinning' if args.no_spin else ''}, "
+        f"{args.rounds} rounds x {args.repeat} calls",
     )
-    print(
-        f"{'variant':<12} {'median ms':>10} {'min':>8} {'max':>8} {'/bare18':>8} {'min/bare':>8} {'cpu ms':>8} "
-        f"{'cpu/bare':>8} {'peak RSS MB':>12} {'file MB':>8}"
-    )
-    for name in paths:
-        t, c = times[name], cpu[name]
-        med = statistics.median(t)
-        print(
-            f"{name:<12} {med * 1e3:10.0f} {min(t) * 1e3:8.0f} {max(t) * 1e3:8.0f} {med / base:8.3f} "
-            f"{min(t) / base_min:8.3f} {statistics.median(c) * 1e3:8.0f} {statistics.median(c) / base_cpu:8.3f} "
-            f"{max(rss[name]):12.0f} {paths[name].stat().st_size / 1e6:8.1f}"
-        )
     if args.profile:
         for name in paths:
             res = run_worker(

@@ -248,6 +248,28 @@ def compose_whole_model(core_model: onnx.ModelProto, height: int, width: int, op
     return model
 
 
+def _stitch(op: ModuleType, probs: Var, tiling: Tiling, _i64: I64) -> Var:
+    """Patch-major ``(T*N,1,P,P)`` probabilities -> ``(N,1,H,W)``: each patch's keep region, for all images at once."""
+    P = tiling.patch
+    grid = op.reshape(probs, _i64([tiling.num_patches, -1, P, P]))
+    rows = []
+    for r, row in enumerate(tiling.rows):
+        cols = []
+        for c, col in enumerate(tiling.cols):
+            t = r * len(tiling.cols) + c
+            cols.append(
+                op.slice(
+                    grid,
+                    _i64([t, row.keep_start, col.keep_start]),
+                    _i64([t + 1, row.keep_stop, col.keep_stop]),
+                    _i64([0, 2, 3]),
+                )
+            )
+        rows.append(cols[0] if len(cols) == 1 else op.concat(cols, axis=3))
+    full = rows[0] if len(rows) == 1 else op.concat(rows, axis=2)  # (1,N,H,W)
+    return op.transpose(full, perm=[1, 0, 2, 3])
+
+
 def compose_full_model(
     patch_model: onnx.ModelProto, tiling: Tiling, options: ComposeOptions | None = None
 ) -> onnx.ModelProto:
@@ -292,23 +314,7 @@ def compose_full_model(
         probs = _looped(op, inline(patch_model), crops(patches), K, P, _i64)
 
     # 3. Patch-major -> (T,N,P,P); crop each centre region for all images at once; stitch.
-    grid = op.reshape(probs, _i64([T, -1, P, P]))
-    rows = []
-    for r, row in enumerate(tiling.rows):
-        cols = []
-        for c, col in enumerate(tiling.cols):
-            t = r * len(tiling.cols) + c
-            cols.append(
-                op.slice(
-                    grid,
-                    _i64([t, row.keep_start, col.keep_start]),
-                    _i64([t + 1, row.keep_stop, col.keep_stop]),
-                    _i64([0, 2, 3]),
-                )
-            )
-        rows.append(cols[0] if len(cols) == 1 else op.concat(cols, axis=3))
-    full = rows[0] if len(rows) == 1 else op.concat(rows, axis=2)  # (1,N,H,W)
-    heat = op.transpose(full, perm=[1, 0, 2, 3])  # (N,1,H,W)
+    heat = _stitch(op, probs, tiling, _i64)  # (N,1,H,W)
 
     # 4. Two zero channels (SPEC I/O contract).
     out = op.pad(heat, _i64([0, 0, 0, 0, 0, 2, 0, 0]), op.constant(value=np.float32(0.0)))
