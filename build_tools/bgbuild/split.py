@@ -1,6 +1,6 @@
 """Split the patch model by resolution: full-resolution ends, low-resolution middle.
 
-The hybrid tiled build (docs/design.md, "--patch-batch K") runs the full-resolution
+The hybrid tiled build (``--chunking hybrid``, docs/design.md) runs the full-resolution
 layers of the UNet -- where the activations are large -- on chunks of K patches, and
 the low-resolution middle once on all patches. That needs the patch model in three
 parts, cut on tensors:
@@ -9,9 +9,10 @@ parts, cut on tensors:
 * ``middle``: ``down`` -> ``up``   (every node whose output is at ``P / 2**levels`` px or less)
 * ``back``:   ``skips`` + ``up`` -> ``logits``
 
-A node belongs to the middle when its output's height is at most ``P / 2**levels``;
-a full-resolution node is in the back when it depends on the middle, else in the
-front. Works on any precision of the same network (fp32, QDQ INT8, fp16): a boundary
+A node belongs to the middle when its output's height is at most ``P / 2**levels``
+(except the MaxPool leaving the front, which pools before the cut so that a quarter of
+the data crosses it); a higher-resolution node is in the back when it depends on the
+middle, else in the front. Works on any precision of the same network (fp32, QDQ INT8, fp16): a boundary
 tensor written by a ``DequantizeLinear`` is moved to that node's uint8/int8 input, so
 the quantized tensor crosses the cut (4x less to hold and to concatenate) and every
 ``DequantizeLinear -> op`` pair ONNX Runtime fuses stays inside one part.
