@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import random_strip_checkpoint
+
 H, W = 976, 176
 
 
@@ -251,13 +253,7 @@ def run_child(kind: str, **args) -> dict:
 
 
 def make_checkpoint(path: Path, width: int) -> None:
-    import torch
-
-    from bgtrain.checkpoint import save_checkpoint
-    from bgtrain.model import UNet
-
-    torch.manual_seed(0)
-    save_checkpoint(path, UNet(base_width=width).eval(), image_type="strip", image_size=(H, W), epoch=0, seed=0)
+    random_strip_checkpoint(path, width)
 
 
 def main() -> None:

@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import random_strip_checkpoint, strip_checkpoint
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -97,38 +99,13 @@ def _build(ckpt: Path, out: Path, threads: int, quantize: dict | None) -> dict:
 
 
 def _random_checkpoint(width: int, data: Path, out: Path) -> Path:
-    import torch
-
-    from bgtrain.checkpoint import save_checkpoint
-    from bgtrain.model import UNet
-
-    torch.manual_seed(width)
-    save_checkpoint(
-        out,
-        UNet(base_width=width).eval(),
-        image_type="strip",
-        image_size=(976, 176),
-        epoch=0,
-        seed=0,
-        train_config={"training_dataset_path": str(data)},
-    )
-    return out
+    return random_strip_checkpoint(out, width, seed=width, data=data)
 
 
 def _dd_checkpoint(width: int, data: Path, out: Path) -> Path:
-    from bgtrain.checkpoint import save_checkpoint
     from bgtrain.reference_unet import double_detection_unet
 
-    save_checkpoint(
-        out,
-        double_detection_unet(width),
-        image_type="strip",
-        image_size=(976, 176),
-        epoch=0,
-        seed=0,
-        train_config={"training_dataset_path": str(data)},
-    )
-    return out
+    return strip_checkpoint(out, double_detection_unet(width), data)
 
 
 NO_GATE = {"max_ap_drop": 1.0, "max_mean_diff": 1.0, "verify_count": 4}

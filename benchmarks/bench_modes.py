@@ -20,15 +20,13 @@ are printed with the table: INT8 gains depend on AVX-512 VNNI / AMX.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from _common import random_strip_checkpoint, run_ortworker
 
 HERE = Path(__file__).resolve().parent
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8")
@@ -50,26 +48,13 @@ def build_models(
     width: int, ckpt: Path | None, data: Path, out: Path, calib_count: int, verify_count: int
 ) -> tuple[dict[str, Path], str]:
     import onnx
-    import torch
 
     from bgbuild import BuildOptions, build_model
     from bgbuild.build import export_stage, load_stage
     from bgbuild.quantize import QuantizeOptions
-    from bgtrain.checkpoint import save_checkpoint
-    from bgtrain.model import UNet
 
     if ckpt is None:
-        torch.manual_seed(0)
-        ckpt = out / f"random_w{width}.pt"
-        save_checkpoint(
-            ckpt,
-            UNet(base_width=width).eval(),
-            image_type="strip",
-            image_size=(976, 176),
-            epoch=0,
-            seed=0,
-            train_config={"training_dataset_path": str(data)},
-        )
+        ckpt = random_strip_checkpoint(out / f"random_w{width}.pt", width, seed=0, data=data)
         weights = "random-initialised weights (seed 0)"
     else:
         from bgtrain.checkpoint import model_from_checkpoint
@@ -138,24 +123,6 @@ def test_inputs(data: Path, out: Path) -> tuple[Path, Path, list, list[bool]]:
     return out / "strips.npy", out / "patches.npy", [e.mask for e in ev.images], [e.sample.defective for e in ev.images]
 
 
-def worker(model: Path, inp: Path, batch: int, threads: int, repeat: int) -> dict:
-    cmd = [
-        sys.executable,
-        str(HERE / "ortworker.py"),
-        str(model),
-        "--threads",
-        str(threads),
-        "--batch",
-        str(batch),
-        "--repeat",
-        str(repeat),
-        "--input",
-        str(inp),
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
 def accuracy(model: Path, strips: Path, masks: list, defective: list[bool]) -> tuple[float, float]:
     import onnxruntime as ort
 
@@ -214,7 +181,9 @@ def main() -> None:
                         if (bare and batch != 1) or (width >= 64 and threads == 1 and batch > 1):
                             continue  # w>=64 batches > 1 at 1 thread: minutes per call on 2 shared cores
                         rep = args.repeat if batch == 1 else 1
-                        res = worker(paths[name], patches if bare else strips, 18 if bare else batch, threads, rep)
+                        res = run_ortworker(
+                            paths[name], patches if bare else strips, 18 if bare else batch, threads, rep
+                        )
                         results.setdefault((name, threads, batch), []).extend(t / batch for t in res["times"])
                         if threads == max(threads_list) and batch == 1:
                             rss[name] = max(rss.get(name, 0.0), res["peak_rss_mb"])

@@ -22,11 +22,11 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
+
+from _common import run_ortworker
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -66,25 +66,6 @@ def build_variants(width: int, ks: list[int], loop_ks: list[int], out: Path) -> 
     return paths
 
 
-def run_worker(model: Path, inp: Path, batch: int, threads: int, repeat: int, extra: list[str]) -> dict:
-    cmd = [
-        sys.executable,
-        str(HERE / "ortworker.py"),
-        str(model),
-        "--threads",
-        str(threads),
-        "--batch",
-        str(batch),
-        "--repeat",
-        str(repeat),
-        "--input",
-        str(inp),
-        *extra,
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
 def optimized_ops(path: Path) -> dict[str, int]:
     import onnx
 
@@ -119,7 +100,7 @@ def main() -> None:
     for r in range(args.rounds):
         order = list(paths) if r % 2 == 0 else list(reversed(paths))
         for name in order:
-            res = run_worker(paths[name], inputs[name], 18 if name == "bare18" else 1, args.threads, args.repeat, [])
+            res = run_ortworker(paths[name], inputs[name], 18 if name == "bare18" else 1, args.threads, args.repeat, [])
             times[name] += res["times"]
             rss[name].append(res["peak_rss_mb"])
         print(f"# round {r + 1}/{args.rounds} done, load average {os.getloadavg()}", flush=True)
@@ -135,7 +116,7 @@ def main() -> None:
         )
     if args.profile:
         for name in paths:
-            res = run_worker(
+            res = run_ortworker(
                 paths[name],
                 inputs[name],
                 18 if name == "bare18" else 1,

@@ -17,12 +17,25 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import click
 
 from . import __version__
-from .clikit import UserError, progress_enabled, run_cli, setup_logging, verbosity_options
+from .clikit import (
+    UserError,
+    batch_size_option,
+    operating_point_options,
+    out_dir_option,
+    png_option,
+    progress_enabled,
+    provider_option,
+    run_cli,
+    setup_logging,
+    threads_option,
+    verbosity_options,
+    verify_option,
+)
 from .contract import PRECISION_KEY, QUANTIZATION_KEY  # written by build-model --quantize / --fp16
 from .errors import InputWarning, ModelError
 from .integrity import manifest_path_for
@@ -33,16 +46,7 @@ __all__ = ["cli", "main", "collect_inputs", "HEATMAP_SUFFIX", "MASK_SUFFIX", "OV
 
 log = logging.getLogger("bgsdk.cli")
 
-_provider_opt = click.option(
-    "--provider",
-    "providers",
-    multiple=True,
-    metavar="NAME",
-    help="Execution provider, repeatable in priority order: cpu (default), cuda, tensorrt.",
-)
-_threads_opt = click.option(
-    "--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime intra-op threads [default: ORT's choice]."
-)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _segmenter(
@@ -69,11 +73,6 @@ def _warnings_as_lines() -> None:
 
     warnings.simplefilter("always", InputWarning)
     warnings.showwarning = show
-
-
-_verify_opt = click.option(
-    "--verify", is_flag=True, help="Check MODEL against the sha256 in the model.json beside it; refuse a changed file."
-)
 
 
 def collect_inputs(inputs: tuple[Path, ...] | list[Path]) -> list[Path]:
@@ -111,39 +110,12 @@ def cli() -> None:
 @cli.command("run")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--out",
-    "-o",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output folder (created if missing).",
+@out_dir_option("Output folder (created if missing).")
+@png_option(
+    f"Write <stem>{MASK_SUFFIX} and <stem>{OVERLAY_SUFFIX} (grey target, red defect pixels, yellow defect boxes)."
 )
-@click.option(
-    "--png/--no-png",
-    default=True,
-    show_default=True,
-    help=f"Write <stem>{MASK_SUFFIX} and <stem>{OVERLAY_SUFFIX} (grey target, red defect pixels, yellow defect boxes).",
-)
-@click.option(
-    "--threshold",
-    type=click.FloatRange(0.0, 1.0),
-    default=None,
-    help="Pixel threshold (defect = probability above it) [default: the model's calibrated one].",
-)
-@click.option(
-    "--min-area",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Smallest defect in pixels [default: the model's calibrated one].",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Images per model call (1 is fastest on CPU, measured; try more on a GPU).",
-)
+@operating_point_options
+@batch_size_option("Images per model call (1 is fastest on CPU, measured; try more on a GPU).")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first unreadable image (exit 2) instead of skipping it.")
 @click.option(
     "--strict",
@@ -151,9 +123,9 @@ def cli() -> None:
     help="Treat suspicious pixel values (outside 0..255, constant channel, target = a reference) as bad "
     "images instead of warnings.",
 )
-@_verify_opt
-@_provider_opt
-@_threads_opt
+@verify_option
+@provider_option
+@threads_option()
 @click.option(
     "--server",
     default=None,
@@ -345,7 +317,7 @@ def _signature(args: Any) -> list[dict[str, Any]]:
 @cli.command("inspect")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
-@_verify_opt
+@verify_option
 @verbosity_options
 def inspect_cmd(model: Path, as_json: bool, verify: bool, verbose: int, quiet: bool) -> None:
     """Print MODEL's contract, metadata and input/output signatures, and check it."""
@@ -423,7 +395,7 @@ def inspect_cmd(model: Path, as_json: bool, verify: bool, verbose: int, quiet: b
     "--repeat", type=click.IntRange(min=1), default=10, show_default=True, help="Timed runs (median reported)."
 )
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="Untimed runs first.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Images per model call.")
+@batch_size_option()
 @click.option(
     "--input",
     "input_path",
@@ -431,8 +403,8 @@ def inspect_cmd(model: Path, as_json: bool, verify: bool, verbose: int, quiet: b
     default=None,
     help="Image to run [default: random pixels of the model's size].",
 )
-@_provider_opt
-@_threads_opt
+@provider_option
+@threads_option()
 @verbosity_options
 def bench_cmd(
     model: Path,
@@ -465,6 +437,11 @@ def bench_cmd(
     click.echo(f"throughput: {r.throughput:.2f} images/s")
 
 
+def _file_out_option(flag: str, dest: str, help: str) -> Callable[[F], F]:
+    """An optional output file (``None`` when not given)."""
+    return click.option(flag, dest, type=click.Path(dir_okay=False, path_type=Path), default=None, help=help)
+
+
 @cli.command("evaluate")
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.argument("data_dir", type=click.Path(path_type=Path))
@@ -476,20 +453,8 @@ def bench_cmd(
     default=None,
     help="Masks folder for a flat folder of strips [default: DATA_DIR/masks].",
 )
-@click.option(
-    "--json",
-    "json_out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Also write every number to this JSON file.",
-)
-@click.option(
-    "--html",
-    "html_out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Also write a self-contained HTML report (tables, curves, pictures).",
-)
+@_file_out_option("--json", "json_out", "Also write every number to this JSON file.")
+@_file_out_option("--html", "html_out", "Also write a self-contained HTML report (tables, curves, pictures).")
 @click.option(
     "--max-images",
     type=click.IntRange(min=0),
@@ -497,8 +462,8 @@ def bench_cmd(
     show_default=True,
     help="Images pictured in the HTML report (worst first).",
 )
-@_provider_opt
-@_threads_opt
+@provider_option
+@threads_option()
 @verbosity_options
 def evaluate_cmd(
     models: tuple[Path, ...],

@@ -23,7 +23,6 @@ import onnxruntime as ort
 import pytest
 
 from bgbuild import BuildError, BuildOptions, build_model, read_metadata
-from bgbuild.artifact import PRECISION_KEY, QUANTIZATION_KEY
 from bgbuild.cli import main as build_main
 from bgbuild.export import export_patch_model, op_counts
 from bgbuild.fp16 import Fp16Options, convert_patch_model, fold_constant_casts, topological_sort
@@ -32,7 +31,7 @@ from bgbuild.quantize import QuantizeOptions
 from bgsdk import Segmenter
 from bgsdk.cli import PRECISION_KEY as SDK_PRECISION_KEY
 from bgsdk.cli import main as sdk_main
-from bgsdk.contract import CONTRACT_KEY, Contract
+from bgsdk.contract import CONTRACT_KEY, PRECISION_KEY, QUANTIZATION_KEY, Contract
 from bgsdk.io import list_images, read_image
 from bgsdk.tiling import tiling_for
 from bgtrain.checkpoint import save_checkpoint

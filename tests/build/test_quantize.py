@@ -24,7 +24,6 @@ import tifffile
 from onnx import TensorProto, helper, numpy_helper
 
 from bgbuild import BuildError, BuildOptions, VerificationError, build_model, read_metadata
-from bgbuild.artifact import QUANTIZATION_KEY
 from bgbuild.calibration import calibration_patches
 from bgbuild.cli import main as build_main
 from bgbuild.export import op_counts
@@ -33,6 +32,7 @@ from bgbuild.quantize import QuantizeOptions, float_logits, quantize_patch_model
 from bgsdk import Segmenter
 from bgsdk.cli import QUANTIZATION_KEY as SDK_QUANTIZATION_KEY
 from bgsdk.cli import main as sdk_main
+from bgsdk.contract import QUANTIZATION_KEY
 from bgsdk.io import list_images, read_image
 from bgsdk.tiling import tiling_for
 from bgtrain.checkpoint import save_checkpoint

@@ -15,13 +15,12 @@ import pytest
 import torch
 
 from bgbuild import BuildOptions, build_model, read_metadata
-from bgbuild.artifact import BUILD_KEY
 from bgbuild.cli import main as build_main
 from bgbuild.export import op_counts
 from bgbuild.fp16 import Fp16Options
 from bgbuild.quantize import QuantizeOptions
 from bgsdk import Segmenter
-from bgsdk.contract import CONTRACT_KEY
+from bgsdk.contract import BUILD_KEY, CONTRACT_KEY
 from bgsdk.io import list_images, read_image
 from bgtrain.checkpoint import save_checkpoint
 from bgtrain.reference_unet import double_detection_unet
