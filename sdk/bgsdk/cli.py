@@ -17,7 +17,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import click
 
@@ -41,6 +41,10 @@ from .errors import InputWarning, ModelError
 from .integrity import manifest_path_for
 from .io import IMAGE_SUFFIXES, list_images
 from .run_outputs import HEATMAP_SUFFIX, MASK_SUFFIX, OVERLAY_SUFFIX
+
+if TYPE_CHECKING:
+    from .result import Outcome
+    from .session import ModelInfo
 
 __all__ = ["cli", "main", "collect_inputs", "HEATMAP_SUFFIX", "MASK_SUFFIX", "OVERLAY_SUFFIX"]
 
@@ -157,11 +161,6 @@ def run_cmd(
     """
     _warnings_as_lines()
     setup_logging(verbose, quiet)
-    from tqdm import tqdm
-
-    from .io import read_image
-    from .run_outputs import RunWriter
-
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: --out exists and is not a folder")
     paths = collect_inputs(inputs)
@@ -169,36 +168,15 @@ def run_cmd(
     op = seg.operating_point
     if not op.calibrated and threshold is None:
         log.warning("%s: model has no calibrated operating point; using threshold %g", model, op.threshold)
-
-    ok = failed = flagged = 0
-    t0 = last = time.perf_counter()
-    with (
-        RunWriter(out_dir, png) as writer,
-        tqdm(
-            total=len(paths), unit="img", disable=not progress_enabled(quiet), file=sys.stderr, dynamic_ncols=True
-        ) as bar,
-    ):
-        outcomes = seg.iter_batch(
-            paths,
-            batch_size=batch_size,
-            on_error="raise" if fail_fast else "return",
-            threshold=threshold,
-            min_area=min_area,
-        )
-        for path, res in zip(paths, outcomes):
-            now = time.perf_counter()
-            ms, last = (now - last) * 1e3, now
-            if not res.ok:
-                failed += 1
-                tqdm.write(f"bgsdk: skipped {res.error}", file=sys.stderr)
-                writer.add(path, res, ms)
-            else:
-                writer.add(path, res, ms, read_image(path) if png else None)
-                ok += 1
-                flagged += int(res.verdict == "fail")
-                log.info("%s: %s, score %.4f, %d defect(s)", path, res.verdict, res.score, len(res.defects))
-            bar.update(1)
-            last = time.perf_counter()
+    t0 = time.perf_counter()
+    outcomes = seg.iter_batch(
+        paths,
+        batch_size=batch_size,
+        on_error="raise" if fail_fast else "return",
+        threshold=threshold,
+        min_area=min_area,
+    )
+    ok, failed, flagged = _write_outcomes(paths, outcomes, out_dir, png, quiet)
     elapsed = time.perf_counter() - t0
     if not quiet:
         rate = f"{elapsed / max(ok, 1):.3f} s/image" if ok else "no image run"
@@ -210,6 +188,41 @@ def run_cmd(
         )
     if failed:
         sys.exit(1)
+
+
+def _write_outcomes(
+    paths: list[Path], outcomes: Iterator[Outcome], out_dir: Path, png: bool, quiet: bool
+) -> tuple[int, int, int]:
+    """Write each image's outputs as its result arrives (progress bar on a terminal); ``(ok, failed, flagged)``."""
+    from tqdm import tqdm
+
+    from .io import read_image
+    from .result import ErrorResult
+    from .run_outputs import RunWriter
+
+    ok = failed = flagged = 0
+    last = time.perf_counter()
+    with (
+        RunWriter(out_dir, png) as writer,
+        tqdm(
+            total=len(paths), unit="img", disable=not progress_enabled(quiet), file=sys.stderr, dynamic_ncols=True
+        ) as bar,
+    ):
+        for path, res in zip(paths, outcomes):
+            now = time.perf_counter()
+            ms, last = (now - last) * 1e3, now
+            if isinstance(res, ErrorResult):  # res.ok is False exactly for these
+                failed += 1
+                tqdm.write(f"bgsdk: skipped {res.error}", file=sys.stderr)
+                writer.add(path, res, ms)
+            else:
+                writer.add(path, res, ms, read_image(path) if png else None)
+                ok += 1
+                flagged += int(res.verdict == "fail")
+                log.info("%s: %s, score %.4f, %d defect(s)", path, res.verdict, res.score, len(res.defects))
+            bar.update(1)
+            last = time.perf_counter()
+    return ok, failed, flagged
 
 
 def _parse_value(text: str) -> Any:
@@ -322,7 +335,7 @@ def _signature(args: Any) -> list[dict[str, Any]]:
 def inspect_cmd(model: Path, as_json: bool, verify: bool, verbose: int, quiet: bool) -> None:
     """Print MODEL's contract, metadata and input/output signatures, and check it."""
     setup_logging(verbose, quiet)
-    from .session import describe, format_shape, open_session
+    from .session import describe, open_session
 
     session = open_session(model, verify=verify)
     meta = session.get_modelmeta()
@@ -351,42 +364,52 @@ def inspect_cmd(model: Path, as_json: bool, verify: bool, verbose: int, quiet: b
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
     else:
-        click.echo(f"model:    {model} ({report['size_bytes'] / 1e6:.2f} MB)")
-        click.echo(f"producer: {meta.producer_name or '-'}   graph: {meta.graph_name or '-'}")
-        click.echo(f"integrity: {report['integrity']}")
-        for title, args in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
-            click.echo(f"{title}:")
-            for a in args:
-                click.echo(f"  {a.name:<10} {a.type:<14} {format_shape(a.shape)}")
-        click.echo("metadata_props:" + ("" if props else " (none)"))
-        for k, v in report["metadata_props"].items():
-            text = _pretty(v, "  ") if isinstance(v, (dict, list)) else str(v)
-            click.echo(f"  {k}: {text}")
-        plines = precision_summary(prec)
-        if plines:
-            click.echo("precision: " + plines[0])
-            for line in plines[1:]:
-                click.echo(f"  {line}")
-        click.echo(f"operating point: {_operating_point_line(props)}")
-        qlines = quantization_summary(quant)
-        click.echo("quantization: " + (qlines[0] if qlines else ("none" if plines else "none (fp32 model)")))
-        for line in qlines[1:]:
-            click.echo(f"  {line}")
-        click.echo("training: " + training_summary(report["metadata_props"].get("bgsdk.training")))
-        if info is not None:
-            if info.contract is not None:
-                c = info.contract
-                n_patches = len(c.row_positions) * len(c.col_positions)
-                how = (
-                    f"{c.height}x{c.width} image, {n_patches} patches of {c.patch}x{c.patch} "
-                    f"({len(c.row_positions)} rows x {len(c.col_positions)} cols)"
-                )
-            else:
-                how = f"no contract metadata; {info.height}x{info.width} taken from the input shape"
-            batch = "dynamic" if info.batch is None else f"fixed {info.batch}"
-            click.echo(f"check:    ok -- {how}, input = pixels / {info.input_scale:g}, batch {batch}")
+        _echo_inspect(report, model, session, props, info)
     if problem is not None:
         raise problem
+
+
+def _echo_inspect(
+    report: dict[str, Any], model: Path, session: Any, props: dict[str, str], info: ModelInfo | None
+) -> None:
+    """``bgsdk inspect`` as text: the same facts as ``--json``, grouped for a person."""
+    from .session import format_shape
+
+    meta = session.get_modelmeta()
+    click.echo(f"model:    {model} ({report['size_bytes'] / 1e6:.2f} MB)")
+    click.echo(f"producer: {meta.producer_name or '-'}   graph: {meta.graph_name or '-'}")
+    click.echo(f"integrity: {report['integrity']}")
+    for title, args in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
+        click.echo(f"{title}:")
+        for a in args:
+            click.echo(f"  {a.name:<10} {a.type:<14} {format_shape(a.shape)}")
+    click.echo("metadata_props:" + ("" if props else " (none)"))
+    for k, v in report["metadata_props"].items():
+        text = _pretty(v, "  ") if isinstance(v, (dict, list)) else str(v)
+        click.echo(f"  {k}: {text}")
+    plines = precision_summary(report["precision"])
+    if plines:
+        click.echo("precision: " + plines[0])
+        for line in plines[1:]:
+            click.echo(f"  {line}")
+    click.echo(f"operating point: {_operating_point_line(props)}")
+    qlines = quantization_summary(report["quantization"])
+    click.echo("quantization: " + (qlines[0] if qlines else ("none" if plines else "none (fp32 model)")))
+    for line in qlines[1:]:
+        click.echo(f"  {line}")
+    click.echo("training: " + training_summary(report["metadata_props"].get("bgsdk.training")))
+    if info is not None:
+        if info.contract is not None:
+            c = info.contract
+            n_patches = len(c.row_positions) * len(c.col_positions)
+            how = (
+                f"{c.height}x{c.width} image, {n_patches} patches of {c.patch}x{c.patch} "
+                f"({len(c.row_positions)} rows x {len(c.col_positions)} cols)"
+            )
+        else:
+            how = f"no contract metadata; {info.height}x{info.width} taken from the input shape"
+        batch = "dynamic" if info.batch is None else f"fixed {info.batch}"
+        click.echo(f"check:    ok -- {how}, input = pixels / {info.input_scale:g}, batch {batch}")
 
 
 @cli.command("bench")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -21,6 +22,9 @@ from .clikit import (
     threads_option,
     verbosity_options,
 )
+
+if TYPE_CHECKING:
+    from .bulk import BulkOptions, BulkSummary
 
 __all__ = ["export_triton_cmd", "batch_cmd"]
 
@@ -166,7 +170,7 @@ def batch_cmd(
     become error rows in results.jsonl (exit code 1), never a failed job.
     """
     setup_logging(verbose, quiet)
-    from .bulk import BulkOptions, connect_ray, run_bulk
+    from .bulk import BulkOptions
     from .io import list_images
     from .session import describe, open_session
 
@@ -187,16 +191,7 @@ def batch_cmd(
         threshold=threshold,
         min_area=min_area,
     )
-    started = connect_ray(ray_address) if ray_address is not None else False
-    try:
-        s = run_bulk(
-            model.resolve(), [p.resolve() for p in paths], out_dir.resolve(), options, use_ray=ray_address is not None
-        )
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
+    s = _run_bulk(model, paths, out_dir, options, ray_address)
     if not quiet:
         where = f"Ray ({ray_address}, {actors} actor(s))" if ray_address else "this process"
         click.echo(
@@ -205,3 +200,21 @@ def batch_cmd(
         )
     if s.failed:
         sys.exit(1)
+
+
+def _run_bulk(
+    model: Path, paths: list[Path], out_dir: Path, options: BulkOptions, ray_address: str | None
+) -> BulkSummary:
+    """Run the job here or on Ray (``ray_address`` not None); a Ray instance this call started is shut down."""
+    from .bulk import connect_ray, run_bulk
+
+    started = connect_ray(ray_address) if ray_address is not None else False
+    try:
+        return run_bulk(
+            model.resolve(), [p.resolve() for p in paths], out_dir.resolve(), options, use_ray=ray_address is not None
+        )
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
