@@ -44,21 +44,6 @@ WIDTH = 4
 
 
 @pytest.fixture(scope="module")
-def dd_checkpoint(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ddckpt") / "dd.pt"
-    save_checkpoint(
-        path,
-        double_detection_unet(),
-        image_type="strip",
-        image_size=(976, 176),
-        epoch=0,
-        seed=0,
-        train_config={"training_dataset_path": str(demo_root)},
-    )
-    return path
-
-
-@pytest.fixture(scope="module")
 def int8_build(dd_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
     opts = BuildOptions(keep_patch_model=True, quantize=QuantizeOptions(calib_count=4))
