@@ -68,6 +68,8 @@ ROWS: dict[str, tuple[str, dict[str, Any], str, tuple[str, ...]]] = {
     "robust-amp20": ("robust", {"amplitude_range": [20.0, 100.0]}, "compare", ()),
     "robust-x3": ("robust", {}, "compare", ("--repeats", "3")),
     "robust-lr3e-3": ("robust", {}, "compare", ("--lr", "3e-3")),
+    "robust-x3-amp20": ("robust", {"amplitude_range": [20.0, 100.0]}, "compare", ("--repeats", "3")),
+    "robust-x3-weak": ("robust", {"amplitude_range": [40.0, 100.0]}, "compare", ("--repeats", "3")),
 }
 COLUMNS = ("pixel_ap", "image_auroc", "recall_weak", "fa_one_ref")
 SETS = ("test", "unseen", "seed-val", "robust-val", "valid")
