@@ -18,7 +18,8 @@ N_EVAL=${N_EVAL:-24}
 EPOCHS=${EPOCHS:-10}
 JOBS=${JOBS:-8}
 TRAIN_S=${TRAIN_S:-330}
-ROWS=${ROWS:-robust seed robust-plainstem robust-noweight robust-amp20 robust-weak robust-x3 robust-lr3e-3}
+ROWS=${ROWS:-robust seed v1 v1-plainstem v1-noweight v1-amp20 v1-weak v1-x3 v1-lr3e-3 robust-a12 robust-a40}
+SPEED=${SPEED:-1}
 PY=${PY:-python3}
 export PYTHONPATH="$PWD/sdk:$PWD/trainer:$PWD/build_tools:$PWD/benchmarks" PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
@@ -37,7 +38,7 @@ $PY benchmarks/bench_recipe.py score --root "$ROOT" --n-eval "$N_EVAL" --sets te
     --device "$DEVICE" --jobs "$JOBS" --threads 2 --json "$OUT/score.json" --markdown "$OUT/score.md" > "$OUT/score.log" 2>&1
 tail -n 3 "$OUT/score.log"
 (cd "$ROOT" && tar czf "$OUT/runs.tgz" runs/*/summary.json runs/*/metrics.jsonl runs/*/train.log $(ls runs/*/recipe.json 2>/dev/null))
-if [ "$DEVICE" = cuda ]; then
+if [ "$DEVICE" = cuda ] && [ "$SPEED" = 1 ]; then
     stamp "bench_gpu"
     timeout 150 $PY benchmarks/bench_gpu.py > "$OUT/bench_gpu.txt" 2>&1
     cat "$OUT/bench_gpu.txt"

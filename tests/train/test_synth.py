@@ -193,8 +193,8 @@ def test_label_follows_the_odd_die_out_rule(robust_plans):
 def test_amplitudes_are_continuous_weak_ones_common(robust_plans):
     amps = np.array([d.amplitude for s in robust_plans for d in s.defects])
     mags = np.abs(amps)
-    assert mags.min() >= 12.0 - 1e-6 and mags.max() <= 100.0 + 1e-6
-    assert 0.5 < np.mean(mags <= 40) < 0.65  # log-uniform over 12..100
+    assert mags.min() >= 20.0 - 1e-6 and mags.max() <= 100.0 + 1e-6
+    assert 0.36 < np.mean(mags <= 40) < 0.50  # log-uniform over 20..100: ln 2 / ln 5 = 43%
     assert 0.4 < np.mean(amps > 0) < 0.6
     assert len(np.unique(mags)) > 0.9 * len(mags)
 

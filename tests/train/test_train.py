@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from bgtrain.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from bgtrain.layout import training_images
 from bgtrain.train import TrainConfig, train
 
 
@@ -274,3 +275,24 @@ def test_recipe_file_and_log_lines(demo_root, tmp_path):
         env=_env(),
     )
     assert r.returncode == 2 and "missing_prob" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_repeats_auto_fills_the_epoch_budget_and_is_recorded(demo_root, tmp_path):
+    from bgtrain.recipe import AUTO_PATCHES_PER_EPOCH
+    from bgtrain.train import resolve_repeats
+
+    assert resolve_repeats(None, 64 * 18) == 3  # the demo set: x3
+    assert resolve_repeats(None, 192 * 18) == 1 and resolve_repeats(None, 1000 * 18) == 1
+    assert resolve_repeats(None, 7) * 7 >= AUTO_PATCHES_PER_EPOCH > (resolve_repeats(None, 7) - 1) * 7
+    assert resolve_repeats(2, 64 * 18) == 2
+    r = train(_cfg(demo_root, tmp_path / "auto", epochs=1))
+    n_patches = len(training_images(demo_root)) * 18
+    summary = json.loads((tmp_path / "auto" / "summary.json").read_text())
+    assert summary["repeats"] == resolve_repeats(None, n_patches) > 1
+    assert torch.load(r.last_checkpoint, weights_only=True)["train_config"]["repeats"] == summary["repeats"]
+
+
+def test_repeats_option_rejects_nonsense(demo_root, tmp_path):
+    args = [sys.executable, "-m", "bgtrain", "--training_dataset_path", str(demo_root), "--repeats", "0"]
+    r = subprocess.run(args + ["--checkpoint_path", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 2 and "--repeats" in r.stderr and "Traceback" not in r.stderr

@@ -14,7 +14,7 @@ from bgsdk.clikit import run_cli, setup_logging, verbosity_options
 from bgsdk.tiling import IMAGE_TYPES
 
 from .model import STEMS
-from .recipe import DEFAULT_RECIPE, PRESETS
+from .recipe import AUTO_PATCHES_PER_EPOCH, DEFAULT_RECIPE, PRESETS
 
 __all__ = ["train_command", "visual_check_command", "main", "visual_main"]
 
@@ -23,6 +23,18 @@ def _opt(name: str, **kw):
     dashed = name.replace("_", "-")
     names = [f"--{name}"] + ([f"--{dashed}"] if dashed != name else [])
     return click.option(*names, **kw)
+
+
+def _repeats(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
+    if value == "auto":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise click.BadParameter(f"{value!r} is neither auto nor an integer >= 1")
+    return n
 
 
 @click.command(name="train-model")
@@ -91,10 +103,11 @@ def _opt(name: str, **kw):
 @_opt("cache_size", default=64, show_default=True, type=click.IntRange(0), help="Decoded images kept per worker (LRU).")
 @_opt(
     "repeats",
-    default=1,
+    default="auto",
     show_default=True,
-    type=click.IntRange(1),
-    help="Visits of every patch position per epoch, each with new synthetic defects (steps per epoch x N).",
+    callback=_repeats,
+    help="Passes over every patch position per epoch, each with new synthetic defects: N, or auto = enough "
+    f"passes for {AUTO_PATCHES_PER_EPOCH} patches an epoch (x3 for 64 strips; 1 from 192 strips up).",
 )
 @_opt("seed", default=0, show_default=True, type=int, help="Same seed, same data, same run -> same weights.")
 @_opt(

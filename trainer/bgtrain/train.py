@@ -19,7 +19,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,7 +38,7 @@ from .dataset import PatchDataset
 from .layout import training_images
 from .loss import FocalLoss, gamma_at
 from .model import UNet
-from .recipe import DEFAULT_RECIPE, Recipe, load_recipe
+from .recipe import AUTO_PATCHES_PER_EPOCH, DEFAULT_RECIPE, Recipe, load_recipe
 from .validate import EvalSet, baseline, load_eval_set, metrics_dict, validate
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
@@ -64,8 +64,9 @@ class TrainConfig:
     gamma_start: float = 1.0
     gamma_end: float = 3.0
     cache_size: int = 64
-    # Visits of each patch position per epoch, each with fresh defects (the step budget per epoch).
-    repeats: int = 1
+    # Visits of each patch position per epoch, each with fresh defects (the step budget per epoch);
+    # None = auto (resolve_repeats).
+    repeats: int | None = None
     seed: int = 0
     width: int = 64
     workers: int = 0
@@ -209,6 +210,15 @@ def _build_model(cfg: TrainConfig, device: torch.device) -> tuple[UNet, torch.op
     return model, optimizer, scheduler, info.epoch + 1
 
 
+def resolve_repeats(repeats: int | None, patches_per_pass: int) -> int:
+    """Passes over the patch positions per epoch: as given, or (auto) enough for AUTO_PATCHES_PER_EPOCH."""
+    if repeats is not None:
+        if repeats < 1:
+            raise UserError(f"--repeats must be >= 1 or auto, got {repeats}")
+        return int(repeats)
+    return max(1, math.ceil(AUTO_PATCHES_PER_EPOCH / patches_per_pass))
+
+
 def setup(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Run:
     """Process group, data (recipe), model (resumed if asked), loader and the validation set."""
     device, rank, world, own_group = _init_process(cfg)
@@ -216,7 +226,9 @@ def setup(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Run:
     if not files:
         raise UserError(f"{cfg.training_dataset_path}: no training images of format {cfg.img_format!r}")
     recipe = resolve_recipe(cfg)
-    dataset = PatchDataset(files, cfg.image_type, cfg.cache_size, recipe, cfg.seed, repeats=cfg.repeats)
+    dataset = PatchDataset(files, cfg.image_type, cfg.cache_size, recipe, cfg.seed)
+    dataset.repeats = resolve_repeats(cfg.repeats, len(dataset))
+    cfg = replace(cfg, repeats=dataset.repeats)  # summary.json and checkpoints record the number used
     core, optimizer, scheduler, start_epoch = _build_model(cfg, device)
     model: torch.nn.Module = core
     if world > 1:
@@ -254,6 +266,10 @@ def setup(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Run:
         Path(cfg.checkpoint_path),
     )
     if run.main:
+        echo(
+            f"training data: {len(files)} images x {len(dataset.patches)} patches x {dataset.repeats} pass(es) = "
+            f"{len(dataset)} patches per epoch, {steps} steps of batch {cfg.bs}"
+        )
         _setup_outputs(run, echo)
     return run
 
@@ -422,6 +438,7 @@ def finish(run: Run, end_epoch: int, seconds: float, echo: Callable[[str], None]
             "rank_weight_max_diff": rank_diff,
             "recipe": run.recipe.to_dict(),
             "stem": run.cfg.stem,
+            "repeats": run.dataset.repeats,
         }
         atomic_write(run.out_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
         echo(
