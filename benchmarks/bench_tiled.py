@@ -24,11 +24,11 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
+
+from _common import run_ortworker
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -73,25 +73,6 @@ def build_variants(
     return paths
 
 
-def run_worker(model: Path, inp: Path, batch: int, threads: int, repeat: int, extra: list[str]) -> dict:
-    cmd = [
-        sys.executable,
-        str(HERE / "ortworker.py"),
-        str(model),
-        "--threads",
-        str(threads),
-        "--batch",
-        str(batch),
-        "--repeat",
-        str(repeat),
-        "--input",
-        str(inp),
-        *extra,
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
 def optimized_ops(path: Path) -> dict[str, int]:
     import onnx
 
@@ -129,7 +110,7 @@ def print_table(
         )
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--ks", type=int, nargs="*", default=[6, 3])
@@ -151,14 +132,11 @@ def main() -> None:
         help="ORT threads block instead of spinning: the cpu column then counts work, not waiting",
     )
     ap.add_argument("--workdir", default=None)
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    tmp = Path(args.workdir or tempfile.mkdtemp(prefix="bench_tiled-"))
-    tmp.mkdir(parents=True, exist_ok=True)
-    print(f"# {platform.processor() or platform.machine()}, load average {os.getloadavg()}, workdir {tmp}")
-    hybrid = [(int(k), int(lv)) for k, lv in (h.split(":") for h in args.hybrid)]
-    paths = build_variants(args.width, args.ks, args.loop_ks, tmp, hybrid)
-    inputs = {name: (tmp / "patches18.npy" if name == "bare18" else tmp / "strip.npy") for name in paths}
+
+def measure(paths: dict[str, Path], inputs: dict[str, Path], args: argparse.Namespace) -> tuple[dict, dict, dict]:
+    """Every variant once per round in its own process, rounds interleaved: per-call wall and CPU s, peak RSS."""
     times: dict[str, list[float]] = {n: [] for n in paths}
     rss: dict[str, list[float]] = {n: [] for n in paths}
     cpu: dict[str, list[float]] = {n: [] for n in paths}
@@ -166,37 +144,44 @@ def main() -> None:
     for r in range(args.rounds):
         order = list(paths) if r % 2 == 0 else list(reversed(paths))
         for name in order:
-            res = run_worker(paths[name], inputs[name], 18 if name == "bare18" else 1, args.threads, args.repeat, extra)
+            batch = 18 if name == "bare18" else 1
+            res = run_ortworker(paths[name], inputs[name], batch, args.threads, args.repeat, extra)
             times[name] += res["times"]
             cpu[name] += res["cpu_times"]
             rss[name].append(res["peak_rss_mb"])
         print(f"# round {r + 1}/{args.rounds} done, load average {os.getloadavg()}", flush=True)
-    print_table(
-        paths,
-        times,
-        cpu,
-        rss,
-        f"{args.width}, {args.threads} threads{', no spinning' if args.no_spin else ''}, "
-        f"{args.rounds} rounds x {args.repeat} calls",
-    )
+    return times, cpu, rss
+
+
+def print_profiles(paths: dict[str, Path], inputs: dict[str, Path], threads: int, tmp: Path) -> None:
+    """One ORT profile per variant (kernel time by op type) and the op types of ORT's optimized graph."""
+    for name in paths:
+        extra = ["--profile", str(tmp / f"prof_{name}"), "--optimized", str(tmp / f"opt_{name}.onnx")]
+        res = run_ortworker(paths[name], inputs[name], 18 if name == "bare18" else 1, threads, 1, extra)
+        p = res["profile"]
+        tot = p["total_us"]
+        print(
+            f"\n## profile {name}: kernel time {tot / 2e3:.0f} ms per call (2 calls profiled); "
+            f"call wall {res['times'][0] * 1e3:.0f} ms"
+        )
+        print("  by op type: " + ", ".join(f"{k} {v / tot:.1%}" for k, v in list(p["by_type"].items())[:8]))
+        print("  optimized graph ops: " + json.dumps(optimized_ops(tmp / f"opt_{name}.onnx")))
+
+
+def main() -> None:
+    args = parse_args()
+    tmp = Path(args.workdir or tempfile.mkdtemp(prefix="bench_tiled-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    print(f"# {platform.processor() or platform.machine()}, load average {os.getloadavg()}, workdir {tmp}")
+    hybrid = [(int(k), int(lv)) for k, lv in (h.split(":") for h in args.hybrid)]
+    paths = build_variants(args.width, args.ks, args.loop_ks, tmp, hybrid)
+    inputs = {name: (tmp / "patches18.npy" if name == "bare18" else tmp / "strip.npy") for name in paths}
+    times, cpu, rss = measure(paths, inputs, args)
+    spin = ", no spinning" if args.no_spin else ""
+    what = f"{args.width}, {args.threads} threads{spin}, {args.rounds} rounds x {args.repeat} calls"
+    print_table(paths, times, cpu, rss, what)
     if args.profile:
-        for name in paths:
-            res = run_worker(
-                paths[name],
-                inputs[name],
-                18 if name == "bare18" else 1,
-                args.threads,
-                1,
-                ["--profile", str(tmp / f"prof_{name}"), "--optimized", str(tmp / f"opt_{name}.onnx")],
-            )
-            p = res["profile"]
-            tot = p["total_us"]
-            print(
-                f"\n## profile {name}: kernel time {tot / 2e3:.0f} ms per call (2 calls profiled); "
-                f"call wall {res['times'][0] * 1e3:.0f} ms"
-            )
-            print("  by op type: " + ", ".join(f"{k} {v / tot:.1%}" for k, v in list(p["by_type"].items())[:8]))
-            print("  optimized graph ops: " + json.dumps(optimized_ops(tmp / f"opt_{name}.onnx")))
+        print_profiles(paths, inputs, args.threads, tmp)
 
 
 if __name__ == "__main__":

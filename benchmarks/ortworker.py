@@ -50,7 +50,7 @@ def summarize_profile(path: str, top: int = 12) -> dict:
     }
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
     ap.add_argument("--threads", type=int, default=2)
@@ -73,8 +73,11 @@ def main() -> None:
     ap.add_argument(
         "--no-spin", action="store_true", help="threads block instead of spinning, so cpu_times count work, not waiting"
     )
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def session_options(args: argparse.Namespace) -> ort.SessionOptions:
+    """Its own options, not bgsdk.session's: the memory switches and the profile are what is being measured."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = args.threads
     so.inter_op_num_threads = 1
@@ -87,18 +90,25 @@ def main() -> None:
     if args.profile:  # the profile then covers the warm-up call too (repeat + 1 calls)
         so.enable_profiling = True
         so.profile_file_prefix = args.profile
-    t0 = time.perf_counter()
-    sess = ort.InferenceSession(args.model, so, providers=["CPUExecutionProvider"])
-    t_load = time.perf_counter() - t0
-    inp = sess.get_inputs()[0]
+    return so
+
+
+def batch_input(args: argparse.Namespace, inp) -> np.ndarray:
+    """``--batch`` samples: the ``--input`` file repeated/cut to size, or uniform random of the input's shape."""
     if args.input:
         x = np.load(args.input).astype(np.float32)
         reps = -(-args.batch // len(x))
-        x = np.concatenate([x] * reps)[: args.batch]
-    else:
-        shape = args.shape or [int(d) for d in inp.shape[1:]]
-        x = np.random.default_rng(0).random((args.batch, *shape), dtype=np.float32)
-    feed = {args.input_name: x}
+        return np.concatenate([x] * reps)[: args.batch]
+    shape = args.shape or [int(d) for d in inp.shape[1:]]
+    return np.random.default_rng(0).random((args.batch, *shape), dtype=np.float32)
+
+
+def main() -> None:
+    args = parse_args()
+    t0 = time.perf_counter()
+    sess = ort.InferenceSession(args.model, session_options(args), providers=["CPUExecutionProvider"])
+    t_load = time.perf_counter() - t0
+    feed = {args.input_name: batch_input(args, sess.get_inputs()[0])}
     sess.run(None, feed)  # warm-up: first-call allocations and kernel selection
     rss_warm = vmhwm_mb()
     times, cpu = [], []

@@ -17,14 +17,14 @@ import pytest
 import torch
 
 from bgbuild import BuildError, BuildOptions, VerificationError, build_model, read_metadata
-from bgbuild.artifact import BUILD_KEY, CHECKPOINT_SHA_KEY, PRODUCER_VERSION_KEY, TRAINING_KEY, sha256_bytes
+from bgbuild.artifact import sha256_bytes
 from bgbuild.cli import main as cli_main
 from bgbuild.export import export_patch_model, op_counts
 from bgbuild.operating_point import OperatingPointOptions
 from bgbuild.simplify import initializer_bytes
 from bgbuild.verify import select_verification_images
 from bgsdk import Segmenter, __version__
-from bgsdk.contract import CONTRACT_KEY, Contract
+from bgsdk.contract import BUILD_KEY, CHECKPOINT_SHA_KEY, CONTRACT_KEY, PRODUCER_VERSION_KEY, TRAINING_KEY, Contract
 from bgsdk.tiling import tiling_for
 from bgtrain.checkpoint import file_sha256, save_checkpoint
 from bgtrain.model import UNet
