@@ -18,6 +18,7 @@ from bgsdk import InputError, InputWarning, Segmenter
 from bgsdk.cli import main as bgsdk_main
 from bgsdk.errors import BgsdkWarning
 from bgsdk.sanity import value_problems
+from tests.helpers.cli import invoke
 from tests.helpers.models import make_full_model
 
 H, W = 32, 32
@@ -156,9 +157,5 @@ def test_cli_warns_one_line_per_image_and_strict_skips(
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str]:
-    try:
-        bgsdk_main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    return code, capsys.readouterr().err
+    code, _, err = invoke(bgsdk_main, capsys, *argv)
+    return code, err

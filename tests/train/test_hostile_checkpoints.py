@@ -21,6 +21,7 @@ from bgbuild.cli import main as build_main
 from bgtrain.checkpoint import save_checkpoint
 from bgtrain.cli import main as train_main
 from bgtrain.model import UNet
+from tests.helpers.cli import invoke
 
 WIDTH = 4
 
@@ -163,12 +164,8 @@ RESUME_ONLY = {"optimizer moments wrong shape", "optimizer for another model", "
 
 
 def _run(main: Callable[[list[str]], None], capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str]:
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    return code, capsys.readouterr().err
+    code, _, err = invoke(main, capsys, *argv)
+    return code, err
 
 
 def _one_line(err: str, prog: str, path: Path, fragment: str) -> None:
