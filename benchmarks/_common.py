@@ -5,7 +5,11 @@ Imported as ``from _common import ...``: a benchmark runs as a script, so this f
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -15,6 +19,35 @@ from bgsdk.tiling import tiling_for
 REPO = Path(__file__).resolve().parent.parent
 STRIP = (976, 176)
 OPSET = 17
+
+
+def run_ortworker(model: Path, inp: Path, batch: int, threads: int, repeat: int, extra: Sequence[str] = ()) -> Any:
+    """Time ``model`` on ``inp`` in a fresh process (benchmarks/ortworker.py, so its peak RSS is this model's
+    alone); returns the JSON object the worker prints last."""
+    cmd = [sys.executable, str(REPO / "benchmarks" / "ortworker.py"), str(model)]
+    cmd += ["--threads", str(threads), "--batch", str(batch), "--repeat", str(repeat), "--input", str(inp), *extra]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def strip_checkpoint(path: Path, model: Any, data: Path | None = None) -> Path:
+    """Save a torch ``model`` as an epoch-0 strip checkpoint; ``data`` is recorded as its training data set
+    (build-model calibrates and verifies on it)."""
+    from bgtrain.checkpoint import save_checkpoint
+
+    config = {"training_dataset_path": str(data)} if data is not None else None
+    return save_checkpoint(path, model, image_type="strip", image_size=STRIP, epoch=0, seed=0, train_config=config)
+
+
+def random_strip_checkpoint(path: Path, width: int, seed: int = 0, data: Path | None = None) -> Path:
+    """:func:`strip_checkpoint` of a freshly initialised UNet (``torch.manual_seed(seed)``): latency and
+    memory do not depend on trained weights."""
+    import torch
+
+    from bgtrain.model import UNet
+
+    torch.manual_seed(seed)
+    return strip_checkpoint(path, UNet(base_width=width).eval(), data)
 
 
 def make_conv_stack(path: Path, width: int = 16, depth: int = 4, height: int = STRIP[0], img_w: int = STRIP[1]) -> Path:

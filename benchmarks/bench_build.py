@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import random_strip_checkpoint
+
 H, W = 976, 176
 
 
@@ -251,16 +253,19 @@ def run_child(kind: str, **args) -> dict:
 
 
 def make_checkpoint(path: Path, width: int) -> None:
-    import torch
-
-    from bgtrain.checkpoint import save_checkpoint
-    from bgtrain.model import UNet
-
-    torch.manual_seed(0)
-    save_checkpoint(path, UNet(base_width=width).eval(), image_type="strip", image_size=(H, W), epoch=0, seed=0)
+    random_strip_checkpoint(path, width)
 
 
-def main() -> None:
+VARIANTS = {
+    "a": "(a) composed model (build-model)",
+    "b": "(b) bare patch model, 18 patches, 1 call",
+    "c": "(c) Python loop, patch model x18",
+    "d": "(d) traced Python-loop export",
+    "e": "(e) PyTorch eager sliding window",
+}
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--widths", type=int, nargs="+", default=[64, 8])
@@ -270,11 +275,85 @@ def main() -> None:
     ap.add_argument("--rss-limit-mb", type=float, default=500.0)
     ap.add_argument("--json", type=Path, default=None, help="Also write all numbers here.")
     ap.add_argument("--workdir", type=Path, default=None, help="Keep models here (default: a temp dir).")
-    a = ap.parse_args()
+    return ap.parse_args()
+
+
+def bench_width(work: Path, width: int, threads: int, repeat: int) -> dict:
+    """Variants (a)-(e) at one UNet width; prints their table."""
+    ck = work / f"w{width}.pt"
+    make_checkpoint(ck, width)
+    composed, traced = work / f"w{width}.onnx", work / f"w{width}_traced.onnx"
+    r: dict = {"build": run_child("build", checkpoint=str(ck), out=str(composed), threads=threads)}
+    r["traced_export"] = run_child("traced", checkpoint=str(ck), out=str(traced), threads=threads)
+    patch = composed.with_suffix(".patch.onnx")
+    models = {"a": composed, "b": patch, "c": patch, "d": traced, "e": None}
+    for v, m in models.items():
+        r[v] = run_child(
+            "latency", variant=v, model=str(m) if m else None, checkpoint=str(ck), threads=threads, repeat=repeat
+        )
+    la = r["a"]["latency_s"]
+    print(
+        f"\n## width {width}  (composed: {r['build']['size_mb']:.1f} MB, {r['build']['nodes']} nodes, "
+        f"verify max|diff| {r['build']['verify_max_abs_diff']:.2g})\n"
+    )
+    print("| variant | latency (s) | ratio to (a) | peak RSS (MB) | build/export (s) | build peak RSS (MB) |")
+    print("|---|---|---|---|---|---|")
+    for v in "abcde":
+        build = {"a": r["build"], "d": r["traced_export"]}.get(v)
+        bs = f"{build['build_s']:.1f}" if build else "-"
+        br = f"{build['peak_rss_mb']:.0f}" if build else "-"
+        print(
+            f"| {VARIANTS[v]} | {r[v]['latency_s']:.3f} | {r[v]['latency_s'] / la:.2f} | "
+            f"{r[v]['peak_rss_mb']:.0f} | {bs} | {br} |"
+        )
+    print(
+        "\nbuild stages (s): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in r["build"]["stage_s"].items())
+        + f"; traced model {r['traced_export']['size_mb']:.1f} MB"
+    )
+    return r
+
+
+def bench_patch_batch(work: Path, width: int, ks: list[int], threads: int, repeat: int) -> dict:
+    """``--patch-batch K`` for each K at ``width`` (its checkpoint is already in ``work``); prints the table."""
+    ck = work / f"w{width}.pt"
+    kdir = work / f"ks_w{width}"
+    kdir.mkdir(exist_ok=True)
+    built = run_child("build_ks", checkpoint=str(ck), ks=ks, dir=str(kdir), threads=threads)
+    print(f"\n## --patch-batch K, width {width}\n")
+    print("| K | latency (s) | peak RSS (MB) | RSS after load (MB) | file (MB) | weights (MB) | compose+simplify (s) |")
+    print("|---|---|---|---|---|---|---|")
+    out = {}
+    for k in ks:
+        b = built[str(k)]
+        m = run_child("latency", variant="k", model=b["path"], checkpoint=str(ck), threads=threads, repeat=repeat)
+        out[str(k)] = {**b, **m}
+        print(
+            f"| {k} | {m['latency_s']:.3f} | {m['peak_rss_mb']:.0f} | {m['rss_after_load_mb']:.0f} | "
+            f"{b['size_mb']:.1f} | {b['weights_mb']:.1f} | {b['compose_s']:.1f} |"
+        )
+    return out
+
+
+def recommend(patch_batch: dict, rss_limit_mb: float) -> int | None:
+    """The fastest K whose peak RSS stays within the limit (printed), or None."""
+    ok = {k: v for k, v in patch_batch.items() if v["peak_rss_mb"] <= rss_limit_mb}
+    if not ok:
+        print(f"\nno K kept peak RSS <= {rss_limit_mb:.0f} MB")
+        return None
+    best = min(ok, key=lambda k: ok[k]["latency_s"])
+    print(
+        f"\nfastest K with peak RSS <= {rss_limit_mb:.0f} MB: K={best} "
+        f"({ok[best]['latency_s']:.3f} s, {ok[best]['peak_rss_mb']:.0f} MB)"
+    )
+    return int(best)
+
+
+def main() -> None:
+    a = parse_args()
     if a.child:
         print(json.dumps(CHILDREN[a.child[0]](json.loads(a.child[1]))))
         return
-
     t_start = time.perf_counter()
     tmp = tempfile.TemporaryDirectory(prefix="bench_build_")
     work = a.workdir or Path(tmp.name)
@@ -288,78 +367,10 @@ def main() -> None:
     )
     print("# weights are random (fresh UNet via save_checkpoint): latency and memory do not depend on trained weights")
     results: dict = {"threads": a.threads, "repeat": a.repeat, "widths": {}, "patch_batch": {}}
-    common = {"threads": a.threads, "repeat": a.repeat}
-    names = {
-        "a": "(a) composed model (build-model)",
-        "b": "(b) bare patch model, 18 patches, 1 call",
-        "c": "(c) Python loop, patch model x18",
-        "d": "(d) traced Python-loop export",
-        "e": "(e) PyTorch eager sliding window",
-    }
     for width in a.widths:
-        ck = work / f"w{width}.pt"
-        make_checkpoint(ck, width)
-        composed, traced = work / f"w{width}.onnx", work / f"w{width}_traced.onnx"
-        r: dict = {"build": run_child("build", checkpoint=str(ck), out=str(composed), threads=a.threads)}
-        r["traced_export"] = run_child("traced", checkpoint=str(ck), out=str(traced), threads=a.threads)
-        models = {
-            "a": composed,
-            "b": composed.with_suffix(".patch.onnx"),
-            "c": composed.with_suffix(".patch.onnx"),
-            "d": traced,
-            "e": None,
-        }
-        for v, m in models.items():
-            r[v] = run_child("latency", variant=v, model=str(m) if m else None, checkpoint=str(ck), **common)
-        results["widths"][str(width)] = r
-        la = r["a"]["latency_s"]
-        print(
-            f"\n## width {width}  (composed: {r['build']['size_mb']:.1f} MB, {r['build']['nodes']} nodes, "
-            f"verify max|diff| {r['build']['verify_max_abs_diff']:.2g})\n"
-        )
-        print("| variant | latency (s) | ratio to (a) | peak RSS (MB) | build/export (s) | build peak RSS (MB) |")
-        print("|---|---|---|---|---|---|")
-        for v in "abcde":
-            build = {"a": r["build"], "d": r["traced_export"]}.get(v)
-            bs = f"{build['build_s']:.1f}" if build else "-"
-            br = f"{build['peak_rss_mb']:.0f}" if build else "-"
-            print(
-                f"| {names[v]} | {r[v]['latency_s']:.3f} | {r[v]['latency_s'] / la:.2f} | "
-                f"{r[v]['peak_rss_mb']:.0f} | {bs} | {br} |"
-            )
-        print(
-            "\nbuild stages (s): "
-            + ", ".join(f"{k} {v:.1f}" for k, v in r["build"]["stage_s"].items())
-            + f"; traced model {r['traced_export']['size_mb']:.1f} MB"
-        )
-
-    width = a.widths[0]
-    ck = work / f"w{width}.pt"
-    kdir = work / f"ks_w{width}"
-    kdir.mkdir(exist_ok=True)
-    built = run_child("build_ks", checkpoint=str(ck), ks=a.ks, dir=str(kdir), threads=a.threads)
-    print(f"\n## --patch-batch K, width {width}\n")
-    print("| K | latency (s) | peak RSS (MB) | RSS after load (MB) | file (MB) | weights (MB) | compose+simplify (s) |")
-    print("|---|---|---|---|---|---|---|")
-    for k in a.ks:
-        b = built[str(k)]
-        m = run_child("latency", variant="k", model=b["path"], checkpoint=str(ck), **common)
-        results["patch_batch"][str(k)] = {**b, **m}
-        print(
-            f"| {k} | {m['latency_s']:.3f} | {m['peak_rss_mb']:.0f} | {m['rss_after_load_mb']:.0f} | "
-            f"{b['size_mb']:.1f} | {b['weights_mb']:.1f} | {b['compose_s']:.1f} |"
-        )
-    ok = {k: v for k, v in results["patch_batch"].items() if v["peak_rss_mb"] <= a.rss_limit_mb}
-    if ok:
-        best = min(ok, key=lambda k: ok[k]["latency_s"])
-        print(
-            f"\nfastest K with peak RSS <= {a.rss_limit_mb:.0f} MB: K={best} "
-            f"({ok[best]['latency_s']:.3f} s, {ok[best]['peak_rss_mb']:.0f} MB)"
-        )
-        results["recommended_patch_batch"] = int(best)
-    else:
-        print(f"\nno K kept peak RSS <= {a.rss_limit_mb:.0f} MB")
-        results["recommended_patch_batch"] = None
+        results["widths"][str(width)] = bench_width(work, width, a.threads, a.repeat)
+    results["patch_batch"] = bench_patch_batch(work, a.widths[0], a.ks, a.threads, a.repeat)
+    results["recommended_patch_batch"] = recommend(results["patch_batch"], a.rss_limit_mb)
     results["total_s"] = time.perf_counter() - t_start
     print(f"\ntotal benchmark time {results['total_s']:.0f} s")
     if a.json:

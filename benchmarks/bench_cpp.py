@@ -81,10 +81,7 @@ def _time_sdk(model: Path, image: Path, repeat: int, threads: int | None) -> tup
     return {"read_ms": read_ms, "load_ms": load_ms, "run_ms_median": statistics.median(runs)}, np.asarray(heatmap)
 
 
-def main() -> int:
-    if len(sys.argv) == 7 and sys.argv[1] == "--_worker":
-        _worker(*sys.argv[2:])
-        return 0
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, help="full-image model (default: build the stand-in)")
     ap.add_argument("--image", type=Path, help="strip TIFF (default: one synthetic demo strip)")
@@ -92,56 +89,56 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="alternating C++/Python rounds (median of medians)")
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads for both (default: ORT's)")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    why = cpp_harness.missing_toolchain()
-    if why:
-        print(f"bench_cpp: cannot build the C++ example: {why}", file=sys.stderr)
-        return 2
-    binary = cpp_harness.build(cpp_harness.prepare_ort(sys.executable))
 
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        model = args.model
-        model_desc = str(model)
-        if model is None:
-            from bgsdk.contract import Contract
-            from bgsdk.tiling import tiling_for
+def default_inputs(args: argparse.Namespace, tmp: Path) -> tuple[Path, str, Path]:
+    """``(model, its description, image)``: the given ones, else the stand-in model and one demo strip."""
+    model, model_desc = args.model, str(args.model)
+    if model is None:
+        from bgsdk.contract import Contract
+        from bgsdk.tiling import tiling_for
 
-            contract = Contract.from_tiling(tiling_for("strip", 976, 176))
-            model = cpp_harness.make_standin_model(tmp / "standin.onnx", contract_json=contract.to_json())
-            model_desc = "stand-in (Conv3x3 + Sigmoid, full-image I/O contract) -- NOT the UNet"
-        image = args.image
-        if image is None:
-            from bgtrain.synth_dataset import make_dataset
+        contract = Contract.from_tiling(tiling_for("strip", 976, 176))
+        model = cpp_harness.make_standin_model(tmp / "standin.onnx", contract_json=contract.to_json())
+        model_desc = "stand-in (Conv3x3 + Sigmoid, full-image I/O contract) -- NOT the UNet"
+    image = args.image
+    if image is None:
+        from bgtrain.synth_dataset import make_dataset
 
-            make_dataset(tmp / "demo", 1, 0, 0, seed=0, progress=False)
-            (image,) = sorted((tmp / "demo").glob("train/good/*.tif*"))
+        make_dataset(tmp / "demo", 1, 0, 0, seed=0, progress=False)
+        (image,) = sorted((tmp / "demo").glob("train/good/*.tif*"))
+    return model, model_desc, image
 
-        cpp_args = ["--repeat", str(args.repeat)]
-        if args.threads is not None:
-            cpp_args += ["--threads", str(args.threads)]
-        out = tmp / "cpp_heatmap.npy"
-        cpp_rounds: list[dict[str, float]] = []
-        py_rounds: list[dict[str, float]] = []
-        for rnd in range(args.rounds):  # alternate the order: a shared machine's load drifts
-            for side in ("cpp", "py") if rnd % 2 == 0 else ("py", "cpp"):
-                if side == "cpp":
-                    r = cpp_harness.run_cpp(binary, *cpp_args, model, image, out, timeout=3600)
-                    if r.returncode != 0:
-                        print(r.stderr, file=sys.stderr)
-                        return 2
-                    cpp_rounds.append(r.timings)
-                else:
-                    t, py_heatmap = python_side(model, image, args.repeat, args.threads)
-                    py_rounds.append(t)
-        cpp_heatmap = np.load(out)
-        cpp = {k: statistics.median(r[k] for r in cpp_rounds) for k in cpp_rounds[0]}
-        py = {k: statistics.median(r[k] for r in py_rounds) for k in py_rounds[0]}
 
+def alternate_rounds(binary: Path, model: Path, image: Path, out: Path, args: argparse.Namespace):
+    """``(C++ timings, Python timings, Python heatmap)`` per round, sides alternating; None if the C++ run failed."""
+    cpp_args = ["--repeat", str(args.repeat)]
+    if args.threads is not None:
+        cpp_args += ["--threads", str(args.threads)]
+    cpp_rounds: list[dict[str, float]] = []
+    py_rounds: list[dict[str, float]] = []
+    py_heatmap = None
+    for rnd in range(args.rounds):  # alternate the order: a shared machine's load drifts
+        for side in ("cpp", "py") if rnd % 2 == 0 else ("py", "cpp"):
+            if side == "cpp":
+                r = cpp_harness.run_cpp(binary, *cpp_args, model, image, out, timeout=3600)
+                if r.returncode != 0:
+                    print(r.stderr, file=sys.stderr)
+                    return None
+                cpp_rounds.append(r.timings)
+            else:
+                t, py_heatmap = python_side(model, image, args.repeat, args.threads)
+                py_rounds.append(t)
+    return cpp_rounds, py_rounds, py_heatmap
+
+
+def report(args, model_desc: str, image: Path, cpp_rounds: list, py_rounds: list, diff: float) -> None:
+    """The table (and --json): medians of the rounds per step, and the Python/C++ ratio."""
     import onnxruntime
 
-    diff = float(np.abs(cpp_heatmap - py_heatmap).max())
+    cpp = {k: statistics.median(r[k] for r in cpp_rounds) for k in cpp_rounds[0]}
+    py = {k: statistics.median(r[k] for r in py_rounds) for k in py_rounds[0]}
     print(f"model:   {model_desc}")
     print(f"image:   {image if args.image else 'synthetic demo strip (976x176, 4 channels)'}")
     print(
@@ -155,22 +152,36 @@ def main() -> int:
     for label, key in rows:
         print(f"{label:<28}{cpp[key]:>12.2f}{py[key]:>14.2f}{py[key] / cpp[key]:>11.2f}x")
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "model": model_desc,
-                    "cpp": cpp,
-                    "python": py,
-                    "max_abs_diff": diff,
-                    "repeat": args.repeat,
-                    "rounds": args.rounds,
-                    "threads": args.threads,
-                    "cpp_rounds": cpp_rounds,
-                    "python_rounds": py_rounds,
-                },
-                indent=2,
-            )
-        )
+        numbers = {"model": model_desc, "cpp": cpp, "python": py, "max_abs_diff": diff, "repeat": args.repeat}
+        numbers |= {
+            "rounds": args.rounds,
+            "threads": args.threads,
+            "cpp_rounds": cpp_rounds,
+            "python_rounds": py_rounds,
+        }
+        args.json.write_text(json.dumps(numbers, indent=2))
+
+
+def main() -> int:
+    if len(sys.argv) == 7 and sys.argv[1] == "--_worker":
+        _worker(*sys.argv[2:])
+        return 0
+    args = parse_args()
+    why = cpp_harness.missing_toolchain()
+    if why:
+        print(f"bench_cpp: cannot build the C++ example: {why}", file=sys.stderr)
+        return 2
+    binary = cpp_harness.build(cpp_harness.prepare_ort(sys.executable))
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        model, model_desc, image = default_inputs(args, tmp)
+        out = tmp / "cpp_heatmap.npy"
+        rounds = alternate_rounds(binary, model, image, out, args)
+        if rounds is None:
+            return 2
+        cpp_rounds, py_rounds, py_heatmap = rounds
+        diff = float(np.abs(np.load(out) - py_heatmap).max())
+    report(args, model_desc, image, cpp_rounds, py_rounds, diff)
     return 0
 
 

@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import random_strip_checkpoint, strip_checkpoint
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -97,44 +99,19 @@ def _build(ckpt: Path, out: Path, threads: int, quantize: dict | None) -> dict:
 
 
 def _random_checkpoint(width: int, data: Path, out: Path) -> Path:
-    import torch
-
-    from bgtrain.checkpoint import save_checkpoint
-    from bgtrain.model import UNet
-
-    torch.manual_seed(width)
-    save_checkpoint(
-        out,
-        UNet(base_width=width).eval(),
-        image_type="strip",
-        image_size=(976, 176),
-        epoch=0,
-        seed=0,
-        train_config={"training_dataset_path": str(data)},
-    )
-    return out
+    return random_strip_checkpoint(out, width, seed=width, data=data)
 
 
 def _dd_checkpoint(width: int, data: Path, out: Path) -> Path:
-    from bgtrain.checkpoint import save_checkpoint
     from bgtrain.reference_unet import double_detection_unet
 
-    save_checkpoint(
-        out,
-        double_detection_unet(width),
-        image_type="strip",
-        image_size=(976, 176),
-        epoch=0,
-        seed=0,
-        train_config={"training_dataset_path": str(data)},
-    )
-    return out
+    return strip_checkpoint(out, double_detection_unet(width), data)
 
 
 NO_GATE = {"max_ap_drop": 1.0, "max_mean_diff": 1.0, "verify_count": 4}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--widths", type=int, nargs="+", default=[64, 16])
     ap.add_argument("--threads", type=int, default=2)
@@ -144,51 +121,29 @@ def main() -> None:
     ap.add_argument("--accuracy-width", type=int, default=16)
     ap.add_argument("--no-s8s8", action="store_true", help="skip the int8-activation (S8S8) variant")
     ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    import onnxruntime
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-int8-"))
-    data = args.data
-    if data is None:
-        from bgtrain.synth_dataset import make_dataset
-
-        data = tmp / "data"
-        make_dataset(data, n_train=8, n_valid=8, n_test=0, seed=0, progress=False)
-    image = sorted((data / "valid" / "bright_spots").glob("*.tif*"))[0]
-    print(f"onnxruntime {onnxruntime.__version__}, {args.threads} threads, data {data}", flush=True)
-    results: dict = {
-        "threads": args.threads,
-        "repeat": args.repeat,
-        "onnxruntime": onnxruntime.__version__,
-        "widths": {},
+def bench_width(args: argparse.Namespace, width: int, first: bool, data: Path, tmp: Path, image: Path) -> dict:
+    """fp32 and INT8 builds of one random-weight width: latency (interleaved in one process) and peak RSS."""
+    print(f"width {width}: building (random weights)", flush=True)
+    ckpt = _random_checkpoint(width, data, tmp / f"w{width}.pt")
+    variants = {"fp32": None, "int8 U8S8": dict(NO_GATE)}
+    if first and not args.no_s8s8:
+        variants["int8 S8S8"] = dict(NO_GATE, activation_type="int8")
+    rows = {
+        name: _build(ckpt, tmp / f"w{width}.{name.replace(' ', '_')}.onnx", args.threads, q)
+        for name, q in variants.items()
     }
+    print(f"width {width}: latency ({args.repeat} interleaved repeats)", flush=True)
+    lat = _child(_LATENCY, [[r["path"] for r in rows.values()], args.threads, args.repeat, str(image)])
+    for (_name, row), t in zip(rows.items(), lat):
+        row.update(t)
+        row.update(_child(_MEMORY, [row["path"], args.threads, str(image)]))
+    return rows
 
-    for i, width in enumerate(args.widths):
-        print(f"width {width}: building (random weights)", flush=True)
-        ckpt = _random_checkpoint(width, data, tmp / f"w{width}.pt")
-        variants = {"fp32": None, "int8 U8S8": dict(NO_GATE)}
-        if i == 0 and not args.no_s8s8:
-            variants["int8 S8S8"] = dict(NO_GATE, activation_type="int8")
-        rows = {
-            name: _build(ckpt, tmp / f"w{width}.{name.replace(' ', '_')}.onnx", args.threads, q)
-            for name, q in variants.items()
-        }
-        print(f"width {width}: latency ({args.repeat} interleaved repeats)", flush=True)
-        lat = _child(_LATENCY, [[r["path"] for r in rows.values()], args.threads, args.repeat, str(image)])
-        for (_name, row), t in zip(rows.items(), lat):
-            row.update(t)
-            row.update(_child(_MEMORY, [row["path"], args.threads, str(image)]))
-        results["widths"][width] = rows
 
-    print(
-        f"accuracy: {'--accuracy-checkpoint ' + str(args.accuracy_checkpoint) if args.accuracy_checkpoint else f'double-detection UNet width {args.accuracy_width}'}",
-        flush=True,
-    )
-    ack = args.accuracy_checkpoint or _dd_checkpoint(args.accuracy_width, data, tmp / "dd.pt")
-    acc = _build(ack, tmp / "acc.int8.onnx", args.threads, {})
-    results["accuracy"] = {"checkpoint": str(ack), **acc["verification"]}
-
+def print_tables(results: dict) -> None:
     print()
     print("| width | model | latency median (s) | fp32/INT8 | peak RSS (MB) | file (MB) |")
     print("|---|---|---|---|---|---|")
@@ -205,6 +160,33 @@ def main() -> None:
         f"(drop {a['ap_drop']:+.4f}); image AUROC {a['fp32_image_auroc']:.4f} -> {a['int8_image_auroc']:.4f}; "
         f"max |diff| {a['max_abs_diff']:.3g}, mean {a['mean_abs_diff']:.3g}"
     )
+
+
+def main() -> None:
+    args = parse_args()
+    import onnxruntime
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-int8-"))
+    data = args.data
+    if data is None:
+        from bgtrain.synth_dataset import make_dataset
+
+        data = tmp / "data"
+        make_dataset(data, n_train=8, n_valid=8, n_test=0, seed=0, progress=False)
+    image = sorted((data / "valid" / "bright_spots").glob("*.tif*"))[0]
+    print(f"onnxruntime {onnxruntime.__version__}, {args.threads} threads, data {data}", flush=True)
+    results: dict = {"threads": args.threads, "repeat": args.repeat, "onnxruntime": onnxruntime.__version__}
+    results["widths"] = {
+        width: bench_width(args, width, i == 0, data, tmp, image) for i, width in enumerate(args.widths)
+    }
+    print(
+        f"accuracy: {'--accuracy-checkpoint ' + str(args.accuracy_checkpoint) if args.accuracy_checkpoint else f'double-detection UNet width {args.accuracy_width}'}",
+        flush=True,
+    )
+    ack = args.accuracy_checkpoint or _dd_checkpoint(args.accuracy_width, data, tmp / "dd.pt")
+    acc = _build(ack, tmp / "acc.int8.onnx", args.threads, {})
+    results["accuracy"] = {"checkpoint": str(ack), **acc["verification"]}
+    print_tables(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
 

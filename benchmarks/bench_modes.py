@@ -20,15 +20,14 @@ are printed with the table: INT8 gains depend on AVX-512 VNNI / AMX.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from _common import random_strip_checkpoint, run_ortworker
 
 HERE = Path(__file__).resolve().parent
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8")
@@ -46,30 +45,45 @@ def cpu_info() -> str:
     return f"CPU: {model}, {os.cpu_count()} logical cores; {have}"
 
 
+def quantize_options(random_weights: bool, data: Path, calib_count: int, verify_count: int) -> Any:
+    """``--quantize`` options of the benchmark's INT8 builds."""
+    from bgbuild.quantize import QuantizeOptions
+
+    if random_weights:
+        # Random weights detect nothing: an AP gate on them is a coin toss (and a failed MinMax would make
+        # --calib-method auto try Percentile/Entropy, GBs at w=64). Speed only: MinMax, gate open.
+        return QuantizeOptions(
+            calib_data=data,
+            calib_count=calib_count,
+            verify_count=min(verify_count, 4),
+            calib_method="minmax",
+            max_ap_drop=1.0,
+            max_mean_diff=1.0,
+        )
+    return QuantizeOptions(calib_data=data, calib_count=calib_count, verify_count=verify_count)
+
+
+def built_summary(report: Any) -> str:
+    """One line per build: size, fp32 parity, and for INT8 the calibration chosen and the gate's numbers."""
+    line = f"{report.size_bytes / 1e6:.1f} MB, fp32 parity {report.verification.max_abs_diff:.2g}"
+    if report.quantization is not None:
+        sel = report.quantization.settings.get("calibration_selection", {})
+        tried = ", ".join(a["method"] for a in sel.get("attempts", []))
+        line += f"; calibration {report.quantization.settings['calibration_method']} (tried {tried}); "
+        line += report.quantization.verification.summary()
+    return line
+
+
 def build_models(
     width: int, ckpt: Path | None, data: Path, out: Path, calib_count: int, verify_count: int
 ) -> tuple[dict[str, Path], str]:
     import onnx
-    import torch
 
     from bgbuild import BuildOptions, build_model
     from bgbuild.build import export_stage, load_stage
-    from bgbuild.quantize import QuantizeOptions
-    from bgtrain.checkpoint import save_checkpoint
-    from bgtrain.model import UNet
 
     if ckpt is None:
-        torch.manual_seed(0)
-        ckpt = out / f"random_w{width}.pt"
-        save_checkpoint(
-            ckpt,
-            UNet(base_width=width).eval(),
-            image_type="strip",
-            image_size=(976, 176),
-            epoch=0,
-            seed=0,
-            train_config={"training_dataset_path": str(data)},
-        )
+        ckpt = random_strip_checkpoint(out / f"random_w{width}.pt", width, seed=0, data=data)
         weights = "random-initialised weights (seed 0)"
     else:
         from bgtrain.checkpoint import model_from_checkpoint
@@ -79,18 +93,7 @@ def build_models(
             f"trained checkpoint {ckpt}: width {info.width}, epoch {info.epoch}, "
             f"valid pixel AP {info.metrics.get('pixel_ap', float('nan')):.4f}"
         )
-    q = QuantizeOptions(calib_data=data, calib_count=calib_count, verify_count=verify_count)
-    if weights.startswith("random"):
-        # Random weights detect nothing: an AP gate on them is a coin toss (and a failed MinMax would make
-        # --calib-method auto try Percentile/Entropy, GBs at w=64). Speed only: MinMax, gate open.
-        q = QuantizeOptions(
-            calib_data=data,
-            calib_count=calib_count,
-            verify_count=min(verify_count, 4),
-            calib_method="minmax",
-            max_ap_drop=1.0,
-            max_mean_diff=1.0,
-        )
+    q = quantize_options(weights.startswith("random"), data, calib_count, verify_count)
     specs = {
         "tiled fp32": BuildOptions(verify_data=data),
         "tiled int8": BuildOptions(verify_data=data, quantize=q),
@@ -101,20 +104,7 @@ def build_models(
     for name, opts in specs.items():
         path = out / f"w{width}_{name.replace(' ', '_')}.onnx"
         report = build_model(ckpt, path, opts, progress=lambda stage, msg: None)
-        extra = ""
-        if report.quantization is not None:
-            sel = report.quantization.settings.get("calibration_selection", {})
-            extra = (
-                f"; calibration {report.quantization.settings['calibration_method']} (tried "
-                + ", ".join(a["method"] for a in sel.get("attempts", []))
-                + "); "
-                + report.quantization.verification.summary()
-            )
-        print(
-            f"# built w{width} {name}: {report.size_bytes / 1e6:.1f} MB, fp32 parity {report.verification.max_abs_diff:.2g}"
-            f"{extra}",
-            flush=True,
-        )
+        print(f"# built w{width} {name}: {built_summary(report)}", flush=True)
         paths[name] = path
     if width >= 64:
         bare = out / f"w{width}_bare18.onnx"
@@ -138,24 +128,6 @@ def test_inputs(data: Path, out: Path) -> tuple[Path, Path, list, list[bool]]:
     return out / "strips.npy", out / "patches.npy", [e.mask for e in ev.images], [e.sample.defective for e in ev.images]
 
 
-def worker(model: Path, inp: Path, batch: int, threads: int, repeat: int) -> dict:
-    cmd = [
-        sys.executable,
-        str(HERE / "ortworker.py"),
-        str(model),
-        "--threads",
-        str(threads),
-        "--batch",
-        str(batch),
-        "--repeat",
-        str(repeat),
-        "--input",
-        str(inp),
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
 def accuracy(model: Path, strips: Path, masks: list, defective: list[bool]) -> tuple[float, float]:
     import onnxruntime as ort
 
@@ -168,7 +140,7 @@ def accuracy(model: Path, strips: Path, masks: list, defective: list[bool]) -> t
     return float(m.pixel_ap), float(m.image_auroc)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
         "--data", type=Path, required=True, help="demo data set root (train/ for calibration, test/ for AP)"
@@ -191,8 +163,81 @@ def main() -> None:
     ap.add_argument("--calib-count", type=int, default=8)
     ap.add_argument("--verify-count", type=int, default=16)
     ap.add_argument("--workdir", type=Path, default=None)
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+Results = dict[tuple[str, int, int], list[float]]  # (model, threads, batch) -> seconds per strip
+
+
+def measure(
+    paths: dict[str, Path],
+    inputs: tuple[Path, Path],
+    width: int,
+    threads_list: list[int],
+    batch_list: list[int],
+    args: argparse.Namespace,
+) -> tuple[Results, dict[str, float]]:
+    """Every model once per round and setting, each in a fresh process, rounds interleaved; peak RSS at batch 1."""
+    strips, patches = inputs
+    results: Results = {}
+    rss: dict[str, float] = {}
+    for r in range(args.rounds):
+        names = list(paths) if r % 2 == 0 else list(reversed(paths))
+        for threads in threads_list:
+            for batch in batch_list:
+                for name in names:
+                    bare = name.startswith("bare")
+                    if (bare and batch != 1) or (width >= 64 and threads == 1 and batch > 1):
+                        continue  # w>=64 batches > 1 at 1 thread: minutes per call on 2 shared cores
+                    rep = args.repeat if batch == 1 else 1
+                    res = run_ortworker(paths[name], patches if bare else strips, 18 if bare else batch, threads, rep)
+                    results.setdefault((name, threads, batch), []).extend(t / batch for t in res["times"])
+                    if threads == max(threads_list) and batch == 1:
+                        rss[name] = max(rss.get(name, 0.0), res["peak_rss_mb"])
+        print(f"# w{width} round {r + 1}/{args.rounds} done, load average {os.getloadavg()}", flush=True)
+    return results, rss
+
+
+def print_width_table(
+    width: int,
+    weights: str,
+    paths: dict[str, Path],
+    results: Results,
+    rss: dict[str, float],
+    acc: dict[str, tuple[str, str]],
+    threads_list: list[int],
+    batch_list: list[int],
+) -> None:
+    """The markdown table of docs/benchmarks.md for one width."""
+    ref = {(t, b): statistics.median(v) for (name, t, b), v in results.items() if name == "tiled fp32"}
+    print(
+        f"\n## width {width} ({weights}); ms per strip = median over rounds x calls (min-max); "
+        f"speed-up vs tiled fp32 at the same threads/batch"
+    )
+    print(
+        "| model | threads | batch | ms/strip | min-max | strips/s | vs tiled fp32 | peak RSS MB | file MB | pixel AP | image AUROC |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for threads in threads_list:
+        for batch in batch_list:
+            for name in paths:
+                key = (name, threads, batch)
+                if key not in results or (threads, batch) not in ref:
+                    continue
+                t = results[key]
+                med = statistics.median(t)
+                rss_txt = f"{rss[name]:.0f}" if batch == 1 and threads == max(threads_list) else ""
+                print(
+                    f"| {name} | {threads} | {batch if not name.startswith('bare') else '18 patches'} | "
+                    f"{med * 1e3:.0f} | {min(t) * 1e3:.0f}-{max(t) * 1e3:.0f} | {1 / med:.2f} | "
+                    f"{ref[(threads, batch)] / med:.2f}x | {rss_txt} | "
+                    f"{paths[name].stat().st_size / 1e6:.1f} | {acc[name][0]} | {acc[name][1]} |"
+                )
+    print(flush=True)
+
+
+def main() -> None:
+    args = parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_modes-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"# {cpu_info()}")
@@ -203,36 +248,7 @@ def main() -> None:
         paths, weights = build_models(width, ckpt, args.data, work, args.calib_count, args.verify_count)
         threads_list = (args.threads64 or args.threads) if width >= 64 else args.threads
         batch_list = (args.batches64 or args.batches) if width >= 64 else args.batches
-        results: dict[tuple[str, int, int], list[float]] = {}
-        rss: dict[str, float] = {}
-        for r in range(args.rounds):
-            names = list(paths) if r % 2 == 0 else list(reversed(paths))
-            for threads in threads_list:
-                for batch in batch_list:
-                    for name in names:
-                        bare = name.startswith("bare")
-                        if (bare and batch != 1) or (width >= 64 and threads == 1 and batch > 1):
-                            continue  # w>=64 batches > 1 at 1 thread: minutes per call on 2 shared cores
-                        rep = args.repeat if batch == 1 else 1
-                        res = worker(paths[name], patches if bare else strips, 18 if bare else batch, threads, rep)
-                        results.setdefault((name, threads, batch), []).extend(t / batch for t in res["times"])
-                        if threads == max(threads_list) and batch == 1:
-                            rss[name] = max(rss.get(name, 0.0), res["peak_rss_mb"])
-            print(f"# w{width} round {r + 1}/{args.rounds} done, load average {os.getloadavg()}", flush=True)
-        ref = {
-            (t, b): statistics.median(results[("tiled fp32", t, b)])
-            for t in threads_list
-            for b in batch_list
-            if ("tiled fp32", t, b) in results
-        }
-        print(
-            f"\n## width {width} ({weights}); ms per strip = median over rounds x calls (min-max); "
-            f"speed-up vs tiled fp32 at the same threads/batch"
-        )
-        print(
-            "| model | threads | batch | ms/strip | min-max | strips/s | vs tiled fp32 | peak RSS MB | file MB | pixel AP | image AUROC |"
-        )
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        results, rss = measure(paths, (strips, patches), width, threads_list, batch_list, args)
         acc = {}
         for name in paths:
             if name.startswith("bare"):
@@ -242,22 +258,7 @@ def main() -> None:
             else:
                 pa, au = accuracy(paths[name], strips, masks, defective)
                 acc[name] = (f"{pa:.4f}", f"{au:.4f}")
-        for threads in threads_list:
-            for batch in batch_list:
-                for name in paths:
-                    key = (name, threads, batch)
-                    if key not in results or ("tiled fp32", threads, batch) not in results:
-                        continue
-                    t = results[key]
-                    med = statistics.median(t)
-                    rss_txt = f"{rss[name]:.0f}" if batch == 1 and threads == max(threads_list) else ""
-                    print(
-                        f"| {name} | {threads} | {batch if not name.startswith('bare') else '18 patches'} | "
-                        f"{med * 1e3:.0f} | {min(t) * 1e3:.0f}-{max(t) * 1e3:.0f} | {1 / med:.2f} | "
-                        f"{ref[(threads, batch)] / med:.2f}x | {rss_txt} | "
-                        f"{paths[name].stat().st_size / 1e6:.1f} | {acc[name][0]} | {acc[name][1]} |"
-                    )
-        print(flush=True)
+        print_width_table(width, weights, paths, results, rss, acc, threads_list, batch_list)
     print(f"# load average at end {os.getloadavg()}")
 
 

@@ -27,22 +27,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 import tifffile
+from _common import random_strip_checkpoint
 
 from bgsdk import Segmenter
 from bgsdk.bench import random_image
 
 
 def build_standin(tmp: Path, width: int) -> Path:
-    import torch
-
     from bgbuild import BuildOptions, build_model
-    from bgtrain.checkpoint import save_checkpoint
-    from bgtrain.model import UNet
 
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(
-        tmp / "w.pt", UNet(base_width=width).eval(), image_type="strip", image_size=(976, 176), epoch=0, seed=0
-    )
+    ckpt = random_strip_checkpoint(tmp / "w.pt", width)
     build_model(ckpt, tmp / "model.onnx", BuildOptions(verify_images=1))
     return tmp / "model.onnx"
 

@@ -1,7 +1,7 @@
 """Time one ONNX model in a fresh process: the measuring half of bench_tiled.py and bench_modes.py.
 
 Run as ``python benchmarks/ortworker.py MODEL --threads 2 --batch 1 --repeat 3``; prints one JSON
-line: per-call seconds (after one warm-up call), the process's peak RSS (VmHWM, imports included, so
+line: per-call seconds (after one warm-up call) and CPU seconds (user + system, all threads), the process's peak RSS (VmHWM, imports included, so
 every variant pays the same fixed cost) and optionally an ONNX Runtime per-op profile summary.
 Only numpy and onnxruntime are imported, so the RSS is the model's, not torch's.
 """
@@ -50,7 +50,7 @@ def summarize_profile(path: str, top: int = 12) -> dict:
     }
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
     ap.add_argument("--threads", type=int, default=2)
@@ -70,42 +70,60 @@ def main() -> None:
     ap.add_argument("--optimized", default=None, help="write ORT's optimized graph here")
     ap.add_argument("--no-mem-pattern", action="store_true")
     ap.add_argument("--no-arena", action="store_true")
-    args = ap.parse_args()
+    ap.add_argument(
+        "--no-spin", action="store_true", help="threads block instead of spinning, so cpu_times count work, not waiting"
+    )
+    return ap.parse_args()
 
+
+def session_options(args: argparse.Namespace) -> ort.SessionOptions:
+    """Its own options, not bgsdk.session's: the memory switches and the profile are what is being measured."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = args.threads
     so.inter_op_num_threads = 1
     so.enable_mem_pattern = not args.no_mem_pattern
     so.enable_cpu_mem_arena = not args.no_arena
+    if args.no_spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if args.optimized:
         so.optimized_model_filepath = args.optimized
     if args.profile:  # the profile then covers the warm-up call too (repeat + 1 calls)
         so.enable_profiling = True
         so.profile_file_prefix = args.profile
-    t0 = time.perf_counter()
-    sess = ort.InferenceSession(args.model, so, providers=["CPUExecutionProvider"])
-    t_load = time.perf_counter() - t0
-    inp = sess.get_inputs()[0]
+    return so
+
+
+def batch_input(args: argparse.Namespace, inp) -> np.ndarray:
+    """``--batch`` samples: the ``--input`` file repeated/cut to size, or uniform random of the input's shape."""
     if args.input:
         x = np.load(args.input).astype(np.float32)
         reps = -(-args.batch // len(x))
-        x = np.concatenate([x] * reps)[: args.batch]
-    else:
-        shape = args.shape or [int(d) for d in inp.shape[1:]]
-        x = np.random.default_rng(0).random((args.batch, *shape), dtype=np.float32)
-    feed = {args.input_name: x}
+        return np.concatenate([x] * reps)[: args.batch]
+    shape = args.shape or [int(d) for d in inp.shape[1:]]
+    return np.random.default_rng(0).random((args.batch, *shape), dtype=np.float32)
+
+
+def main() -> None:
+    args = parse_args()
+    t0 = time.perf_counter()
+    sess = ort.InferenceSession(args.model, session_options(args), providers=["CPUExecutionProvider"])
+    t_load = time.perf_counter() - t0
+    feed = {args.input_name: batch_input(args, sess.get_inputs()[0])}
     sess.run(None, feed)  # warm-up: first-call allocations and kernel selection
     rss_warm = vmhwm_mb()
-    times = []
+    times, cpu = [], []
     for _ in range(args.repeat):
-        t0 = time.perf_counter()
+        c0, t0 = os.times(), time.perf_counter()
         sess.run(None, feed)
         times.append(time.perf_counter() - t0)
+        c1 = os.times()
+        cpu.append(c1.user - c0.user + c1.system - c0.system)
     out = {
         "model": os.path.basename(args.model),
         "threads": args.threads,
         "batch": args.batch,
         "times": times,
+        "cpu_times": cpu,
         "load_s": t_load,
         "peak_rss_mb": vmhwm_mb(),
         "rss_after_warmup_mb": rss_warm,

@@ -34,12 +34,6 @@ from bgsdk.io import atomic_write_many
 
 __all__ = [
     "PRODUCER_NAME",
-    "PRODUCER_VERSION_KEY",
-    "CHECKPOINT_SHA_KEY",
-    "TRAINING_KEY",
-    "BUILD_KEY",
-    "QUANTIZATION_KEY",
-    "PRECISION_KEY",
     "ArtifactPaths",
     "set_metadata",
     "set_quantization_metadata",
@@ -52,7 +46,7 @@ __all__ = [
 ]
 
 PRODUCER_NAME = "bgsdk build-model"
-# The metadata keys live in bgsdk.contract (bgsdk inspect reads them); re-exported here.
+# The metadata keys live in bgsdk.contract (bgsdk inspect reads them): import them from there.
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ class BuildOptions:
 
     image_size: tuple[int, int] | None = None  # None: the checkpoint's image size
     patch_batch: int | None = DEFAULT_PATCH_BATCH  # None: all patches in one call
-    chunking: str = "unrolled"  # patch_batch < patches: "unrolled" chunks or a "loop"
+    chunking: str = "unrolled"  # patch_batch < patches: "unrolled" chunks, "hybrid" or a "loop" (docs/design.md)
     mode: str = "tiled"  # "whole": one UNet pass on the reflect-padded strip (build-model --mode whole)
     opset: int = 17
     simplify: bool = True
@@ -673,6 +673,8 @@ def _layout(options: BuildOptions, k: int, T: int) -> str:
         return "patch model inlined once, one call"
     if options.chunking == "loop":
         return f"patch model inlined once, Loop over chunks of {k}"
+    if options.chunking == "hybrid":
+        return f"full-resolution layers in {-(-T // k)} chunks of <= {k} patches, the rest once on all patches"
     return f"{-(-T // k)} unrolled calls of <= {k} patches sharing one set of weights"
 
 

@@ -8,16 +8,16 @@ error (bad checkpoint, bad option, failed verification) is one line
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from bgsdk.clikit import run_cli, setup_logging, verbosity_options
+from bgsdk.clikit import run_cli, setup_logging, threads_option, verbosity_options
 
 from .operating_point import OperatingPointOptions
 
 if TYPE_CHECKING:
-    from .build import BuildReport
+    from .build import BuildOptions, BuildReport
 
 __all__ = ["build_command", "main"]
 
@@ -63,11 +63,12 @@ _GATE_PARAMS = ("max_ap_drop", "max_mean_diff")  # --quantize or --fp16
 )
 @click.option(
     "--chunking",
-    type=click.Choice(["unrolled", "loop"]),
+    type=click.Choice(["unrolled", "hybrid", "loop"]),
     default="unrolled",
     show_default=True,
-    help="tiled, --patch-batch below the patch count: unrolled calls sharing the weights, or an ONNX Loop "
-    "(slower in ONNX Runtime, kept for comparison).",
+    help="tiled, --patch-batch below the patch count: unrolled calls sharing the weights; hybrid: only the "
+    "full-resolution layers in chunks, the rest of the UNet once on all patches (as fast as one call, "
+    "~2x the default's memory); or an ONNX Loop (slower in ONNX Runtime, kept for comparison).",
 )
 @click.option("--opset", type=click.IntRange(17, 20), default=17, show_default=True, help="ONNX opset of the model.")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim (the graph is still checked and verified).")
@@ -86,7 +87,7 @@ _GATE_PARAMS = ("max_ap_drop", "max_mean_diff")  # --quantize or --fp16
     show_default=True,
     help="How many images to verify on (run as one batch).",
 )
-@click.option("--threads", type=click.IntRange(1), default=None, help="ONNX Runtime / torch threads for verification.")
+@threads_option("ONNX Runtime / torch threads for verification.")
 @click.option(
     "--quantize",
     is_flag=True,
@@ -187,32 +188,12 @@ _GATE_PARAMS = ("max_ap_drop", "max_mean_diff")  # --quantize or --fp16
 def build_command(
     checkpoint: Path,
     out: Path,
-    image_size: tuple[int, int] | None,
-    patch_batch: int | None,
     mode: str,
-    chunking: str,
-    opset: int,
-    no_simplify: bool,
-    keep_patch_model: bool,
-    verify_data: Path | None,
-    verify_images: int,
     threads: int | None,
-    quantize: bool,
-    fp16: bool,
-    calib_data: Path | None,
-    calib_count: int,
-    calib_method: str,
-    calib_defects: bool,
-    quant_activations: str,
-    max_ap_drop: float,
-    max_mean_diff: float | None,
     triton_repo: Path | None,
-    calibrate_data: Path | None,
-    target_recall: float | None,
-    max_false_alarms: float | None,
-    min_area: int | None,
     verbose: int,
     quiet: bool,
+    **_options: Any,  # the rest reach BuildOptions through the context (_build_options)
 ) -> None:
     """Build the self-contained full-image ONNX model from a training CHECKPOINT.
 
@@ -236,14 +217,30 @@ def build_command(
 
     import torch
 
-    from .build import DEFAULT_PATCH_BATCH, BuildOptions, build_model
-    from .fp16 import DEFAULT_FP16_MAX_MEAN_DIFF, Fp16Options
-    from .precision_gate import DEFAULT_MAX_MEAN_DIFF
-    from .quantize import QuantizeOptions
+    from .build import build_model
 
     setup_logging(verbose, quiet)
-    if quantize and fp16:
-        raise click.UsageError("--fp16 and --quantize are mutually exclusive: choose one release precision")
+    params = click.get_current_context().params
+    _check_combinations(params)
+    if threads:
+        torch.set_num_threads(threads)
+
+    def progress(stage: str, msg: str) -> None:
+        if not quiet:
+            click.echo(f"[{stage}] {msg}", err=True)
+
+    t0 = time.perf_counter()
+    report = build_model(checkpoint, out, _build_options(params), progress)
+    if triton_repo is not None:
+        from bgsdk.triton_repo import export_triton
+
+        progress("triton", f"repository {export_triton(report.paths.model, triton_repo)}")
+    total = time.perf_counter() - t0
+    _print_summary(report, total, quiet, mode)
+
+
+def _check_combinations(params: dict[str, Any]) -> None:
+    """Options that only make sense with another one: a usage error (one line, exit 2), not silently ignored."""
     ctx = click.get_current_context()
 
     def given(names: tuple[str, ...]) -> list[str]:
@@ -253,64 +250,65 @@ def build_command(
             if ctx.get_parameter_source(n) not in (None, click.core.ParameterSource.DEFAULT)
         ]
 
+    quantize, fp16 = params["quantize"], params["fp16"]
+    if quantize and fp16:
+        raise click.UsageError("--fp16 and --quantize are mutually exclusive: choose one release precision")
     if not quantize and given(_QUANT_PARAMS):
         raise click.UsageError(f"{', '.join(given(_QUANT_PARAMS))} only make(s) sense with --quantize")
     if not (quantize or fp16) and given(_GATE_PARAMS):
         raise click.UsageError(f"{', '.join(given(_GATE_PARAMS))} only make(s) sense with --quantize or --fp16")
-    if mode == "whole" and given(("patch_batch", "chunking")):
+    if params["mode"] == "whole" and given(("patch_batch", "chunking")):
         raise click.UsageError(f"{', '.join(given(('patch_batch', 'chunking')))} only make(s) sense with --mode tiled")
-    if threads:
-        torch.set_num_threads(threads)
-    if target_recall is not None and max_false_alarms is not None:
+    if params["target_recall"] is not None and params["max_false_alarms"] is not None:
         raise click.UsageError("--target-recall and --max-false-alarms are mutually exclusive")
+
+
+def _operating_point_options(p: dict[str, Any]) -> OperatingPointOptions:
+    """--calibrate-data, --target-recall / --max-false-alarms (at most one; neither: best F1), --min-area."""
     rule, target = "best_f1", None
-    if target_recall is not None:
-        rule, target = "target_recall", target_recall
-    elif max_false_alarms is not None:
-        rule, target = "max_false_alarms", max_false_alarms
-    options = BuildOptions(
-        operating_point=OperatingPointOptions(data=calibrate_data, rule=rule, target=target, min_area=min_area),
-        image_size=tuple(image_size) if image_size else None,  # type: ignore[arg-type]
-        patch_batch=DEFAULT_PATCH_BATCH if patch_batch is None else patch_batch,
-        chunking=chunking,
-        mode=mode,
-        opset=opset,
-        simplify=not no_simplify,
-        keep_patch_model=keep_patch_model,
-        verify_data=verify_data,
-        verify_images=verify_images,
-        threads=threads,
-        quantize=QuantizeOptions(
-            calib_data=calib_data,
-            calib_count=calib_count,
-            calib_method=calib_method,
-            calib_synth_defects=calib_defects,
-            activation_type=quant_activations,
-            max_ap_drop=max_ap_drop,
-            max_mean_diff=DEFAULT_MAX_MEAN_DIFF if max_mean_diff is None else max_mean_diff,
-        )
-        if quantize
-        else None,
-        fp16=Fp16Options(
-            max_ap_drop=max_ap_drop,
-            max_mean_diff=DEFAULT_FP16_MAX_MEAN_DIFF if max_mean_diff is None else max_mean_diff,
-        )
-        if fp16
-        else None,
+    if p["target_recall"] is not None:
+        rule, target = "target_recall", p["target_recall"]
+    elif p["max_false_alarms"] is not None:
+        rule, target = "max_false_alarms", p["max_false_alarms"]
+    return OperatingPointOptions(data=p["calibrate_data"], rule=rule, target=target, min_area=p["min_area"])
+
+
+def _build_options(p: dict[str, Any]) -> BuildOptions:
+    """The command's parameters as :class:`BuildOptions` (defaults that depend on other options filled in)."""
+    from .build import DEFAULT_PATCH_BATCH, BuildOptions
+    from .fp16 import DEFAULT_FP16_MAX_MEAN_DIFF, Fp16Options
+    from .precision_gate import DEFAULT_MAX_MEAN_DIFF
+    from .quantize import QuantizeOptions
+
+    max_mean_diff = p["max_mean_diff"]
+    quantize = QuantizeOptions(
+        calib_data=p["calib_data"],
+        calib_count=p["calib_count"],
+        calib_method=p["calib_method"],
+        calib_synth_defects=p["calib_defects"],
+        activation_type=p["quant_activations"],
+        max_ap_drop=p["max_ap_drop"],
+        max_mean_diff=DEFAULT_MAX_MEAN_DIFF if max_mean_diff is None else max_mean_diff,
     )
-
-    def progress(stage: str, msg: str) -> None:
-        if not quiet:
-            click.echo(f"[{stage}] {msg}", err=True)
-
-    t0 = time.perf_counter()
-    report = build_model(checkpoint, out, options, progress)
-    if triton_repo is not None:
-        from bgsdk.triton_repo import export_triton
-
-        progress("triton", f"repository {export_triton(report.paths.model, triton_repo)}")
-    total = time.perf_counter() - t0
-    _print_summary(report, total, quiet, mode)
+    fp16 = Fp16Options(
+        max_ap_drop=p["max_ap_drop"],
+        max_mean_diff=DEFAULT_FP16_MAX_MEAN_DIFF if max_mean_diff is None else max_mean_diff,
+    )
+    return BuildOptions(
+        operating_point=_operating_point_options(p),
+        image_size=tuple(p["image_size"]) if p["image_size"] else None,  # type: ignore[arg-type]
+        patch_batch=DEFAULT_PATCH_BATCH if p["patch_batch"] is None else p["patch_batch"],
+        chunking=p["chunking"],
+        mode=p["mode"],
+        opset=p["opset"],
+        simplify=not p["no_simplify"],
+        keep_patch_model=p["keep_patch_model"],
+        verify_data=p["verify_data"],
+        verify_images=p["verify_images"],
+        threads=p["threads"],
+        quantize=quantize if p["quantize"] else None,
+        fp16=fp16 if p["fp16"] else None,
+    )
 
 
 def _print_summary(report: BuildReport, total: float, quiet: bool, mode: str) -> None:

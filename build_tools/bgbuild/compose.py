@@ -18,11 +18,12 @@ falls out of slicing the batched input once per position. Reshaping the
 probabilities to ``(T,N,P,P)`` is exact for that order, so patch ``t`` of image
 ``n`` is ``[t, n]`` -- one static Slice per patch crops it for all images at once.
 
-``patch_batch=K`` (K < T) runs the patch model on chunks of K patches inside a
-``Loop``; its body holds the only copy of the weights. The chunks are cut from
-the flattened ``(T*N)`` batch, so K bounds the patches per call for any N; the
-last chunk may be shorter (Slice clamps its end), and the defect probabilities
-are accumulated in a loop-carried tensor whose first dimension grows.
+``patch_batch=K`` (K < T) runs the patch model on chunks of K patch positions:
+``unrolled`` (default) inlines one call per chunk, all calls reading the same
+weights; ``hybrid`` runs only the full-resolution layers per chunk and the
+low-resolution middle of the UNet once on all patches (:mod:`bgbuild.split`);
+``loop`` puts the patch model in a ``Loop`` over chunks of the flattened
+``(T*N)`` batch (kept for comparison; docs/design.md has the measurements).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from bgsdk.contract import PATCH_INPUT_NAME as PATCH_INPUT
 from bgsdk.contract import PATCH_OUTPUT_NAME as PATCH_OUTPUT
 from bgsdk.tiling import Patch, Tiling
 
+from .split import split_by_resolution
+
 __all__ = [
     "ComposeOptions",
     "compose_full_model",
@@ -57,7 +60,7 @@ __all__ = [
 
 # spox ships op modules v17..; the TorchScript exporter of torch 2.13 goes up to 20.
 SUPPORTED_OPSETS = tuple(range(17, 21))
-CHUNKINGS = ("unrolled", "loop")
+CHUNKINGS = ("unrolled", "hybrid", "loop")
 
 
 def opset_module(opset: int) -> ModuleType:
@@ -77,7 +80,10 @@ class ComposeOptions:
 
     opset: int = 17
     patch_batch: int | None = None
-    chunking: str = "unrolled"  # K < T: "unrolled" chunks sharing one set of weights, or a "loop"
+    # K < T: "unrolled" chunks sharing one set of weights; "hybrid": only the full-resolution layers in
+    # chunks, the low-resolution middle once on all patches (faster, ~2x the memory); or a "loop"
+    chunking: str = "unrolled"
+    hybrid_levels: int = 1  # hybrid: resolution levels run in chunks (1 = only the full-resolution layers)
 
     def __post_init__(self) -> None:
         if self.chunking not in CHUNKINGS:
@@ -145,6 +151,47 @@ def _unrolled(
     return op.concat(parts, axis=0)
 
 
+def _hybrid(
+    op: ModuleType,
+    patch_model: onnx.ModelProto,
+    groups: list[list[Patch]],
+    crops: Callable[[list[Patch]], Var],
+    n_images: Var,
+    levels: int,
+    _i64: I64,
+) -> Var:
+    """Full-resolution layers per chunk of patch positions, the low-resolution middle once on all patches.
+
+    ``front`` runs on each chunk; its ``down`` outputs are concatenated (patch-major,
+    as the chunks are) and the ``middle`` runs once; its ``up`` outputs are split back
+    into the chunks' rows (``len(group) * N`` each) and each chunk's ``back`` finishes
+    it with the chunk's own ``skips``. All parts share one set of weights.
+    """
+    parts = split_by_resolution(patch_model, levels)
+    if parts is None:  # no low-resolution layers: all of it runs in chunks
+        return _unrolled(op, patch_model, groups, crops, _i64)
+    _, values = _weights_as_inputs(patch_model)
+    weights = {name: op.constant(value=v) for name, v in values.items()}
+
+    def runner(part: onnx.ModelProto) -> Callable[..., dict[str, Var]]:
+        bare, vals = _weights_as_inputs(part)
+        fn = inline(bare)
+        return lambda **kw: fn(**kw, **{k: weights[k] for k in vals})
+
+    front, middle, back = runner(parts.front), runner(parts.middle), runner(parts.back)
+    chunks = [crops(g) for g in groups]
+    fronts = [{**front(**{PATCH_INPUT: c}), PATCH_INPUT: c} for c in chunks]
+    mids = middle(**{t: op.concat([f[t] for f in fronts], axis=0) for t in parts.down})
+    rows = op.mul(_i64([len(g) for g in groups]), n_images)  # rows of each chunk: len(group) * N
+    ups = {t: op.split(mids[t], rows, axis=0, outputs_count=len(groups)) for t in parts.up}
+    probs = []
+    for i, f in enumerate(fronts):
+        logits = back(**{t: f[t] for t in parts.skips}, **{t: ups[t][i] for t in parts.up})[PATCH_OUTPUT]
+        prob = op.softmax(logits, axis=1)
+        probs.append(op.slice(prob, _i64([1]), _i64([2]), _i64([1])))
+    return op.concat(probs, axis=0)
+
+
 def _looped(op: ModuleType, run_patch_model: Any, batch: Var, K: int, P: int, _i64: I64) -> Var:
     """The patch model in a ``Loop`` over chunks of K rows of the patch-major batch (any N)."""
     total = op.slice(op.shape(batch), _i64([0]), _i64([1]))  # (1,) = T*N
@@ -201,6 +248,28 @@ def compose_whole_model(core_model: onnx.ModelProto, height: int, width: int, op
     return model
 
 
+def _stitch(op: ModuleType, probs: Var, tiling: Tiling, _i64: I64) -> Var:
+    """Patch-major ``(T*N,1,P,P)`` probabilities -> ``(N,1,H,W)``: each patch's keep region, for all images at once."""
+    P = tiling.patch
+    grid = op.reshape(probs, _i64([tiling.num_patches, -1, P, P]))
+    rows = []
+    for r, row in enumerate(tiling.rows):
+        cols = []
+        for c, col in enumerate(tiling.cols):
+            t = r * len(tiling.cols) + c
+            cols.append(
+                op.slice(
+                    grid,
+                    _i64([t, row.keep_start, col.keep_start]),
+                    _i64([t + 1, row.keep_stop, col.keep_stop]),
+                    _i64([0, 2, 3]),
+                )
+            )
+        rows.append(cols[0] if len(cols) == 1 else op.concat(cols, axis=3))
+    full = rows[0] if len(rows) == 1 else op.concat(rows, axis=2)  # (1,N,H,W)
+    return op.transpose(full, perm=[1, 0, 2, 3])
+
+
 def compose_full_model(
     patch_model: onnx.ModelProto, tiling: Tiling, options: ComposeOptions | None = None
 ) -> onnx.ModelProto:
@@ -234,29 +303,18 @@ def compose_full_model(
     if K is None or K >= T:
         # One call on the whole batch.
         probs = _defect_probability(op, inline(patch_model), crops(patches), _i64)
+    elif options.chunking == "hybrid":
+        n_images = op.slice(op.shape(x), _i64([0]), _i64([1]))
+        probs = _hybrid(
+            op, patch_model, [patches[i : i + K] for i in range(0, T, K)], crops, n_images, options.hybrid_levels, _i64
+        )
     elif options.chunking == "unrolled":
         probs = _unrolled(op, patch_model, [patches[i : i + K] for i in range(0, T, K)], crops, _i64)
     else:
         probs = _looped(op, inline(patch_model), crops(patches), K, P, _i64)
 
     # 3. Patch-major -> (T,N,P,P); crop each centre region for all images at once; stitch.
-    grid = op.reshape(probs, _i64([T, -1, P, P]))
-    rows = []
-    for r, row in enumerate(tiling.rows):
-        cols = []
-        for c, col in enumerate(tiling.cols):
-            t = r * len(tiling.cols) + c
-            cols.append(
-                op.slice(
-                    grid,
-                    _i64([t, row.keep_start, col.keep_start]),
-                    _i64([t + 1, row.keep_stop, col.keep_stop]),
-                    _i64([0, 2, 3]),
-                )
-            )
-        rows.append(cols[0] if len(cols) == 1 else op.concat(cols, axis=3))
-    full = rows[0] if len(rows) == 1 else op.concat(rows, axis=2)  # (1,N,H,W)
-    heat = op.transpose(full, perm=[1, 0, 2, 3])  # (N,1,H,W)
+    heat = _stitch(op, probs, tiling, _i64)  # (N,1,H,W)
 
     # 4. Two zero channels (SPEC I/O contract).
     out = op.pad(heat, _i64([0, 0, 0, 0, 0, 2, 0, 0]), op.constant(value=np.float32(0.0)))

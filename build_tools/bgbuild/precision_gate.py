@@ -213,6 +213,25 @@ def _run(model_bytes: bytes, x: np.ndarray, threads: int | None) -> tuple[np.nda
     return np.concatenate(outs), time.perf_counter() - t0
 
 
+def _compare_accuracy(
+    ref: np.ndarray, out: np.ndarray, images: EvalImages, max_ap_drop: float, failures: list[str]
+) -> dict[str, Any]:
+    """Pixel AP and image AUROC of both models on labelled ``images``; an AP drop above ``max_ap_drop`` is
+    appended to ``failures``. Returns the four numbers as :class:`PrecisionVerification` fields."""
+    from bgsdk.metrics import evaluate
+
+    assert images.masks is not None and images.defective is not None
+    m32 = evaluate(list(ref[:, 0]), images.masks, images.defective)
+    mc = evaluate(list(np.nan_to_num(out[:, 0])), images.masks, images.defective)
+    if m32.pixel_ap is not None and mc.pixel_ap is not None and m32.pixel_ap - mc.pixel_ap > max_ap_drop:
+        failures.append(
+            f"pixel AP dropped by {m32.pixel_ap - mc.pixel_ap:.4f} ({m32.pixel_ap:.4f} -> {mc.pixel_ap:.4f}) > {max_ap_drop:g}"
+        )
+    return dict(
+        fp32_pixel_ap=m32.pixel_ap, pixel_ap=mc.pixel_ap, fp32_image_auroc=m32.image_auroc, image_auroc=mc.image_auroc
+    )
+
+
 def compare_models(
     reference_bytes: bytes,
     candidate_bytes: bytes,
@@ -231,8 +250,6 @@ def compare_models(
     ``hint`` is appended to the failure message (what the user can change).
     """
     max_ap_drop, max_mean_diff = gate.max_ap_drop, gate.max_mean_diff
-    from bgsdk.metrics import evaluate
-
     x = scale_input(images.images)
     ref, t_ref = _run(reference_bytes, x, threads)
     out, t_out = _run(candidate_bytes, x, threads)
@@ -240,25 +257,11 @@ def compare_models(
         raise VerificationError(f"the {label} model returned shape {out.shape}, the fp32 model {ref.shape}")
     diff = np.abs(out[:, 0].astype(np.float64) - ref[:, 0].astype(np.float64))
     zeros = bool(np.all(out[:, 1:] == 0.0))
-    kw: dict[str, Any] = {}
     failures: list[str] = []
     if not np.isfinite(out).all():
         failures.append(f"the {label} heatmap contains NaN or Inf")
         diff = np.nan_to_num(diff, nan=1.0, posinf=1.0)
-    if images.labelled:
-        assert images.masks is not None and images.defective is not None
-        m32 = evaluate(list(ref[:, 0]), images.masks, images.defective)
-        mc = evaluate(list(np.nan_to_num(out[:, 0])), images.masks, images.defective)
-        kw = dict(
-            fp32_pixel_ap=m32.pixel_ap,
-            pixel_ap=mc.pixel_ap,
-            fp32_image_auroc=m32.image_auroc,
-            image_auroc=mc.image_auroc,
-        )
-        if m32.pixel_ap is not None and mc.pixel_ap is not None and m32.pixel_ap - mc.pixel_ap > max_ap_drop:
-            failures.append(
-                f"pixel AP dropped by {m32.pixel_ap - mc.pixel_ap:.4f} ({m32.pixel_ap:.4f} -> {mc.pixel_ap:.4f}) > {max_ap_drop:g}"
-            )
+    kw = _compare_accuracy(ref, out, images, max_ap_drop, failures) if images.labelled else {}
     mean = float(diff.mean())
     if mean > max_mean_diff:
         failures.append(f"mean |{label} - fp32| = {mean:.3g} > {max_mean_diff:g}")

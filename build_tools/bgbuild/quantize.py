@@ -147,14 +147,10 @@ def float_logits(model: onnx.ModelProto, output: str = "logits") -> bool:
     return True
 
 
-def quantize_patch_model(
-    patch_model: onnx.ModelProto, patches: np.ndarray, options: QuantizeOptions
-) -> QuantizedPatchModel:
-    """Static QDQ quantization of ``input (B,3,P,P) -> logits`` calibrated on ``patches``."""
-    import onnxruntime
+def _quantize_static(patch_model: onnx.ModelProto, patches: np.ndarray, options: QuantizeOptions) -> onnx.ModelProto:
+    """ONNX Runtime's quantizer on a temporary copy of ``patch_model``; its failures become one BuildError."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
-    options.check()
     method = {
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
@@ -167,7 +163,6 @@ def quantize_patch_model(
     # not need it anyway: its augmented graph outputs per-tensor ReduceMin/ReduceMax,
     # not the tensors. (entropy/percentile keep whole tensors: more memory.)
     extra: dict[str, Any] = {}
-    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bgbuild-quant-") as tmp:
         src, pre, dst = Path(tmp) / "patch.onnx", Path(tmp) / "patch.pre.onnx", Path(tmp) / "patch.int8.onnx"
         onnx.save(patch_model, str(src))
@@ -190,7 +185,18 @@ def quantize_patch_model(
             raise BuildError(
                 f"INT8 quantization failed ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})"
             ) from None
-        model = onnx.load(str(dst))
+        return onnx.load(str(dst))
+
+
+def quantize_patch_model(
+    patch_model: onnx.ModelProto, patches: np.ndarray, options: QuantizeOptions
+) -> QuantizedPatchModel:
+    """Static QDQ quantization of ``input (B,3,P,P) -> logits`` calibrated on ``patches``."""
+    import onnxruntime
+
+    options.check()
+    t0 = time.perf_counter()
+    model = _quantize_static(patch_model, patches, options)
     _strip_unused_domains(model)
     logits_float = float_logits(model)
     ops = op_counts(model)

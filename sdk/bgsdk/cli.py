@@ -17,32 +17,40 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import click
 
 from . import __version__
-from .clikit import UserError, progress_enabled, run_cli, setup_logging, verbosity_options
+from .clikit import (
+    UserError,
+    batch_size_option,
+    operating_point_options,
+    out_dir_option,
+    png_option,
+    progress_enabled,
+    provider_option,
+    run_cli,
+    setup_logging,
+    threads_option,
+    verbosity_options,
+    verify_option,
+)
 from .contract import PRECISION_KEY, QUANTIZATION_KEY  # written by build-model --quantize / --fp16
 from .errors import InputWarning, ModelError
 from .integrity import manifest_path_for
 from .io import IMAGE_SUFFIXES, list_images
 from .run_outputs import HEATMAP_SUFFIX, MASK_SUFFIX, OVERLAY_SUFFIX
 
+if TYPE_CHECKING:
+    from .result import Outcome
+    from .session import ModelInfo
+
 __all__ = ["cli", "main", "collect_inputs", "HEATMAP_SUFFIX", "MASK_SUFFIX", "OVERLAY_SUFFIX"]
 
 log = logging.getLogger("bgsdk.cli")
 
-_provider_opt = click.option(
-    "--provider",
-    "providers",
-    multiple=True,
-    metavar="NAME",
-    help="Execution provider, repeatable in priority order: cpu (default), cuda, tensorrt.",
-)
-_threads_opt = click.option(
-    "--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime intra-op threads [default: ORT's choice]."
-)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _segmenter(
@@ -69,11 +77,6 @@ def _warnings_as_lines() -> None:
 
     warnings.simplefilter("always", InputWarning)
     warnings.showwarning = show
-
-
-_verify_opt = click.option(
-    "--verify", is_flag=True, help="Check MODEL against the sha256 in the model.json beside it; refuse a changed file."
-)
 
 
 def collect_inputs(inputs: tuple[Path, ...] | list[Path]) -> list[Path]:
@@ -111,39 +114,12 @@ def cli() -> None:
 @cli.command("run")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--out",
-    "-o",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output folder (created if missing).",
+@out_dir_option("Output folder (created if missing).")
+@png_option(
+    f"Write <stem>{MASK_SUFFIX} and <stem>{OVERLAY_SUFFIX} (grey target, red defect pixels, yellow defect boxes)."
 )
-@click.option(
-    "--png/--no-png",
-    default=True,
-    show_default=True,
-    help=f"Write <stem>{MASK_SUFFIX} and <stem>{OVERLAY_SUFFIX} (grey target, red defect pixels, yellow defect boxes).",
-)
-@click.option(
-    "--threshold",
-    type=click.FloatRange(0.0, 1.0),
-    default=None,
-    help="Pixel threshold (defect = probability above it) [default: the model's calibrated one].",
-)
-@click.option(
-    "--min-area",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Smallest defect in pixels [default: the model's calibrated one].",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Images per model call (1 is fastest on CPU, measured; try more on a GPU).",
-)
+@operating_point_options
+@batch_size_option("Images per model call (1 is fastest on CPU, measured; try more on a GPU).")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first unreadable image (exit 2) instead of skipping it.")
 @click.option(
     "--strict",
@@ -151,9 +127,9 @@ def cli() -> None:
     help="Treat suspicious pixel values (outside 0..255, constant channel, target = a reference) as bad "
     "images instead of warnings.",
 )
-@_verify_opt
-@_provider_opt
-@_threads_opt
+@verify_option
+@provider_option
+@threads_option()
 @click.option(
     "--server",
     default=None,
@@ -185,11 +161,6 @@ def run_cmd(
     """
     _warnings_as_lines()
     setup_logging(verbose, quiet)
-    from tqdm import tqdm
-
-    from .io import read_image
-    from .run_outputs import RunWriter
-
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: --out exists and is not a folder")
     paths = collect_inputs(inputs)
@@ -197,36 +168,15 @@ def run_cmd(
     op = seg.operating_point
     if not op.calibrated and threshold is None:
         log.warning("%s: model has no calibrated operating point; using threshold %g", model, op.threshold)
-
-    ok = failed = flagged = 0
-    t0 = last = time.perf_counter()
-    with (
-        RunWriter(out_dir, png) as writer,
-        tqdm(
-            total=len(paths), unit="img", disable=not progress_enabled(quiet), file=sys.stderr, dynamic_ncols=True
-        ) as bar,
-    ):
-        outcomes = seg.iter_batch(
-            paths,
-            batch_size=batch_size,
-            on_error="raise" if fail_fast else "return",
-            threshold=threshold,
-            min_area=min_area,
-        )
-        for path, res in zip(paths, outcomes):
-            now = time.perf_counter()
-            ms, last = (now - last) * 1e3, now
-            if not res.ok:
-                failed += 1
-                tqdm.write(f"bgsdk: skipped {res.error}", file=sys.stderr)
-                writer.add(path, res, ms)
-            else:
-                writer.add(path, res, ms, read_image(path) if png else None)
-                ok += 1
-                flagged += int(res.verdict == "fail")
-                log.info("%s: %s, score %.4f, %d defect(s)", path, res.verdict, res.score, len(res.defects))
-            bar.update(1)
-            last = time.perf_counter()
+    t0 = time.perf_counter()
+    outcomes = seg.iter_batch(
+        paths,
+        batch_size=batch_size,
+        on_error="raise" if fail_fast else "return",
+        threshold=threshold,
+        min_area=min_area,
+    )
+    ok, failed, flagged = _write_outcomes(paths, outcomes, out_dir, png, quiet)
     elapsed = time.perf_counter() - t0
     if not quiet:
         rate = f"{elapsed / max(ok, 1):.3f} s/image" if ok else "no image run"
@@ -238,6 +188,41 @@ def run_cmd(
         )
     if failed:
         sys.exit(1)
+
+
+def _write_outcomes(
+    paths: list[Path], outcomes: Iterator[Outcome], out_dir: Path, png: bool, quiet: bool
+) -> tuple[int, int, int]:
+    """Write each image's outputs as its result arrives (progress bar on a terminal); ``(ok, failed, flagged)``."""
+    from tqdm import tqdm
+
+    from .io import read_image
+    from .result import ErrorResult
+    from .run_outputs import RunWriter
+
+    ok = failed = flagged = 0
+    last = time.perf_counter()
+    with (
+        RunWriter(out_dir, png) as writer,
+        tqdm(
+            total=len(paths), unit="img", disable=not progress_enabled(quiet), file=sys.stderr, dynamic_ncols=True
+        ) as bar,
+    ):
+        for path, res in zip(paths, outcomes):
+            now = time.perf_counter()
+            ms, last = (now - last) * 1e3, now
+            if isinstance(res, ErrorResult):  # res.ok is False exactly for these
+                failed += 1
+                tqdm.write(f"bgsdk: skipped {res.error}", file=sys.stderr)
+                writer.add(path, res, ms)
+            else:
+                writer.add(path, res, ms, read_image(path) if png else None)
+                ok += 1
+                flagged += int(res.verdict == "fail")
+                log.info("%s: %s, score %.4f, %d defect(s)", path, res.verdict, res.score, len(res.defects))
+            bar.update(1)
+            last = time.perf_counter()
+    return ok, failed, flagged
 
 
 def _parse_value(text: str) -> Any:
@@ -345,12 +330,12 @@ def _signature(args: Any) -> list[dict[str, Any]]:
 @cli.command("inspect")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
-@_verify_opt
+@verify_option
 @verbosity_options
 def inspect_cmd(model: Path, as_json: bool, verify: bool, verbose: int, quiet: bool) -> None:
     """Print MODEL's contract, metadata and input/output signatures, and check it."""
     setup_logging(verbose, quiet)
-    from .session import describe, format_shape, open_session
+    from .session import describe, open_session
 
     session = open_session(model, verify=verify)
     meta = session.get_modelmeta()
@@ -379,42 +364,52 @@ def inspect_cmd(model: Path, as_json: bool, verify: bool, verbose: int, quiet: b
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
     else:
-        click.echo(f"model:    {model} ({report['size_bytes'] / 1e6:.2f} MB)")
-        click.echo(f"producer: {meta.producer_name or '-'}   graph: {meta.graph_name or '-'}")
-        click.echo(f"integrity: {report['integrity']}")
-        for title, args in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
-            click.echo(f"{title}:")
-            for a in args:
-                click.echo(f"  {a.name:<10} {a.type:<14} {format_shape(a.shape)}")
-        click.echo("metadata_props:" + ("" if props else " (none)"))
-        for k, v in report["metadata_props"].items():
-            text = _pretty(v, "  ") if isinstance(v, (dict, list)) else str(v)
-            click.echo(f"  {k}: {text}")
-        plines = precision_summary(prec)
-        if plines:
-            click.echo("precision: " + plines[0])
-            for line in plines[1:]:
-                click.echo(f"  {line}")
-        click.echo(f"operating point: {_operating_point_line(props)}")
-        qlines = quantization_summary(quant)
-        click.echo("quantization: " + (qlines[0] if qlines else ("none" if plines else "none (fp32 model)")))
-        for line in qlines[1:]:
-            click.echo(f"  {line}")
-        click.echo("training: " + training_summary(report["metadata_props"].get("bgsdk.training")))
-        if info is not None:
-            if info.contract is not None:
-                c = info.contract
-                n_patches = len(c.row_positions) * len(c.col_positions)
-                how = (
-                    f"{c.height}x{c.width} image, {n_patches} patches of {c.patch}x{c.patch} "
-                    f"({len(c.row_positions)} rows x {len(c.col_positions)} cols)"
-                )
-            else:
-                how = f"no contract metadata; {info.height}x{info.width} taken from the input shape"
-            batch = "dynamic" if info.batch is None else f"fixed {info.batch}"
-            click.echo(f"check:    ok -- {how}, input = pixels / {info.input_scale:g}, batch {batch}")
+        _echo_inspect(report, model, session, props, info)
     if problem is not None:
         raise problem
+
+
+def _echo_inspect(
+    report: dict[str, Any], model: Path, session: Any, props: dict[str, str], info: ModelInfo | None
+) -> None:
+    """``bgsdk inspect`` as text: the same facts as ``--json``, grouped for a person."""
+    from .session import format_shape
+
+    meta = session.get_modelmeta()
+    click.echo(f"model:    {model} ({report['size_bytes'] / 1e6:.2f} MB)")
+    click.echo(f"producer: {meta.producer_name or '-'}   graph: {meta.graph_name or '-'}")
+    click.echo(f"integrity: {report['integrity']}")
+    for title, args in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
+        click.echo(f"{title}:")
+        for a in args:
+            click.echo(f"  {a.name:<10} {a.type:<14} {format_shape(a.shape)}")
+    click.echo("metadata_props:" + ("" if props else " (none)"))
+    for k, v in report["metadata_props"].items():
+        text = _pretty(v, "  ") if isinstance(v, (dict, list)) else str(v)
+        click.echo(f"  {k}: {text}")
+    plines = precision_summary(report["precision"])
+    if plines:
+        click.echo("precision: " + plines[0])
+        for line in plines[1:]:
+            click.echo(f"  {line}")
+    click.echo(f"operating point: {_operating_point_line(props)}")
+    qlines = quantization_summary(report["quantization"])
+    click.echo("quantization: " + (qlines[0] if qlines else ("none" if plines else "none (fp32 model)")))
+    for line in qlines[1:]:
+        click.echo(f"  {line}")
+    click.echo("training: " + training_summary(report["metadata_props"].get("bgsdk.training")))
+    if info is not None:
+        if info.contract is not None:
+            c = info.contract
+            n_patches = len(c.row_positions) * len(c.col_positions)
+            how = (
+                f"{c.height}x{c.width} image, {n_patches} patches of {c.patch}x{c.patch} "
+                f"({len(c.row_positions)} rows x {len(c.col_positions)} cols)"
+            )
+        else:
+            how = f"no contract metadata; {info.height}x{info.width} taken from the input shape"
+        batch = "dynamic" if info.batch is None else f"fixed {info.batch}"
+        click.echo(f"check:    ok -- {how}, input = pixels / {info.input_scale:g}, batch {batch}")
 
 
 @cli.command("bench")
@@ -423,7 +418,7 @@ def inspect_cmd(model: Path, as_json: bool, verify: bool, verbose: int, quiet: b
     "--repeat", type=click.IntRange(min=1), default=10, show_default=True, help="Timed runs (median reported)."
 )
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="Untimed runs first.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Images per model call.")
+@batch_size_option()
 @click.option(
     "--input",
     "input_path",
@@ -431,8 +426,8 @@ def inspect_cmd(model: Path, as_json: bool, verify: bool, verbose: int, quiet: b
     default=None,
     help="Image to run [default: random pixels of the model's size].",
 )
-@_provider_opt
-@_threads_opt
+@provider_option
+@threads_option()
 @verbosity_options
 def bench_cmd(
     model: Path,
@@ -465,6 +460,11 @@ def bench_cmd(
     click.echo(f"throughput: {r.throughput:.2f} images/s")
 
 
+def _file_out_option(flag: str, dest: str, help: str) -> Callable[[F], F]:
+    """An optional output file (``None`` when not given)."""
+    return click.option(flag, dest, type=click.Path(dir_okay=False, path_type=Path), default=None, help=help)
+
+
 @cli.command("evaluate")
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.argument("data_dir", type=click.Path(path_type=Path))
@@ -476,20 +476,8 @@ def bench_cmd(
     default=None,
     help="Masks folder for a flat folder of strips [default: DATA_DIR/masks].",
 )
-@click.option(
-    "--json",
-    "json_out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Also write every number to this JSON file.",
-)
-@click.option(
-    "--html",
-    "html_out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Also write a self-contained HTML report (tables, curves, pictures).",
-)
+@_file_out_option("--json", "json_out", "Also write every number to this JSON file.")
+@_file_out_option("--html", "html_out", "Also write a self-contained HTML report (tables, curves, pictures).")
 @click.option(
     "--max-images",
     type=click.IntRange(min=0),
@@ -497,8 +485,8 @@ def bench_cmd(
     show_default=True,
     help="Images pictured in the HTML report (worst first).",
 )
-@_provider_opt
-@_threads_opt
+@provider_option
+@threads_option()
 @verbosity_options
 def evaluate_cmd(
     models: tuple[Path, ...],

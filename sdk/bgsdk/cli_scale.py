@@ -8,10 +8,23 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from .clikit import UserError, setup_logging, verbosity_options
+from .clikit import (
+    UserError,
+    batch_size_option,
+    operating_point_options,
+    out_dir_option,
+    png_option,
+    setup_logging,
+    threads_option,
+    verbosity_options,
+)
+
+if TYPE_CHECKING:
+    from .bulk import BulkOptions, BulkSummary
 
 __all__ = ["export_triton_cmd", "batch_cmd"]
 
@@ -53,12 +66,7 @@ def _gpu_list(text: str | None) -> tuple[int, ...]:
     help="Model copies per GPU (ONNX Runtime CUDA provider inside Triton).",
 )
 @click.option("--gpus", default=None, metavar="IDS", help="GPU ids for --gpu-instances, e.g. 0,1 [default: all].")
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="ONNX Runtime intra-op threads per instance [default: the backend's].",
-)
+@threads_option("ONNX Runtime intra-op threads per instance [default: the backend's].")
 @verbosity_options
 def export_triton_cmd(
     model: Path,
@@ -102,14 +110,7 @@ def export_triton_cmd(
 @click.command("batch")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("input_dir", type=click.Path(path_type=Path))
-@click.option(
-    "--out",
-    "-o",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output folder: per-image outputs and results.jsonl (as bgsdk run).",
-)
+@out_dir_option("Output folder: per-image outputs and results.jsonl (as bgsdk run).")
 @click.option(
     "--ray",
     "ray_address",
@@ -141,21 +142,10 @@ def export_triton_cmd(
     show_default=True,
     help="Files handed to a worker at once (also how often results.jsonl is flushed).",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Images per model call.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime intra-op threads per session.")
-@click.option("--png/--no-png", default=True, show_default=True, help="Write mask and overlay PNGs (as bgsdk run).")
-@click.option(
-    "--threshold",
-    type=click.FloatRange(0.0, 1.0),
-    default=None,
-    help="Pixel threshold [default: the model's calibrated one].",
-)
-@click.option(
-    "--min-area",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Smallest defect in pixels [default: the model's calibrated one].",
-)
+@batch_size_option()
+@threads_option("ONNX Runtime intra-op threads per session.")
+@png_option("Write mask and overlay PNGs (as bgsdk run).")
+@operating_point_options
 @verbosity_options
 def batch_cmd(
     model: Path,
@@ -180,7 +170,7 @@ def batch_cmd(
     become error rows in results.jsonl (exit code 1), never a failed job.
     """
     setup_logging(verbose, quiet)
-    from .bulk import BulkOptions, connect_ray, run_bulk
+    from .bulk import BulkOptions
     from .io import list_images
     from .session import describe, open_session
 
@@ -201,16 +191,7 @@ def batch_cmd(
         threshold=threshold,
         min_area=min_area,
     )
-    started = connect_ray(ray_address) if ray_address is not None else False
-    try:
-        s = run_bulk(
-            model.resolve(), [p.resolve() for p in paths], out_dir.resolve(), options, use_ray=ray_address is not None
-        )
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
+    s = _run_bulk(model, paths, out_dir, options, ray_address)
     if not quiet:
         where = f"Ray ({ray_address}, {actors} actor(s))" if ray_address else "this process"
         click.echo(
@@ -219,3 +200,21 @@ def batch_cmd(
         )
     if s.failed:
         sys.exit(1)
+
+
+def _run_bulk(
+    model: Path, paths: list[Path], out_dir: Path, options: BulkOptions, ray_address: str | None
+) -> BulkSummary:
+    """Run the job here or on Ray (``ray_address`` not None); a Ray instance this call started is shut down."""
+    from .bulk import connect_ray, run_bulk
+
+    started = connect_ray(ray_address) if ray_address is not None else False
+    try:
+        return run_bulk(
+            model.resolve(), [p.resolve() for p in paths], out_dir.resolve(), options, use_ray=ray_address is not None
+        )
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()

@@ -160,16 +160,10 @@ class SegMetrics:
     n_defect_images: int
 
 
-def evaluate(
-    heatmaps: Sequence[np.ndarray],
-    masks: Sequence[np.ndarray | None],
-    defective: Sequence[bool],
-) -> SegMetrics:
-    """Image AUROC (score = heatmap max), pixel AUROC and pixel AP over all pixels of all images.
-
-    ``masks[i]`` is ``None`` for a good image (all background). A defective image
-    must have a mask: scoring it as all background would make the numbers lie.
-    """
+def _checked_sizes(
+    heatmaps: Sequence[np.ndarray], masks: Sequence[np.ndarray | None], defective: Sequence[bool]
+) -> list[int]:
+    """Each heatmap's pixel count, after checking that the three lists fit together (``ValueError`` if not)."""
     n = len(heatmaps)
     if not (len(masks) == len(defective) == n):
         raise ValueError(
@@ -177,7 +171,6 @@ def evaluate(
         )
     if n == 0:
         raise ValueError("no images to evaluate")
-
     sizes = []
     for i, (hm, m, bad) in enumerate(zip(heatmaps, masks, defective)):
         hm = np.asarray(hm)
@@ -189,7 +182,21 @@ def evaluate(
         elif np.shape(m) != hm.shape:
             raise ValueError(f"mask {i} has shape {np.shape(m)}, heatmap has {hm.shape}")
         sizes.append(hm.size)
+    return sizes
 
+
+def evaluate(
+    heatmaps: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray | None],
+    defective: Sequence[bool],
+) -> SegMetrics:
+    """Image AUROC (score = heatmap max), pixel AUROC and pixel AP over all pixels of all images.
+
+    ``masks[i]`` is ``None`` for a good image (all background). A defective image
+    must have a mask: scoring it as all background would make the numbers lie.
+    """
+    n = len(heatmaps)
+    sizes = _checked_sizes(heatmaps, masks, defective)
     image_scores = np.array([float(np.max(hm)) for hm in heatmaps], dtype=np.float64)
     image_labels = np.array([bool(b) for b in defective])
     image_auroc = roc_auc(image_labels, image_scores) if 0 < image_labels.sum() < n else None

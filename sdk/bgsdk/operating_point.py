@@ -275,23 +275,7 @@ def calibrate(
         log.warning("operating point: %s", note)
         used_rule, used_target = "fallback_false_alarms", fa
     else:
-        if rule == "max_false_alarms":
-            if target is None or target < 0:
-                raise ValueError("max_false_alarms needs a target >= 0 (false alarms per image)")
-            area = (
-                min_area
-                if min_area is not None
-                else _choose_min_area(heatmaps, masks, best_f1_threshold(heatmaps, masks).threshold)
-            )
-            thr = _false_alarm_threshold(heatmaps, masks, area, float(target))
-        else:
-            if rule == "target_recall":
-                if target is None:
-                    raise ValueError("target_recall needs a target recall in (0, 1]")
-                thr = threshold_for_recall(heatmaps, masks, float(target)).threshold
-            else:
-                thr = best_f1_threshold(heatmaps, masks).threshold
-            area = min_area if min_area is not None else _choose_min_area(heatmaps, masks, thr)
+        thr, area = _point_by_rule(heatmaps, masks, rule, target, min_area)
         used_rule = rule
         used_target = None if rule == "best_f1" or target is None else float(target)
     thr, area = check_operating_point(thr, area)
@@ -309,6 +293,32 @@ def calibrate(
         data=d,
         metrics=pm.to_dict(),
     )
+
+
+def _point_by_rule(
+    heatmaps: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray | None],
+    rule: str,
+    target: float | None,
+    min_area: int | None,
+) -> tuple[float, int]:
+    """``(threshold, min_area)`` by ``rule`` on calibration data that has defective images."""
+    if rule == "max_false_alarms":
+        if target is None or target < 0:
+            raise ValueError("max_false_alarms needs a target >= 0 (false alarms per image)")
+        area = (
+            min_area
+            if min_area is not None
+            else _choose_min_area(heatmaps, masks, best_f1_threshold(heatmaps, masks).threshold)
+        )
+        return _false_alarm_threshold(heatmaps, masks, area, float(target)), area
+    if rule == "target_recall":
+        if target is None:
+            raise ValueError("target_recall needs a target recall in (0, 1]")
+        thr = threshold_for_recall(heatmaps, masks, float(target)).threshold
+    else:
+        thr = best_f1_threshold(heatmaps, masks).threshold
+    return thr, min_area if min_area is not None else _choose_min_area(heatmaps, masks, thr)
 
 
 def with_override(op: OperatingPoint, threshold: float | None, min_area: int | None) -> OperatingPoint:

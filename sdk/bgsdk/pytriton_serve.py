@@ -226,28 +226,10 @@ def launch(
     Raises :class:`ServerStartError` if it does not come up within ``start_timeout_s``.
     """
     http, grpc, metrics = free_ports(3)
-    cmd = [
-        str(python or default_server_python()),
-        "-m",
-        "bgsdk.pytriton_serve",
-        os.fspath(model),
-        "--name",
-        name,
-        "--host",
-        "127.0.0.1",
-        "--http-port",
-        str(http),
-        "--grpc-port",
-        str(grpc),
-        "--metrics-port",
-        str(metrics),
-        "--instances",
-        str(instances),
-        "--max-batch-size",
-        str(max_batch_size),
-        "--queue-delay-us",
-        str(-1 if queue_delay_us is None else queue_delay_us),
-    ]
+    cmd = [str(python or default_server_python()), "-m", "bgsdk.pytriton_serve", os.fspath(model), "--name", name]
+    cmd += ["--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
+    cmd += ["--instances", str(instances), "--max-batch-size", str(max_batch_size)]
+    cmd += ["--queue-delay-us", str(-1 if queue_delay_us is None else queue_delay_us)]
     if threads is not None:
         cmd += ["--threads", str(threads)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -264,20 +246,25 @@ def launch(
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     try:
-        deadline = time.monotonic() + start_timeout_s
-        while not ready.wait(0.2):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                why = (
-                    f"exited with code {proc.returncode}"
-                    if proc.poll() is not None
-                    else f"not ready within {start_timeout_s:.0f} s"
-                )
-                tail = " | ".join(line for line in log[-6:] if line.strip())
-                raise ServerStartError(f"Triton server {why}; last log lines: {tail[-800:]}")
+        _wait_ready(proc, ready, log, start_timeout_s)
         yield ServerProcess(f"http://127.0.0.1:{http}", f"grpc://127.0.0.1:{grpc}", name, log)
     finally:
         _stop(proc)
         reader.join(timeout=5)
+
+
+def _wait_ready(proc: subprocess.Popen[str], ready: threading.Event, log: list[str], timeout_s: float) -> None:
+    """Until the server logs that it is ready; :class:`ServerStartError` if it exits or times out first."""
+    deadline = time.monotonic() + timeout_s
+    while not ready.wait(0.2):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            why = (
+                f"exited with code {proc.returncode}"
+                if proc.poll() is not None
+                else f"not ready within {timeout_s:.0f} s"
+            )
+            tail = " | ".join(line for line in log[-6:] if line.strip())
+            raise ServerStartError(f"Triton server {why}; last log lines: {tail[-800:]}")
 
 
 def _stop(proc: subprocess.Popen[str], timeout_s: float = 30.0) -> None:

@@ -331,48 +331,13 @@ def describe(session: ort.InferenceSession, model_path: str | os.PathLike[str]) 
     meta = session.get_modelmeta()
     metadata = dict(meta.custom_metadata_map)
     contract = _read_contract(src, metadata, meta.producer_name)
-
-    input_name = contract.input_name if contract else "input"
-    output_name = contract.output_name if contract else "output"
-    inputs = session.get_inputs()
-    outputs = {o.name: o for o in session.get_outputs()}
-
-    if len(inputs) != 1 or inputs[0].name != input_name:
-        raise ModelError(src, f"expected exactly one input named {input_name!r}, model has: {_sig(inputs)}")
-    if output_name not in outputs:
-        hint = ""
-        if any(o.name == "logits" or (o.shape and len(o.shape) == 4 and o.shape[1] == 2) for o in outputs.values()):
-            hint = (
-                " -- this looks like a patch model (2 logit channels); bgsdk runs the full-image model "
-                "that build-model composes around it"
-            )
-        raise ModelError(src, f"no output named {output_name!r} (outputs: {_sig(list(outputs.values()))}){hint}")
-    inp, out = inputs[0], outputs[output_name]
-    for role, arg in (("input", inp), ("output", out)):
-        if arg.type != _FLOAT:
-            raise ModelError(src, f"{role} {arg.name!r} has element type {arg.type}, expected {_FLOAT} (float32)")
-
+    inp, out = _io_args(
+        src, session, contract.input_name if contract else "input", contract.output_name if contract else "output"
+    )
     shape = list(inp.shape) if inp.shape is not None else []
     if len(shape) != 4 or _static(shape[1]) != 3:
         raise ModelError(src, f"input {inp.name!r} has shape {format_shape(inp.shape)}, expected [N, 3, height, width]")
-    h, w = _static(shape[2]), _static(shape[3])
-    if contract is not None:
-        if (h is not None and h != contract.height) or (w is not None and w != contract.width):
-            raise ModelError(
-                src,
-                f"input {inp.name!r} has shape {format_shape(inp.shape)} but the contract says "
-                f"{contract.height}x{contract.width}",
-            )
-        h, w = contract.height, contract.width
-    elif h is None or w is None:
-        raise ModelError(
-            src,
-            f"input {inp.name!r} has no fixed image size ({format_shape(inp.shape)}) and the model has no "
-            f"{CONTRACT_KEY!r} metadata to say which size it expects",
-        )
-    if contract is None:
-        log.info("%s: no %r metadata; image size %dx%d taken from the input shape", src, CONTRACT_KEY, h, w)
-
+    h, w = _image_size(src, inp, shape, contract)
     oshape = list(out.shape) if out.shape is not None else []
     expected = [None, 3, h, w]
     if len(oshape) != 4 or any(_static(d) not in (None, e) for d, e in zip(oshape[1:], expected[1:])):
@@ -392,3 +357,45 @@ def describe(session: ort.InferenceSession, model_path: str | os.PathLike[str]) 
         contract=contract,
         metadata=metadata,
     )
+
+
+def _io_args(src: str, session: ort.InferenceSession, input_name: str, output_name: str) -> tuple[Any, Any]:
+    """The model's one input and its output by the contract's names, both float32; a patch model is named as such."""
+    inputs = session.get_inputs()
+    outputs = {o.name: o for o in session.get_outputs()}
+    if len(inputs) != 1 or inputs[0].name != input_name:
+        raise ModelError(src, f"expected exactly one input named {input_name!r}, model has: {_sig(inputs)}")
+    if output_name not in outputs:
+        hint = ""
+        if any(o.name == "logits" or (o.shape and len(o.shape) == 4 and o.shape[1] == 2) for o in outputs.values()):
+            hint = (
+                " -- this looks like a patch model (2 logit channels); bgsdk runs the full-image model "
+                "that build-model composes around it"
+            )
+        raise ModelError(src, f"no output named {output_name!r} (outputs: {_sig(list(outputs.values()))}){hint}")
+    inp, out = inputs[0], outputs[output_name]
+    for role, arg in (("input", inp), ("output", out)):
+        if arg.type != _FLOAT:
+            raise ModelError(src, f"{role} {arg.name!r} has element type {arg.type}, expected {_FLOAT} (float32)")
+    return inp, out
+
+
+def _image_size(src: str, inp: Any, shape: list[Any], contract: Contract | None) -> tuple[int, int]:
+    """``(height, width)``: the contract's (the input shape must agree), else the input's fixed size."""
+    h, w = _static(shape[2]), _static(shape[3])
+    if contract is not None:
+        if (h is not None and h != contract.height) or (w is not None and w != contract.width):
+            raise ModelError(
+                src,
+                f"input {inp.name!r} has shape {format_shape(inp.shape)} but the contract says "
+                f"{contract.height}x{contract.width}",
+            )
+        return contract.height, contract.width
+    if h is None or w is None:
+        raise ModelError(
+            src,
+            f"input {inp.name!r} has no fixed image size ({format_shape(inp.shape)}) and the model has no "
+            f"{CONTRACT_KEY!r} metadata to say which size it expects",
+        )
+    log.info("%s: no %r metadata; image size %dx%d taken from the input shape", src, CONTRACT_KEY, h, w)
+    return h, w

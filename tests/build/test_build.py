@@ -17,14 +17,14 @@ import pytest
 import torch
 
 from bgbuild import BuildError, BuildOptions, VerificationError, build_model, read_metadata
-from bgbuild.artifact import BUILD_KEY, CHECKPOINT_SHA_KEY, PRODUCER_VERSION_KEY, TRAINING_KEY, sha256_bytes
+from bgbuild.artifact import sha256_bytes
 from bgbuild.cli import main as cli_main
 from bgbuild.export import export_patch_model, op_counts
 from bgbuild.operating_point import OperatingPointOptions
 from bgbuild.simplify import initializer_bytes
 from bgbuild.verify import select_verification_images
 from bgsdk import Segmenter, __version__
-from bgsdk.contract import CONTRACT_KEY, Contract
+from bgsdk.contract import BUILD_KEY, CHECKPOINT_SHA_KEY, CONTRACT_KEY, PRODUCER_VERSION_KEY, TRAINING_KEY, Contract
 from bgsdk.tiling import tiling_for
 from bgtrain.checkpoint import file_sha256, save_checkpoint
 from bgtrain.model import UNet
@@ -311,3 +311,20 @@ def test_cli_success_prints_stages_and_summary(checkpoint, tmp_path, capsys):
     assert "built" in stdout and "verification max |diff|" in stdout and "build time" in stdout
     assert "3 patches, patch batch 2" in stdout
     assert out.is_file() and out.with_suffix(".json").is_file() and not out.with_suffix(".patch.onnx").exists()
+
+
+def test_cli_hybrid_chunking_build(checkpoint, tmp_path, capsys):
+    """--chunking hybrid: verified, recorded, and the same heatmap as the independent per-patch reference."""
+    out = tmp_path / "hybrid.onnx"
+    code, stdout, err = _run_cli(
+        [str(checkpoint), "-o", str(out), "--patch-batch", "4", "--chunking", "hybrid", "--verify-images", "2"], capsys
+    )
+    assert code == 0, err
+    assert "full-resolution layers in 5 chunks of <= 4 patches" in stdout + err
+    meta = read_metadata(out)
+    assert meta[BUILD_KEY]["chunking"] == "hybrid" and meta[BUILD_KEY]["patch_batch"] == 4
+    model = onnx.load(str(out))
+    assert op_counts(model)["Softmax"] == 5 and op_counts(model)["Conv"] == 5 * 6 + 22
+    x = strips(2, 976, 176, seed=61)
+    ref = spec_reference(tiny_unet(), x, SPEC_ROWS, SPEC_ROW_KEEP, SPEC_COLS, SPEC_COL_KEEP)
+    assert np.abs(run_file(out, x)[:, 0] - ref).max() <= 1e-5

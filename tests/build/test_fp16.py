@@ -23,7 +23,6 @@ import onnxruntime as ort
 import pytest
 
 from bgbuild import BuildError, BuildOptions, build_model, read_metadata
-from bgbuild.artifact import PRECISION_KEY, QUANTIZATION_KEY
 from bgbuild.cli import main as build_main
 from bgbuild.export import export_patch_model, op_counts
 from bgbuild.fp16 import Fp16Options, convert_patch_model, fold_constant_casts, topological_sort
@@ -32,13 +31,20 @@ from bgbuild.quantize import QuantizeOptions
 from bgsdk import Segmenter
 from bgsdk.cli import PRECISION_KEY as SDK_PRECISION_KEY
 from bgsdk.cli import main as sdk_main
-from bgsdk.contract import CONTRACT_KEY, Contract
+from bgsdk.contract import CONTRACT_KEY, PRECISION_KEY, QUANTIZATION_KEY, Contract
 from bgsdk.io import list_images, read_image
 from bgsdk.tiling import tiling_for
-from bgtrain.checkpoint import save_checkpoint
 from bgtrain.reference_unet import double_detection_unet
 from bgtrain.validate import baseline, load_eval_set
-from tests.helpers.build import SPEC_COL_KEEP, SPEC_COLS, SPEC_ROW_KEEP, SPEC_ROWS, spec_reference, tiny_unet
+from tests.helpers.build import (
+    SPEC_COL_KEEP,
+    SPEC_COLS,
+    SPEC_ROW_KEEP,
+    SPEC_ROWS,
+    data_checkpoint,
+    spec_reference,
+    tiny_unet,
+)
 from tests.helpers.cli import invoke
 
 GAIN, OFFSET = 20.3, 3.1
@@ -48,16 +54,7 @@ U16 = 2.0**-11  # fp16 unit roundoff (11 significant bits)
 @pytest.fixture(scope="module")
 def fp16_checkpoint(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("fp16ckpt") / "dd.pt"
-    save_checkpoint(
-        path,
-        double_detection_unet(gain=GAIN, offset=OFFSET),
-        image_type="strip",
-        image_size=(976, 176),
-        epoch=0,
-        seed=0,
-        train_config={"training_dataset_path": str(demo_root)},
-    )
-    return path
+    return data_checkpoint(path, double_detection_unet(gain=GAIN, offset=OFFSET), demo_root)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ import tifffile
 from onnx import TensorProto, helper, numpy_helper
 
 from bgbuild import BuildError, BuildOptions, VerificationError, build_model, read_metadata
-from bgbuild.artifact import QUANTIZATION_KEY
 from bgbuild.calibration import calibration_patches
 from bgbuild.cli import main as build_main
 from bgbuild.export import op_counts
@@ -33,6 +32,7 @@ from bgbuild.quantize import QuantizeOptions, float_logits, quantize_patch_model
 from bgsdk import Segmenter
 from bgsdk.cli import QUANTIZATION_KEY as SDK_QUANTIZATION_KEY
 from bgsdk.cli import main as sdk_main
+from bgsdk.contract import QUANTIZATION_KEY
 from bgsdk.io import list_images, read_image
 from bgsdk.tiling import tiling_for
 from bgtrain.checkpoint import save_checkpoint
@@ -41,21 +41,6 @@ from bgtrain.validate import baseline, load_eval_set
 from tests.helpers.cli import invoke
 
 WIDTH = 4
-
-
-@pytest.fixture(scope="module")
-def dd_checkpoint(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ddckpt") / "dd.pt"
-    save_checkpoint(
-        path,
-        double_detection_unet(),
-        image_type="strip",
-        image_size=(976, 176),
-        epoch=0,
-        seed=0,
-        train_config={"training_dataset_path": str(demo_root)},
-    )
-    return path
 
 
 @pytest.fixture(scope="module")

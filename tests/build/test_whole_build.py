@@ -15,16 +15,14 @@ import pytest
 import torch
 
 from bgbuild import BuildOptions, build_model, read_metadata
-from bgbuild.artifact import BUILD_KEY
 from bgbuild.cli import main as build_main
 from bgbuild.export import op_counts
 from bgbuild.fp16 import Fp16Options
 from bgbuild.quantize import QuantizeOptions
 from bgsdk import Segmenter
-from bgsdk.contract import CONTRACT_KEY
+from bgsdk.contract import BUILD_KEY, CONTRACT_KEY
 from bgsdk.io import list_images, read_image
 from bgtrain.checkpoint import save_checkpoint
-from bgtrain.reference_unet import double_detection_unet
 from bgtrain.validate import baseline, load_eval_set
 from tests.helpers.build import tiny_unet
 from tests.helpers.cli import invoke
@@ -87,21 +85,6 @@ def test_whole_mode_options_are_checked(checkpoint, tmp_path, capsys):
     )
     assert code == 2 and "--patch-batch" in err and "--mode tiled" in err
     assert not (tmp_path / "m.onnx").exists()
-
-
-@pytest.fixture(scope="module")
-def dd_checkpoint(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ddckpt") / "dd.pt"
-    save_checkpoint(
-        path,
-        double_detection_unet(),
-        image_type="strip",
-        image_size=(976, 176),
-        epoch=0,
-        seed=0,
-        train_config={"training_dataset_path": str(demo_root)},
-    )
-    return path
 
 
 def test_whole_int8_is_calibrated_on_strips_gated_and_fully_quantized(dd_checkpoint, demo_root, tmp_path):

@@ -31,14 +31,6 @@ TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def binary() -> Path:
-    why = cpp_harness.missing_toolchain()
-    if why:
-        pytest.skip(why)
-    return cpp_harness.build(cpp_harness.prepare_ort(sys.executable))
-
-
-@pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cpp")
 

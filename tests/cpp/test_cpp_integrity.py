@@ -23,14 +23,6 @@ import cpp_harness  # noqa: E402
 H, W = 64, 64
 
 
-@pytest.fixture(scope="module")
-def binary() -> Path:
-    why = cpp_harness.missing_toolchain()
-    if why:
-        pytest.skip(why)
-    return cpp_harness.build(cpp_harness.prepare_ort(sys.executable))
-
-
 @pytest.fixture()
 def release(tmp_path: Path) -> tuple[Path, Path]:
     """A model + model.json written by build-model's artifact writer, and one input strip."""

@@ -218,27 +218,10 @@ def _check_image(img: np.ndarray) -> None:
 
 
 def small_model(path: Path) -> Path:
-    """A plain fixed-size contract model for :func:`target_segmenter` (built with onnx, once)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    """A plain fixed-size model (no metadata) for :func:`target_segmenter` (built with onnx, once)."""
+    from tests.helpers.models import make_full_model
 
-    h, w = MODEL_SIZE
-    wt = np.random.default_rng(0).normal(size=(1, 3, 3, 3)).astype(np.float32)
-    nodes = [
-        helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
-        helper.make_node("Sigmoid", ["c"], ["p"]),
-        helper.make_node("Sub", ["p", "p"], ["z"]),
-        helper.make_node("Concat", ["p", "z", "z"], ["output"], axis=1),
-    ]
-    g = helper.make_graph(
-        nodes,
-        "fuzz",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, h, w])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, h, w])],
-        initializer=[numpy_helper.from_array(wt, "w")],
-    )
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
-    return path
+    return make_full_model(path, *MODEL_SIZE)
 
 
 TARGETS: dict[str, Callable[..., str]] = {

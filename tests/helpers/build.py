@@ -6,11 +6,13 @@ out by hand rather than computed with bgsdk.tiling, so they are an independent c
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from bgtrain.checkpoint import save_checkpoint
 from bgtrain.model import UNet
 
 WIDTH = 4
@@ -34,6 +36,21 @@ def tiny_unet(seed: int = 0) -> UNet:
             mod.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
             mod.bias.data.copy_(torch.rand(c, generator=g) - 0.5)
     return m.eval()
+
+
+def data_checkpoint(path: Path, model: torch.nn.Module, data: Path) -> Path:
+    """An epoch-0 strip checkpoint of ``model`` whose training data set is ``data`` (build-model calibrates
+    INT8 and verifies on it)."""
+    save_checkpoint(
+        path,
+        model,
+        image_type="strip",
+        image_size=(976, 176),
+        epoch=0,
+        seed=0,
+        train_config={"training_dataset_path": str(data)},
+    )
+    return path
 
 
 def spec_reference(

@@ -31,6 +31,7 @@ from bgsdk.cli import main as bgsdk_main
 from bgsdk.contract import CONTRACT_KEY, Contract
 from bgsdk.modelguard import MAX_DEPTH, WireError, external_data_locations
 from bgsdk.tiling import plan_tiling, tiling_for
+from tests.helpers.cli import invoke
 
 H, W = 64, 32  # a small full-image size: the checks do not depend on the size
 OPSET = 17
@@ -519,10 +520,4 @@ def test_cli_run_on_hostile_model_is_one_line_exit_2(
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
-    try:
-        bgsdk_main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+    return invoke(bgsdk_main, capsys, *argv)

@@ -11,15 +11,15 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import tifffile
-from onnx import TensorProto, helper, numpy_helper
 
 from bgsdk import InputError, InputWarning, Segmenter
 from bgsdk.cli import main as bgsdk_main
 from bgsdk.errors import BgsdkWarning
 from bgsdk.sanity import value_problems
+from tests.helpers.cli import invoke
+from tests.helpers.models import make_full_model
 
 H, W = 32, 32
 
@@ -27,23 +27,7 @@ H, W = 32, 32
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Plain fixed-size model (no metadata): ``output = concat(sigmoid(conv(x)), 0, 0)``."""
-    w = np.random.default_rng(0).normal(size=(1, 3, 3, 3)).astype(np.float32)
-    nodes = [
-        helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
-        helper.make_node("Sigmoid", ["c"], ["p"]),
-        helper.make_node("Sub", ["p", "p"], ["z"]),
-        helper.make_node("Concat", ["p", "z", "z"], ["output"], axis=1),
-    ]
-    g = helper.make_graph(
-        nodes,
-        "m",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, H, W])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, H, W])],
-        initializer=[numpy_helper.from_array(w, "w")],
-    )
-    p = tmp_path_factory.mktemp("sanity") / "m.onnx"
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), p)
-    return p
+    return make_full_model(tmp_path_factory.mktemp("sanity") / "m.onnx", H, W)
 
 
 def good(seed: int = 0) -> np.ndarray:
@@ -173,9 +157,5 @@ def test_cli_warns_one_line_per_image_and_strict_skips(
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str]:
-    try:
-        bgsdk_main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    return code, capsys.readouterr().err
+    code, _, err = invoke(bgsdk_main, capsys, *argv)
+    return code, err

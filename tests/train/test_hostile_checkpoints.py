@@ -21,6 +21,7 @@ from bgbuild.cli import main as build_main
 from bgtrain.checkpoint import save_checkpoint
 from bgtrain.cli import main as train_main
 from bgtrain.model import UNet
+from tests.helpers.cli import invoke
 
 WIDTH = 4
 
@@ -163,12 +164,8 @@ RESUME_ONLY = {"optimizer moments wrong shape", "optimizer for another model", "
 
 
 def _run(main: Callable[[list[str]], None], capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str]:
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    return code, capsys.readouterr().err
+    code, _, err = invoke(main, capsys, *argv)
+    return code, err
 
 
 def _one_line(err: str, prog: str, path: Path, fragment: str) -> None:
@@ -230,40 +227,22 @@ def test_pickle_payload_never_runs(
     torch.save({**base, "metrics": Payload()}, evil)
     code, err = _run(build_main, capsys, evil, "-o", tmp_path / "m.onnx", "-q")
     assert code == 2 and "weights_only" in err
-    code, err = _run(
-        train_main,
-        capsys,
-        "--training_dataset_path",
-        demo_root,
-        "--checkpoint_path",
-        tmp_path / "r",
-        "--width",
-        WIDTH,
-        "--resume",
-        evil,
-        "-q",
-    )
+    code, err = _resume(capsys, demo_root, tmp_path / "r", WIDTH, evil)
     assert code == 2 and "weights_only" in err
     assert not marker.exists()
     assert not (tmp_path / "m.onnx").exists()
+
+
+def _resume(capsys: pytest.CaptureFixture[str], data: Path, out: Path, width: int, checkpoint: Path) -> tuple[int, str]:
+    """``train-model --resume CHECKPOINT`` (quiet) in-process: exit code and stderr."""
+    args = ["--training_dataset_path", data, "--checkpoint_path", out, "--width", width, "--resume", checkpoint, "-q"]
+    return _run(train_main, capsys, *args)
 
 
 def test_resume_with_another_width_is_one_line(
     hostile: dict[str, tuple[Path, str]], demo_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     good = hostile["wrong shape"][0].parent / "good.pt"
-    code, err = _run(
-        train_main,
-        capsys,
-        "--training_dataset_path",
-        demo_root,
-        "--checkpoint_path",
-        tmp_path / "r",
-        "--width",
-        8,
-        "--resume",
-        good,
-        "-q",
-    )
+    code, err = _resume(capsys, demo_root, tmp_path / "r", 8, good)
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and str(good) in lines[0] and "width" in lines[0], err

@@ -191,6 +191,12 @@ def test_cli_help():
         assert opt in r.stdout, opt
 
 
+def _short_run(data: Path, out: Path, epochs: int) -> list[str]:
+    """``-m bgtrain`` arguments of a tiny run (width 4, batch 4, two steps per epoch)."""
+    run = ["-m", "bgtrain", "--training_dataset_path", str(data), "--checkpoint_path", str(out), "--bs", "4"]
+    return run + ["--epochs", str(epochs), "--width", "4", "--max-steps-per-epoch", "2"]
+
+
 @pytest.mark.slow
 def test_ddp_two_processes_cpu(demo_root, tmp_path):
     out = tmp_path / "ddp"
@@ -206,20 +212,7 @@ def test_ddp_two_processes_cpu(demo_root, tmp_path):
         "--nproc_per_node=2",
         "--master_addr=127.0.0.1",
         f"--master_port={port}",
-        "-m",
-        "bgtrain",
-        "--training_dataset_path",
-        str(demo_root),
-        "--checkpoint_path",
-        str(out),
-        "--bs",
-        "4",
-        "--epochs",
-        "1",
-        "--width",
-        "4",
-        "--max-steps-per-epoch",
-        "2",
+        *_short_run(demo_root, out, epochs=1),
         "--device",
         "cpu",
         "--threads",
@@ -256,20 +249,7 @@ def test_recipe_file_and_log_lines(demo_root, tmp_path):
     r = subprocess.run(
         [
             sys.executable,
-            "-m",
-            "bgtrain",
-            "--training_dataset_path",
-            str(demo_root),
-            "--checkpoint_path",
-            str(out),
-            "--bs",
-            "4",
-            "--epochs",
-            "2",
-            "--width",
-            "4",
-            "--max-steps-per-epoch",
-            "2",
+            *_short_run(demo_root, out, epochs=2),
             "--recipe-file",
             str(f),
             "--stem",

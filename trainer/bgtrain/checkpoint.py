@@ -244,42 +244,8 @@ def load_checkpoint(
 ) -> tuple[dict[str, Any], CheckpointInfo]:
     """Load and validate; raise :class:`CheckpointError` naming the file and the problem."""
     p = Path(path)
-    check_file(p, CheckpointError, "a checkpoint file")
-    with open(p, "rb") as f:
-        magic = f.read(4)
-    if magic != b"PK\x03\x04":  # torch.save writes a zip archive
-        raise CheckpointError(p, "not a PyTorch checkpoint (not a torch.save zip archive)")
-    _check_archive(p)
-    try:
-        ckpt = torch.load(p, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if "Unsupported global" in ln]
-        detail = f" ({lines[0]})" if lines else ""
-        raise CheckpointError(
-            p, f"refused to load: it contains pickled objects that safe (weights_only) loading does not allow{detail}"
-        ) from None
-    except Exception as exc:
-        raise CheckpointError(p, f"not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(p, f"expected a dict checkpoint, got {type(ckpt).__name__}")
-    missing = [k for k in REQUIRED if k not in ckpt]
-    if missing:
-        raise CheckpointError(p, f"missing key(s) {', '.join(missing)} -- not a bgsdk training checkpoint")
-    for key, typ in REQUIRED.items():
-        if not isinstance(ckpt[key], typ):
-            raise CheckpointError(p, f"key {key!r} has type {type(ckpt[key]).__name__}, expected {typ}")
-    if not 1 <= ckpt["width"] <= MAX_WIDTH:
-        raise CheckpointError(p, f"width {ckpt['width']} is not a plausible UNet base width (1..{MAX_WIDTH})")
-    stem = ckpt.get("stem", "plain")
-    if not isinstance(stem, str):
-        raise CheckpointError(p, f"key 'stem' has type {type(stem).__name__}, expected str")
-    try:
-        _expected_state(ckpt["width"], stem)
-    except ValueError as exc:  # an unknown stem
-        raise CheckpointError(p, str(exc)) from None
-    _check_state_dict(p, ckpt["model_state_dict"], ckpt["width"], stem)
-    if "optimizer_state_dict" in ckpt or "scheduler_state_dict" in ckpt:
-        _check_resume_state(p, ckpt, ckpt["width"], stem)
+    ckpt = _read_archive(p, map_location)
+    _check_contents(p, ckpt)
     image_type = ckpt["image_type"]
     if image_type not in IMAGE_TYPES:
         raise CheckpointError(p, f"unknown image_type {image_type!r}")
@@ -307,6 +273,51 @@ def load_checkpoint(
         train_config=dict(ckpt.get("train_config") or {}),
     )
     return ckpt, info
+
+
+def _read_archive(p: Path, map_location: str | torch.device) -> dict[str, Any]:
+    """The checkpoint's dict, read with ``weights_only=True`` after the zip archive itself was checked."""
+    check_file(p, CheckpointError, "a checkpoint file")
+    with open(p, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":  # torch.save writes a zip archive
+        raise CheckpointError(p, "not a PyTorch checkpoint (not a torch.save zip archive)")
+    _check_archive(p)
+    try:
+        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if "Unsupported global" in ln]
+        detail = f" ({lines[0]})" if lines else ""
+        raise CheckpointError(
+            p, f"refused to load: it contains pickled objects that safe (weights_only) loading does not allow{detail}"
+        ) from None
+    except Exception as exc:
+        raise CheckpointError(p, f"not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(p, f"expected a dict checkpoint, got {type(ckpt).__name__}")
+    return ckpt
+
+
+def _check_contents(p: Path, ckpt: dict[str, Any]) -> None:
+    """Required keys and their types, a plausible width and stem, weights (and resume state) of the right shapes."""
+    missing = [k for k in REQUIRED if k not in ckpt]
+    if missing:
+        raise CheckpointError(p, f"missing key(s) {', '.join(missing)} -- not a bgsdk training checkpoint")
+    for key, typ in REQUIRED.items():
+        if not isinstance(ckpt[key], typ):
+            raise CheckpointError(p, f"key {key!r} has type {type(ckpt[key]).__name__}, expected {typ}")
+    if not 1 <= ckpt["width"] <= MAX_WIDTH:
+        raise CheckpointError(p, f"width {ckpt['width']} is not a plausible UNet base width (1..{MAX_WIDTH})")
+    stem = ckpt.get("stem", "plain")
+    if not isinstance(stem, str):
+        raise CheckpointError(p, f"key 'stem' has type {type(stem).__name__}, expected str")
+    try:
+        _expected_state(ckpt["width"], stem)
+    except ValueError as exc:  # an unknown stem
+        raise CheckpointError(p, str(exc)) from None
+    _check_state_dict(p, ckpt["model_state_dict"], ckpt["width"], stem)
+    if "optimizer_state_dict" in ckpt or "scheduler_state_dict" in ckpt:
+        _check_resume_state(p, ckpt, ckpt["width"], stem)
 
 
 def model_from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[UNet, CheckpointInfo]:

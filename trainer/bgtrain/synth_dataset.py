@@ -99,6 +99,16 @@ def make_image(
     return full, mask, defects
 
 
+def _jobs(n_train: int, n_valid: int, n_test: int) -> list[tuple[str, str, bool]]:
+    """``(split, stem, defective)`` per image, in the order they are generated (one seed each)."""
+    jobs: list[tuple[str, str, bool]] = [("train", f"train_{i:04d}", False) for i in range(n_train)]
+    for split, n in (("valid", n_valid), ("test", n_test)):
+        # First half good, second half defective (at least one of each when n >= 2).
+        n_bad = n - n // 2
+        jobs += [(split, f"{split}_{i:04d}", i >= n - n_bad) for i in range(n)]
+    return jobs
+
+
 def make_dataset(
     out_dir: str | Path,
     n_train: int = 64,
@@ -115,11 +125,7 @@ def make_dataset(
     t = IMAGE_TYPES[image_type]
     root = Path(out_dir)
     gt_dir = root / GT_DIR / DEFECT
-    jobs: list[tuple[str, str, bool]] = [("train", f"train_{i:04d}", False) for i in range(n_train)]
-    for split, n in (("valid", n_valid), ("test", n_test)):
-        # First half good, second half defective (at least one of each when n >= 2).
-        n_bad = n - n // 2
-        jobs += [(split, f"{split}_{i:04d}", i >= n - n_bad) for i in range(n)]
+    jobs = _jobs(n_train, n_valid, n_test)
     counts: dict[str, int] = {}
     kinds: dict[str, int] = {}
     annotations: dict[str, dict[str, list[dict[str, Any]]]] = {"valid": {}, "test": {}}
