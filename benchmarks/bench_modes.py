@@ -75,7 +75,7 @@ def built_summary(report: Any) -> str:
 
 
 def build_models(
-    width: int, ckpt: Path | None, data: Path, out: Path, calib_count: int, verify_count: int
+    width: int, ckpt: Path | None, data: Path, out: Path, calib_count: int, verify_count: int, hybrid: bool = False
 ) -> tuple[dict[str, Path], str]:
     import onnx
 
@@ -100,6 +100,9 @@ def build_models(
         "whole fp32": BuildOptions(verify_data=data, mode="whole"),
         "whole int8": BuildOptions(verify_data=data, mode="whole", quantize=q),
     }
+    if hybrid:  # --chunking hybrid: the full-resolution layers in chunks of 3, the rest once on all patches
+        specs["tiled fp32 hybrid"] = BuildOptions(verify_data=data, chunking="hybrid")
+        specs["tiled int8 hybrid"] = BuildOptions(verify_data=data, quantize=q, chunking="hybrid")
     paths: dict[str, Path] = {}
     for name, opts in specs.items():
         path = out / f"w{width}_{name.replace(' ', '_')}.onnx"
@@ -163,6 +166,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--calib-count", type=int, default=8)
     ap.add_argument("--verify-count", type=int, default=16)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--hybrid", action="store_true", help="also the tiled builds with --chunking hybrid")
     return ap.parse_args()
 
 
@@ -245,7 +249,9 @@ def main() -> None:
     strips, patches, masks, defective = test_inputs(args.data, work)
     for width in args.widths:
         ckpt = args.checkpoint16 if width == 16 else (args.checkpoint64 if width == 64 else None)
-        paths, weights = build_models(width, ckpt, args.data, work, args.calib_count, args.verify_count)
+        paths, weights = build_models(
+            width, ckpt, args.data, work, args.calib_count, args.verify_count, hybrid=args.hybrid
+        )
         threads_list = (args.threads64 or args.threads) if width >= 64 else args.threads
         batch_list = (args.batches64 or args.batches) if width >= 64 else args.batches
         results, rss = measure(paths, (strips, patches), width, threads_list, batch_list, args)
