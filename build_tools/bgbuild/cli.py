@@ -198,8 +198,9 @@ def build_command(
     """Build the self-contained full-image ONNX model from a training CHECKPOINT.
 
     Exports the UNet patch model, composes the full-image graph around it with
-    native ONNX ops (slice patches, one patch-model call, softmax, centre crops,
-    stitch, two zero channels), simplifies and checks it, verifies it against the
+    native ONNX ops (slice patches, one patch-model call, defect probability =
+    softmax channel 1 as the sigmoid of the folded head, centre crops, stitch,
+    two zero channels), simplifies and checks it, verifies it against the
     PyTorch sliding-window reference (max |diff| <= 1e-5) and writes it atomically
     with its contract in the metadata and a model.json manifest.
 

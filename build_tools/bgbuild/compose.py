@@ -7,8 +7,8 @@ builder, the PyTorch reference and the SDK share one layout rule.
 Data flow, for ``input (N,3,H,W)`` and a tiling of ``T`` patches::
 
     Slice x T (axes 2,3)  ->  Concat(axis 0)            (T*N,3,P,P), patch-major
-    patch model (inlined once)                           (T*N,2,P,P) logits
-    Softmax(axis 1) -> Slice channel 1                   (T*N,1,P,P)
+    patch model (inlined once), head folded              (T*N,1,P,P) defect logit l1 - l0
+    Sigmoid                                              (T*N,1,P,P) = Softmax(logits)[:, 1]
     Reshape (T,N,P,P)                                    patch-major makes this a view
     Slice each patch's centre region -> Concat columns (axis 3) -> Concat rows (axis 2)
     Transpose -> (N,1,H,W) -> Pad two zero channels      output (N,3,H,W)
@@ -45,6 +45,7 @@ from bgsdk.contract import PATCH_INPUT_NAME as PATCH_INPUT
 from bgsdk.contract import PATCH_OUTPUT_NAME as PATCH_OUTPUT
 from bgsdk.tiling import Patch, Tiling
 
+from .head import DEFECT_LOGIT, fold_two_class_head
 from .split import split_by_resolution
 
 __all__ = [
@@ -105,11 +106,22 @@ def _check_patch_model(patch_model: onnx.ModelProto, patch: int | tuple[int, int
 I64 = Callable[[list[int]], Var]
 
 
-def _defect_probability(op: ModuleType, run_patch_model: Any, chunk: Var, _i64: I64) -> Var:
-    """Patch model -> Softmax over the 2 logits -> defect channel ``(B,1,P,P)``."""
-    logits = run_patch_model(**{PATCH_INPUT: chunk})[PATCH_OUTPUT]
-    prob = op.softmax(logits, axis=1)
+def _with_folded_head(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with its 2-class head folded to one defect logit (:mod:`bgbuild.head`), when it can be."""
+    return fold_two_class_head(model, PATCH_OUTPUT) or model
+
+
+def _probability(op: ModuleType, outputs: dict[str, Var], _i64: I64) -> Var:
+    """The network's outputs -> defect probability ``(B,1,P,P)``: Sigmoid of the folded logit, else Softmax[:, 1]."""
+    if DEFECT_LOGIT in outputs:
+        return op.sigmoid(outputs[DEFECT_LOGIT])
+    prob = op.softmax(outputs[PATCH_OUTPUT], axis=1)
     return op.slice(prob, _i64([1]), _i64([2]), _i64([1]))
+
+
+def _defect_probability(op: ModuleType, run_patch_model: Any, chunk: Var, _i64: I64) -> Var:
+    """Patch model on ``chunk`` -> defect probability ``(B,1,P,P)``."""
+    return _probability(op, run_patch_model(**{PATCH_INPUT: chunk}), _i64)
 
 
 def _weights_as_inputs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
@@ -186,9 +198,7 @@ def _hybrid(
     ups = {t: op.split(mids[t], rows, axis=0, outputs_count=len(groups)) for t in parts.up}
     probs = []
     for i, f in enumerate(fronts):
-        logits = back(**{t: f[t] for t in parts.skips}, **{t: ups[t][i] for t in parts.up})[PATCH_OUTPUT]
-        prob = op.softmax(logits, axis=1)
-        probs.append(op.slice(prob, _i64([1]), _i64([2]), _i64([1])))
+        probs.append(_probability(op, back(**{t: f[t] for t in parts.skips}, **{t: ups[t][i] for t in parts.up}), _i64))
     return op.concat(probs, axis=0)
 
 
@@ -221,7 +231,7 @@ def compose_whole_model(core_model: onnx.ModelProto, height: int, width: int, op
     ``core_model`` is the UNet exported at the padded size (``input (B,3,H',W') ->
     logits (B,2,H',W')``, :func:`bgtrain.infer.whole_padding`). Data flow::
 
-        Pad(mode=reflect) to multiples of 32 -> UNet -> Softmax -> defect channel
+        Pad(mode=reflect) to multiples of 32 -> UNet (head folded) -> Sigmoid = Softmax[:, 1]
         -> Slice back to H x W -> Pad two zero channels
 
     The reference is :func:`bgtrain.infer.whole_image` (same padding rule, same crop).
@@ -239,9 +249,8 @@ def compose_whole_model(core_model: onnx.ModelProto, height: int, width: int, op
     padded = (
         op.pad(x, _i64([0, 0, top, left, 0, 0, bottom, right]), mode="reflect") if top + bottom + left + right else x
     )
-    logits = inline(core_model)(**{PATCH_INPUT: padded})[PATCH_OUTPUT]
-    prob = op.softmax(logits, axis=1)
-    heat = op.slice(prob, _i64([1, top, left]), _i64([2, top + height, left + width]), _i64([1, 2, 3]))  # (N,1,H,W)
+    prob = _defect_probability(op, inline(_with_folded_head(core_model)), padded, _i64)
+    heat = op.slice(prob, _i64([top, left]), _i64([top + height, left + width]), _i64([2, 3]))  # (N,1,H,W)
     out = op.pad(heat, _i64([0, 0, 0, 0, 0, 2, 0, 0]), op.constant(value=np.float32(0.0)))
     model = build({INPUT_NAME: x}, {OUTPUT_NAME: out})
     _set_output_shape(model, height, width)
@@ -282,6 +291,7 @@ def compose_full_model(
     op = opset_module(options.opset)
     P = tiling.patch
     _check_patch_model(patch_model, P)
+    patch_model = _with_folded_head(patch_model)
     patches = list(tiling.patches())
     T = len(patches)
     K = options.patch_batch

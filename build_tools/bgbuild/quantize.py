@@ -21,7 +21,8 @@ What is quantized, and why this way (docs/design.md, "INT8 quantization"):
   same 256 levels, so accuracy is the same. ``activation_type="int8"`` keeps S8S8
   available (e.g. for accelerators that want it).
 * The logits (head Conv output) stay float too (:func:`float_logits`): the
-  Softmax gets exact logits, not 256 levels of them.
+  Softmax gets exact logits, not 256 levels of them. (The composer then folds
+  that float head to one defect logit, :mod:`bgbuild.head`.)
 * The bilinear ``Resize`` (align_corners) stays float between a DequantizeLinear
   and a QuantizeLinear (onnxruntime issue 21319: some versions mishandled Q/DQ
   around linear Resize); the tests check the INT8 output against fp32.

@@ -89,16 +89,22 @@ def test_manifest_and_metadata_record_quantization(int8_build):
     assert op_counts(patch)["QuantizeLinear"] > 0
 
 
-def test_softmax_logits_and_tail_stay_float(int8_build):
+def test_head_logits_and_tail_stay_float(int8_build):
     _, out = int8_build
     model = onnx.load(str(out))
     nodes = [n for g in all_graphs(model.graph) for n in g.node]
     producer = {o: n for n in nodes for o in n.output}
-    softmaxes = [n for n in nodes if n.op_type == "Softmax"]
-    assert len(softmaxes) == 6  # the default build: 6 unrolled calls of 3 patches
+    inits = {t.name: t for t in model.graph.initializer}
+    softmaxes = [n for n in nodes if n.op_type == "Sigmoid"]  # the folded head's (bgbuild.head)
+    assert len(softmaxes) == 6 and "Softmax" not in op_counts(model)  # default build: 6 unrolled calls
     for softmax in softmaxes:
-        assert producer[softmax.input[0]].op_type == "Conv"  # float logits straight from the head Conv
-    # Nothing after a Softmax is quantized: walk forward from them.
+        # float defect logit: the sum of shifted tap maps of a float MatMul on the dequantized last features
+        tap_sum = producer[softmax.input[0]]
+        assert tap_sum.op_type == "Sum"
+        matmul = next(n for n in nodes if n.op_type == "MatMul" and n.output[0] in _ancestors(tap_sum, producer))
+        assert inits[matmul.input[0]].data_type == TensorProto.FLOAT
+        assert producer[producer[matmul.input[1]].input[0]].op_type == "DequantizeLinear"
+    # Nothing after the logit is quantized: walk forward from the Sigmoids.
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in nodes:
         for i in n.input:
@@ -124,7 +130,19 @@ def test_softmax_logits_and_tail_stay_float(int8_build):
     assert len(first_q) == 6
 
 
-def test_onnxruntime_runs_every_conv_but_the_head_as_qlinearconv(int8_build, tmp_path):
+def _ancestors(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto], depth: int = 4) -> set[str]:
+    """Tensors up to ``depth`` nodes upstream of ``node``."""
+    found: set[str] = set()
+    todo = [(i, 1) for i in node.input]
+    while todo:
+        t, d = todo.pop()
+        found.add(t)
+        if d < depth and t in producer:
+            todo += [(i, d + 1) for i in producer[t].input]
+    return found
+
+
+def test_onnxruntime_runs_every_conv_as_qlinearconv(int8_build, tmp_path):
     """The point of U8S8 (docs/design.md): with int8 activations ORT left 5 encoder Convs in float."""
     _, out = int8_build
     so = ort.SessionOptions()
@@ -132,8 +150,9 @@ def test_onnxruntime_runs_every_conv_but_the_head_as_qlinearconv(int8_build, tmp
     so.optimized_model_filepath = str(tmp_path / "opt.onnx")
     ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"])
     ops = op_counts(onnx.load(str(tmp_path / "opt.onnx")))
-    # 6 unrolled calls (default --patch-batch 3) x (27 QLinearConv + the float 2-logit head)
-    assert ops["QLinearConv"] == 6 * 27 and ops.get("Conv", 0) + ops.get("FusedConv", 0) == 6, dict(ops)
+    # 6 unrolled calls (default --patch-batch 3) x (27 QLinearConv + the 2-logit head folded to a float MatMul)
+    assert ops["QLinearConv"] == 6 * 27 and ops.get("Conv", 0) + ops.get("FusedConv", 0) == 0, dict(ops)
+    assert ops["MatMul"] == 6, dict(ops)
 
 
 def test_sdk_runs_the_int8_model_unchanged(int8_build, demo_root):

@@ -84,10 +84,11 @@ def test_hybrid_equals_one_call(patch_model, k, levels, n):
     one = compose_full_model(patch_model, tiling, ComposeOptions(patch_batch=None))
     ops = op_counts(hybrid)
     calls = -(-tiling.num_patches // k)
-    assert ops["Softmax"] == calls and "Loop" not in ops
+    # one folded head (taps MatMul + Sigmoid) per chunk, no Softmax (bgbuild.head)
+    assert ops["Sigmoid"] == ops["MatMul"] == calls and "Softmax" not in ops and "Loop" not in ops
     # front and back per chunk, the middle once: fewer Convs than unrolled calls of the whole model
-    front_back = 2 * levels + 3 * levels + 1  # 2 per encoder block, 3 per decoder stage (up + block), head
-    assert ops["Conv"] == calls * front_back + (28 - front_back)
+    front_back = 2 * levels + 3 * levels  # 2 per encoder block, 3 per decoder stage (up + block); head folded
+    assert ops["Conv"] == calls * front_back + (27 - front_back)
     check_graph(constants_to_initializers(hybrid), allow_loop=False)
     x = np.random.default_rng(n).random((n, 3, tiling.height, tiling.width), dtype=np.float32)
     np.testing.assert_allclose(
@@ -103,7 +104,11 @@ def test_hybrid_weights_exist_once(patch_model):
     )
     conv_weights = sorted(int(np.prod(t.dims)) for t in patch_model.graph.initializer if len(t.dims) == 4)
     assert len(conv_weights) == 28
+    head = next(t for t in patch_model.graph.initializer if len(t.dims) == 4 and t.dims[0] == 2)
+    conv_weights.remove(int(np.prod(head.dims)))  # folded into the (9, C) taps (bgbuild.head)
     assert sorted(int(np.prod(t.dims)) for t in hybrid.graph.initializer if len(t.dims) == 4) == conv_weights
+    taps = [t for t in hybrid.graph.initializer if list(t.dims) == [9, head.dims[1]]]
+    assert len(taps) == 1
 
 
 def test_hybrid_on_a_model_whose_middle_reads_the_input():
@@ -144,4 +149,6 @@ def test_quantized_patch_model_is_cut_on_uint8_tensors(patch_model):
     ort.InferenceSession(hybrid.SerializeToString(), so, providers=["CPUExecutionProvider"])
     ops = op_counts(onnx.load(so.optimized_model_filepath))
     calls = 6
-    assert ops["QLinearConv"] == calls * 5 + 22 and ops.get("Conv", 0) + ops.get("FusedConv", 0) == calls, dict(ops)
+    # every Conv quantized; the head is the float taps MatMul (bgbuild.head), once per chunk
+    assert ops["QLinearConv"] == calls * 5 + 22 and ops.get("Conv", 0) + ops.get("FusedConv", 0) == 0, dict(ops)
+    assert ops["MatMul"] == calls, dict(ops)

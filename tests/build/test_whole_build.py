@@ -59,7 +59,7 @@ def test_whole_build_matches_an_independent_reference(checkpoint, tmp_path, size
     np.testing.assert_allclose(got[:, 0], numpy_whole_reference(tiny_unet(), x), atol=1e-5)
     model = onnx.load(str(out))
     ops = op_counts(model)
-    assert ops["Softmax"] == 1 and "Loop" not in ops
+    assert ops["Sigmoid"] == 1 and "Softmax" not in ops and "Loop" not in ops  # folded head (bgbuild.head)
     reflect = [n for n in model.graph.node if n.op_type == "Pad" and any(a.s == b"reflect" for a in n.attribute)]
     assert len(reflect) == (1 if size is None or h % 32 or w % 32 else 0)
     meta = read_metadata(out)
@@ -108,8 +108,10 @@ def test_whole_int8_is_calibrated_on_strips_gated_and_fully_quantized(dd_checkpo
     so.optimized_model_filepath = str(tmp_path / "opt.onnx")
     ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"])
     ops = op_counts(onnx.load(str(tmp_path / "opt.onnx")))
-    # every Conv but the 2-logit head runs as QLinearConv, also those feeding MaxPool and the skip Concats
-    assert ops["QLinearConv"] == 27 and ops.get("Conv", 0) + ops.get("FusedConv", 0) == 1, dict(ops)
+    # every Conv runs as QLinearConv, also those feeding MaxPool and the skip Concats; the 2-logit head is
+    # folded to the float taps MatMul (bgbuild.head)
+    assert ops["QLinearConv"] == 27 and ops.get("Conv", 0) + ops.get("FusedConv", 0) == 0, dict(ops)
+    assert ops["MatMul"] == 1 and "Softmax" not in ops, dict(ops)
     assert read_metadata(out)[BUILD_KEY]["mode"] == "whole"
 
 
