@@ -75,7 +75,14 @@ def built_summary(report: Any) -> str:
 
 
 def build_models(
-    width: int, ckpt: Path | None, data: Path, out: Path, calib_count: int, verify_count: int, hybrid: bool = False
+    width: int,
+    ckpt: Path | None,
+    data: Path,
+    out: Path,
+    calib_count: int,
+    verify_count: int,
+    hybrid: bool = False,
+    reuse: bool = False,
 ) -> tuple[dict[str, Path], str]:
     import onnx
 
@@ -106,8 +113,11 @@ def build_models(
     paths: dict[str, Path] = {}
     for name, opts in specs.items():
         path = out / f"w{width}_{name.replace(' ', '_')}.onnx"
-        report = build_model(ckpt, path, opts, progress=lambda stage, msg: None)
-        print(f"# built w{width} {name}: {built_summary(report)}", flush=True)
+        if reuse and path.is_file():
+            print(f"# reused w{width} {name}: {path}", flush=True)
+        else:
+            report = build_model(ckpt, path, opts, progress=lambda stage, msg: None)
+            print(f"# built w{width} {name}: {built_summary(report)}", flush=True)
         paths[name] = path
     if width >= 64:
         bare = out / f"w{width}_bare18.onnx"
@@ -167,6 +177,13 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--verify-count", type=int, default=16)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--hybrid", action="store_true", help="also the tiled builds with --chunking hybrid")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep models already in --workdir (built by an earlier run of this commit) instead of rebuilding: "
+        "build while the machine is busy, time when it is idle",
+    )
+    ap.add_argument("--build-only", action="store_true", help="build (or reuse) the models and stop")
     return ap.parse_args()
 
 
@@ -250,8 +267,10 @@ def main() -> None:
     for width in args.widths:
         ckpt = args.checkpoint16 if width == 16 else (args.checkpoint64 if width == 64 else None)
         paths, weights = build_models(
-            width, ckpt, args.data, work, args.calib_count, args.verify_count, hybrid=args.hybrid
+            width, ckpt, args.data, work, args.calib_count, args.verify_count, args.hybrid, args.reuse
         )
+        if args.build_only:
+            continue
         threads_list = (args.threads64 or args.threads) if width >= 64 else args.threads
         batch_list = (args.batches64 or args.batches) if width >= 64 else args.batches
         results, rss = measure(paths, (strips, patches), width, threads_list, batch_list, args)

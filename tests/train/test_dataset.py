@@ -152,3 +152,26 @@ def test_loss_weights_mark_the_not_labelled_defects(files):
         seen += int(hard.any())
     assert seen > 0
     assert set(np.unique(PatchDataset(files, seed=2)[0]["weight"]).tolist()) == {1.0}  # seed recipe: plain loss
+
+
+def test_loss_weights_mark_the_weak_labelled_defects(files):
+    """weak_defect_weight lands on the GT pixels of labelled defects with |a| <= WEAK_AMPLITUDE, nowhere else."""
+    from bgtrain.recipe import WEAK_AMPLITUDE, Recipe, RecipeError, get_recipe
+
+    knobs = {"nuisance_prob": 0.0, "flips": False, "swap_refs": False, "weak_defect_weight": 4.0}
+    r = Recipe.from_dict({**knobs, "hard_negative_weight": 1.0}, base=get_recipe("robust"))
+    ds = PatchDataset(files, seed=3, recipe=r)
+    seen = 0
+    for i in range(18):
+        item, syn = ds[i], ds.synthesize(i)
+        w, m = item["weight"][0].numpy(), item["mask"][0].numpy() > 0
+        weak = np.zeros_like(m)
+        for d in syn.defects:
+            if d.labelled and abs(d.amplitude) <= WEAK_AMPLITUDE:
+                weak[d.y : d.y + d.h, d.x : d.x + d.w] |= d.kernel > r.mask_threshold
+        np.testing.assert_array_equal(w == 4.0, weak & m)
+        assert set(np.unique(w).tolist()) <= {1.0, 4.0}
+        seen += int((weak & m).any())
+    assert seen > 0
+    with pytest.raises(RecipeError, match="weak_defect_weight"):
+        Recipe.from_dict({"weak_defect_weight": 0.5}, base=get_recipe("robust"))

@@ -59,7 +59,8 @@ class PatchDataset(Dataset):
 
     Each item is ``{"input": (3,P,P) float32 in 0..1, "mask": (1,P,P) float32, "weight": (1,P,P)
     float32}`` -- the loss weight is the recipe's ``hard_negative_weight`` on the footprints of
-    not-labelled defects and 1 elsewhere.
+    not-labelled defects, its ``weak_defect_weight`` on the GT pixels of weak labelled defects
+    and 1 elsewhere.
     Samples are a pure function of (seed, epoch, index): call :meth:`set_epoch`
     each epoch (before the loader's workers start) to get fresh defects.
     """
@@ -137,6 +138,8 @@ class PatchDataset(Dataset):
         weight = np.ones((1, *r.mask.shape), np.float32)
         if r.hard is not None and self.recipe.hard_negative_weight != 1.0:
             weight[0][r.hard & ~r.mask] = np.float32(self.recipe.hard_negative_weight)
+        if r.weak is not None and self.recipe.weak_defect_weight != 1.0:
+            weight[0][r.weak & r.mask] = np.float32(self.recipe.weak_defect_weight)
         return {
             "input": torch.from_numpy(crop),
             "mask": torch.from_numpy(r.mask[None].astype(np.float32)),

@@ -23,7 +23,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .recipe import DIE_KINDS, DISTRACTOR_KINDS, Recipe, get_recipe
+from .recipe import DIE_KINDS, DISTRACTOR_KINDS, WEAK_AMPLITUDE, Recipe, get_recipe
 
 __all__ = [
     "DefectShape",
@@ -37,6 +37,7 @@ __all__ = [
     "apply_nuisances",
     "apply_symmetries",
     "hard_negatives",
+    "weak_defects",
     "synthesize",
     "sample_rng",
 ]
@@ -112,6 +113,7 @@ class SynthResult:
     mask: np.ndarray  # (P,P) bool
     defects: list[Defect] = field(default_factory=list)
     hard: np.ndarray | None = None  # (P,P) bool: footprints of not-labelled defects (hard negatives)
+    weak: np.ndarray | None = None  # (P,P) bool: footprints of labelled defects with |a| <= WEAK_AMPLITUDE
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -335,11 +337,20 @@ def apply_nuisances(image: np.ndarray, rng: np.random.Generator, r: Recipe) -> n
 
 def hard_negatives(shape: tuple[int, int], defects: list[Defect], mask_threshold: float = 0.1) -> np.ndarray:
     """Footprints of the not-labelled defects (where a reference explains the difference)."""
-    hard = np.zeros(shape, dtype=bool)
+    return _footprints(shape, [d for d in defects if not d.labelled], mask_threshold)
+
+
+def weak_defects(shape: tuple[int, int], defects: list[Defect], mask_threshold: float = 0.1) -> np.ndarray:
+    """Footprints of the labelled defects with |a| <= WEAK_AMPLITUDE (the faint ones a model tends to miss)."""
+    weak = [d for d in defects if d.labelled and abs(d.amplitude) <= WEAK_AMPLITUDE]
+    return _footprints(shape, weak, mask_threshold)
+
+
+def _footprints(shape: tuple[int, int], defects: list[Defect], mask_threshold: float) -> np.ndarray:
+    out = np.zeros(shape, dtype=bool)
     for d in defects:
-        if not d.labelled:
-            hard[d.y : d.y + d.h, d.x : d.x + d.w] |= d.kernel > mask_threshold
-    return hard
+        out[d.y : d.y + d.h, d.x : d.x + d.w] |= d.kernel > mask_threshold
+    return out
 
 
 def apply_symmetries(
@@ -365,6 +376,7 @@ def synthesize(patch: np.ndarray, rng: np.random.Generator, recipe: Recipe | Non
     defects = plan_defects(img[0], rng, r)
     img, mask = apply_defects(img, defects, r.mask_threshold)
     hard = hard_negatives(mask.shape, defects, r.mask_threshold)
+    weak = weak_defects(mask.shape, defects, r.mask_threshold)
     img = apply_nuisances(img, rng, r)
-    img, (mask, hard) = apply_symmetries(img, [mask, hard], rng, r)
-    return SynthResult(img, mask, defects, hard)
+    img, (mask, hard, weak) = apply_symmetries(img, [mask, hard, weak], rng, r)
+    return SynthResult(img, mask, defects, hard, weak)

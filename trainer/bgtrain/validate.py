@@ -23,6 +23,7 @@ from bgsdk.tiling import Tiling
 
 from .infer import sliding_window, whole_image
 from .layout import Sample, labelled_split, load_annotations
+from .recipe import WEAK_AMPLITUDE
 
 __all__ = [
     "EvalImage",
@@ -37,8 +38,6 @@ __all__ = [
     "RATE_GROUPS",
 ]
 
-# A defect is weak when its |amplitude| is at most this many grey levels (issue 10's split).
-WEAK_AMPLITUDE = 40.0
 # Per-defect rates reported at the best-F1 pixel threshold: name -> (kinds, amplitude filter).
 # recall_*: share of labelled defects found; fa_*: share of not-labelled defects flagged.
 RATE_GROUPS: dict[str, tuple[tuple[str, ...], str]] = {
