@@ -62,6 +62,7 @@ ROWS: dict[str, tuple[str, dict[str, Any], str, tuple[str, ...]]] = {
     "robust-x1": ("robust", {}, "compare", ONE_PASS),
     "robust-x6": ("robust", {}, "compare", ("--repeats", "6")),
     "robust-weakw3": ("robust", {"weak_defect_weight": 3.0}, "compare", ()),
+    "robust-j16": ("robust", {"crop_jitter": 16}, "compare", ()),
     "robust-a12": ("robust", V1, "compare", ()),
     "robust-a40": ("robust", {"amplitude_range": [40.0, 100.0]}, "compare", ()),
     "seed": ("seed", {}, "compare", ONE_PASS),

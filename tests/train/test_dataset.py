@@ -175,3 +175,34 @@ def test_loss_weights_mark_the_weak_labelled_defects(files):
     assert seen > 0
     with pytest.raises(RecipeError, match="weak_defect_weight"):
         Recipe.from_dict({"weak_defect_weight": 0.5}, base=get_recipe("robust"))
+
+
+def test_crop_jitter_shifts_the_crop_inside_the_image(files):
+    """crop_jitter: each item is the image at its patch position shifted by <= j px, clipped inside the image."""
+    from bgtrain.recipe import Recipe, get_recipe
+
+    j = 16
+    r = Recipe.from_dict(
+        {"crop_jitter": j, "defect_prob": 0.0, "nuisance_prob": 0.0, "flips": False}, base=get_recipe("robust")
+    )
+    r = Recipe.from_dict({"swap_refs": False}, base=r)
+    ds = PatchDataset(files, seed=4, recipe=r)
+    img = read_image(files[0]).astype(np.float32)
+    shifts = set()
+    for i, p in enumerate(ds.patches):
+        crop = ds.synthesize(i).image
+        found = [
+            (dy, dx)
+            for dy in range(-j, j + 1)
+            for dx in range(-j, j + 1)
+            if 0 <= p.y + dy <= img.shape[1] - 128
+            and 0 <= p.x + dx <= img.shape[2] - 128
+            and np.array_equal(crop, img[:, p.y + dy : p.y + dy + 128, p.x + dx : p.x + dx + 128])
+        ]
+        assert found, f"patch {i}: not a crop within {j} px of its position"
+        shifts.add(found[0])
+        np.testing.assert_array_equal(crop, ds.synthesize(i).image)  # a pure function of (seed, epoch, index)
+    assert len(shifts) > 3  # really shifted, and not all alike
+    ds0 = PatchDataset(files, seed=4, recipe=Recipe.from_dict({"crop_jitter": 0}, base=r))
+    p0 = ds0.patches[0]
+    np.testing.assert_array_equal(ds0.synthesize(0).image, img[:, p0.y : p0.y + 128, p0.x : p0.x + 128])

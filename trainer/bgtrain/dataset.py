@@ -124,8 +124,15 @@ class PatchDataset(Dataset):
         path, patch = self.locate(index)
         img = self.image(path)
         p = self.tiling.patch
-        crop = img[:, patch.y : patch.y + p, patch.x : patch.x + p]
-        return synthesize(crop, sample_rng(self.seed, self.epoch, index), self.recipe)
+        rng = sample_rng(self.seed, self.epoch, index)
+        y, x = patch.y, patch.x
+        if self.recipe.crop_jitter:  # drawn only when asked: jitter 0 keeps the exact stream of earlier runs
+            j = int(self.recipe.crop_jitter)
+            dy, dx = rng.integers(-j, j + 1, size=2)
+            y = int(np.clip(y + dy, 0, img.shape[1] - p))
+            x = int(np.clip(x + dx, 0, img.shape[2] - p))
+        crop = img[:, y : y + p, x : x + p]
+        return synthesize(crop, rng, self.recipe)
 
     def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Numpy view of item ``index``: ((3,P,P) float32 0..255, (P,P) bool)."""

@@ -74,6 +74,9 @@ class Recipe:
     hard_negative_weight: float = 1.0
     # loss weight of the pixels of labelled defects with |a| <= WEAK_AMPLITUDE (1 = plain focal loss)
     weak_defect_weight: float = 1.0
+    # a training crop is shifted by up to this many px from its patch position (inside the image):
+    # more background contexts from the same strips (0 = the tiling's positions exactly)
+    crop_jitter: int = 0
     # --- amplitude ----------------------------------------------------------------------------
     amplitudes: tuple[float, ...] = (-80.0, -60.0, 60.0, 80.0)  # discrete set; () = continuous
     amplitude_range: tuple[float, float] = (20.0, 100.0)  # |a|, log-uniform (weak ones common)
@@ -194,6 +197,7 @@ def _validate(r: Recipe) -> None:
     _check(0.0 < r.mask_threshold < 1.0, "mask_threshold", r.mask_threshold, "in (0, 1)")
     _check(r.hard_negative_weight >= 1.0, "hard_negative_weight", r.hard_negative_weight, "must be >= 1")
     _check(1.0 <= r.weak_defect_weight <= 20.0, "weak_defect_weight", r.weak_defect_weight, "must be in [1, 20]")
+    _check(0 <= r.crop_jitter <= 64 and int(r.crop_jitter) == r.crop_jitter, "crop_jitter", r.crop_jitter, "0..64 px")
     limits = {
         "copy_jitter": 0.9,
         "hard_negative_weight": 20.0,
