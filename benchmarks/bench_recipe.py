@@ -231,15 +231,16 @@ def score(
     device: str = "cpu",
     jobs: int = 1,
     threads: int = 2,
+    checkpoint: str = "best",
 ) -> None:
-    """Score every run's best.pt; ``jobs`` forked processes (CUDA is first touched in the children)."""
+    """Score every run's ``best.pt`` (or ``last.pt``); ``jobs`` forked processes (CUDA first touched in children)."""
     _SETS.clear()
     _SETS.update(eval_sets(root, n, names))
     rows: dict[str, dict[str, dict[str, Any]]] = {}
     rows["double detection"] = {
         k: score_maps([scale_input(double_detection(e.image)) for e in s.images], s) for k, s in _SETS.items()
     }
-    ckpts = [r.parent / "best.pt" for r in sorted((root / "runs").glob("*/summary.json"))]
+    ckpts = [r.parent / f"{checkpoint}.pt" for r in sorted((root / "runs").glob("*/summary.json"))]
     todo = [(c, device, threads) for c in ckpts if c.exists()]
     with multiprocessing.get_context("fork").Pool(max(1, jobs)) as pool:
         for name, per_set in pool.imap_unordered(_score_run, todo):
@@ -282,6 +283,12 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="torch device for training and scoring (cpu, cuda)")
     ap.add_argument("--deadline-s", type=float, default=None, help="start no new training after this many seconds")
     ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    ap.add_argument(
+        "--checkpoint",
+        choices=["best", "last"],
+        default="best",
+        help="score: best.pt (chosen on the validation split) or last.pt (the final epoch)",
+    )
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--markdown", type=Path, default=None)
     a = ap.parse_args()
@@ -290,7 +297,7 @@ def main() -> None:
     elif a.step == "train":
         train(a.root, a.rows, a.seeds, a.epochs, a.width, a.jobs, a.threads, a.device, a.deadline_s)
     else:
-        score(a.root, a.n_eval, a.sets, a.json, a.markdown, a.device, a.jobs, a.threads)
+        score(a.root, a.n_eval, a.sets, a.json, a.markdown, a.device, a.jobs, a.threads, a.checkpoint)
 
 
 if __name__ == "__main__":
