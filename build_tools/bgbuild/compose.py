@@ -108,7 +108,7 @@ I64 = Callable[[list[int]], Var]
 
 def _with_folded_head(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` with its 2-class head folded to one defect logit (:mod:`bgbuild.head`), when it can be."""
-    return fold_two_class_head(model, PATCH_OUTPUT) or model
+    return fold_two_class_head(model) or model
 
 
 def _probability(op: ModuleType, outputs: dict[str, Var], _i64: I64) -> Var:

@@ -27,6 +27,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from bgsdk.contract import PATCH_OUTPUT_NAME
+
 __all__ = ["DEFECT_LOGIT", "fold_two_class_head"]
 
 # The folded model's output: (B,1,H,W) = l1 - l0, the defect logit.
@@ -111,7 +113,7 @@ def _tap_nodes(x: str, wd: np.ndarray, bd: np.ndarray, hw: tuple[int, int], pref
     return nodes, inits
 
 
-def fold_two_class_head(model: onnx.ModelProto, logits: str = "logits") -> onnx.ModelProto | None:
+def fold_two_class_head(model: onnx.ModelProto, logits: str = PATCH_OUTPUT_NAME) -> onnx.ModelProto | None:
     """A copy of ``model`` whose output ``logits (B,2,H,W)`` becomes ``DEFECT_LOGIT (B,1,H,W) = l1 - l0``.
 
     ``None`` when ``logits`` is not written by a plain 'same' Conv with two output

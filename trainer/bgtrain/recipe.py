@@ -196,11 +196,12 @@ def _validate(r: Recipe) -> None:
     _check(3 <= r.max_footprint <= 15 and r.max_footprint % 2 == 1, "max_footprint", r.max_footprint, "odd, 3..15")
     _check(0.0 < r.mask_threshold < 1.0, "mask_threshold", r.mask_threshold, "in (0, 1)")
     _check(r.hard_negative_weight >= 1.0, "hard_negative_weight", r.hard_negative_weight, "must be >= 1")
-    _check(1.0 <= r.weak_defect_weight <= 20.0, "weak_defect_weight", r.weak_defect_weight, "must be in [1, 20]")
+    _check(r.weak_defect_weight >= 1.0, "weak_defect_weight", r.weak_defect_weight, "must be >= 1")
     _check(0 <= r.crop_jitter <= 64 and int(r.crop_jitter) == r.crop_jitter, "crop_jitter", r.crop_jitter, "0..64 px")
     limits = {
         "copy_jitter": 0.9,
         "hard_negative_weight": 20.0,
+        "weak_defect_weight": 20.0,
         "misregistration": 2.0,
         "gain": 0.5,
         "offset": 60.0,
