@@ -23,7 +23,7 @@ import torch
 from bgtrain.dataset import PatchDataset
 from bgtrain.layout import training_images
 from bgtrain.loss import FocalLoss
-from bgtrain.model import UNet
+from bgtrain.model import DEFAULT_STEM, UNet
 from bgtrain.recipe import get_recipe
 from bgtrain.synth import apply_defects, plan_defects, sample_rng
 from bgtrain.synth_dataset import make_dataset
@@ -63,7 +63,7 @@ def step_time(ds: PatchDataset, width: int, bs: int, steps: int) -> float:
     """Median seconds of one training step (forward, focal loss with weights, backward, Adam)."""
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    model = UNet(base_width=width, stem="compare")
+    model = UNet(base_width=width, stem=DEFAULT_STEM)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = FocalLoss()
     batches = [torch.utils.data.default_collate([ds[s * bs + i] for i in range(bs)]) for s in range(steps + 1)]
@@ -114,7 +114,7 @@ def main() -> None:
     )
     load = args.bs / best["robust, crop then synthesise"]
     print(
-        f"w{args.width} training step (batch {args.bs}, compare stem): {step * 1e3:.0f} ms; robust batch load {load * 1e3:.0f} ms"
+        f"w{args.width} training step (batch {args.bs}, {DEFAULT_STEM} stem): {step * 1e3:.0f} ms; robust batch load {load * 1e3:.0f} ms"
     )
     share = load / (load + step)
     print(

@@ -4,10 +4,11 @@
 # (PyTorch + CUDA, numpy, scipy, tifffile, onnxruntime, click, tqdm); nothing is installed.
 #
 #   OUT=/tmp/gpu_out bash benchmarks/gpu_session.sh            # what docs/accuracy.md ran
+#   ROWS="robust-x6 robust-tol" CHECKPOINTS="best last" SPEED=0 OUT=/tmp/gpu_out bash benchmarks/gpu_session.sh
 #   DEVICE=cpu N_TRAIN=2 N_EVAL=3 EPOCHS=1 JOBS=2 TRAIN_S=60 bash benchmarks/gpu_session.sh   # smoke test
 #
 # Results (small files only) land in $OUT: gpu.txt, bench_gpu.txt, prepare/train/score logs,
-# score.json, score.md and runs.tgz (summary.json, metrics.jsonl, recipe.json, train.log per run).
+# score.json, score.md (score_last.* for last.pt) and runs.tgz (summary.json, metrics.jsonl, recipe.json, train.log per run).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_out}
@@ -19,6 +20,8 @@ EPOCHS=${EPOCHS:-10}
 JOBS=${JOBS:-8}
 TRAIN_S=${TRAIN_S:-330}
 ROWS=${ROWS:-robust seed v1 v1-plainstem v1-noweight robust-x1 v1-weak v1-lr3e-3 robust-a12 robust-a40}
+SEEDS=${SEEDS:-0 1 2}
+CHECKPOINTS=${CHECKPOINTS:-best}
 SPEED=${SPEED:-1}
 PY=${PY:-python3}
 export PYTHONPATH="$PWD/sdk:$PWD/trainer:$PWD/build_tools:$PWD/benchmarks" PYTHONUNBUFFERED=1
@@ -30,13 +33,17 @@ stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 stamp "prepare"
 $PY benchmarks/bench_recipe.py prepare --root "$ROOT" --n-train "$N_TRAIN" --n-eval "$N_EVAL" > "$OUT/prepare.log" 2>&1 || { tail "$OUT/prepare.log"; exit 1; }
 stamp "train"
-$PY benchmarks/bench_recipe.py train --root "$ROOT" --rows $ROWS --seeds 0 1 2 --epochs "$EPOCHS" --width 16 \
+$PY benchmarks/bench_recipe.py train --root "$ROOT" --rows $ROWS --seeds $SEEDS --epochs "$EPOCHS" --width 16 \
     --device "$DEVICE" --jobs "$JOBS" --threads 2 --deadline-s "$TRAIN_S" > "$OUT/train.log" 2>&1
 tail -n 30 "$OUT/train.log"
-stamp "score"
-$PY benchmarks/bench_recipe.py score --root "$ROOT" --n-eval "$N_EVAL" --sets test unseen robust-val \
-    --device "$DEVICE" --jobs "$JOBS" --threads 2 --json "$OUT/score.json" --markdown "$OUT/score.md" > "$OUT/score.log" 2>&1
-tail -n 3 "$OUT/score.log"
+for ck in $CHECKPOINTS; do
+    sfx=$([ "$ck" = best ] && echo "" || echo "_$ck")   # best.pt -> score.json, last.pt -> score_last.json
+    stamp "score $ck.pt"
+    $PY benchmarks/bench_recipe.py score --root "$ROOT" --n-eval "$N_EVAL" --sets test unseen robust-val \
+        --device "$DEVICE" --jobs "$JOBS" --threads 2 --checkpoint "$ck" \
+        --json "$OUT/score$sfx.json" --markdown "$OUT/score$sfx.md" > "$OUT/score$sfx.log" 2>&1
+    tail -n 3 "$OUT/score$sfx.log"
+done
 (cd "$ROOT" && tar czf "$OUT/runs.tgz" runs/*/summary.json runs/*/metrics.jsonl runs/*/train.log $(ls runs/*/recipe.json 2>/dev/null))
 if [ "$DEVICE" = cuda ] && [ "$SPEED" = 1 ]; then
     stamp "bench_gpu"

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from bgtrain.checkpoint import save_checkpoint
-from bgtrain.model import UNet
+from bgtrain.model import DEFAULT_STEM, UNet
 
 WIDTH = 4
 # SPEC section 1 and 3 (given numbers) for the 976x176 strip.
@@ -24,9 +24,10 @@ SPEC_COL_KEEP = [(0, 88), (40, 128)]
 
 
 def tiny_unet(seed: int = 0) -> UNet:
-    """Width-4 UNet with non-trivial BatchNorm statistics, so folding them actually matters."""
+    """Width-4 UNet with train-model's default input stem (what users build) and non-trivial BatchNorm
+    statistics, so folding them actually matters."""
     torch.manual_seed(seed)
-    m = UNet(base_width=WIDTH)
+    m = UNet(base_width=WIDTH, stem=DEFAULT_STEM)
     g = torch.Generator().manual_seed(seed)
     for mod in m.modules():
         if isinstance(mod, torch.nn.BatchNorm2d):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -116,3 +117,61 @@ def test_compare_stem_model_sizes() -> None:
     assert count_parameters(compare) - count_parameters(plain) == 3 * 4 * 9  # 3 more input channels, first conv
     with pytest.raises(ValueError, match="stem"):
         UNet(base_width=4, stem="fancy")
+
+
+def _tolerant_reference(t: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Independent form of the tolerant difference: over the 3x3 shifts s that stay inside the image,
+    ``min_s(T - R_s)`` where T is above every shifted reference pixel, ``max_s(T - R_s)`` where below all,
+    0 where some shifted reference pixel brackets T."""
+    h, w = t.shape
+    out = np.zeros_like(t)
+    for y in range(h):
+        for x in range(w):
+            diffs = [
+                t[y, x] - r[y + dy, x + dx]
+                for dy in (-1, 0, 1)
+                for dx in (-1, 0, 1)
+                if 0 <= y + dy < h and 0 <= x + dx < w
+            ]
+            lo, hi = min(diffs), max(diffs)
+            out[y, x] = lo if lo > 0 else (hi if hi < 0 else 0.0)
+    return out
+
+
+def test_tolerant_stem_matches_an_independent_shift_reference() -> None:
+    stem = UNet(base_width=4, stem="tolerant").stem
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(1, 3, 9, 11, generator=g)
+    y = stem(x).detach().numpy()[0]
+    assert y.shape == (9, 9, 11)
+    compare = UNet(base_width=4, stem="compare").stem(x).detach().numpy()[0]
+    np.testing.assert_array_equal(y[:6], compare)  # the compare channels come first, unchanged
+    t, r1, r2 = (x[0, i].numpy() for i in range(3))
+    e1, e2 = _tolerant_reference(t, r1), _tolerant_reference(t, r2)
+    np.testing.assert_allclose(y[6], e1, atol=1e-7)
+    np.testing.assert_allclose(y[7], e2, atol=1e-7)
+    agree = e1 * e2 > 0
+    np.testing.assert_allclose(y[8], np.where(agree, np.sign(e1) * np.minimum(abs(e1), abs(e2)), 0.0), atol=1e-7)
+
+
+def test_tolerant_stem_ignores_a_one_pixel_shift_but_keeps_the_odd_die_out() -> None:
+    stem = UNet(base_width=4, stem="tolerant").stem
+    x = torch.full((1, 3, 12, 12), 0.2)
+    x[0, 0, :, 6:] = 0.8  # a pattern edge in the target ...
+    x[0, 1, :, 5:] = 0.8  # ... one pixel left in ref1
+    x[0, 2, :, 7:] = 0.8  # ... one pixel right in ref2
+    x[0, 0, 2, 2] += 0.1  # a weak target defect on flat ground
+    x[0, 0, 9, 9] -= 0.3  # the target misses the bright level both references show here
+    x[0, 1, 5, 2] += 0.3  # a defect in ref1 only
+    y = stem(x)[0]
+    d1, e1, e2, edd = y[3], y[6], y[7], y[8]
+    assert d1[0, 5].item() == pytest.approx(-0.6)  # the plain difference fires along the shifted edge
+    assert e1[:, 4:8].abs().max().item() == 0.0 and e2[:, 4:8].abs().max().item() == 0.0  # the tolerant one not
+    assert edd[2, 2].item() == pytest.approx(0.1) and edd[9, 9].item() == pytest.approx(-0.3)
+    assert edd[5, 2].item() == 0.0 and edd[4:7, 1:4].abs().max().item() == 0.0  # ref1's own defect is not the target's
+    assert edd.abs().gt(1e-6).sum().item() == 2
+
+
+def test_tolerant_stem_model_size() -> None:
+    compare, tolerant = UNet(base_width=4, stem="compare"), UNet(base_width=4, stem="tolerant")
+    assert count_parameters(tolerant) - count_parameters(compare) == 3 * 4 * 9  # 3 more input channels

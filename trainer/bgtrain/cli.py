@@ -13,7 +13,7 @@ import click
 from bgsdk.clikit import run_cli, setup_logging, verbosity_options
 from bgsdk.tiling import IMAGE_TYPES
 
-from .model import STEMS
+from .model import DEFAULT_STEM, STEMS
 from .recipe import AUTO_PATCHES_PER_EPOCH, DEFAULT_RECIPE, PRESETS
 
 __all__ = ["train_command", "visual_check_command", "main", "visual_main"]
@@ -70,10 +70,12 @@ def _repeats(ctx: click.Context, param: click.Parameter, value: str) -> int | No
 )
 @_opt(
     "stem",
-    default="compare",
+    default=DEFAULT_STEM,
     show_default=True,
     type=click.Choice(list(STEMS)),
-    help="Network input: compare = dies plus T-R1, T-R2 and signed double detection; plain = the 3 dies (DRAEM).",
+    help="Network input: compare = dies plus T-R1, T-R2 and signed double detection; tolerant = compare plus "
+    "the same differences against each reference's 3x3 range (ignores <= 1 px misregistration); "
+    "plain = the 3 dies (DRAEM).",
 )
 @_opt(
     "num_defects_range",

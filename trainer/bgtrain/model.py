@@ -12,11 +12,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["UNet", "CompareStem", "STEMS", "check_input_size", "count_parameters", "DOWNSAMPLE"]
+__all__ = [
+    "UNet",
+    "CompareStem",
+    "TolerantStem",
+    "STEMS",
+    "DEFAULT_STEM",
+    "check_input_size",
+    "count_parameters",
+    "DOWNSAMPLE",
+]
 
 # What the first convolution sees: "plain" = target, ref1, ref2 (DRAEM as given);
-# "compare" = those plus the die-to-die differences (see CompareStem).
-STEMS = ("plain", "compare")
+# "compare" = those plus the die-to-die differences (see CompareStem); "tolerant" = compare plus
+# differences that ignore up to 1 px of misregistration (see TolerantStem).
+STEMS = ("plain", "compare", "tolerant")
+# What train-model uses unless told otherwise: measured best on unseen backgrounds (docs/accuracy.md).
+DEFAULT_STEM = "tolerant"
 
 # 5 max-pools: both input sides must be multiples of 2**5.
 DOWNSAMPLE = 32
@@ -81,6 +93,12 @@ class Decoder(nn.Module):
         return self.head(x)
 
 
+def _odd_die_out(d1: torch.Tensor, d2: torch.Tensor) -> torch.Tensor:
+    """``sign * min(|d1|, |d2|)`` where both differences agree in sign, 0 elsewhere."""
+    agree = (d1 * d2 > 0).to(d1.dtype)
+    return torch.sign(d1) * torch.minimum(d1.abs(), d2.abs()) * agree
+
+
 class CompareStem(nn.Module):
     """Hands the network the comparisons the label is defined by, as extra input channels.
 
@@ -96,9 +114,41 @@ class CompareStem(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t, r1, r2 = x[:, 0:1], x[:, 1:2], x[:, 2:3]
         d1, d2 = t - r1, t - r2
-        agree = (d1 * d2 > 0).to(x.dtype)
-        dd = torch.sign(d1) * torch.minimum(d1.abs(), d2.abs()) * agree
-        return torch.cat([x, d1, d2, dd], dim=1)
+        return torch.cat([x, d1, d2, _odd_die_out(d1, d2)], dim=1)
+
+
+class TolerantStem(nn.Module):
+    """The compare channels plus die differences that misregistration cannot fake.
+
+    Why: with the dies shifted by a fraction of a pixel, ``T-R`` is large along every
+    pattern edge, where it drowns weak defects and makes false alarms. The classic
+    die-to-die remedy is to compare the target with the *range* of the reference over
+    a 3x3 neighbourhood: ``relu(T - max3x3(R)) - relu(min3x3(R) - T)`` is zero wherever
+    some reference pixel within 1 px matches the target, and keeps a defect's contrast
+    on flat ground (less the noise range). ``(B,3,H,W)`` -> ``(B,9,H,W)``: the compare
+    channels, then that tolerant difference for R1 and R2 and their odd-die-out
+    agreement. Parameter-free; two MaxPools per reference in the graph.
+    """
+
+    out_channels = 9
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.compare = CompareStem()
+        self.pool = nn.MaxPool2d(3, stride=1, padding=1)
+
+    def _tolerant(self, t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        above = torch.relu(t - self.pool(r))
+        below = torch.relu(-self.pool(-r) - t)
+        return above - below
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t, r1, r2 = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+        e1, e2 = self._tolerant(t, r1), self._tolerant(t, r2)
+        return torch.cat([self.compare(x), e1, e2, _odd_die_out(e1, e2)], dim=1)
+
+
+_STEM_MODULES: dict[str, type[nn.Module]] = {"compare": CompareStem, "tolerant": TolerantStem}
 
 
 class UNet(nn.Module):
@@ -110,12 +160,14 @@ class UNet(nn.Module):
             raise ValueError(f"base_width must be >= 1, got {base_width}")
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
-        if stem == "compare" and in_channels != 3:
-            raise ValueError("the compare stem needs the 3 dies (target, ref1, ref2) as input")
+        if stem != "plain" and in_channels != 3:
+            raise ValueError(f"the {stem} stem needs the 3 dies (target, ref1, ref2) as input")
         self.base_width = base_width
         self.stem_name = stem
-        self.stem = CompareStem() if stem == "compare" else nn.Identity()
-        self.encoder = Encoder(CompareStem.out_channels if stem == "compare" else in_channels, base_width)
+        stem_cls = _STEM_MODULES.get(stem)
+        self.stem = stem_cls() if stem_cls is not None else nn.Identity()
+        stem_channels = getattr(stem_cls, "out_channels", in_channels)
+        self.encoder = Encoder(stem_channels, base_width)
         self.decoder = Decoder(base_width, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

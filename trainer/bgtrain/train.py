@@ -37,7 +37,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .dataset import PatchDataset
 from .layout import training_images
 from .loss import FocalLoss, gamma_at
-from .model import UNet
+from .model import DEFAULT_STEM, UNet
 from .recipe import AUTO_PATCHES_PER_EPOCH, DEFAULT_RECIPE, Recipe, load_recipe
 from .validate import EvalSet, baseline, load_eval_set, metrics_dict, validate
 
@@ -58,7 +58,7 @@ class TrainConfig:
     num_defects_range: tuple[int, int] | None = None  # None: the recipe's
     recipe: str = DEFAULT_RECIPE
     recipe_file: str | None = None
-    stem: str = "compare"
+    stem: str = DEFAULT_STEM
     image_type: str = "strip"
     img_format: str = "tiff"
     gamma_start: float = 1.0
