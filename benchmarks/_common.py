@@ -39,15 +39,17 @@ def strip_checkpoint(path: Path, model: Any, data: Path | None = None) -> Path:
     return save_checkpoint(path, model, image_type="strip", image_size=STRIP, epoch=0, seed=0, train_config=config)
 
 
-def random_strip_checkpoint(path: Path, width: int, seed: int = 0, data: Path | None = None) -> Path:
+def random_strip_checkpoint(
+    path: Path, width: int, seed: int = 0, data: Path | None = None, stem: str = "plain"
+) -> Path:
     """:func:`strip_checkpoint` of a freshly initialised UNet (``torch.manual_seed(seed)``): latency and
-    memory do not depend on trained weights."""
+    memory do not depend on trained weights. ``stem`` is the network's input stem (bgtrain.model.STEMS)."""
     import torch
 
     from bgtrain.model import UNet
 
     torch.manual_seed(seed)
-    return strip_checkpoint(path, UNet(base_width=width).eval(), data)
+    return strip_checkpoint(path, UNet(base_width=width, stem=stem).eval(), data)
 
 
 def make_conv_stack(path: Path, width: int = 16, depth: int = 4, height: int = STRIP[0], img_w: int = STRIP[1]) -> Path:
