@@ -26,7 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 from bgbuild import BuildError, BuildOptions, VerificationError, build_model, read_metadata
 from bgbuild.calibration import calibration_patches
 from bgbuild.cli import main as build_main
-from bgbuild.export import op_counts
+from bgbuild.export import export_patch_model, op_counts
 from bgbuild.graphs import all_graphs
 from bgbuild.quantize import QuantizeOptions, float_logits, quantize_patch_model
 from bgsdk import Segmenter
@@ -38,6 +38,7 @@ from bgsdk.tiling import tiling_for
 from bgtrain.checkpoint import save_checkpoint
 from bgtrain.reference_unet import double_detection_unet
 from bgtrain.validate import baseline, load_eval_set
+from tests.helpers.build import tiny_unet
 from tests.helpers.cli import invoke
 
 WIDTH = 4
@@ -281,6 +282,27 @@ def test_int8_bilinear_resize_is_right(tmp_path):
     err = np.abs(got - ref)
     assert err.max() <= 0.05 * span and err.mean() <= 0.01 * span, (err.max(), err.mean(), span)
     assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.999
+
+
+def test_input_stem_stays_float():
+    """The tolerant stem's comparisons run in float; only the map the first Conv reads is quantized."""
+    pm = export_patch_model(tiny_unet(1), 128, 17)
+    assert any(n.name.startswith("/stem/") for n in pm.graph.node)
+    x = np.random.default_rng(0).random((6, 3, 128, 128), dtype=np.float32)
+    q = quantize_patch_model(pm, x, QuantizeOptions()).model
+    producer = {o: n for n in q.graph.node for o in n.output}
+    quantized_stem = [
+        producer[n.input[0]] for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in producer
+    ]
+    quantized_stem = [n for n in quantized_stem if n.name.startswith("/stem/")]
+    assert [n.op_type for n in quantized_stem] == ["Concat"]  # the stem's output, read by the first Conv
+    stem_inputs = {i for n in q.graph.node if n.name.startswith("/stem/") for i in n.input}
+    assert not any(producer[i].op_type == "DequantizeLinear" for i in stem_inputs if i in producer)
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(  # noqa: E731
+        ["logits"], {"input": x}
+    )[0]
+    ref, got = run(pm), run(q)
+    assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.99
 
 
 def test_float_logits_only_removes_the_output_pair():
