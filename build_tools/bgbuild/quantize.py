@@ -154,9 +154,10 @@ def float_logits(model: onnx.ModelProto, output: str = "logits") -> bool:
 def stem_nodes(model: onnx.ModelProto) -> list[str]:
     """The input stem's nodes (``/stem/...``: the parameter-free die comparisons, bgtrain.model).
 
-    They stay float: quantizing their full-resolution one-channel maps only adds Q/DQ round trips
-    (~5% of the whole-strip INT8 model's time with the tolerant stem) and rounding of the very
-    differences weak defects live in. The first Conv still gets a quantized input (its own Q/DQ).
+    They stay float: quantized, their full-resolution one-channel maps got 17 Q/DQ round trips
+    (~2 ms of the w64 whole-strip INT8 model's ~150 ms) that round the very differences weak
+    defects live in. The first Conv still gets a quantized input (its own Q/DQ). Names are read
+    from the model quant_pre_process wrote: it folds and renames some of the exported stem nodes.
     """
     return [n.name for n in model.graph.node if n.name.startswith("/stem/")]
 

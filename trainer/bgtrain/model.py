@@ -23,12 +23,6 @@ __all__ = [
     "DOWNSAMPLE",
 ]
 
-# What the first convolution sees: "plain" = target, ref1, ref2 (DRAEM as given);
-# "compare" = those plus the die-to-die differences (see CompareStem); "tolerant" = compare plus
-# differences that ignore up to 1 px of misregistration (see TolerantStem).
-STEMS = ("plain", "compare", "tolerant")
-# What train-model uses unless told otherwise: measured best on unseen backgrounds (docs/accuracy.md).
-DEFAULT_STEM = "tolerant"
 
 # 5 max-pools: both input sides must be multiples of 2**5.
 DOWNSAMPLE = 32
@@ -148,7 +142,13 @@ class TolerantStem(nn.Module):
         return torch.cat([self.compare(x), e1, e2, _odd_die_out(e1, e2)], dim=1)
 
 
+# What the first convolution sees: "plain" = target, ref1, ref2 (DRAEM as given);
+# "compare" = those plus the die-to-die differences (CompareStem); "tolerant" = compare plus
+# differences that ignore up to 1 px of misregistration (TolerantStem).
 _STEM_MODULES: dict[str, type[nn.Module]] = {"compare": CompareStem, "tolerant": TolerantStem}
+STEMS = ("plain", *_STEM_MODULES)
+# What train-model uses unless told otherwise: measured best on unseen backgrounds (docs/accuracy.md).
+DEFAULT_STEM = "tolerant"
 
 
 class UNet(nn.Module):
