@@ -62,6 +62,7 @@ X6 = ("--repeats", "6")
 ROWS: dict[str, tuple[str, dict[str, Any], str, tuple[str, ...]]] = {
     "robust": ("robust", {}, "tolerant", ()),
     "robust-x6": ("robust", {}, "tolerant", X6),
+    "robust-ema": ("robust", {}, "tolerant", ("--ema-decay", "0.998")),
     "v2": ("robust", {}, "compare", ()),
     "v2-x1": ("robust", {}, "compare", ONE_PASS),
     "v2-x6": ("robust", {}, "compare", X6),

@@ -296,3 +296,41 @@ def test_repeats_option_rejects_nonsense(demo_root, tmp_path):
     args = [sys.executable, "-m", "bgtrain", "--training_dataset_path", str(demo_root), "--repeats", "0"]
     r = subprocess.run(args + ["--checkpoint_path", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "--repeats" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_weight_average_leaves_training_alone_and_resumes_exactly(demo_root, tmp_path, straight_run):
+    """--ema-decay changes what is validated and saved, not the optimiser's trajectory."""
+    _, res = straight_run
+    ema = train(_cfg(demo_root, tmp_path / "ema", ema_decay=0.5), progress=False, echo=lambda s: None)
+    last = torch.load(ema.last_checkpoint, weights_only=True)
+    assert _same(last["raw_model_state_dict"], _weights(res.last_checkpoint))  # same raw weights as without
+    assert not _same(last["model_state_dict"], _weights(res.last_checkpoint))  # the saved model is the average
+    assert last["ema_n_averaged"] == 6 and last["train_config"]["ema_decay"] == 0.5
+    best = torch.load(ema.best_checkpoint, weights_only=True)
+    assert "raw_model_state_dict" not in best
+    model_from_checkpoint(ema.last_checkpoint)  # loads as a plain inference model
+    first = train(_cfg(demo_root, tmp_path / "r", ema_decay=0.5), progress=False, echo=lambda s: None, stop_after=1)
+    resumed = train(
+        _cfg(demo_root, tmp_path / "r", ema_decay=0.5, resume=str(first.last_checkpoint)),
+        progress=False,
+        echo=lambda s: None,
+    )
+    again = torch.load(resumed.last_checkpoint, weights_only=True)
+    assert _same(again["model_state_dict"], last["model_state_dict"])
+    assert _same(again["raw_model_state_dict"], last["raw_model_state_dict"])
+
+
+def test_bad_raw_weights_are_named(demo_root, tmp_path):
+    res = train(_cfg(demo_root, tmp_path, ema_decay=0.5, epochs=1), progress=False, echo=lambda s: None)
+    ckpt = torch.load(res.last_checkpoint, weights_only=True)
+    key = next(k for k in ckpt["raw_model_state_dict"] if k.endswith("weight"))
+    ckpt["raw_model_state_dict"][key] = torch.zeros(1)
+    p = tmp_path / "bad.pt"
+    torch.save(ckpt, p)
+    with pytest.raises(CheckpointError, match=r"raw_model_state_dict\["):
+        load_checkpoint(p)
+    del ckpt["ema_n_averaged"]
+    ckpt["raw_model_state_dict"] = torch.load(res.last_checkpoint, weights_only=True)["raw_model_state_dict"]
+    torch.save(ckpt, p)
+    with pytest.raises(CheckpointError, match="ema_n_averaged"):
+        load_checkpoint(p)

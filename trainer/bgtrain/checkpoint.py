@@ -160,7 +160,9 @@ def _weights_width(state: Mapping[str, Any]) -> int | None:
     return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.dim() == 4 else None
 
 
-def _check_state_dict(p: Path, state: Mapping[Any, Any], width: int, stem: str = "plain") -> None:
+def _check_state_dict(
+    p: Path, state: Mapping[Any, Any], width: int, stem: str = "plain", name: str = "model_state_dict"
+) -> None:
     """Every tensor a width-``width`` UNet needs, with its shape and dtype, finite; nothing else.
 
     ``load_state_dict`` would cast a float64 or int tensor silently and report a
@@ -180,25 +182,21 @@ def _check_state_dict(p: Path, state: Mapping[Any, Any], width: int, stem: str =
     if missing or unexpected:
         parts = [f"{len(missing)} missing (e.g. {missing[0]})"] if missing else []
         parts += [f"{len(unexpected)} unexpected (e.g. {unexpected[0]})"] if unexpected else []
-        raise CheckpointError(
-            p, f"weights do not fit a width-{width} UNet: {', '.join(parts)} key(s) in model_state_dict"
-        )
+        raise CheckpointError(p, f"weights do not fit a width-{width} UNet: {', '.join(parts)} key(s) in {name}")
     for key, (shape, dtype) in expected.items():
         value = state[key]
         if not isinstance(value, torch.Tensor):
-            raise CheckpointError(p, f"model_state_dict[{key!r}] is a {type(value).__name__}, not a tensor")
+            raise CheckpointError(p, f"{name}[{key!r}] is a {type(value).__name__}, not a tensor")
         if tuple(value.shape) != shape:
             raise CheckpointError(
                 p,
-                f"weights do not fit a width-{width} UNet: model_state_dict[{key!r}] has shape {list(value.shape)}, "
+                f"weights do not fit a width-{width} UNet: {name}[{key!r}] has shape {list(value.shape)}, "
                 f"needs {list(shape)}",
             )
         if value.dtype != dtype:
-            raise CheckpointError(p, f"model_state_dict[{key!r}] has dtype {value.dtype}, expected {dtype}")
+            raise CheckpointError(p, f"{name}[{key!r}] has dtype {value.dtype}, expected {dtype}")
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise CheckpointError(
-                p, f"model_state_dict[{key!r}] contains NaN/Inf: the training diverged or the file is damaged"
-            )
+            raise CheckpointError(p, f"{name}[{key!r}] contains NaN/Inf: the training diverged or the file is damaged")
 
 
 def _check_resume_state(p: Path, ckpt: Mapping[str, Any], width: int, stem: str = "plain") -> None:
@@ -212,6 +210,12 @@ def _check_resume_state(p: Path, ckpt: Mapping[str, Any], width: int, stem: str 
         raise CheckpointError(p, "optimizer_state_dict is not an optimizer state (needs 'state' and 'param_groups')")
     if not isinstance(sched, dict) or not isinstance(sched.get("last_epoch"), int):
         raise CheckpointError(p, "scheduler_state_dict is missing or has no integer 'last_epoch'")
+    if "raw_model_state_dict" in ckpt:  # a weight-averaged run keeps the raw weights it trains on
+        if not isinstance(ckpt["raw_model_state_dict"], Mapping):
+            raise CheckpointError(p, "raw_model_state_dict is not a state dict")
+        _check_state_dict(p, ckpt["raw_model_state_dict"], width, stem, "raw_model_state_dict")
+        if not isinstance(ckpt.get("ema_n_averaged"), int) or ckpt["ema_n_averaged"] < 0:
+            raise CheckpointError(p, "ema_n_averaged is missing or not a count (needed beside raw_model_state_dict)")
     shapes = [
         shape
         for key, (shape, dtype) in _expected_state(width, stem).items()

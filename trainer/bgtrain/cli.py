@@ -141,6 +141,14 @@ def _repeats(ctx: click.Context, param: click.Parameter, value: str) -> int | No
     type=click.IntRange(1),
     help="Stop this invocation after N epochs (schedule still spans --epochs); continue with --resume last.pt.",
 )
+@_opt(
+    "ema_decay",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Validate and save an exponential moving average of the weights with this decay per step "
+    "(e.g. 0.998, about the last 500 steps); 0 = the raw weights. Training itself is unchanged.",
+)
 @_opt("threads", default=None, type=click.IntRange(1), help="torch CPU threads per process.")
 @verbosity_options
 def train_command(verbose: int, quiet: bool, **opts) -> None:

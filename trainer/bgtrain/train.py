@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
@@ -35,6 +36,7 @@ from bgsdk.io import atomic_write
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .dataset import PatchDataset
+from .ema import make_ema
 from .layout import training_images
 from .loss import FocalLoss, gamma_at
 from .model import DEFAULT_STEM, UNet
@@ -76,6 +78,8 @@ class TrainConfig:
     # Cap on optimiser steps per epoch (None: the whole data set). For demos and tests.
     max_steps_per_epoch: int | None = None
     threads: int | None = None
+    # Decay of the weight average that is validated and saved (0: the raw weights); see ema.py.
+    ema_decay: float = 0.0
 
 
 @dataclass
@@ -151,6 +155,7 @@ class Run:
     start_epoch: int
     steps_per_epoch: int
     out_dir: Path
+    ema: AveragedModel | None
     eval_set: EvalSet | None = None
     base_metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -160,6 +165,11 @@ class Run:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def eval_model(self) -> UNet:
+        """What is validated and saved: the weight average when there is one, else the raw weights."""
+        return self.ema.module if self.ema is not None else self.core  # type: ignore[return-value]
 
     @property
     def distributed(self) -> bool:
@@ -187,15 +197,16 @@ def _init_process(cfg: TrainConfig) -> tuple[torch.device, int, int, bool]:
     return device, rank, world, own_group
 
 
-def _build_model(cfg: TrainConfig, device: torch.device) -> tuple[UNet, torch.optim.Optimizer, Any, int]:
-    """Seeded model, Adam, MultiStepLR (x0.2 at 80% and 90%); restored from ``--resume``."""
+def _build_model(cfg: TrainConfig, device: torch.device) -> tuple[UNet, torch.optim.Optimizer, Any, int, Any]:
+    """Seeded model, Adam, MultiStepLR (x0.2 at 80% and 90%), weight average; restored from ``--resume``."""
     _seed_everything(cfg.seed)
     model = UNet(base_width=cfg.width, stem=cfg.stem).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     milestones = sorted({max(1, int(round(0.8 * cfg.epochs))), max(1, int(round(0.9 * cfg.epochs)))})
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.2)
+    ema = make_ema(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     if not cfg.resume:
-        return model, optimizer, scheduler, 0
+        return model, optimizer, scheduler, 0, ema
     ckpt, info = load_checkpoint(cfg.resume, map_location=device)
     if (info.width, info.image_type, info.stem) != (cfg.width, cfg.image_type, cfg.stem):
         raise UserError(
@@ -204,10 +215,14 @@ def _build_model(cfg: TrainConfig, device: torch.device) -> tuple[UNet, torch.op
         )
     if "optimizer_state_dict" not in ckpt:
         raise UserError(f"{cfg.resume}: has no optimizer state (only 'last' checkpoints can be resumed)")
-    model.load_state_dict(ckpt["model_state_dict"])
+    # With a weight average, model_state_dict is the average and the raw weights are kept beside it.
+    model.load_state_dict(ckpt.get("raw_model_state_dict", ckpt["model_state_dict"]))
     optimizer.load_state_dict(ckpt["optimizer_state_dict"])
     scheduler.load_state_dict(ckpt["scheduler_state_dict"])
-    return model, optimizer, scheduler, info.epoch + 1
+    if ema is not None and "raw_model_state_dict" in ckpt:
+        ema.module.load_state_dict(ckpt["model_state_dict"])
+        ema.n_averaged.fill_(int(ckpt.get("ema_n_averaged", 0)))
+    return model, optimizer, scheduler, info.epoch + 1, ema
 
 
 def resolve_repeats(repeats: int | None, patches_per_pass: int) -> int:
@@ -229,7 +244,7 @@ def setup(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Run:
     dataset = PatchDataset(files, cfg.image_type, cfg.cache_size, recipe, cfg.seed)
     dataset.repeats = resolve_repeats(cfg.repeats, len(dataset))
     cfg = replace(cfg, repeats=dataset.repeats)  # summary.json and checkpoints record the number used
-    core, optimizer, scheduler, start_epoch = _build_model(cfg, device)
+    core, optimizer, scheduler, start_epoch, ema = _build_model(cfg, device)
     model: torch.nn.Module = core
     if world > 1:
         model = DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
@@ -264,6 +279,7 @@ def setup(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Run:
         start_epoch,
         steps,
         Path(cfg.checkpoint_path),
+        ema,
     )
     if run.main:
         echo(
@@ -331,6 +347,8 @@ def train_epoch(run: Run, epoch: int, progress: bool) -> dict[str, Any]:
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
+        if run.ema is not None:
+            run.ema.update_parameters(run.core)
         loss_sum += loss.detach()
         t0 = time.perf_counter()
         t_compute += t0 - t1
@@ -356,7 +374,7 @@ def train_epoch(run: Run, epoch: int, progress: bool) -> dict[str, Any]:
 def validate_epoch(run: Run, record: dict[str, Any], last: bool) -> None:
     """Full-image validation (tiled like the deployed graph) every ``val_every`` epochs and after the last."""
     if run.eval_set is not None and ((record["epoch"] + 1) % run.cfg.val_every == 0 or last):
-        record.update(metrics_dict(validate(run.core, run.eval_set, run.dataset.tiling, run.device)))
+        record.update(metrics_dict(validate(run.eval_model, run.eval_set, run.dataset.tiling, run.device)))
 
 
 def save_epoch(run: Run, record: dict[str, Any], last: bool) -> None:
@@ -374,12 +392,18 @@ def save_epoch(run: Run, record: dict[str, Any], last: bool) -> None:
         metrics=metrics,
         train_config=run.train_config,
     )
-    extra = {"optimizer_state_dict": run.optimizer.state_dict(), "scheduler_state_dict": run.scheduler.state_dict()}
-    save_checkpoint(run.out_dir / "last.pt", run.core, extra=extra, **common)
+    extra: dict[str, Any] = {
+        "optimizer_state_dict": run.optimizer.state_dict(),
+        "scheduler_state_dict": run.scheduler.state_dict(),
+    }
+    if run.ema is not None:
+        extra["raw_model_state_dict"] = {k: v.detach().cpu() for k, v in run.core.state_dict().items()}
+        extra["ema_n_averaged"] = int(run.ema.n_averaged)
+    save_checkpoint(run.out_dir / "last.pt", run.eval_model, extra=extra, **common)
     ap = record.get("pixel_ap")
     if (ap is not None and ap > run.best_ap) or (run.eval_set is None and last):
         run.best_ap = ap if ap is not None else run.best_ap
-        save_checkpoint(run.out_dir / "best.pt", run.core, **common)
+        save_checkpoint(run.out_dir / "best.pt", run.eval_model, **common)
 
 
 def train(
