@@ -45,7 +45,7 @@ from bgsdk.contract import scale_input
 from bgsdk.metrics import double_detection
 from bgsdk.tiling import tiling_for
 from bgtrain.background import TRAIN_KINDS
-from bgtrain.checkpoint import model_from_checkpoint
+from bgtrain.checkpoint import load_checkpoint, model_from_checkpoint
 from bgtrain.layout import Sample
 from bgtrain.recipe import Recipe, get_recipe
 from bgtrain.synth import apply_defects, apply_nuisances, plan_defects
@@ -54,22 +54,25 @@ from bgtrain.validate import EvalImage, EvalSet, heatmaps, load_eval_set, score_
 
 # row -> (preset, recipe overrides, stem, extra train-model options)
 # ``robust`` is what train-model does by default (|a| 20-100, --repeats auto = 3 passes for 64 strips,
-# the tolerant stem). ``v2`` is the previous default (the compare stem); ``v1`` the one before it
-# (|a| 12-100, one pass an epoch), which the minus-one rows were run against.
+# the tolerant stem, the weight average with decay 0.998). ``robust-noema`` is the previous default (the
+# raw weights validated and saved), ``v2`` the one before it (also the compare stem), ``v1`` the one
+# before that (|a| 12-100, one pass an epoch), which the minus-one rows were run against. Every row but
+# ``robust`` pins --ema-decay 0: they were measured before the weight average existed.
 V1 = {"amplitude_range": [12.0, 100.0]}
-ONE_PASS = ("--repeats", "1")
-X6 = ("--repeats", "6")
+RAW = ("--ema-decay", "0")
+ONE_PASS = ("--repeats", "1", *RAW)
+X6 = ("--repeats", "6", *RAW)
 ROWS: dict[str, tuple[str, dict[str, Any], str, tuple[str, ...]]] = {
     "robust": ("robust", {}, "tolerant", ()),
+    "robust-noema": ("robust", {}, "tolerant", RAW),
     "robust-x6": ("robust", {}, "tolerant", X6),
-    "robust-ema": ("robust", {}, "tolerant", ("--ema-decay", "0.998")),
-    "v2": ("robust", {}, "compare", ()),
+    "v2": ("robust", {}, "compare", RAW),
     "v2-x1": ("robust", {}, "compare", ONE_PASS),
     "v2-x6": ("robust", {}, "compare", X6),
-    "v2-weakw3": ("robust", {"weak_defect_weight": 3.0}, "compare", ()),
-    "v2-j16": ("robust", {"crop_jitter": 16}, "compare", ()),
-    "v2-a12": ("robust", V1, "compare", ()),
-    "v2-a40": ("robust", {"amplitude_range": [40.0, 100.0]}, "compare", ()),
+    "v2-weakw3": ("robust", {"weak_defect_weight": 3.0}, "compare", RAW),
+    "v2-j16": ("robust", {"crop_jitter": 16}, "compare", RAW),
+    "v2-a12": ("robust", V1, "compare", RAW),
+    "v2-a40": ("robust", {"amplitude_range": [40.0, 100.0]}, "compare", RAW),
     "seed": ("seed", {}, "compare", ONE_PASS),
     "v1": ("robust", V1, "compare", ONE_PASS),
     "v1-weak": ("robust", {"amplitude_range": [40.0, 100.0]}, "compare", ONE_PASS),
@@ -216,10 +219,12 @@ def eval_sets(root: Path, n: int, names: list[str]) -> dict[str, EvalSet]:
 _SETS: dict[str, EvalSet] = {}  # filled before the scoring pool forks; children only read it
 
 
-def _score_run(args: tuple[Path, str, int]) -> tuple[str, dict[str, dict[str, Any]]]:
-    ckpt, device, threads = args
+def _score_run(args: tuple[Path, str, int, bool]) -> tuple[str, dict[str, dict[str, Any]]]:
+    ckpt, device, threads, raw = args
     torch.set_num_threads(threads)
     model, info = model_from_checkpoint(ckpt, map_location=device)
+    if raw:  # the weights a weight-averaged run trained on, beside the average it saved
+        model.load_state_dict(load_checkpoint(ckpt, map_location=device)[0]["raw_model_state_dict"])
     model.to(torch.device(device))
     tiling = info.tiling()
     return ckpt.parent.name, {
@@ -238,15 +243,23 @@ def score(
     threads: int = 2,
     checkpoint: str = "best",
 ) -> None:
-    """Score every run's ``best.pt`` (or ``last.pt``); ``jobs`` forked processes (CUDA first touched in children)."""
+    """Score every run's ``best.pt`` (or ``last.pt``); ``jobs`` forked processes (CUDA first touched in children).
+
+    ``last-raw``: the raw weights in the ``last.pt`` of runs trained with ``--ema-decay`` (others skipped).
+    """
     _SETS.clear()
     _SETS.update(eval_sets(root, n, names))
     rows: dict[str, dict[str, dict[str, Any]]] = {}
     rows["double detection"] = {
         k: score_maps([scale_input(double_detection(e.image)) for e in s.images], s) for k, s in _SETS.items()
     }
-    ckpts = [r.parent / f"{checkpoint}.pt" for r in sorted((root / "runs").glob("*/summary.json"))]
-    todo = [(c, device, threads) for c in ckpts if c.exists()]
+    raw = checkpoint == "last-raw"
+    ckpts = [
+        r.parent / ("last.pt" if raw else f"{checkpoint}.pt") for r in sorted((root / "runs").glob("*/summary.json"))
+    ]
+    if raw:
+        ckpts = [c for c in ckpts if c.exists() and "raw_model_state_dict" in torch.load(c, weights_only=True)]
+    todo = [(c, device, threads, raw) for c in ckpts if c.exists()]
     with multiprocessing.get_context("fork").Pool(max(1, jobs)) as pool:
         for name, per_set in pool.imap_unordered(_score_run, todo):
             rows[name] = per_set
@@ -290,9 +303,10 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     ap.add_argument(
         "--checkpoint",
-        choices=["best", "last"],
+        choices=["best", "last", "last-raw"],
         default="best",
-        help="score: best.pt (chosen on the validation split) or last.pt (the final epoch)",
+        help="score: best.pt (chosen on the validation split), last.pt (the final epoch) or, for --ema-decay "
+        "runs, the raw (not averaged) weights of the final epoch",
     )
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--markdown", type=Path, default=None)

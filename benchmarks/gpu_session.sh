@@ -3,7 +3,7 @@
 # and the GPU speed table (bench_gpu.py). Runs from the repo root with the machine's own python3
 # (PyTorch + CUDA, numpy, scipy, tifffile, onnxruntime, click, tqdm); nothing is installed.
 #
-#   OUT=/tmp/gpu_out bash benchmarks/gpu_session.sh            # what docs/accuracy.md ran
+#   OUT=/tmp/gpu_out bash benchmarks/gpu_session.sh            # the default (weight average) vs robust-noema
 #   ROWS="robust robust-x6 v2-x6" CHECKPOINTS="best last" SPEED=0 OUT=/tmp/gpu_out bash benchmarks/gpu_session.sh
 #   DEVICE=cpu N_TRAIN=2 N_EVAL=3 EPOCHS=1 JOBS=2 TRAIN_S=60 bash benchmarks/gpu_session.sh   # smoke test
 #
@@ -19,7 +19,7 @@ N_EVAL=${N_EVAL:-24}
 EPOCHS=${EPOCHS:-10}
 JOBS=${JOBS:-8}
 TRAIN_S=${TRAIN_S:-330}
-ROWS=${ROWS:-v2 seed v1 v1-plainstem v1-noweight v2-x1 v1-weak v1-lr3e-3 v2-a12 v2-a40}
+ROWS=${ROWS:-robust robust-noema}
 SEEDS=${SEEDS:-0 1 2}
 CHECKPOINTS=${CHECKPOINTS:-best}
 SPEED=${SPEED:-1}

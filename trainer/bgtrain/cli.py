@@ -13,6 +13,7 @@ import click
 from bgsdk.clikit import run_cli, setup_logging, verbosity_options
 from bgsdk.tiling import IMAGE_TYPES
 
+from .ema import DEFAULT_EMA_DECAY
 from .model import DEFAULT_STEM, STEMS
 from .recipe import AUTO_PATCHES_PER_EPOCH, DEFAULT_RECIPE, PRESETS
 
@@ -143,11 +144,11 @@ def _repeats(ctx: click.Context, param: click.Parameter, value: str) -> int | No
 )
 @_opt(
     "ema_decay",
-    default=0.0,
+    default=DEFAULT_EMA_DECAY,
     show_default=True,
     type=click.FloatRange(0, 1, max_open=True),
-    help="Validate and save an exponential moving average of the weights with this decay per step "
-    "(e.g. 0.998, about the last 500 steps); 0 = the raw weights. Training itself is unchanged.",
+    help="Validate and save (best.pt, last.pt) an exponential moving average of the weights with this decay "
+    "per step (0.998: about the last 500 steps); 0 = the raw weights. The optimiser's trajectory is the same.",
 )
 @_opt("threads", default=None, type=click.IntRange(1), help="torch CPU threads per process.")
 @verbosity_options

@@ -19,7 +19,11 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-__all__ = ["decay_at", "make_ema"]
+__all__ = ["DEFAULT_EMA_DECAY", "decay_at", "make_ema"]
+
+# About the last 500 steps (~2 epochs of the 216-step demo epochs): long enough to smooth the jitter,
+# short enough that the saved average is of the low-LR end of training. docs/accuracy.md, "Weight averaging".
+DEFAULT_EMA_DECAY = 0.998
 
 
 def decay_at(decay: float, n_averaged: int) -> float:

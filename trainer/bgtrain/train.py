@@ -36,7 +36,7 @@ from bgsdk.io import atomic_write
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .dataset import PatchDataset
-from .ema import make_ema
+from .ema import DEFAULT_EMA_DECAY, make_ema
 from .layout import training_images
 from .loss import FocalLoss, gamma_at
 from .model import DEFAULT_STEM, UNet
@@ -79,7 +79,7 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     threads: int | None = None
     # Decay of the weight average that is validated and saved (0: the raw weights); see ema.py.
-    ema_decay: float = 0.0
+    ema_decay: float = DEFAULT_EMA_DECAY
 
 
 @dataclass
