@@ -18,6 +18,7 @@ Columns: pixel AP, image AUROC, and at the best-F1 pixel threshold: recall of we
     .venv/bin/python benchmarks/bench_recipe.py prepare --root runs/ablation
     .venv/bin/python benchmarks/bench_recipe.py train --root runs/ablation --rows seed robust --seeds 0 1 2
     .venv/bin/python benchmarks/bench_recipe.py score --root runs/ablation --markdown docs/_ablation.md
+    .venv/bin/python benchmarks/bench_recipe.py curves --root runs/ablation   # validation AP per epoch
 
 On a lent GPU machine ``bash benchmarks/gpu_session.sh`` runs prepare/train/score with
 ``--device cuda`` (8 trainings at once) and ``bench_gpu.py`` in one call.
@@ -286,9 +287,24 @@ def table(rows: dict[str, dict[str, dict[str, Any]]], sets: list[str]) -> str:
     return "\n".join(lines)
 
 
+def curves(root: Path) -> None:
+    """Validation pixel AP per epoch of every run, how much it jumps between epochs, and the epoch best.pt took."""
+    for summary in sorted((root / "runs").glob("*/summary.json")):
+        log = [json.loads(line) for line in (summary.parent / "metrics.jsonl").read_text().splitlines() if line]
+        ap = [h["pixel_ap"] for h in log if h.get("pixel_ap") is not None]
+        if not ap:
+            continue
+        jumps = [abs(b - a) for a, b in zip(ap[3:], ap[4:], strict=False)]  # from epoch 4 on: past the warm-up
+        best = int(np.argmax(ap))
+        print(
+            f"{summary.parent.name:<20} " + " ".join(f"{v:.3f}" for v in ap) + f" | mean |jump| from epoch 4 "
+            f"{np.mean(jumps) if jumps else float('nan'):.3f} | best.pt = epoch {best + 1} ({ap[best]:.3f})"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["prepare", "train", "score"])
+    ap.add_argument("step", choices=["prepare", "train", "score", "curves"])
     ap.add_argument("--root", type=Path, default=Path("runs/ablation"))
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -313,6 +329,8 @@ def main() -> None:
     a = ap.parse_args()
     if a.step == "prepare":
         prepare(a.root, a.n_train, a.n_eval)
+    elif a.step == "curves":
+        curves(a.root)
     elif a.step == "train":
         train(a.root, a.rows, a.seeds, a.epochs, a.width, a.jobs, a.threads, a.device, a.deadline_s)
     else:
