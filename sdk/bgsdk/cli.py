@@ -310,16 +310,18 @@ def _operating_point_line(props: dict[str, str]) -> str:
 
 
 def training_summary(training: Any) -> str:
-    """One line: the synthesis recipe, network stem and width the model was trained with."""
+    """One line: the synthesis recipe, network stem, width and weight averaging the model was trained with."""
     if not isinstance(training, dict):
         return "unknown (no bgsdk.training metadata)"
     recipe = training.get("recipe") or {}
     name = (
         recipe.get("name", "seed (SPEC section 2; trained before recipes existed)") if isinstance(recipe, dict) else "?"
     )
+    ema = training.get("ema_decay")
+    weights = f", weight average (EMA decay {ema:g})" if isinstance(ema, (int, float)) and ema > 0 else ""
     return (
         f"recipe {name}, stem {training.get('stem', 'plain')}, width {training.get('width', '?')}, "
-        f"epoch {training.get('epoch', '?')}, seed {training.get('seed', '?')}"
+        f"epoch {training.get('epoch', '?')}, seed {training.get('seed', '?')}{weights}"
     )
 
 

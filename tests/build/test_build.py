@@ -160,6 +160,7 @@ def test_metadata_and_manifest_round_trip(strip_build, checkpoint):
     assert meta[CHECKPOINT_SHA_KEY] == file_sha256(checkpoint)
     assert meta[TRAINING_KEY]["metrics"] == METRICS
     assert (meta[TRAINING_KEY]["epoch"], meta[TRAINING_KEY]["seed"], meta[TRAINING_KEY]["width"]) == (3, 7, WIDTH)
+    assert meta[TRAINING_KEY]["ema_decay"] == 0.0  # no --ema-decay recorded: the raw weights
     assert meta[BUILD_KEY]["opset"] == 17 and meta[BUILD_KEY]["patch_batch"] == 18
 
     manifest = json.loads(out.with_suffix(".json").read_text())

@@ -186,3 +186,14 @@ def test_version_and_help(capsys):
     assert code == 0 and "bgsdk" in out
     code, out, _ = invoke(capsys, "run", "--help")
     assert code == 0 and "--batch-size" in out and "--png" in out
+
+
+def test_training_summary_names_the_weight_average():
+    from bgsdk.cli import training_summary
+
+    base = {"recipe": {"name": "robust"}, "stem": "tolerant", "width": 16, "epoch": 7, "seed": 1}
+    assert training_summary({**base, "ema_decay": 0.998}) == (
+        "recipe robust, stem tolerant, width 16, epoch 7, seed 1, weight average (EMA decay 0.998)"
+    )
+    assert training_summary({**base, "ema_decay": 0.0}) == "recipe robust, stem tolerant, width 16, epoch 7, seed 1"
+    assert training_summary(None) == "unknown (no bgsdk.training metadata)"

@@ -334,3 +334,18 @@ def test_bad_raw_weights_are_named(demo_root, tmp_path):
     torch.save(ckpt, p)
     with pytest.raises(CheckpointError, match="ema_n_averaged"):
         load_checkpoint(p)
+
+
+def test_the_built_model_is_the_weight_average(straight_run, tmp_path):
+    """train-model -> build-model: the ONNX model is verified against the averaged weights and says so."""
+    from bgbuild import BuildOptions, build_model, read_metadata
+    from bgsdk.cli import training_summary
+    from bgsdk.contract import TRAINING_KEY
+
+    _, res = straight_run
+    out = tmp_path / "model.onnx"
+    report = build_model(res.last_checkpoint, out, BuildOptions(verify_images=2))
+    assert report.verification.passed
+    training = read_metadata(out)[TRAINING_KEY]
+    assert training["ema_decay"] == 0.998
+    assert training_summary(training).endswith("weight average (EMA decay 0.998)")

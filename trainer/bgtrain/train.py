@@ -197,7 +197,9 @@ def _init_process(cfg: TrainConfig) -> tuple[torch.device, int, int, bool]:
     return device, rank, world, own_group
 
 
-def _build_model(cfg: TrainConfig, device: torch.device) -> tuple[UNet, torch.optim.Optimizer, Any, int, Any]:
+def _build_model(
+    cfg: TrainConfig, device: torch.device
+) -> tuple[UNet, torch.optim.Optimizer, Any, int, AveragedModel | None]:
     """Seeded model, Adam, MultiStepLR (x0.2 at 80% and 90%), weight average; restored from ``--resume``."""
     _seed_everything(cfg.seed)
     model = UNet(base_width=cfg.width, stem=cfg.stem).to(device)
