@@ -157,7 +157,8 @@ def train_command(verbose: int, quiet: bool, **opts) -> None:
 
     Validates on full images of valid/ (or test/) after each epoch -- image AUROC,
     pixel AUROC, pixel AP -- next to the double-detection baseline, and keeps the
-    best (by pixel AP) and last checkpoints. Multi-process:
+    best (by pixel AP) and last checkpoints of the weights' moving average
+    (--ema-decay). Multi-process:
     torchrun --nproc_per_node=2 -m bgtrain --training_dataset_path DATA ...
     """
     from .train import TrainConfig, train
