@@ -23,7 +23,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import onnx
 import torch
@@ -242,11 +242,6 @@ def finalize_stage(
     return model, simplified, notes
 
 
-def _ema_decay(train_config: Mapping[str, Any]) -> float:
-    value = train_config.get("ema_decay", 0.0)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
-
-
 def metadata_stage(
     model: onnx.ModelProto, loaded: LoadedCheckpoint, options: BuildOptions, patch_batch: int, simplified: bool
 ) -> Contract:
@@ -265,9 +260,7 @@ def metadata_stage(
         "metrics": dict(info.metrics),
         "stem": info.stem,
         "recipe": dict(info.recipe),
-        # > 0: the weights are train-model's moving average (its --ema-decay); 0: the raw weights
-        # (every checkpoint from before the average existed).
-        "ema_decay": _ema_decay(info.train_config),
+        "ema_decay": info.ema_decay,  # > 0: train-model's weight average; 0: raw weights
     }
     build = {
         "exporter": f"torch.onnx.export(dynamo=False) torch {torch.__version__}",

@@ -31,6 +31,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointInfo",
     "FORMAT",
+    "cpu_state_dict",
     "save_checkpoint",
     "load_checkpoint",
     "model_from_checkpoint",
@@ -75,6 +76,9 @@ class CheckpointInfo:
     recipe: Mapping[str, Any] = field(default_factory=dict)
     metrics: Mapping[str, Any] = field(default_factory=dict)
     train_config: Mapping[str, Any] = field(default_factory=dict)
+    # > 0: the weights are train-model's moving average with this decay; 0: raw weights (also every
+    # checkpoint from before the average existed).
+    ema_decay: float = 0.0
 
     def tiling(self, image_size: tuple[int, int] | None = None) -> Tiling:
         h, w = image_size or self.image_size
@@ -87,6 +91,11 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The module's weights and buffers as detached CPU tensors: what a checkpoint stores."""
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
 
 def save_checkpoint(
@@ -105,7 +114,7 @@ def save_checkpoint(
     module: UNet = model.module if hasattr(model, "module") else model  # type: ignore[assignment]  # DDP wrapper
     width = module.base_width
     tiling = tiling_for(image_type, *image_size)
-    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    state = cpu_state_dict(module)
     ckpt: dict[str, Any] = {
         "format": FORMAT,
         "model_state_dict": state,
@@ -275,8 +284,14 @@ def load_checkpoint(
         else {},
         metrics=dict(ckpt.get("metrics") or {}),
         train_config=dict(ckpt.get("train_config") or {}),
+        ema_decay=_ema_decay(ckpt.get("train_config")),
     )
     return ckpt, info
+
+
+def _ema_decay(train_config: Any) -> float:
+    value = train_config.get("ema_decay", 0.0) if isinstance(train_config, dict) else 0.0
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
 def _read_archive(p: Path, map_location: str | torch.device) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from torch.utils.data.distributed import DistributedSampler
 from bgsdk.clikit import UserError
 from bgsdk.io import atomic_write
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import cpu_state_dict, load_checkpoint, save_checkpoint
 from .dataset import PatchDataset
 from .ema import DEFAULT_EMA_DECAY, make_ema
 from .layout import training_images
@@ -399,7 +399,7 @@ def save_epoch(run: Run, record: dict[str, Any], last: bool) -> None:
         "scheduler_state_dict": run.scheduler.state_dict(),
     }
     if run.ema is not None:
-        extra["raw_model_state_dict"] = {k: v.detach().cpu() for k, v in run.core.state_dict().items()}
+        extra["raw_model_state_dict"] = cpu_state_dict(run.core)
         extra["ema_n_averaged"] = int(run.ema.n_averaged)
     save_checkpoint(run.out_dir / "last.pt", run.eval_model, extra=extra, **common)
     ap = record.get("pixel_ap")
