@@ -45,7 +45,7 @@ import torch
 from bgsdk.contract import scale_input
 from bgsdk.metrics import double_detection
 from bgsdk.tiling import tiling_for
-from bgtrain.background import TRAIN_KINDS
+from bgtrain.background import EVAL_KINDS
 from bgtrain.checkpoint import load_checkpoint, model_from_checkpoint
 from bgtrain.layout import Sample
 from bgtrain.recipe import Recipe, get_recipe
@@ -67,6 +67,8 @@ ROWS: dict[str, tuple[str, dict[str, Any], str, tuple[str, ...]]] = {
     "robust": ("robust", {}, "tolerant", ()),
     "robust-noema": ("robust", {}, "tolerant", RAW),
     "robust-x6": ("robust", {}, "tolerant", X6),
+    "robust-g1": ("robust", {}, "tolerant", ("--gamma_end", "1")),
+    "robust-g0": ("robust", {}, "tolerant", ("--gamma_start", "0", "--gamma_end", "0")),
     "v2": ("robust", {}, "compare", RAW),
     "v2-x1": ("robust", {}, "compare", ONE_PASS),
     "v2-x6": ("robust", {}, "compare", X6),
@@ -179,7 +181,7 @@ def recipe_set(recipe: Recipe, n: int, seed: int) -> EvalSet:
     rng = np.random.default_rng(seed)
     images = []
     for i in range(n):
-        img = make_image(rng, t.height, t.width, False, distractors=False, kinds=TRAIN_KINDS)[0][:3]
+        img = make_image(rng, t.height, t.width, False, distractors=False, kinds=EVAL_KINDS)[0][:3]
         lo, hi = recipe.num_defects_range
         tlo, thi = (max(recipe.target_range[0], 1), max(recipe.target_range[1], 1)) if i % 2 else (0, 0)
         r = Recipe.from_dict(

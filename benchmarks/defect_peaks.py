@@ -6,6 +6,12 @@ For every annotated defect of the split (labelled ``target``/``missing`` and the
 prints its signed amplitude and the heatmap's maximum over its footprint box (the rule
 :func:`bgtrain.validate.defect_rates` counts with), sorted by |amplitude| per kind; ``*`` marks the
 ones above the split's best-F1 pixel threshold. Heatmaps come from the deployed tiling in PyTorch.
+
+Then *where pixel AP is lost*: the split's AP recomputed with one kind of negative pixel left out at a
+time -- the 1-2 px ring around each mask (footprint edges), the boxes of not-labelled defects (a
+reference's defect or one shared by the target), and the rest of the background (pattern edges, noise) --
+and the recall of labelled defects by |amplitude| band. A large gain from leaving a kind out says that
+kind of pixel outranks real defect pixels.
 """
 
 from __future__ import annotations
@@ -14,9 +20,11 @@ import argparse
 
 import numpy as np
 import torch
+from scipy import ndimage
 
+from bgsdk.metrics import average_precision
 from bgtrain.checkpoint import model_from_checkpoint
-from bgtrain.validate import heatmaps, load_eval_set, score_maps
+from bgtrain.validate import EvalSet, heatmaps, load_eval_set, score_maps
 
 
 def main() -> None:
@@ -44,6 +52,51 @@ def main() -> None:
     for kind, rows in sorted(peaks.items()):
         rows.sort(key=lambda r: abs(r[0]))
         print(f"{kind:12s} " + " ".join(f"{amp:+.0f}:{p:.2f}{'*' if p > thr else ''}" for amp, p in rows))
+    ap_breakdown(maps, es, thr)
+
+
+AMPLITUDE_BANDS = ((0, 12), (12, 20), (20, 30), (30, 40), (40, 60), (60, 256))
+
+
+def ap_breakdown(maps: list[np.ndarray], es: EvalSet, thr: float) -> None:
+    """Pixel AP with each kind of negative pixel left out, and recall of labelled defects per |a| band."""
+    labels, scores, ring, distractor = [], [], [], []
+    for hm, e in zip(maps, es.images):
+        mask = e.mask if e.mask is not None else np.zeros(hm.shape, bool)
+        dist = ndimage.distance_transform_edt(~mask) if mask.any() else np.full(hm.shape, np.inf)
+        boxes = np.zeros(hm.shape, bool)
+        for d in e.defects or []:
+            if not d["labelled"]:
+                y0, x0, y1, x1 = d["box"]
+                boxes[y0:y1, x0:x1] = True
+        labels.append(mask.ravel())
+        scores.append(hm.ravel())
+        ring.append(((dist > 0) & (dist <= 2.5)).ravel())
+        distractor.append((boxes & ~mask).ravel())
+    y, p, r, b = (np.concatenate(v) for v in (labels, scores, ring, distractor))
+    rest = ~y & ~r & ~b
+    print(f"pixel AP {average_precision(y, p):.3f}; leaving out negatives of one kind:")
+    for name, drop in (
+        ("ring <= 2 px around masks", r),
+        ("not-labelled defect boxes", b),
+        ("rest of background", rest),
+    ):
+        keep = ~drop
+        print(
+            f"  {name:27s} {int(drop.sum()):8d} px, {int((drop & (p > thr)).sum()):5d} above threshold -> "
+            f"AP {average_precision(y[keep], p[keep]):.3f}"
+        )
+    found: dict[tuple[int, int], list[bool]] = {}
+    for hm, e in zip(maps, es.images):
+        for d in e.defects or []:
+            if d["labelled"]:
+                y0, x0, y1, x1 = d["box"]
+                band = next(bd for bd in AMPLITUDE_BANDS if bd[0] <= abs(d["amplitude"]) < bd[1])
+                found.setdefault(band, []).append(bool(hm[y0:y1, x0:x1].max() > thr))
+    print(
+        "recall of labelled defects by |a|: "
+        + ", ".join(f"{lo}-{hi}: {sum(v)}/{len(v)}" for (lo, hi), v in sorted(found.items()))
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Realistic-looking die backgrounds for the built-in demo data.
 
-A die image is a periodic pattern (grid lines or stripes) under slow
-illumination changes. Its three views (target, ref1, ref2) show the same pattern
+A die image is a periodic pattern (grid lines, stripes, a checkerboard), a 1/f
+texture, or dead leaves (occluding shapes with the edge statistics of a
+photograph), under slow illumination changes. Its three views (target, ref1, ref2) show the same pattern
 but never identically: each view is slightly misregistered (sub-pixel shift),
 has its own gain/offset and its own sensor noise. Those differences are what
 makes plain differencing produce false alarms, so the demo data keeps them honest
@@ -14,11 +15,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PatternParams", "random_pattern", "render_views", "add_noise", "TRAIN_KINDS", "HOLDOUT_KINDS"]
+__all__ = [
+    "PatternParams",
+    "random_pattern",
+    "render_views",
+    "add_noise",
+    "TRAIN_KINDS",
+    "EVAL_KINDS",
+    "HOLDOUT_KINDS",
+]
 
 # Backgrounds of the training split; validation/test also draw from HOLDOUT_KINDS, which no
-# training image uses, so validation measures generalisation to unseen patterns.
-TRAIN_KINDS: tuple[str, ...] = ("grid", "vstripes", "hstripes", "checker", "texture")
+# training image uses, so validation measures generalisation to unseen patterns. EVAL_KINDS are the
+# training kinds validation/test draw from: the list before "leaves" joined the training kinds, so a
+# seed still gives the very same validation/test strips as before (and numbers stay comparable).
+TRAIN_KINDS: tuple[str, ...] = ("grid", "vstripes", "hstripes", "checker", "texture", "leaves")
+EVAL_KINDS: tuple[str, ...] = ("grid", "vstripes", "hstripes", "checker", "texture")
 HOLDOUT_KINDS: tuple[str, ...] = ("dots", "diagonal")
 
 
@@ -91,6 +103,45 @@ def _texture(p: PatternParams, h: int, w: int, dy: float, dx: float) -> np.ndarr
     return 1.0 / (1.0 + np.exp(-1.5 * field))
 
 
+def _leaves(p: PatternParams, h: int, w: int, dy: float, dx: float) -> np.ndarray:
+    """Dead leaves: discs and rotated rectangles of random grey, sizes ~ r^-3, occluding each other.
+
+    Why: the classic model of natural-image statistics (scale invariance, sharp occlusion
+    edges of every orientation and curvature) -- what a photograph has and the periodic
+    patterns and the smooth 1/f texture lack. Drawn back to front from ``texture_seed``, each
+    shape with a soft edge of ``sharpness``; ``dy, dx`` shift the view exactly.
+    """
+    trng = np.random.default_rng(p.texture_seed)
+    r_min, r_max = 3.0, 48.0
+    n = int(min(6000, 2.5 * h * w / (np.pi * 45.0)))  # ~2.5 layers deep; E[r^2] ~ 45 px^2
+    u = trng.random(n)
+    radius = 1.0 / np.sqrt(u / r_max**2 + (1.0 - u) / r_min**2)  # inverse CDF of r^-3 on [r_min, r_max]
+    cy = trng.uniform(-r_max, h + r_max, n)
+    cx = trng.uniform(-r_max, w + r_max, n)
+    grey = trng.random(n)
+    rect = trng.random(n) < 0.5
+    theta = trng.uniform(0.0, np.pi, n)
+    aspect = trng.uniform(1.0, 4.0, n)
+    out = np.full((h, w), float(trng.random()))
+    for i in range(n):
+        half = radius[i] * (np.sqrt(aspect[i]) if rect[i] else 1.0) + 5.0  # edge tail < 5e-5 beyond
+        y0, y1 = max(0, int(cy[i] - dy - half)), min(h, int(cy[i] - dy + half) + 1)
+        x0, x1 = max(0, int(cx[i] - dx - half)), min(w, int(cx[i] - dx + half) + 1)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        ry = np.arange(y0, y1)[:, None] + dy - cy[i]
+        rx = np.arange(x0, x1)[None, :] + dx - cx[i]
+        if rect[i]:
+            c, s = np.cos(theta[i]), np.sin(theta[i])
+            a, b = radius[i] * np.sqrt(aspect[i]), radius[i] / np.sqrt(aspect[i])
+            inside = np.minimum(a - np.abs(rx * c + ry * s), b - np.abs(ry * c - rx * s))
+        else:
+            inside = radius[i] - np.sqrt(ry**2 + rx**2)
+        alpha = 1.0 / (1.0 + np.exp(-np.clip(p.sharpness * inside, -30.0, 30.0)))
+        out[y0:y1, x0:x1] += alpha * (grey[i] - out[y0:y1, x0:x1])
+    return out
+
+
 def _dots(p: PatternParams, y: np.ndarray, x: np.ndarray) -> np.ndarray:
     """A staggered lattice of round pads."""
     s = p.duty * min(p.period_y, p.period_x) / 2.5
@@ -125,7 +176,12 @@ def _pattern(p: PatternParams, y: np.ndarray, x: np.ndarray, h: int, w: int) -> 
 def _render(p: PatternParams, h: int, w: int, dy: float, dx: float) -> np.ndarray:
     y = np.arange(h, dtype=np.float64)[:, None] + dy
     x = np.arange(w, dtype=np.float64)[None, :] + dx
-    pat = _texture(p, h, w, dy, dx) if p.kind == "texture" else _pattern(p, y, x, h, w)
+    if p.kind == "texture":
+        pat = _texture(p, h, w, dy, dx)
+    elif p.kind == "leaves":
+        pat = _leaves(p, h, w, dy, dx)
+    else:
+        pat = _pattern(p, y, x, h, w)
     grad = p.gradient[0] * (y / h - 0.5) + p.gradient[1] * (x / w - 0.5)
     return p.base + p.contrast * pat + grad
 

@@ -25,7 +25,7 @@ from bgsdk.clikit import progress_enabled, run_cli, setup_logging, verbosity_opt
 from bgsdk.io import atomic_write, write_tiff
 from bgsdk.tiling import IMAGE_TYPES
 
-from .background import HOLDOUT_KINDS, TRAIN_KINDS, add_noise, random_pattern, render_views
+from .background import EVAL_KINDS, HOLDOUT_KINDS, TRAIN_KINDS, add_noise, random_pattern, render_views
 from .layout import ANNOTATIONS_DIR, DEFECT, GOOD, GT_DIR
 from .recipe import Recipe
 from .synth import Defect, apply_defects, plan_defects
@@ -52,7 +52,7 @@ EVAL_RECIPE = Recipe(
 LABELLED_RANGE = (1, 3)  # labelled defects per defective image
 DISTRACTOR_RANGE = (2, 5)  # not-labelled defects per image (good ones too)
 # Which backgrounds each split draws from: "mixed" = training kinds and unseen kinds.
-BACKGROUNDS = {"train": TRAIN_KINDS, "mixed": TRAIN_KINDS + HOLDOUT_KINDS, "holdout": HOLDOUT_KINDS}
+BACKGROUNDS = {"train": TRAIN_KINDS, "mixed": EVAL_KINDS + HOLDOUT_KINDS, "holdout": HOLDOUT_KINDS}
 
 
 def annotation(d: Defect, mask_threshold: float) -> dict[str, Any]:
@@ -191,8 +191,8 @@ def _write_json(path: Path, data: object) -> None:
     default="mixed",
     show_default=True,
     type=click.Choice(sorted(BACKGROUNDS)),
-    help="Backgrounds of valid/test: mixed = training kinds plus kinds no training image uses; "
-    "holdout = only unseen kinds (for generalisation checks).",
+    help="Backgrounds of valid/test: mixed = the periodic and texture training kinds plus kinds no training "
+    "image uses; holdout = only unseen kinds (for generalisation checks).",
 )
 @verbosity_options
 def cli(
