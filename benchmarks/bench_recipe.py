@@ -100,9 +100,12 @@ COLUMNS = ("pixel_ap", "image_auroc", "recall_weak", "fa_one_ref")
 SETS = ("test", "unseen", "seed-val", "robust-val", "valid")
 
 
-def prepare(root: Path, n_train: int, n_eval: int) -> None:
-    """Training data (with valid/test) and the unseen-background set, each its own seed."""
-    make_dataset(root / "data", n_train, n_eval, n_eval, seed=0, progress=False)
+def prepare(root: Path, n_train: int, n_eval: int, train_backgrounds: str = "train") -> None:
+    """Training data (with valid/test) and the unseen-background set, each its own seed.
+
+    ``train_backgrounds="classic"``: training strips without dead leaves, as before the seventh session.
+    """
+    make_dataset(root / "data", n_train, n_eval, n_eval, seed=0, progress=False, train_backgrounds=train_backgrounds)
     make_dataset(root / "unseen", 1, 0, n_eval, seed=777, progress=False, eval_backgrounds="holdout")
     print(f"data in {root / 'data'} and {root / 'unseen'}")
 
@@ -314,6 +317,12 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--n-train", type=int, default=64)
     ap.add_argument("--n-eval", type=int, default=24, help="images per evaluation set")
+    ap.add_argument(
+        "--train-backgrounds",
+        choices=("train", "classic"),
+        default="train",
+        help="prepare: training strip kinds; classic = without dead leaves (rows measured before the seventh session)",
+    )
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="torch device for training and scoring (cpu, cuda)")
@@ -330,7 +339,7 @@ def main() -> None:
     ap.add_argument("--markdown", type=Path, default=None)
     a = ap.parse_args()
     if a.step == "prepare":
-        prepare(a.root, a.n_train, a.n_eval)
+        prepare(a.root, a.n_train, a.n_eval, a.train_backgrounds)
     elif a.step == "curves":
         curves(a.root)
     elif a.step == "train":

@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from bgsdk.io import read_image
 from bgtrain.background import EVAL_KINDS, HOLDOUT_KINDS, TRAIN_KINDS, _render, random_pattern
 from bgtrain.synth_dataset import BACKGROUNDS
 
@@ -37,3 +38,14 @@ def test_validation_strips_keep_their_backgrounds():
     assert "leaves" in TRAIN_KINDS and "leaves" not in EVAL_KINDS and set(EVAL_KINDS) < set(TRAIN_KINDS)
     assert BACKGROUNDS["mixed"] == EVAL_KINDS + HOLDOUT_KINDS
     assert not set(HOLDOUT_KINDS) & set(TRAIN_KINDS)
+
+
+def test_classic_training_backgrounds_reproduce_older_data_sets(tmp_path):
+    from bgtrain.synth_dataset import make_dataset
+
+    new = make_dataset(tmp_path / "new", 3, 2, 0, seed=3, progress=False)
+    old = make_dataset(tmp_path / "old", 3, 2, 0, seed=3, progress=False, train_backgrounds="classic")
+    assert new["train_backgrounds"] == list(TRAIN_KINDS) and old["train_backgrounds"] == list(EVAL_KINDS)
+    # The training kinds differ; the validation strips of a seed do not.
+    for stem in ("valid/good/valid_0000.tiff", "valid/bright_spots/valid_0001.tiff"):
+        np.testing.assert_array_equal(read_image(tmp_path / "new" / stem), read_image(tmp_path / "old" / stem))
