@@ -24,6 +24,7 @@ from scipy import ndimage
 
 from bgsdk.metrics import average_precision
 from bgtrain.checkpoint import model_from_checkpoint
+from bgtrain.recipe import DISTRACTOR_KINDS
 from bgtrain.validate import EvalSet, heatmaps, load_eval_set, score_maps
 
 
@@ -53,13 +54,14 @@ def main() -> None:
         rows.sort(key=lambda r: abs(r[0]))
         print(f"{kind:12s} " + " ".join(f"{amp:+.0f}:{p:.2f}{'*' if p > thr else ''}" for amp, p in rows))
     ap_breakdown(maps, es, thr)
+    band_recall(peaks, thr)
 
 
 AMPLITUDE_BANDS = ((0, 12), (12, 20), (20, 30), (30, 40), (40, 60), (60, 256))
 
 
 def ap_breakdown(maps: list[np.ndarray], es: EvalSet, thr: float) -> None:
-    """Pixel AP with each kind of negative pixel left out, and recall of labelled defects per |a| band."""
+    """Pixel AP with each kind of negative pixel left out of the ranking."""
     labels, scores, ring, distractor = [], [], [], []
     for hm, e in zip(maps, es.images):
         mask = e.mask if e.mask is not None else np.zeros(hm.shape, bool)
@@ -86,13 +88,17 @@ def ap_breakdown(maps: list[np.ndarray], es: EvalSet, thr: float) -> None:
             f"  {name:27s} {int(drop.sum()):8d} px, {int((drop & (p > thr)).sum()):5d} above threshold -> "
             f"AP {average_precision(y[keep], p[keep]):.3f}"
         )
+
+
+def band_recall(peaks: dict[str, list[tuple[float, float]]], thr: float) -> None:
+    """Recall of the labelled defects (target, missing) per |a| band, from the per-defect peaks."""
     found: dict[tuple[int, int], list[bool]] = {}
-    for hm, e in zip(maps, es.images):
-        for d in e.defects or []:
-            if d["labelled"]:
-                y0, x0, y1, x1 = d["box"]
-                band = next(bd for bd in AMPLITUDE_BANDS if bd[0] <= abs(d["amplitude"]) < bd[1])
-                found.setdefault(band, []).append(bool(hm[y0:y1, x0:x1].max() > thr))
+    for kind, rows in peaks.items():
+        if kind in DISTRACTOR_KINDS:
+            continue
+        for amp, peak in rows:
+            band = next(bd for bd in AMPLITUDE_BANDS if bd[0] <= abs(amp) < bd[1])
+            found.setdefault(band, []).append(peak > thr)
     print(
         "recall of labelled defects by |a|: "
         + ", ".join(f"{lo}-{hi}: {sum(v)}/{len(v)}" for (lo, hi), v in sorted(found.items()))

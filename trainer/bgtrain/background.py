@@ -2,11 +2,12 @@
 
 A die image is a periodic pattern (grid lines, stripes, a checkerboard), a 1/f
 texture, or dead leaves (occluding shapes with the edge statistics of a
-photograph), under slow illumination changes. Its three views (target, ref1, ref2) show the same pattern
-but never identically: each view is slightly misregistered (sub-pixel shift),
-has its own gain/offset and its own sensor noise. Those differences are what
-makes plain differencing produce false alarms, so the demo data keeps them honest
-instead of giving the model identical references.
+photograph), under slow illumination changes. Its three views (target, ref1,
+ref2) show the same pattern but never identically: each view is slightly
+misregistered (sub-pixel shift), has its own gain/offset and its own sensor
+noise. Those differences are what makes plain differencing produce false alarms,
+so the demo data keeps them honest instead of giving the model identical
+references.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def _leaves(p: PatternParams, h: int, w: int, dy: float, dx: float) -> np.ndarra
     """
     trng = np.random.default_rng(p.texture_seed)
     r_min, r_max = 3.0, 48.0
-    n = int(min(6000, 2.5 * h * w / (np.pi * 45.0)))  # ~2.5 layers deep; E[r^2] ~ 45 px^2
+    # About 3 layers deep: E[r^2] ~ 50 px^2 on [3, 48]; a disc covers pi r^2, a rectangle 4 r^2.
+    n = int(min(6000, 2.5 * h * w / (np.pi * 45.0)))
     u = trng.random(n)
     radius = 1.0 / np.sqrt(u / r_max**2 + (1.0 - u) / r_min**2)  # inverse CDF of r^-3 on [r_min, r_max]
     cy = trng.uniform(-r_max, h + r_max, n)
