@@ -54,28 +54,35 @@ from bgtrain.synth_dataset import annotation, make_dataset, make_image
 from bgtrain.validate import EvalImage, EvalSet, heatmaps, load_eval_set, score_maps
 
 # row -> (preset, recipe overrides, stem, extra train-model options)
-# ``robust`` is what train-model does by default (|a| 20-100, --repeats auto = 3 passes for 64 strips,
-# the tolerant stem, the weight average with decay 0.998). ``robust-noema`` is the previous default (the
-# raw weights validated and saved), ``v2`` the one before it (also the compare stem), ``v1`` the one
-# before that (|a| 12-100, one pass an epoch), which the minus-one rows were run against. Every row but
-# ``robust`` pins --ema-decay 0: they were measured before the weight average existed.
+# ``robust`` is what train-model does by default (|a| 20-100, --repeats auto = 6 passes for 64 strips,
+# the tolerant stem, the weight average with decay 0.998). ``robust-r3`` is the previous default (3
+# passes, the seventh session's), ``robust-noema`` the one before it (also the raw weights validated and
+# saved), ``v2`` the one before that (also the compare stem), ``v1`` the one before that (|a| 12-100, one
+# pass an epoch), which the minus-one rows were run against. Every row pins its passes (R3 = what auto
+# meant until the eighth session), so a row means what it meant when it was measured; every row but
+# ``robust``, ``robust-r3``, ``robust-r6`` and ``robust-bs8`` pins --ema-decay 0: they were measured
+# before the weight average existed.
 V1 = {"amplitude_range": [12.0, 100.0]}
 RAW = ("--ema-decay", "0")
+R3 = ("--repeats", "3")
 ONE_PASS = ("--repeats", "1", *RAW)
 X6 = ("--repeats", "6", *RAW)
 ROWS: dict[str, tuple[str, dict[str, Any], str, tuple[str, ...]]] = {
     "robust": ("robust", {}, "tolerant", ()),
-    "robust-noema": ("robust", {}, "tolerant", RAW),
+    "robust-r3": ("robust", {}, "tolerant", R3),
+    "robust-r6": ("robust", {}, "tolerant", ("--repeats", "6")),  # = robust since the eighth session
+    "robust-bs8": ("robust", {}, "tolerant", (*R3, "--bs", "8")),  # 2x the optimiser steps, same patches
+    "robust-noema": ("robust", {}, "tolerant", (*R3, *RAW)),
     "robust-x6": ("robust", {}, "tolerant", X6),
-    "robust-g1": ("robust", {}, "tolerant", ("--gamma_end", "1")),
-    "robust-g0": ("robust", {}, "tolerant", ("--gamma_start", "0", "--gamma_end", "0")),
-    "v2": ("robust", {}, "compare", RAW),
+    "robust-g1": ("robust", {}, "tolerant", (*R3, "--gamma_end", "1")),
+    "robust-g0": ("robust", {}, "tolerant", (*R3, "--gamma_start", "0", "--gamma_end", "0")),
+    "v2": ("robust", {}, "compare", (*R3, *RAW)),
     "v2-x1": ("robust", {}, "compare", ONE_PASS),
     "v2-x6": ("robust", {}, "compare", X6),
-    "v2-weakw3": ("robust", {"weak_defect_weight": 3.0}, "compare", RAW),
-    "v2-j16": ("robust", {"crop_jitter": 16}, "compare", RAW),
-    "v2-a12": ("robust", V1, "compare", RAW),
-    "v2-a40": ("robust", {"amplitude_range": [40.0, 100.0]}, "compare", RAW),
+    "v2-weakw3": ("robust", {"weak_defect_weight": 3.0}, "compare", (*R3, *RAW)),
+    "v2-j16": ("robust", {"crop_jitter": 16}, "compare", (*R3, *RAW)),
+    "v2-a12": ("robust", V1, "compare", (*R3, *RAW)),
+    "v2-a40": ("robust", {"amplitude_range": [40.0, 100.0]}, "compare", (*R3, *RAW)),
     "seed": ("seed", {}, "compare", ONE_PASS),
     "v1": ("robust", V1, "compare", ONE_PASS),
     "v1-weak": ("robust", {"amplitude_range": [40.0, 100.0]}, "compare", ONE_PASS),
@@ -319,9 +326,10 @@ def main() -> None:
     ap.add_argument("--n-eval", type=int, default=24, help="images per evaluation set")
     ap.add_argument(
         "--train-backgrounds",
-        choices=("train", "classic"),
+        choices=("train", "classic", "leaves-heavy", "photo"),
         default="train",
-        help="prepare: training strip kinds; classic = without dead leaves (rows measured before the seventh session)",
+        help="prepare: training strip kinds; classic = without dead leaves (rows measured before the seventh "
+        "session); leaves-heavy, photo: ablations of the eighth session",
     )
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)

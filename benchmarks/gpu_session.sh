@@ -3,8 +3,9 @@
 # and the GPU speed table (bench_gpu.py). Runs from the repo root with the machine's own python3
 # (PyTorch + CUDA, numpy, scipy, tifffile, onnxruntime, click, tqdm); nothing is installed.
 #
-#   OUT=/tmp/gpu_out bash benchmarks/gpu_session.sh            # the default (weight average) vs robust-noema
+#   OUT=/tmp/gpu_out bash benchmarks/gpu_session.sh            # the default (6 passes) vs robust-r3 (3 passes)
 #   ROWS="robust robust-x6 v2-x6" CHECKPOINTS="best last" SPEED=0 OUT=/tmp/gpu_out bash benchmarks/gpu_session.sh
+#   TRAIN_BACKGROUNDS=photo ROOT=/tmp/abl_photo OUT=/tmp/o_photo SPEED=0 bash benchmarks/gpu_session.sh   # other training kinds
 #   DEVICE=cpu N_TRAIN=2 N_EVAL=3 EPOCHS=1 JOBS=2 TRAIN_S=60 bash benchmarks/gpu_session.sh   # smoke test
 #
 # Results (small files only) land in $OUT: gpu.txt, bench_gpu.txt, prepare/train/score logs,
@@ -19,10 +20,11 @@ N_EVAL=${N_EVAL:-24}
 EPOCHS=${EPOCHS:-10}
 JOBS=${JOBS:-8}
 TRAIN_S=${TRAIN_S:-330}
-ROWS=${ROWS:-robust robust-noema}
+ROWS=${ROWS:-robust robust-r3}
 SEEDS=${SEEDS:-0 1 2}
 CHECKPOINTS=${CHECKPOINTS:-best}
 SPEED=${SPEED:-1}
+TRAIN_BACKGROUNDS=${TRAIN_BACKGROUNDS:-train}   # bench_recipe.py prepare --train-backgrounds
 PY=${PY:-python3}
 export PYTHONPATH="$PWD/sdk:$PWD/trainer:$PWD/build_tools:$PWD/benchmarks" PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
@@ -31,7 +33,8 @@ stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1; nproc; lscpu | grep 'Model name'; } > "$OUT/gpu.txt"
 stamp "prepare"
-$PY benchmarks/bench_recipe.py prepare --root "$ROOT" --n-train "$N_TRAIN" --n-eval "$N_EVAL" > "$OUT/prepare.log" 2>&1 || { tail "$OUT/prepare.log"; exit 1; }
+$PY benchmarks/bench_recipe.py prepare --root "$ROOT" --n-train "$N_TRAIN" --n-eval "$N_EVAL" \
+    --train-backgrounds "$TRAIN_BACKGROUNDS" > "$OUT/prepare.log" 2>&1 || { tail "$OUT/prepare.log"; exit 1; }
 stamp "train"
 $PY benchmarks/bench_recipe.py train --root "$ROOT" --rows $ROWS --seeds $SEEDS --epochs "$EPOCHS" --width 16 \
     --device "$DEVICE" --jobs "$JOBS" --threads 2 --deadline-s "$TRAIN_S" > "$OUT/train.log" 2>&1

@@ -283,8 +283,8 @@ def test_repeats_auto_fills_the_epoch_budget_and_is_recorded(demo_root, tmp_path
     from bgtrain.recipe import AUTO_PATCHES_PER_EPOCH
     from bgtrain.train import resolve_repeats
 
-    assert resolve_repeats(None, 64 * 18) == 3  # the demo set: x3
-    assert resolve_repeats(None, 192 * 18) == 1 and resolve_repeats(None, 1000 * 18) == 1
+    assert resolve_repeats(None, 64 * 18) == 6  # the demo set: x6
+    assert resolve_repeats(None, 192 * 18) == 2 and resolve_repeats(None, 384 * 18) == 1
     assert resolve_repeats(None, 7) * 7 >= AUTO_PATCHES_PER_EPOCH > (resolve_repeats(None, 7) - 1) * 7
     assert resolve_repeats(2, 64 * 18) == 2
     r = train(_cfg(demo_root, tmp_path / "auto", epochs=1))

@@ -37,7 +37,7 @@ HOLDOUT_KINDS: tuple[str, ...] = ("dots", "diagonal")
 
 @dataclass(frozen=True)
 class PatternParams:
-    kind: str  # one of TRAIN_KINDS or HOLDOUT_KINDS
+    kind: str  # one of TRAIN_KINDS, HOLDOUT_KINDS or "photo"
     period_y: float
     period_x: float
     phase_y: float
@@ -182,6 +182,10 @@ def _render(p: PatternParams, h: int, w: int, dy: float, dx: float) -> np.ndarra
         pat = _texture(p, h, w, dy, dx)
     elif p.kind == "leaves":
         pat = _leaves(p, h, w, dy, dx)
+    elif p.kind == "photo":
+        # Dead leaves with a 1/f grain across them: occlusion edges *and* material texture, as in a
+        # photograph; an ablation kind (``synth-dataset --train-backgrounds photo``).
+        pat = 0.7 * _leaves(p, h, w, dy, dx) + 0.3 * _texture(p, h, w, dy, dx)
     else:
         pat = _pattern(p, y, x, h, w)
     grad = p.gradient[0] * (y / h - 0.5) + p.gradient[1] * (x / w - 0.5)

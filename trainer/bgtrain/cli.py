@@ -110,7 +110,7 @@ def _repeats(ctx: click.Context, param: click.Parameter, value: str) -> int | No
     show_default=True,
     callback=_repeats,
     help="Passes over every patch position per epoch, each with new synthetic defects: N, or auto = enough "
-    f"passes for {AUTO_PATCHES_PER_EPOCH} patches an epoch (x3 for 64 strips; 1 from 192 strips up).",
+    f"passes for {AUTO_PATCHES_PER_EPOCH} patches an epoch (x6 for 64 strips; 1 from 384 strips up).",
 )
 @_opt("seed", default=0, show_default=True, type=int, help="Same seed, same data, same run -> same weights.")
 @_opt(

@@ -53,9 +53,13 @@ LABELLED_RANGE = (1, 3)  # labelled defects per defective image
 DISTRACTOR_RANGE = (2, 5)  # not-labelled defects per image (good ones too)
 # Which backgrounds each split draws from: "mixed" = training kinds and unseen kinds.
 # "classic" = the training kinds before dead leaves joined them (to reproduce older rows of accuracy.md).
+# Ablation sets (docs/accuracy.md): "leaves-heavy" draws dead leaves 3x as often (a kind listed
+# three times is drawn three times as often); "photo" swaps them for dead leaves with a 1/f grain.
 BACKGROUNDS = {
     "train": TRAIN_KINDS,
     "classic": EVAL_KINDS,
+    "leaves-heavy": TRAIN_KINDS + ("leaves", "leaves"),
+    "photo": EVAL_KINDS + ("photo",),
     "mixed": EVAL_KINDS + HOLDOUT_KINDS,
     "holdout": HOLDOUT_KINDS,
 }
