@@ -49,3 +49,22 @@ def test_classic_training_backgrounds_reproduce_older_data_sets(tmp_path):
     # The training kinds differ; the validation strips of a seed do not.
     for stem in ("valid/good/valid_0000.tiff", "valid/bright_spots/valid_0001.tiff"):
         np.testing.assert_array_equal(read_image(tmp_path / "new" / stem), read_image(tmp_path / "old" / stem))
+
+
+def test_photo_kind_is_leaves_with_grain():
+    # The "photo" ablation kind: dead leaves plus a 1/f grain, each rendered at the view's own shift.
+    p = replace(_leaves(11), kind="photo")
+    a = _render(p, 160, 96, 0.0, 0.0)
+    leaves = _render(replace(p, kind="leaves"), 160, 96, 0.0, 0.0)
+    texture = _render(replace(p, kind="texture"), 160, 96, 0.0, 0.0)
+    np.testing.assert_allclose(a - p.base, 0.7 * (leaves - p.base) + 0.3 * (texture - p.base), atol=1e-6)
+
+
+def test_ablation_background_sets_change_only_the_training_kinds():
+    from collections import Counter
+
+    assert Counter(BACKGROUNDS["leaves-heavy"])["leaves"] == 3 and set(BACKGROUNDS["leaves-heavy"]) == set(TRAIN_KINDS)
+    assert BACKGROUNDS["photo"] == EVAL_KINDS + ("photo",)
+    rng = np.random.default_rng(0)
+    drawn = Counter(random_pattern(rng, BACKGROUNDS["leaves-heavy"]).kind for _ in range(2000))
+    assert 0.25 < drawn["leaves"] / 2000 < 0.35  # 3 of 10 weight units (grid counts twice)

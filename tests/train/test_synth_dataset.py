@@ -102,3 +102,17 @@ def test_help_mentions_layout(capsys):
     except SystemExit as e:
         assert e.code in (0, None)
     assert "ground_truth" in capsys.readouterr().out
+
+
+def test_cli_train_backgrounds_is_recorded(tmp_path):
+    import json
+
+    from bgtrain.background import EVAL_KINDS
+
+    out = tmp_path / "d"
+    args = [sys.executable, "-m", "bgtrain.synth_dataset", str(out), "--n-train", "1", "--n-valid", "0"]
+    r = subprocess.run(args + ["--n-test", "0", "--train-backgrounds", "classic", "-q"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "dataset.json").read_text())["train_backgrounds"] == list(EVAL_KINDS)
+    r = subprocess.run(args + ["--train-backgrounds", "nope"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--train-backgrounds" in r.stderr and "Traceback" not in r.stderr

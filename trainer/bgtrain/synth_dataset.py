@@ -206,6 +206,14 @@ def _write_json(path: Path, data: object) -> None:
     help="Backgrounds of valid/test: mixed = the periodic and texture training kinds plus kinds no training "
     "image uses; holdout = only unseen kinds (for generalisation checks).",
 )
+@click.option(
+    "--train-backgrounds",
+    default="train",
+    show_default=True,
+    type=click.Choice(sorted(BACKGROUNDS)),
+    help="Backgrounds of the training strips: train = periodic kinds, 1/f texture and dead leaves; classic = "
+    "without dead leaves (before the seventh session); leaves-heavy, photo = ablation sets (docs/data.md).",
+)
 @verbosity_options
 def cli(
     out_dir: Path,
@@ -215,6 +223,7 @@ def cli(
     seed: int,
     image_type: str,
     eval_backgrounds: str,
+    train_backgrounds: str,
     verbose: int,
     quiet: bool,
 ) -> None:
@@ -236,6 +245,7 @@ def cli(
         image_type,
         progress=progress_enabled(quiet),
         eval_backgrounds=eval_backgrounds,
+        train_backgrounds=train_backgrounds,
     )
     if not quiet:
         parts = ", ".join(f"{k}: {v}" for k, v in sorted(s["counts"].items()))  # type: ignore[attr-defined]
