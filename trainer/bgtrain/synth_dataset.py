@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import click
 import numpy as np
@@ -187,6 +187,13 @@ def _write_json(path: Path, data: object) -> None:
     atomic_write(path, lambda p: p.write_text(text))
 
 
+FC = TypeVar("FC", bound=Callable[..., Any])
+
+
+def _backgrounds_option(flag: str, default: str, help: str) -> Callable[[FC], FC]:
+    return click.option(flag, default=default, show_default=True, type=click.Choice(sorted(BACKGROUNDS)), help=help)
+
+
 @click.command(name="synth-dataset")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--n-train", default=64, show_default=True, type=click.IntRange(1), help="Clean training images.")
@@ -198,20 +205,16 @@ def _write_json(path: Path, data: object) -> None:
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Makes the data set reproducible.")
 @click.option("--image-type", default="strip", show_default=True, type=click.Choice(sorted(IMAGE_TYPES)))
-@click.option(
+@_backgrounds_option(
     "--eval-backgrounds",
-    default="mixed",
-    show_default=True,
-    type=click.Choice(sorted(BACKGROUNDS)),
-    help="Backgrounds of valid/test: mixed = the periodic and texture training kinds plus kinds no training "
+    "mixed",
+    "Backgrounds of valid/test: mixed = the periodic and texture training kinds plus kinds no training "
     "image uses; holdout = only unseen kinds (for generalisation checks).",
 )
-@click.option(
+@_backgrounds_option(
     "--train-backgrounds",
-    default="train",
-    show_default=True,
-    type=click.Choice(sorted(BACKGROUNDS)),
-    help="Backgrounds of the training strips: train = periodic kinds, 1/f texture and dead leaves; classic = "
+    "train",
+    "Backgrounds of the training strips: train = periodic kinds, 1/f texture and dead leaves; classic = "
     "without dead leaves (before the seventh session); leaves-heavy, photo = ablation sets (docs/data.md).",
 )
 @verbosity_options
