@@ -50,7 +50,7 @@ from bgtrain.checkpoint import load_checkpoint, model_from_checkpoint
 from bgtrain.layout import Sample
 from bgtrain.recipe import Recipe, get_recipe
 from bgtrain.synth import apply_defects, apply_nuisances, plan_defects
-from bgtrain.synth_dataset import annotation, make_dataset, make_image
+from bgtrain.synth_dataset import BACKGROUNDS, annotation, make_dataset, make_image
 from bgtrain.validate import EvalImage, EvalSet, heatmaps, load_eval_set, score_maps
 
 # row -> (preset, recipe overrides, stem, extra train-model options)
@@ -326,10 +326,10 @@ def main() -> None:
     ap.add_argument("--n-eval", type=int, default=24, help="images per evaluation set")
     ap.add_argument(
         "--train-backgrounds",
-        choices=("train", "classic", "leaves-heavy", "photo"),
+        choices=sorted(BACKGROUNDS),
         default="train",
-        help="prepare: training strip kinds; classic = without dead leaves (rows measured before the seventh "
-        "session); leaves-heavy, photo: ablations of the eighth session",
+        help="prepare: training strip kinds (synth-dataset --train-backgrounds); classic = without dead leaves "
+        "(rows measured before the seventh session); leaves-heavy, photo: ablations of the eighth session",
     )
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
