@@ -65,6 +65,7 @@ ROWS = [
     ("pixel AP", "pixel_ap"),
     ("best pixel F1", "best_f1"),
     ("recall, weak |a|<=40", "recall_weak"),
+    ("recall, weak 12<=|a|<=40", "recall_weak12"),
     ("recall, strong", "recall_strong"),
     ("recall, missing from target", "recall_missing"),
     ("flagged: one-reference defects", "fa_one_ref"),

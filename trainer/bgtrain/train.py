@@ -488,6 +488,7 @@ def _fmt(d: dict[str, Any], prefix: str = "") -> str:
         "pixel_auroc",
         "pixel_ap",
         "recall_weak",
+        "recall_weak12",
         "recall_missing",
         "fa_one_ref",
         "whole_pixel_ap",
