@@ -263,7 +263,7 @@ DEFAULT_RECIPE = "robust"
 # The step budget chosen with the default recipe: train-model --repeats auto visits at least this
 # many patches an epoch. 64 strips x 18 patches x 3 passes beat 1 pass on every held-out set; with
 # dead-leaves training backgrounds 6 passes beat 3 on test and robust-val for every seed (GPU and CPU),
-# at a small cost on unseen backgrounds when trained on a CPU (docs/accuracy.md, eighth session).
+# and on the 192-strip test and unseen-background sets for every CPU seed (docs/accuracy.md).
 # Data sets of 384+ strips get one pass.
 AUTO_PATCHES_PER_EPOCH = 6912
 
