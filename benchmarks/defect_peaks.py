@@ -12,19 +12,28 @@ time -- the 1-2 px ring around each mask (footprint edges), the boxes of not-lab
 reference's defect or one shared by the target), and the rest of the background (pattern edges, noise) --
 and the recall of labelled defects by |amplitude| band. A large gain from leaving a kind out says that
 kind of pixel outranks real defect pixels.
+
+Last, *what limits image AUROC* (image score = the heatmap's maximum, as bgsdk.metrics scores it): the
+AUROC with the defective strips whose strongest labelled defect is faint or weak left out; per background
+kind (``dataset.json`` of synth-dataset records each strip's kind and misregistration) the strips' pixel
+AP and image AUROC, and the good strips' highest scores; the good strips' highest scores by
+misregistration; and where the highest-scoring good strips peak (in a not-labelled defect's box, or on
+the background).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from bgsdk.metrics import average_precision
+from bgsdk.metrics import average_precision, roc_auc
 from bgtrain.checkpoint import model_from_checkpoint
-from bgtrain.recipe import DISTRACTOR_KINDS
+from bgtrain.recipe import DISTRACTOR_KINDS, FAINT_AMPLITUDE, WEAK_AMPLITUDE
 from bgtrain.validate import EvalSet, heatmaps, load_eval_set, score_maps
 
 
@@ -55,9 +64,22 @@ def main() -> None:
         print(f"{kind:12s} " + " ".join(f"{amp:+.0f}:{p:.2f}{'*' if p > thr else ''}" for amp, p in rows))
     ap_breakdown(maps, es, thr)
     band_recall(peaks, thr)
+    image_level(maps, es, _backgrounds(a.data, a.split))
 
 
-AMPLITUDE_BANDS = ((0, 12), (12, 20), (20, 30), (30, 40), (40, 60), (60, 256))
+# |a| band edges of the per-band recall; the weak/strong split is validation's (weak = |a| <= WEAK_AMPLITUDE).
+BAND_EDGES = (FAINT_AMPLITUDE, 20.0, 30.0, WEAK_AMPLITUDE, 60.0)
+
+
+def band_of(amplitude: float) -> str:
+    """The |a| band's name; bands are half-open [lo, hi) except that WEAK_AMPLITUDE itself counts as weak."""
+    a = abs(amplitude)
+    lo = 0.0
+    for hi in BAND_EDGES:
+        if a < hi or (hi == WEAK_AMPLITUDE and a == hi):
+            return f"{lo:g}-{hi:g}"
+        lo = hi
+    return f">{lo:g}"
 
 
 def ap_breakdown(maps: list[np.ndarray], es: EvalSet, thr: float) -> None:
@@ -92,17 +114,78 @@ def ap_breakdown(maps: list[np.ndarray], es: EvalSet, thr: float) -> None:
 
 def band_recall(peaks: dict[str, list[tuple[float, float]]], thr: float) -> None:
     """Recall of the labelled defects (target, missing) per |a| band, from the per-defect peaks."""
-    found: dict[tuple[int, int], list[bool]] = {}
+    found: dict[str, list[bool]] = {band_of(e - 1e-3): [] for e in BAND_EDGES} | {band_of(256.0): []}
     for kind, rows in peaks.items():
         if kind in DISTRACTOR_KINDS:
             continue
         for amp, peak in rows:
-            band = next(bd for bd in AMPLITUDE_BANDS if bd[0] <= abs(amp) < bd[1])
-            found.setdefault(band, []).append(peak > thr)
-    print(
-        "recall of labelled defects by |a|: "
-        + ", ".join(f"{lo}-{hi}: {sum(v)}/{len(v)}" for (lo, hi), v in sorted(found.items()))
-    )
+            found[band_of(amp)].append(peak > thr)
+    print("recall of labelled defects by |a|: " + ", ".join(f"{b}: {sum(v)}/{len(v)}" for b, v in found.items()))
+
+
+def _backgrounds(data: str, split: str) -> dict[str, dict[str, float | str]]:
+    """stem -> {"kind", "misregistration"} from synth-dataset's dataset.json ({} for older data sets)."""
+    path = Path(data) / "dataset.json"
+    recorded = json.loads(path.read_text()).get("backgrounds", {}) if path.is_file() else {}
+    return {key.split("/", 1)[1]: v for key, v in recorded.items() if key.startswith(f"{split}/")}
+
+
+def _strongest(defects: list[dict[str, object]] | None) -> float:
+    return max((abs(float(d["amplitude"])) for d in defects or [] if d["labelled"]), default=0.0)  # type: ignore[arg-type]
+
+
+def image_level(maps: list[np.ndarray], es: EvalSet, backgrounds: dict[str, dict[str, float | str]]) -> None:
+    """What limits image AUROC: faint defective strips, or good strips that score high, and where."""
+    score = np.array([float(hm.max()) for hm in maps])
+    bad = np.array([e.sample.defective for e in es.images])
+    strongest = np.array([_strongest(e.defects) for e in es.images])
+    print(f"image AUROC {roc_auc(bad, score):.3f}; leaving out the defective strips whose strongest labelled defect is")
+    for lo in (FAINT_AMPLITUDE, 20.0, WEAK_AMPLITUDE):
+        keep = ~bad | (strongest >= lo)
+        print(f"  |a| < {lo:g}: {int((~keep).sum()):3d} strips -> image AUROC {roc_auc(bad[keep], score[keep]):.3f}")
+    stems = [e.sample.path.stem for e in es.images]
+    if not all(s in backgrounds for s in stems):
+        print("(no per-strip backgrounds in dataset.json: regenerate the data set to see them by kind)")
+        return
+    kind = np.array([str(backgrounds[s]["kind"]) for s in stems])
+    misreg = np.array([float(backgrounds[s]["misregistration"]) for s in stems])
+    _by_kind(maps, es, score, bad, kind)
+    edges = (0.0, 0.2, 0.4, 0.6, np.inf)
+    print("good strips' highest score by the background's misregistration std (px):")
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = ~bad & (misreg >= lo) & (misreg < hi)
+        if sel.any():
+            print(
+                f"  {lo:.1f}-{hi:.1f}: {int(sel.sum()):3d} strips, median {np.median(score[sel]):.2f}, max {score[sel].max():.2f}"
+            )
+    print("highest-scoring good strips: score, background, misregistration, where the maximum is")
+    for i in sorted(np.flatnonzero(~bad), key=lambda j: -score[j])[:10]:
+        print(f"  {stems[i]} {score[i]:.2f} {kind[i]:9s} {misreg[i]:.2f} px  {_where(maps[i], es.images[i].defects)}")
+
+
+def _by_kind(maps: list[np.ndarray], es: EvalSet, score: np.ndarray, bad: np.ndarray, kind: np.ndarray) -> None:
+    print("by background kind: strips, pixel AP, image AUROC, good strips' highest scores (median / max)")
+    for k in sorted(set(kind)):
+        sel = np.flatnonzero(kind == k)
+        labels = np.concatenate([_mask(es.images[i].mask, maps[i].shape).ravel() for i in sel])
+        ap = average_precision(labels, np.concatenate([maps[i].ravel() for i in sel])) if labels.any() else float("nan")
+        auroc = roc_auc(bad[sel], score[sel]) if 0 < bad[sel].sum() < len(sel) else float("nan")
+        good = score[sel][~bad[sel]]
+        tail = f"{np.median(good):.2f} / {good.max():.2f}" if good.size else "-"
+        print(f"  {k:9s} {len(sel):3d}  AP {ap:.3f}  AUROC {auroc:.3f}  good {tail}")
+
+
+def _mask(mask: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    return mask if mask is not None else np.zeros(shape, bool)
+
+
+def _where(hm: np.ndarray, defects: list[dict[str, object]] | None) -> str:
+    y, x = np.unravel_index(int(np.argmax(hm)), hm.shape)
+    for d in defects or []:
+        y0, x0, y1, x1 = d["box"]  # type: ignore[misc]
+        if y0 - 2 <= y < y1 + 2 and x0 - 2 <= x < x1 + 2:
+            return f"({y},{x}) in a {d['kind']} defect's box (a={float(d['amplitude']):+.0f})"  # type: ignore[arg-type]
+    return f"({y},{x}) on the background; {int((hm > 0.5 * hm.max()).sum())} px above half of it"
 
 
 if __name__ == "__main__":

@@ -60,11 +60,40 @@ def test_photo_kind_is_leaves_with_grain():
     np.testing.assert_allclose(a - p.base, 0.7 * (leaves - p.base) + 0.3 * (texture - p.base), atol=1e-6)
 
 
+def _speckle(seed: int = 5, period: float = 16.0):
+    p = replace(random_pattern(np.random.default_rng(seed)), kind="speckle", gradient=(0.0, 0.0))
+    return replace(p, period_x=period)
+
+
+def test_speckle_view_shift_is_exact_and_seeded():
+    p = _speckle()
+    a = _render(p, 160, 96, 0.0, 0.0)
+    np.testing.assert_allclose(_render(p, 160, 96, 1.0, 1.0)[:-1, :-1], a[1:, 1:], atol=1e-2)
+    assert np.abs(_render(p, 160, 96, 0.5, 0.0) - a).max() > 1.0
+    np.testing.assert_array_equal(a, _render(_speckle(), 160, 96, 0.0, 0.0))
+
+
+def test_speckle_is_spots_of_both_polarities_spaced_by_the_period():
+    from scipy import ndimage
+
+    def spots(period: float) -> tuple[int, int]:
+        p = _speckle(3, period)
+        pat = (_render(p, 400, 400, 0.0, 0.0) - p.base) / p.contrast  # 0.5 = the flat background
+        bright = ndimage.label(pat > 0.55)[1]
+        dark = ndimage.label(pat < 0.45)[1]
+        return bright, dark
+
+    dense, sparse = spots(10.0), spots(40.0)
+    assert min(dense) > 100 and min(sparse) > 5  # both polarities
+    assert sum(dense) > 4 * sum(sparse)  # about 2 spots per period^2 (16x fewer at 4x the spacing; overlaps merge)
+
+
 def test_ablation_background_sets_change_only_the_training_kinds():
     from collections import Counter
 
     assert Counter(BACKGROUNDS["leaves-heavy"])["leaves"] == 3 and set(BACKGROUNDS["leaves-heavy"]) == set(TRAIN_KINDS)
     assert BACKGROUNDS["photo"] == EVAL_KINDS + ("photo",)
+    assert BACKGROUNDS["speckle"] == TRAIN_KINDS + ("speckle",)
     rng = np.random.default_rng(0)
     drawn = Counter(random_pattern(rng, BACKGROUNDS["leaves-heavy"]).kind for _ in range(2000))
     assert 0.25 < drawn["leaves"] / 2000 < 0.35  # 3 of 10 weight units (grid counts twice)

@@ -50,6 +50,20 @@ def test_valid_backgrounds_include_kinds_no_training_image_uses(tmp_path):
     assert set(s["eval_backgrounds"]) == set(HOLDOUT_KINDS) and not set(HOLDOUT_KINDS) & set(TRAIN_KINDS)
 
 
+def test_every_annotated_strip_records_its_background(tmp_path):
+    # Per-kind accuracy (benchmarks/defect_peaks.py) needs each evaluation strip's background kind and
+    # misregistration; training strips have no annotations and get no entry.
+    from bgtrain.background import HOLDOUT_KINDS
+    from bgtrain.synth_dataset import make_dataset
+
+    s = make_dataset(tmp_path / "h", 2, 3, 4, seed=2, progress=False, eval_backgrounds="holdout")
+    recorded = json.loads((tmp_path / "h" / "dataset.json").read_text())["backgrounds"]
+    assert recorded == s["backgrounds"]
+    assert sorted(recorded) == [f"test/test_{i:04d}" for i in range(4)] + [f"valid/valid_{i:04d}" for i in range(3)]
+    assert {v["kind"] for v in recorded.values()} <= set(HOLDOUT_KINDS)
+    assert all(0.05 <= v["misregistration"] <= 0.6 for v in recorded.values())
+
+
 def test_views_differ_slightly_but_share_the_pattern(demo_root):
     img = read_image(training_images(demo_root)[0])
     diff = np.abs(img[0] - img[1])

@@ -1,8 +1,8 @@
 """Realistic-looking die backgrounds for the built-in demo data.
 
 A die image is a periodic pattern (grid lines, stripes, a checkerboard), a 1/f
-texture, or dead leaves (occluding shapes with the edge statistics of a
-photograph), under slow illumination changes. Its three views (target, ref1,
+texture, dead leaves (occluding shapes with the edge statistics of a
+photograph) or scattered small spots, under slow illumination changes. Its three views (target, ref1,
 ref2) show the same pattern but never identically: each view is slightly
 misregistered (sub-pixel shift), has its own gain/offset and its own sensor
 noise. Those differences are what makes plain differencing produce false alarms,
@@ -37,7 +37,7 @@ HOLDOUT_KINDS: tuple[str, ...] = ("dots", "diagonal")
 
 @dataclass(frozen=True)
 class PatternParams:
-    kind: str  # one of TRAIN_KINDS, HOLDOUT_KINDS or "photo"
+    kind: str  # one of TRAIN_KINDS, HOLDOUT_KINDS "photo" or "speckle"
     period_y: float
     period_x: float
     phase_y: float
@@ -144,6 +144,39 @@ def _leaves(p: PatternParams, h: int, w: int, dy: float, dx: float) -> np.ndarra
     return out
 
 
+def _speckle(p: PatternParams, h: int, w: int, dy: float, dx: float) -> np.ndarray:
+    """Scattered small spots of both polarities, some elongated, at random places (no lattice).
+
+    Why: a die carries many small round or short structures (pads, vias, particles under the
+    passivation) that look like defects but are in every die. Without them the training
+    backgrounds show defect-sized spots only as a few distractors a patch, and a model can learn
+    "small spot = defect" instead of "differs from both references". ``period_x`` sets the mean
+    spacing (8-40 px), ``duty`` the largest spot size; ``dy, dx`` shift the view exactly.
+    """
+    trng = np.random.default_rng(p.texture_seed)
+    n = int(min(8000, h * w / p.period_x**2 * 2.0))
+    cy = trng.uniform(-4.0, h + 4.0, n)
+    cx = trng.uniform(-4.0, w + 4.0, n)
+    sigma = trng.uniform(0.5, 0.5 + 6.0 * p.duty, n)
+    aspect = np.where(trng.random(n) < 0.3, trng.uniform(1.5, 4.0, n), 1.0)
+    theta = trng.uniform(0.0, np.pi, n)
+    amp = trng.uniform(0.3, 1.0, n) * trng.choice([-1.0, 1.0], n)
+    out = np.zeros((h, w))
+    for i in range(n):
+        sy, sx = sigma[i] * np.sqrt(aspect[i]), sigma[i] / np.sqrt(aspect[i])
+        half = 4.0 * sy + 1.0
+        y0, y1 = max(0, int(cy[i] - dy - half)), min(h, int(cy[i] - dy + half) + 1)
+        x0, x1 = max(0, int(cx[i] - dx - half)), min(w, int(cx[i] - dx + half) + 1)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        ry = np.arange(y0, y1)[:, None] + dy - cy[i]
+        rx = np.arange(x0, x1)[None, :] + dx - cx[i]
+        c, s = np.cos(theta[i]), np.sin(theta[i])
+        u, v = rx * c + ry * s, ry * c - rx * s
+        out[y0:y1, x0:x1] += amp[i] * np.exp(-(u**2 / (2 * sy**2) + v**2 / (2 * sx**2)))
+    return np.clip(0.5 + 0.5 * out, 0.0, 1.0)
+
+
 def _dots(p: PatternParams, y: np.ndarray, x: np.ndarray) -> np.ndarray:
     """A staggered lattice of round pads."""
     s = p.duty * min(p.period_y, p.period_x) / 2.5
@@ -182,6 +215,8 @@ def _render(p: PatternParams, h: int, w: int, dy: float, dx: float) -> np.ndarra
         pat = _texture(p, h, w, dy, dx)
     elif p.kind == "leaves":
         pat = _leaves(p, h, w, dy, dx)
+    elif p.kind == "speckle":
+        pat = _speckle(p, h, w, dy, dx)
     elif p.kind == "photo":
         # Dead leaves with a 1/f grain across them: occlusion edges *and* material texture, as in a
         # photograph; an ablation kind (``synth-dataset --train-backgrounds photo``).

@@ -25,7 +25,15 @@ from bgsdk.clikit import progress_enabled, run_cli, setup_logging, verbosity_opt
 from bgsdk.io import atomic_write, write_tiff
 from bgsdk.tiling import IMAGE_TYPES
 
-from .background import EVAL_KINDS, HOLDOUT_KINDS, TRAIN_KINDS, add_noise, random_pattern, render_views
+from .background import (
+    EVAL_KINDS,
+    HOLDOUT_KINDS,
+    TRAIN_KINDS,
+    PatternParams,
+    add_noise,
+    random_pattern,
+    render_views,
+)
 from .layout import ANNOTATIONS_DIR, DEFECT, GOOD, GT_DIR
 from .recipe import Recipe
 from .synth import Defect, apply_defects, plan_defects
@@ -54,12 +62,14 @@ DISTRACTOR_RANGE = (2, 5)  # not-labelled defects per image (good ones too)
 # Which backgrounds each split draws from: "mixed" = training kinds and unseen kinds.
 # "classic" = the training kinds before dead leaves joined them (to reproduce older rows of accuracy.md).
 # Ablation sets (docs/accuracy.md): "leaves-heavy" draws dead leaves 3x as often (a kind listed
-# three times is drawn three times as often); "photo" swaps them for dead leaves with a 1/f grain.
+# three times is drawn three times as often); "photo" swaps them for dead leaves with a 1/f grain;
+# "speckle" adds scattered small spots (defect-sized structures present in every die).
 BACKGROUNDS = {
     "train": TRAIN_KINDS,
     "classic": EVAL_KINDS,
     "leaves-heavy": TRAIN_KINDS + ("leaves", "leaves"),
     "photo": EVAL_KINDS + ("photo",),
+    "speckle": TRAIN_KINDS + ("speckle",),
     "mixed": EVAL_KINDS + HOLDOUT_KINDS,
     "holdout": HOLDOUT_KINDS,
 }
@@ -95,10 +105,12 @@ def make_image(
     distractors: bool = True,
     kinds: tuple[str, ...] = TRAIN_KINDS,
     misregistration: tuple[float, float] = (0.05, 0.35),
-) -> tuple[np.ndarray, np.ndarray, list[Defect]]:
-    """One (4,H,W) float32 sample (channel 3 = an unused mask plane), its GT mask and defects.
+) -> tuple[np.ndarray, np.ndarray, list[Defect], PatternParams]:
+    """One (4,H,W) float32 sample (channel 3 = an unused mask plane), its GT mask, defects and background.
 
-    Defects go in before the sensor noise, so they are as noisy as their die.
+    Defects go in before the sensor noise, so they are as noisy as their die. The background's
+    parameters come back so a data set can record each strip's kind and misregistration: accuracy
+    per background kind is what says which patterns a model has not learnt.
     """
     p = random_pattern(rng, kinds, misregistration)
     img = render_views(p, height, width, rng, noise=False)
@@ -106,7 +118,7 @@ def make_image(
     img, mask = apply_defects(img, defects, EVAL_RECIPE.mask_threshold)
     img = add_noise(img, p, rng)
     full = np.concatenate([img, np.zeros((1, height, width), np.float32)], axis=0)
-    return full, mask, defects
+    return full, mask, defects, p
 
 
 def _jobs(n_train: int, n_valid: int, n_test: int) -> list[tuple[str, str, bool]]:
@@ -139,6 +151,7 @@ def make_dataset(
     jobs = _jobs(n_train, n_valid, n_test)
     counts: dict[str, int] = {}
     kinds: dict[str, int] = {}
+    backgrounds: dict[str, dict[str, Any]] = {}  # "split/stem" of each annotated strip -> its background
     annotations: dict[str, dict[str, list[dict[str, Any]]]] = {"valid": {}, "test": {}}
     ss = np.random.SeedSequence(seed)
     for (split, stem, defective), child in zip(
@@ -146,7 +159,7 @@ def make_dataset(
     ):
         rng = np.random.default_rng(child)
         held_out = split != "train"
-        img, mask, defects = make_image(
+        img, mask, defects, pattern = make_image(
             rng,
             t.height,
             t.width,
@@ -161,6 +174,10 @@ def make_dataset(
             write_tiff(gt_dir / f"{stem}.tiff", (mask * 255).astype(np.uint8))
         if held_out:
             annotations[split][stem] = [annotation(d, EVAL_RECIPE.mask_threshold) for d in defects]
+            backgrounds[f"{split}/{stem}"] = {
+                "kind": pattern.kind,
+                "misregistration": round(pattern.misregistration, 4),
+            }
             for d in defects:
                 kinds[d.kind] = kinds.get(d.kind, 0) + 1
         key = f"{split}/{sub}"
@@ -177,6 +194,7 @@ def make_dataset(
         "eval_backgrounds": list(BACKGROUNDS[eval_backgrounds]),
         "counts": counts,
         "defects_by_kind": kinds,
+        "backgrounds": backgrounds,
     }
     _write_json(root / "dataset.json", summary)
     return summary
