@@ -349,7 +349,8 @@ def main() -> None:
         choices=sorted(BACKGROUNDS),
         default="train",
         help="prepare: training strip kinds (synth-dataset --train-backgrounds); classic = without dead leaves "
-        "(rows measured before the seventh session); leaves-heavy, photo: ablations of the eighth session",
+        "(rows measured before the seventh session); leaves-heavy, photo: ablations of the eighth session; "
+        "speckle: plus scattered small spots (tenth session)",
     )
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)

@@ -104,6 +104,18 @@ def _texture(p: PatternParams, h: int, w: int, dy: float, dx: float) -> np.ndarr
     return 1.0 / (1.0 + np.exp(-1.5 * field))
 
 
+def _window(
+    cy: float, cx: float, half: float, h: int, w: int
+) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray] | None:
+    """The image window of a shape centred at (cy, cx) in view coordinates, and each pixel's offset from
+    that centre; None when the window is off the image."""
+    y0, y1 = max(0, int(cy - half)), min(h, int(cy + half) + 1)
+    x0, x1 = max(0, int(cx - half)), min(w, int(cx + half) + 1)
+    if y0 >= y1 or x0 >= x1:
+        return None
+    return (slice(y0, y1), slice(x0, x1)), np.arange(y0, y1)[:, None] - cy, np.arange(x0, x1)[None, :] - cx
+
+
 def _leaves(p: PatternParams, h: int, w: int, dy: float, dx: float) -> np.ndarray:
     """Dead leaves: discs and rotated rectangles of random grey, sizes ~ r^-3, occluding each other.
 
@@ -127,12 +139,10 @@ def _leaves(p: PatternParams, h: int, w: int, dy: float, dx: float) -> np.ndarra
     out = np.full((h, w), float(trng.random()))
     for i in range(n):
         half = radius[i] * (np.sqrt(aspect[i]) if rect[i] else 1.0) + 5.0  # edge tail < 5e-5 beyond
-        y0, y1 = max(0, int(cy[i] - dy - half)), min(h, int(cy[i] - dy + half) + 1)
-        x0, x1 = max(0, int(cx[i] - dx - half)), min(w, int(cx[i] - dx + half) + 1)
-        if y0 >= y1 or x0 >= x1:
+        win = _window(cy[i] - dy, cx[i] - dx, half, h, w)
+        if win is None:
             continue
-        ry = np.arange(y0, y1)[:, None] + dy - cy[i]
-        rx = np.arange(x0, x1)[None, :] + dx - cx[i]
+        (ys, xs), ry, rx = win
         if rect[i]:
             c, s = np.cos(theta[i]), np.sin(theta[i])
             a, b = radius[i] * np.sqrt(aspect[i]), radius[i] / np.sqrt(aspect[i])
@@ -140,7 +150,7 @@ def _leaves(p: PatternParams, h: int, w: int, dy: float, dx: float) -> np.ndarra
         else:
             inside = radius[i] - np.sqrt(ry**2 + rx**2)
         alpha = 1.0 / (1.0 + np.exp(-np.clip(p.sharpness * inside, -30.0, 30.0)))
-        out[y0:y1, x0:x1] += alpha * (grey[i] - out[y0:y1, x0:x1])
+        out[ys, xs] += alpha * (grey[i] - out[ys, xs])
     return out
 
 
@@ -164,16 +174,13 @@ def _speckle(p: PatternParams, h: int, w: int, dy: float, dx: float) -> np.ndarr
     out = np.zeros((h, w))
     for i in range(n):
         sy, sx = sigma[i] * np.sqrt(aspect[i]), sigma[i] / np.sqrt(aspect[i])
-        half = 4.0 * sy + 1.0
-        y0, y1 = max(0, int(cy[i] - dy - half)), min(h, int(cy[i] - dy + half) + 1)
-        x0, x1 = max(0, int(cx[i] - dx - half)), min(w, int(cx[i] - dx + half) + 1)
-        if y0 >= y1 or x0 >= x1:
+        win = _window(cy[i] - dy, cx[i] - dx, 4.0 * sy + 1.0, h, w)
+        if win is None:
             continue
-        ry = np.arange(y0, y1)[:, None] + dy - cy[i]
-        rx = np.arange(x0, x1)[None, :] + dx - cx[i]
+        (ys, xs), ry, rx = win
         c, s = np.cos(theta[i]), np.sin(theta[i])
         u, v = rx * c + ry * s, ry * c - rx * s
-        out[y0:y1, x0:x1] += amp[i] * np.exp(-(u**2 / (2 * sy**2) + v**2 / (2 * sx**2)))
+        out[ys, xs] += amp[i] * np.exp(-(u**2 / (2 * sy**2) + v**2 / (2 * sx**2)))
     return np.clip(0.5 + 0.5 * out, 0.0, 1.0)
 
 
