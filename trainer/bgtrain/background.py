@@ -37,7 +37,7 @@ HOLDOUT_KINDS: tuple[str, ...] = ("dots", "diagonal")
 
 @dataclass(frozen=True)
 class PatternParams:
-    kind: str  # one of TRAIN_KINDS, HOLDOUT_KINDS "photo" or "speckle"
+    kind: str  # one of TRAIN_KINDS, HOLDOUT_KINDS, "photo" or "speckle"
     period_y: float
     period_x: float
     phase_y: float
