@@ -32,6 +32,9 @@ mkdir -p "$OUT"
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 
+if [ -n "$(ls -A "$ROOT/runs" 2>/dev/null)" ]; then
+    echo "note: $ROOT/runs already holds runs ($(ls "$ROOT/runs" | tr '\n' ' ')); the score step scores them too (use a fresh ROOT)" >&2
+fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1; nproc; lscpu | grep 'Model name'; } > "$OUT/gpu.txt"
 stamp "prepare"
 $PY benchmarks/bench_recipe.py prepare --root "$ROOT" --n-train "$N_TRAIN" --n-eval "$N_EVAL" \
