@@ -86,7 +86,7 @@ def ap_breakdown(maps: list[np.ndarray], es: EvalSet, thr: float) -> None:
     """Pixel AP with each kind of negative pixel left out of the ranking."""
     labels, scores, ring, distractor = [], [], [], []
     for hm, e in zip(maps, es.images):
-        mask = e.mask if e.mask is not None else np.zeros(hm.shape, bool)
+        mask = _mask(e.mask, hm.shape)
         dist = ndimage.distance_transform_edt(~mask) if mask.any() else np.full(hm.shape, np.inf)
         boxes = np.zeros(hm.shape, bool)
         for d in e.defects or []:
