@@ -139,10 +139,10 @@ def image_level(maps: list[np.ndarray], es: EvalSet, backgrounds: dict[str, dict
     score = np.array([float(hm.max()) for hm in maps])
     bad = np.array([e.sample.defective for e in es.images])
     strongest = np.array([_strongest(e.defects) for e in es.images])
-    print(f"image AUROC {roc_auc(bad, score):.3f}; leaving out the defective strips whose strongest labelled defect is")
+    print(f"image AUROC {_auroc(bad, score):.3f}; leaving out the defective strips whose strongest labelled defect is")
     for lo in (FAINT_AMPLITUDE, 20.0, WEAK_AMPLITUDE):
         keep = ~bad | (strongest >= lo)
-        print(f"  |a| < {lo:g}: {int((~keep).sum()):3d} strips -> image AUROC {roc_auc(bad[keep], score[keep]):.3f}")
+        print(f"  |a| < {lo:g}: {int((~keep).sum()):3d} strips -> image AUROC {_auroc(bad[keep], score[keep]):.3f}")
     stems = [e.sample.path.stem for e in es.images]
     if not all(s in backgrounds for s in stems):
         print("(no per-strip backgrounds in dataset.json: regenerate the data set to see them by kind)")
@@ -169,10 +169,15 @@ def _by_kind(maps: list[np.ndarray], es: EvalSet, score: np.ndarray, bad: np.nda
         sel = np.flatnonzero(kind == k)
         labels = np.concatenate([_mask(es.images[i].mask, maps[i].shape).ravel() for i in sel])
         ap = average_precision(labels, np.concatenate([maps[i].ravel() for i in sel])) if labels.any() else float("nan")
-        auroc = roc_auc(bad[sel], score[sel]) if 0 < bad[sel].sum() < len(sel) else float("nan")
+        auroc = _auroc(bad[sel], score[sel])
         good = score[sel][~bad[sel]]
         tail = f"{np.median(good):.2f} / {good.max():.2f}" if good.size else "-"
         print(f"  {k:9s} {len(sel):3d}  AP {ap:.3f}  AUROC {auroc:.3f}  good {tail}")
+
+
+def _auroc(bad: np.ndarray, score: np.ndarray) -> float:
+    """Image AUROC; nan when the strips are all good or all defective (small sets, one kind)."""
+    return roc_auc(bad, score) if 0 < bad.sum() < len(bad) else float("nan")
 
 
 def _mask(mask: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
