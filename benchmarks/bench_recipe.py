@@ -80,6 +80,7 @@ ROWS: dict[str, tuple[str, dict[str, Any], str, tuple[str, ...]]] = {
     "robust-r6": ("robust", {}, "tolerant", R6),  # = robust since the eighth session
     "robust-r12": ("robust", {}, "tolerant", ("--repeats", "12")),  # 4x the patches of robust-r3
     "robust-hn15": ("robust", {"hard_negative_weight": 1.5}, "tolerant", R6),  # half the hard-negative push
+    "robust-smooth": ("robust", {}, "smooth", ()),  # + tolerant comparison of 3x3-averaged dies
     "robust-a15": ("robust", {"amplitude_range": [15.0, 100.0]}, "tolerant", R6),  # weaker defects in training
     "robust-bs8": ("robust", {}, "tolerant", (*R3, "--bs", "8")),  # 2x the optimiser steps, same patches
     "robust-noema": ("robust", {}, "tolerant", (*R3, *RAW)),

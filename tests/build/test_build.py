@@ -100,6 +100,19 @@ def test_strip_parity_with_independent_reference(strip_build, n):
     assert np.all(y[:, 1:] == 0.0)
 
 
+@pytest.mark.parametrize("stem", ["compare", "smooth"])
+def test_other_stems_build_with_parity(stem, tmp_path):
+    """Every input stem train-model offers exports to native ops and stitches like the default one."""
+    ckpt = tmp_path / f"{stem}.pt"
+    save_checkpoint(ckpt, tiny_unet(stem=stem), image_type="strip", image_size=(976, 176), epoch=0, seed=0)
+    out = tmp_path / f"{stem}.onnx"
+    report = build_model(ckpt, out, BuildOptions(verify_images=1))
+    assert report.verification.passed and read_metadata(out)[TRAINING_KEY]["stem"] == stem
+    x = strips(1, 976, 176, seed=7)
+    ref = spec_reference(tiny_unet(stem=stem), x, SPEC_ROWS, SPEC_ROW_KEEP, SPEC_COLS, SPEC_COL_KEEP)
+    assert np.abs(run_file(out, x)[:, 0] - ref).max() <= 1e-5
+
+
 @pytest.mark.parametrize("n", [1, 3])
 def test_other_size_parity_with_loop_and_opset18(small_build, n):
     report, out = small_build

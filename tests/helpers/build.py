@@ -23,11 +23,11 @@ SPEC_ROW_KEEP = [(0, 117)] + [(11, 117)] * 7 + [(11, 128)]
 SPEC_COL_KEEP = [(0, 88), (40, 128)]
 
 
-def tiny_unet(seed: int = 0) -> UNet:
+def tiny_unet(seed: int = 0, stem: str = DEFAULT_STEM) -> UNet:
     """Width-4 UNet with train-model's default input stem (what users build) and non-trivial BatchNorm
     statistics, so folding them actually matters."""
     torch.manual_seed(seed)
-    m = UNet(base_width=WIDTH, stem=DEFAULT_STEM)
+    m = UNet(base_width=WIDTH, stem=stem)
     g = torch.Generator().manual_seed(seed)
     for mod in m.modules():
         if isinstance(mod, torch.nn.BatchNorm2d):

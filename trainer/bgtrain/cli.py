@@ -76,6 +76,7 @@ def _repeats(ctx: click.Context, param: click.Parameter, value: str) -> int | No
     type=click.Choice(list(STEMS)),
     help="Network input: compare = dies plus T-R1, T-R2 and signed double detection; tolerant = compare plus "
     "the same differences against each reference's 3x3 range (ignores <= 1 px misregistration); "
+    "smooth = tolerant plus the same on 3x3-averaged dies (weak defects at the noise level); "
     "plain = the 3 dies (DRAEM).",
 )
 @_opt(
