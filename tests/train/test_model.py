@@ -138,20 +138,13 @@ def _tolerant_reference(t: np.ndarray, r: np.ndarray) -> np.ndarray:
     return out
 
 
-def test_tolerant_stem_matches_an_independent_shift_reference() -> None:
-    stem = UNet(base_width=4, stem="tolerant").stem
-    g = torch.Generator().manual_seed(3)
-    x = torch.rand(1, 3, 9, 11, generator=g)
-    y = stem(x).detach().numpy()[0]
-    assert y.shape == (9, 9, 11)
-    compare = UNet(base_width=4, stem="compare").stem(x).detach().numpy()[0]
-    np.testing.assert_array_equal(y[:6], compare)  # the compare channels come first, unchanged
-    t, r1, r2 = (x[0, i].numpy() for i in range(3))
+def _assert_tolerant_channels(y: np.ndarray, t: np.ndarray, r1: np.ndarray, r2: np.ndarray, atol: float) -> None:
+    """``y`` = the stem's three tolerant channels for dies ``t``, ``r1``, ``r2``, by the independent reference."""
     e1, e2 = _tolerant_reference(t, r1), _tolerant_reference(t, r2)
-    np.testing.assert_allclose(y[6], e1, atol=1e-7)
-    np.testing.assert_allclose(y[7], e2, atol=1e-7)
+    np.testing.assert_allclose(y[0], e1, atol=atol)
+    np.testing.assert_allclose(y[1], e2, atol=atol)
     agree = e1 * e2 > 0
-    np.testing.assert_allclose(y[8], np.where(agree, np.sign(e1) * np.minimum(abs(e1), abs(e2)), 0.0), atol=1e-7)
+    np.testing.assert_allclose(y[2], np.where(agree, np.sign(e1) * np.minimum(abs(e1), abs(e2)), 0.0), atol=atol)
 
 
 def test_tolerant_stem_ignores_a_one_pixel_shift_but_keeps_the_odd_die_out() -> None:
@@ -172,11 +165,6 @@ def test_tolerant_stem_ignores_a_one_pixel_shift_but_keeps_the_odd_die_out() -> 
     assert edd.abs().gt(1e-6).sum().item() == 2
 
 
-def test_tolerant_stem_model_size() -> None:
-    compare, tolerant = UNet(base_width=4, stem="compare"), UNet(base_width=4, stem="tolerant")
-    assert count_parameters(tolerant) - count_parameters(compare) == 3 * 4 * 9  # 3 more input channels
-
-
 def _box3_reference(a: np.ndarray) -> np.ndarray:
     """Mean over the 3x3 neighbours that lie inside the image."""
     h, w = a.shape
@@ -187,20 +175,19 @@ def _box3_reference(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def test_smooth_stem_matches_an_independent_reference() -> None:
-    stem = UNet(base_width=4, stem="smooth").stem
-    g = torch.Generator().manual_seed(5)
+@pytest.mark.parametrize(
+    ("stem", "before", "dies", "atol"),
+    [("tolerant", "compare", lambda a: a, 1e-7), ("smooth", "tolerant", _box3_reference, 1e-6)],
+)
+def test_stem_matches_an_independent_shift_reference(stem, before, dies, atol) -> None:
+    """A stem = the previous stem's channels, unchanged, then the tolerant channels of (maybe averaged) dies."""
+    g = torch.Generator().manual_seed(3)
     x = torch.rand(1, 3, 9, 11, generator=g)
-    y = stem(x).detach().numpy()[0]
-    assert y.shape == (12, 9, 11)
-    tolerant = UNet(base_width=4, stem="tolerant").stem(x).detach().numpy()[0]
-    np.testing.assert_array_equal(y[:9], tolerant)  # the tolerant channels come first, unchanged
-    t, r1, r2 = (_box3_reference(x[0, i].numpy()) for i in range(3))
-    e1, e2 = _tolerant_reference(t, r1), _tolerant_reference(t, r2)
-    np.testing.assert_allclose(y[9], e1, atol=1e-6)
-    np.testing.assert_allclose(y[10], e2, atol=1e-6)
-    agree = e1 * e2 > 0
-    np.testing.assert_allclose(y[11], np.where(agree, np.sign(e1) * np.minimum(abs(e1), abs(e2)), 0.0), atol=1e-6)
+    y = UNet(base_width=4, stem=stem).stem(x).detach().numpy()[0]
+    first = UNet(base_width=4, stem=before).stem(x).detach().numpy()[0]
+    assert y.shape == (first.shape[0] + 3, 9, 11)
+    np.testing.assert_array_equal(y[:-3], first)
+    _assert_tolerant_channels(y[-3:], *(dies(x[0, i].numpy()) for i in range(3)), atol=atol)
 
 
 def test_smooth_stem_keeps_a_weak_defect_that_noise_hides_from_the_tolerant_one() -> None:
@@ -223,6 +210,7 @@ def test_smooth_stem_keeps_a_weak_defect_that_noise_hides_from_the_tolerant_one(
     assert smooth_wins >= 15 and tolerant_wins <= 10, (smooth_wins, tolerant_wins)
 
 
-def test_smooth_stem_model_size() -> None:
-    tolerant, smooth = UNet(base_width=4, stem="tolerant"), UNet(base_width=4, stem="smooth")
-    assert count_parameters(smooth) - count_parameters(tolerant) == 3 * 4 * 9  # 3 more input channels
+@pytest.mark.parametrize(("before", "stem"), [("compare", "tolerant"), ("tolerant", "smooth")])
+def test_each_stem_adds_three_input_channels(before: str, stem: str) -> None:
+    smaller, larger = UNet(base_width=4, stem=before), UNet(base_width=4, stem=stem)
+    assert count_parameters(larger) - count_parameters(smaller) == 3 * 4 * 9  # first conv only
