@@ -22,7 +22,7 @@ JOBS=${JOBS:-8}
 TRAIN_S=${TRAIN_S:-330}
 ROWS=${ROWS:-robust robust-r12}
 SEEDS=${SEEDS:-0 1 2}
-N_BIG=${N_BIG:-192}   # strips of the big-test / big-unseen sets (bench_recipe.py prepare-big)
+N_BIG=${N_BIG:-192}   # strips of the big-test / big-unseen / big-photo sets (bench_recipe.py prepare-big)
 CHECKPOINTS=${CHECKPOINTS:-best}
 SPEED=${SPEED:-1}
 TRAIN_BACKGROUNDS=${TRAIN_BACKGROUNDS:-train}   # bench_recipe.py prepare --train-backgrounds
@@ -47,7 +47,7 @@ tail -n 30 "$OUT/train.log"
 for ck in $CHECKPOINTS; do
     sfx=$([ "$ck" = best ] && echo "" || echo "_$ck")   # best.pt -> score.json, last.pt -> score_last.json
     stamp "score $ck.pt"
-    $PY benchmarks/bench_recipe.py score --root "$ROOT" --n-eval "$N_EVAL" --sets test unseen robust-val big-test big-unseen \
+    $PY benchmarks/bench_recipe.py score --root "$ROOT" --n-eval "$N_EVAL" --sets test unseen robust-val big-test big-unseen big-photo \
         --device "$DEVICE" --jobs "$JOBS" --threads 2 --checkpoint "$ck" \
         --json "$OUT/score$sfx.json" --markdown "$OUT/score$sfx.md" > "$OUT/score$sfx.log" 2>&1
     tail -n 3 "$OUT/score$sfx.log"

@@ -97,3 +97,61 @@ def test_ablation_background_sets_change_only_the_training_kinds():
     rng = np.random.default_rng(0)
     drawn = Counter(random_pattern(rng, BACKGROUNDS["leaves-heavy"]).kind for _ in range(2000))
     assert 0.25 < drawn["leaves"] / 2000 < 0.35  # 3 of 10 weight units (grid counts twice)
+
+
+def _photograph(seed: int = 5):
+    return replace(random_pattern(np.random.default_rng(seed)), kind="photograph", gradient=(0.0, 0.0))
+
+
+def test_photograph_view_shift_is_exact_and_seeded():
+    p = _photograph()
+    a = _render(p, 160, 96, 0.0, 0.0)
+    # Shifted in Fourier space over a margin the crop then cuts off: a whole-pixel shift is exact.
+    np.testing.assert_allclose(_render(p, 160, 96, 1.0, 1.0)[:-1, :-1], a[1:, 1:], atol=1e-6)
+    assert np.abs(_render(p, 160, 96, 0.5, 0.0) - a).max() > 1.0
+    np.testing.assert_array_equal(a, _render(_photograph(), 160, 96, 0.0, 0.0))
+
+
+def test_photographs_are_real_images_of_their_own():
+    from bgtrain.background import PHOTOGRAPHS, _photo
+
+    for name in PHOTOGRAPHS:
+        block = _photo(name)
+        assert block.shape[0] >= 600 and block.shape[1] >= 600 and 0.0 <= block.min() < block.max() <= 1.0
+        np.testing.assert_array_equal(block[:, ::-1], block)  # mirrored 2x2: tiles without seams
+    crops = [_render(_photograph(seed), 976, 176, 0.0, 0.0) for seed in range(6)]
+    assert all(len(np.unique(np.round(c, 1))) > 150 for c in crops)  # photographs, not flat fills
+    assert len({float(np.round(c.mean(), 3)) for c in crops}) == 6  # each seed its own crop
+
+
+def test_photographs_are_an_evaluation_set_only():
+    assert BACKGROUNDS["photographs"] == ("photograph",)
+    assert "photograph" not in TRAIN_KINDS + EVAL_KINDS + HOLDOUT_KINDS
+
+
+def test_missing_scikit_image_is_a_clear_error(monkeypatch, tmp_path, capsys):
+    """The render raises a named error; synth-dataset says it in one line, exit 2, before writing a strip."""
+    import importlib.resources
+
+    import pytest
+
+    from bgtrain import background
+    from bgtrain.synth_dataset import main
+
+    def no_package(name: str):
+        raise ModuleNotFoundError(f"No module named {name!r}")
+
+    background._photo.cache_clear()
+    background._photo_view.cache_clear()
+    monkeypatch.setattr(importlib.resources, "files", no_package)
+    try:
+        with pytest.raises(background.PhotographsUnavailable, match="pip install scikit-image"):
+            _render(_photograph(11), 64, 64, 0.0, 0.0)
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(tmp_path / "out"), "--eval-backgrounds", "photographs", "-q"])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("synth-dataset: error:") and "scikit-image" in err and len(err.splitlines()) == 1
+        assert not (tmp_path / "out").exists()
+    finally:
+        background._photo.cache_clear()

@@ -64,6 +64,21 @@ def test_every_annotated_strip_records_its_background(tmp_path):
     assert all(0.05 <= v["misregistration"] <= 0.6 for v in recorded.values())
 
 
+def test_photograph_sets_are_photographs_with_every_defect_case(tmp_path):
+    from bgtrain.synth_dataset import make_dataset
+
+    s = make_dataset(tmp_path / "p", 1, 0, 4, seed=3, progress=False, eval_backgrounds="photographs")
+    assert {v["kind"] for v in s["backgrounds"].values()} == {"photograph"}
+    ann = json.loads((tmp_path / "p" / "annotations" / "test.json").read_text())
+    assert {"ref1", "ref2", "all"} <= {d["kind"] for ds in ann.values() for d in ds}  # not-labelled cases too
+    imgs = [read_image(path) for path in sorted((tmp_path / "p" / "test").rglob("*.tiff"))]
+    for img in imgs:
+        same = np.corrcoef(img[0].ravel(), img[1].ravel())[0, 1]
+        others = max(abs(np.corrcoef(img[0].ravel(), o[0].ravel())[0, 1]) for o in imgs if o is not img)
+        assert same > 0.6 and same > others + 0.2  # every die shows the strip's own photograph (plus noise)
+        assert 0.5 < np.abs(img[0] - img[1]).mean() < 15
+
+
 def test_views_differ_slightly_but_share_the_pattern(demo_root):
     img = read_image(training_images(demo_root)[0])
     diff = np.abs(img[0] - img[1])

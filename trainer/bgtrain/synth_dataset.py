@@ -30,7 +30,9 @@ from .background import (
     HOLDOUT_KINDS,
     TRAIN_KINDS,
     PatternParams,
+    PhotographsUnavailable,
     add_noise,
+    check_photographs,
     random_pattern,
     render_views,
 )
@@ -64,6 +66,7 @@ DISTRACTOR_RANGE = (2, 5)  # not-labelled defects per image (good ones too)
 # Ablation sets (docs/accuracy.md): "leaves-heavy" draws dead leaves 3x as often (a kind listed
 # three times is drawn three times as often); "photo" swaps them for dead leaves with a 1/f grain;
 # "speckle" adds scattered small spots (defect-sized structures present in every die).
+# "photographs": real photographs only (background.PHOTOGRAPHS; evaluation sets, needs scikit-image).
 BACKGROUNDS = {
     "train": TRAIN_KINDS,
     "classic": EVAL_KINDS,
@@ -72,6 +75,7 @@ BACKGROUNDS = {
     "speckle": TRAIN_KINDS + ("speckle",),
     "mixed": EVAL_KINDS + HOLDOUT_KINDS,
     "holdout": HOLDOUT_KINDS,
+    "photographs": ("photograph",),
 }
 
 
@@ -227,7 +231,8 @@ def _backgrounds_option(flag: str, default: str, help: str) -> Callable[[FC], FC
     "--eval-backgrounds",
     "mixed",
     "Backgrounds of valid/test: mixed = the periodic and texture training kinds plus kinds no training "
-    "image uses; holdout = only unseen kinds (for generalisation checks).",
+    "image uses; holdout = only unseen kinds (for generalisation checks); photographs = real photographs "
+    "(needs scikit-image).",
 )
 @_backgrounds_option(
     "--train-backgrounds",
@@ -257,6 +262,11 @@ def cli(
     ref2 and an unused mask plane.
     """
     setup_logging(verbose, quiet)
+    if "photograph" in BACKGROUNDS[eval_backgrounds] + BACKGROUNDS[train_backgrounds]:
+        try:
+            check_photographs()
+        except PhotographsUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
     s = make_dataset(
         out_dir,
         n_train,
