@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 
 from bgsdk.io import read_image
-from bgtrain.background import EVAL_KINDS, HOLDOUT_KINDS, TRAIN_KINDS, _render, random_pattern
+from bgtrain.background import EVAL_KINDS, HOLDOUT_KINDS, LEAVES_KINDS, TRAIN_KINDS, _render, random_pattern
 from bgtrain.synth_dataset import BACKGROUNDS
 
 
@@ -33,9 +33,10 @@ def test_leaves_edges_have_every_orientation_and_many_grey_levels():
 
 
 def test_validation_strips_keep_their_backgrounds():
-    # Leaves widen what training shows; valid/test keep the kinds they had, so a seed gives the same
-    # validation/test strips as before and numbers stay comparable across versions.
-    assert "leaves" in TRAIN_KINDS and "leaves" not in EVAL_KINDS and set(EVAL_KINDS) < set(TRAIN_KINDS)
+    # Leaves and scattered spots widen what training shows; valid/test keep the kinds they had, so a seed
+    # gives the same validation/test strips as before and numbers stay comparable across versions.
+    assert {"leaves", "speckle"} <= set(TRAIN_KINDS) and not {"leaves", "speckle"} & set(EVAL_KINDS)
+    assert set(EVAL_KINDS) < set(TRAIN_KINDS)
     assert BACKGROUNDS["mixed"] == EVAL_KINDS + HOLDOUT_KINDS
     assert not set(HOLDOUT_KINDS) & set(TRAIN_KINDS)
 
@@ -45,10 +46,13 @@ def test_classic_training_backgrounds_reproduce_older_data_sets(tmp_path):
 
     new = make_dataset(tmp_path / "new", 3, 2, 0, seed=3, progress=False)
     old = make_dataset(tmp_path / "old", 3, 2, 0, seed=3, progress=False, train_backgrounds="classic")
+    leaves = make_dataset(tmp_path / "leaves", 3, 2, 0, seed=3, progress=False, train_backgrounds="leaves")
     assert new["train_backgrounds"] == list(TRAIN_KINDS) and old["train_backgrounds"] == list(EVAL_KINDS)
+    assert leaves["train_backgrounds"] == list(LEAVES_KINDS)
     # The training kinds differ; the validation strips of a seed do not.
     for stem in ("valid/good/valid_0000.tiff", "valid/bright_spots/valid_0001.tiff"):
-        np.testing.assert_array_equal(read_image(tmp_path / "new" / stem), read_image(tmp_path / "old" / stem))
+        for other in ("old", "leaves"):
+            np.testing.assert_array_equal(read_image(tmp_path / "new" / stem), read_image(tmp_path / other / stem))
 
 
 def test_photo_kind_is_leaves_with_grain():
@@ -91,9 +95,10 @@ def test_speckle_is_spots_of_both_polarities_spaced_by_the_period():
 def test_ablation_background_sets_change_only_the_training_kinds():
     from collections import Counter
 
-    assert Counter(BACKGROUNDS["leaves-heavy"])["leaves"] == 3 and set(BACKGROUNDS["leaves-heavy"]) == set(TRAIN_KINDS)
+    assert Counter(BACKGROUNDS["leaves-heavy"])["leaves"] == 3 and set(BACKGROUNDS["leaves-heavy"]) == set(LEAVES_KINDS)
     assert BACKGROUNDS["photo"] == EVAL_KINDS + ("photo",)
-    assert BACKGROUNDS["speckle"] == TRAIN_KINDS + ("speckle",)
+    # Speckle joined the default last: the tenth session's "speckle" strips are today's default ones.
+    assert BACKGROUNDS["speckle"] == BACKGROUNDS["train"] == TRAIN_KINDS == LEAVES_KINDS + ("speckle",)
     rng = np.random.default_rng(0)
     drawn = Counter(random_pattern(rng, BACKGROUNDS["leaves-heavy"]).kind for _ in range(2000))
     assert 0.25 < drawn["leaves"] / 2000 < 0.35  # 3 of 10 weight units (grid counts twice)

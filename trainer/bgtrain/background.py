@@ -24,6 +24,7 @@ __all__ = [
     "render_views",
     "add_noise",
     "TRAIN_KINDS",
+    "LEAVES_KINDS",
     "EVAL_KINDS",
     "HOLDOUT_KINDS",
     "PHOTOGRAPHS",
@@ -35,7 +36,12 @@ __all__ = [
 # training image uses, so validation measures generalisation to unseen patterns. EVAL_KINDS are the
 # training kinds validation/test draw from: the list before "leaves" joined the training kinds, so a
 # seed still gives the very same validation/test strips as before (and numbers stay comparable).
-TRAIN_KINDS: tuple[str, ...] = ("grid", "vstripes", "hstripes", "checker", "texture", "leaves")
+# The training kinds of the seventh to tenth sessions (no scattered spots): synth-dataset's "leaves" set.
+LEAVES_KINDS: tuple[str, ...] = ("grid", "vstripes", "hstripes", "checker", "texture", "leaves")
+# Scattered small spots joined in the eleventh session: over three training seeds they raised the worst
+# seed on every large evaluation set and the real-photograph family beyond the seeds' spread
+# (docs/accuracy.md). Appended last, so the other kinds' strips are drawn as before.
+TRAIN_KINDS: tuple[str, ...] = LEAVES_KINDS + ("speckle",)
 EVAL_KINDS: tuple[str, ...] = ("grid", "vstripes", "hstripes", "checker", "texture")
 HOLDOUT_KINDS: tuple[str, ...] = ("dots", "diagonal")
 # Real photographs, for evaluation only (kind "photograph"): issue 10's second held-out family is

@@ -28,6 +28,7 @@ from bgsdk.tiling import IMAGE_TYPES
 from .background import (
     EVAL_KINDS,
     HOLDOUT_KINDS,
+    LEAVES_KINDS,
     TRAIN_KINDS,
     PatternParams,
     PhotographsUnavailable,
@@ -61,18 +62,20 @@ EVAL_RECIPE = Recipe(
 )
 LABELLED_RANGE = (1, 3)  # labelled defects per defective image
 DISTRACTOR_RANGE = (2, 5)  # not-labelled defects per image (good ones too)
-# Which backgrounds each split draws from: "mixed" = training kinds and unseen kinds.
-# "classic" = the training kinds before dead leaves joined them (to reproduce older rows of accuracy.md).
-# Ablation sets (docs/accuracy.md): "leaves-heavy" draws dead leaves 3x as often (a kind listed
-# three times is drawn three times as often); "photo" swaps them for dead leaves with a 1/f grain;
-# "speckle" adds scattered small spots (defect-sized structures present in every die).
+# Which backgrounds each split draws from: "train" = the training kinds (scattered spots since the
+# eleventh session), "mixed" = training kinds and unseen kinds. "leaves" = the training kinds of the
+# seventh to tenth sessions, "classic" = those before dead leaves joined them (to reproduce older rows
+# of accuracy.md). Ablation sets (docs/accuracy.md): "leaves-heavy" draws dead leaves 3x as often (a kind
+# listed three times is drawn three times as often); "photo" swaps them for dead leaves with a 1/f grain;
+# "speckle" is the tenth session's name of today's "train" (the very same strips).
 # "photographs": real photographs only (background.PHOTOGRAPHS; evaluation sets, needs scikit-image).
 BACKGROUNDS = {
     "train": TRAIN_KINDS,
+    "leaves": LEAVES_KINDS,
     "classic": EVAL_KINDS,
-    "leaves-heavy": TRAIN_KINDS + ("leaves", "leaves"),
+    "leaves-heavy": LEAVES_KINDS + ("leaves", "leaves"),
     "photo": EVAL_KINDS + ("photo",),
-    "speckle": TRAIN_KINDS + ("speckle",),
+    "speckle": TRAIN_KINDS,
     "mixed": EVAL_KINDS + HOLDOUT_KINDS,
     "holdout": HOLDOUT_KINDS,
     "photographs": ("photograph",),
@@ -237,8 +240,9 @@ def _backgrounds_option(flag: str, default: str, help: str) -> Callable[[FC], FC
 @_backgrounds_option(
     "--train-backgrounds",
     "train",
-    "Backgrounds of the training strips: train = periodic kinds, 1/f texture and dead leaves; classic = "
-    "without dead leaves (before the seventh session); leaves-heavy, photo = ablation sets (docs/data.md).",
+    "Backgrounds of the training strips: train = periodic kinds, 1/f texture, dead leaves and scattered "
+    "spots; leaves = without the spots (before the eleventh session); classic = without dead leaves either "
+    "(before the seventh); leaves-heavy, photo = ablation sets (docs/data.md).",
 )
 @verbosity_options
 def cli(
