@@ -3,6 +3,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from bgsdk.io import read_image
 from bgtrain.background import EVAL_KINDS, HOLDOUT_KINDS, LEAVES_KINDS, TRAIN_KINDS, _render, random_pattern
@@ -69,12 +70,19 @@ def _speckle(seed: int = 5, period: float = 16.0):
     return replace(p, period_x=period)
 
 
-def test_speckle_view_shift_is_exact_and_seeded():
-    p = _speckle()
+def _kind(kind: str, seed: int = 5):
+    return replace(random_pattern(np.random.default_rng(seed)), kind=kind, gradient=(0.0, 0.0))
+
+
+# speckle: rendered at the view's shift; photograph: shifted in Fourier space over a margin the crop then
+# cuts off, so a whole-pixel shift is exact to float precision.
+@pytest.mark.parametrize(("kind", "atol"), [("speckle", 1e-2), ("photograph", 1e-6)])
+def test_view_shift_is_exact_and_seeded(kind: str, atol: float):
+    p = _kind(kind)
     a = _render(p, 160, 96, 0.0, 0.0)
-    np.testing.assert_allclose(_render(p, 160, 96, 1.0, 1.0)[:-1, :-1], a[1:, 1:], atol=1e-2)
+    np.testing.assert_allclose(_render(p, 160, 96, 1.0, 1.0)[:-1, :-1], a[1:, 1:], atol=atol)
     assert np.abs(_render(p, 160, 96, 0.5, 0.0) - a).max() > 1.0
-    np.testing.assert_array_equal(a, _render(_speckle(), 160, 96, 0.0, 0.0))
+    np.testing.assert_array_equal(a, _render(_kind(kind), 160, 96, 0.0, 0.0))
 
 
 def test_speckle_is_spots_of_both_polarities_spaced_by_the_period():
@@ -104,19 +112,6 @@ def test_ablation_background_sets_change_only_the_training_kinds():
     assert 0.25 < drawn["leaves"] / 2000 < 0.35  # 3 of 10 weight units (grid counts twice)
 
 
-def _photograph(seed: int = 5):
-    return replace(random_pattern(np.random.default_rng(seed)), kind="photograph", gradient=(0.0, 0.0))
-
-
-def test_photograph_view_shift_is_exact_and_seeded():
-    p = _photograph()
-    a = _render(p, 160, 96, 0.0, 0.0)
-    # Shifted in Fourier space over a margin the crop then cuts off: a whole-pixel shift is exact.
-    np.testing.assert_allclose(_render(p, 160, 96, 1.0, 1.0)[:-1, :-1], a[1:, 1:], atol=1e-6)
-    assert np.abs(_render(p, 160, 96, 0.5, 0.0) - a).max() > 1.0
-    np.testing.assert_array_equal(a, _render(_photograph(), 160, 96, 0.0, 0.0))
-
-
 def test_photographs_are_real_images_of_their_own():
     from bgtrain.background import PHOTOGRAPHS, _photo
 
@@ -124,7 +119,7 @@ def test_photographs_are_real_images_of_their_own():
         block = _photo(name)
         assert block.shape[0] >= 600 and block.shape[1] >= 600 and 0.0 <= block.min() < block.max() <= 1.0
         np.testing.assert_array_equal(block[:, ::-1], block)  # mirrored 2x2: tiles without seams
-    crops = [_render(_photograph(seed), 976, 176, 0.0, 0.0) for seed in range(6)]
+    crops = [_render(_kind("photograph", seed), 976, 176, 0.0, 0.0) for seed in range(6)]
     assert all(len(np.unique(np.round(c, 1))) > 150 for c in crops)  # photographs, not flat fills
     assert len({float(np.round(c.mean(), 3)) for c in crops}) == 6  # each seed its own crop
 
@@ -138,8 +133,6 @@ def test_missing_scikit_image_is_a_clear_error(monkeypatch, tmp_path, capsys):
     """The render raises a named error; synth-dataset says it in one line, exit 2, before writing a strip."""
     import importlib.resources
 
-    import pytest
-
     from bgtrain import background
     from bgtrain.synth_dataset import main
 
@@ -151,7 +144,7 @@ def test_missing_scikit_image_is_a_clear_error(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(importlib.resources, "files", no_package)
     try:
         with pytest.raises(background.PhotographsUnavailable, match="pip install scikit-image"):
-            _render(_photograph(11), 64, 64, 0.0, 0.0)
+            _render(_kind("photograph", 11), 64, 64, 0.0, 0.0)
         with pytest.raises(SystemExit) as exit_info:
             main([str(tmp_path / "out"), "--eval-backgrounds", "photographs", "-q"])
         assert exit_info.value.code == 2
