@@ -363,9 +363,9 @@ def main() -> None:
         "--train-backgrounds",
         choices=sorted(BACKGROUNDS),
         default="train",
-        help="prepare: training strip kinds (synth-dataset --train-backgrounds); classic = without dead leaves "
-        "(rows measured before the seventh session); leaves-heavy, photo: ablations of the eighth session; "
-        "speckle: plus scattered small spots (tenth session)",
+        help="prepare: training strip kinds (synth-dataset --train-backgrounds); leaves = without scattered spots "
+        "(rows measured before the eleventh session); classic = without dead leaves either (before the seventh); "
+        "leaves-heavy, photo: ablations of the eighth session; speckle = train (the tenth session's name)",
     )
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)

@@ -152,7 +152,8 @@ def image_level(maps: list[np.ndarray], es: EvalSet, backgrounds: dict[str, dict
     misreg = np.array([float(backgrounds[s]["misregistration"]) for s in stems])
     _by_group("background kind", maps, es, score, bad, kind)
     edges = (0.0, 0.2, 0.4, 0.6, np.inf)
-    band = np.array([f"{lo:.1f}-{hi:.1f} px" for m in misreg for lo, hi in zip(edges[:-1], edges[1:]) if lo <= m < hi])
+    names = np.array([f"{lo:.1f}-{hi:.1f} px" for lo, hi in zip(edges[:-1], edges[1:])])
+    band = names[np.digitize(misreg, edges[1:-1])]
     _by_group("misregistration std", maps, es, score, bad, band)
     print("highest-scoring good strips: score, background, misregistration, where the maximum is")
     for i in sorted(np.flatnonzero(~bad), key=lambda j: -score[j])[:10]:

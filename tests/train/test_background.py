@@ -10,8 +10,12 @@ from bgtrain.background import EVAL_KINDS, HOLDOUT_KINDS, LEAVES_KINDS, TRAIN_KI
 from bgtrain.synth_dataset import BACKGROUNDS
 
 
+def _kind(kind: str, seed: int = 5):
+    return replace(random_pattern(np.random.default_rng(seed)), kind=kind, gradient=(0.0, 0.0))
+
+
 def _leaves(seed: int = 5):
-    return replace(random_pattern(np.random.default_rng(seed)), kind="leaves", gradient=(0.0, 0.0))
+    return _kind("leaves", seed)
 
 
 def test_leaves_view_shift_is_exact():
@@ -66,12 +70,7 @@ def test_photo_kind_is_leaves_with_grain():
 
 
 def _speckle(seed: int = 5, period: float = 16.0):
-    p = replace(random_pattern(np.random.default_rng(seed)), kind="speckle", gradient=(0.0, 0.0))
-    return replace(p, period_x=period)
-
-
-def _kind(kind: str, seed: int = 5):
-    return replace(random_pattern(np.random.default_rng(seed)), kind=kind, gradient=(0.0, 0.0))
+    return replace(_kind("speckle", seed), period_x=period)
 
 
 # speckle: rendered at the view's shift; photograph: shifted in Fourier space over a margin the crop then

@@ -128,7 +128,10 @@ def _wave(coord: np.ndarray, period: float, phase: float, duty: float, sharpness
 
 
 def _texture(p: PatternParams, h: int, w: int, dy: float, dx: float) -> np.ndarray:
-    """A 1/f texture (photograph-like, no period), shifted exactly in Fourier space."""
+    """A 1/f texture (photograph-like, no period), shifted exactly in Fourier space.
+
+    Its phase factor moves the view by -(dy, dx), the other kinds by +(dy, dx). Left so: shifts are drawn
+    symmetric about 0, and flipping it would change every texture strip of the evaluation sets."""
     trng = np.random.default_rng(p.texture_seed)
     fy = np.fft.fftfreq(h)[:, None]
     fx = np.fft.rfftfreq(w)[None, :]
