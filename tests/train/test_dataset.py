@@ -149,6 +149,7 @@ def test_loss_weights_mark_the_not_labelled_defects(files):
             if not d.labelled:
                 hard[d.y : d.y + d.h, d.x : d.x + d.w] |= d.kernel > r.mask_threshold
         np.testing.assert_array_equal(w == r.hard_negative_weight, hard & ~m)
+        np.testing.assert_array_equal(item["hard"][0].numpy() > 0.5, hard & ~m)  # what top_background_loss skips
         seen += int(hard.any())
     assert seen > 0
     assert set(np.unique(PatchDataset(files, seed=2)[0]["weight"]).tolist()) == {1.0}  # seed recipe: plain loss

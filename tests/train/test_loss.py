@@ -10,7 +10,7 @@ import torch
 
 from bgsdk.metrics import average_precision
 from bgtrain.background import EVAL_KINDS, random_pattern, render_views
-from bgtrain.loss import FocalLoss, gamma_at
+from bgtrain.loss import FocalLoss, gamma_at, top_background_loss
 from bgtrain.model import UNet
 from bgtrain.recipe import Recipe
 from bgtrain.synth import apply_defects, plan_defects
@@ -185,3 +185,87 @@ def test_pixel_weights_scale_each_pixel() -> None:
     assert loss_fn(logits, mask, 2.0, w).item() == pytest.approx((per_pixel * w[:, 0]).mean().item(), rel=1e-5)
     with pytest.raises(ValueError, match="weight"):
         loss_fn(logits, mask, 2.0, torch.ones(2, 8, 8))
+
+
+def _plain(mask: np.ndarray, hard: np.ndarray, margin: int) -> np.ndarray:
+    """(H,W) bool: farther than ``margin`` px (Chebyshev) from every mask pixel, and not hard."""
+    h, w = mask.shape
+    near = np.zeros((h, w), bool)
+    for y, x in zip(*np.nonzero(mask > 0.5)):
+        near[max(0, y - margin) : y + margin + 1, max(0, x - margin) : x + margin + 1] = True
+    return ~near & ~(hard > 0.5)
+
+
+def top_background_numpy(logits: np.ndarray, mask: np.ndarray, hard: np.ndarray, k: int, margin: int) -> float:
+    """Per patch: sort the plain pixels by defect probability and sum -log(1-p) over the top k;
+    divided by all pixels of the batch."""
+    b, _, h, w = logits.shape
+    total = 0.0
+    for i in range(b):
+        z = logits[i, 1].astype(np.float64) - logits[i, 0]
+        p = 1.0 / (1.0 + np.exp(-z[_plain(mask[i, 0], hard[i, 0], margin)]))
+        total += float(-np.log1p(-np.sort(p)[::-1][:k]).sum())
+    return total / (b * h * w)
+
+
+def _top_case(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    logits = torch.from_numpy(rng.normal(0, 2, size=(3, 2, 16, 16)))
+    mask, hard = torch.zeros(3, 1, 16, 16, dtype=torch.float64), torch.zeros(3, 1, 16, 16, dtype=torch.float64)
+    mask[0, 0, 4:6, 5:7] = 1
+    mask[1, 0, 12, 1] = 1
+    hard[1, 0, 2:5, 9:13] = 1
+    hard[2] = 1
+    hard[2, 0, 15, 13:] = 0  # patch 2: three plain pixels, fewer than k
+    return logits, mask, hard
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("margin", [0, 1, 2])
+def test_top_background_loss_matches_numpy_reference(seed: int, margin: int) -> None:
+    logits, mask, hard = _top_case(seed)
+    k = 20
+    got = top_background_loss(logits, mask, hard, fraction=k / 256, margin=margin)
+    want = top_background_numpy(logits.numpy(), mask.numpy(), hard.numpy(), k, margin)
+    assert got.item() == pytest.approx(want, rel=1e-9)
+
+
+def test_top_background_loss_pushes_only_the_top_plain_pixels() -> None:
+    """Gradient reaches exactly the k highest plain pixels and lowers their defect logit; a pixel
+    next to a labelled defect or on a hard negative gets none, however high it scores."""
+    logits, mask, hard = _top_case(0)
+    logits[0, 1, 6, 7] = 50.0  # diagonal neighbour of the mask: excluded by the 2 px margin
+    logits[1, 1, 3, 10] = 50.0  # on a hard negative
+    logits.requires_grad_(True)
+    top_background_loss(logits, mask, hard, fraction=5 / 256).backward()
+    g = logits.grad
+    assert g is not None
+    moved = g[:, 1] != 0
+    assert moved.sum(dim=(1, 2)).tolist() == [5, 5, 3]
+    assert bool((g[:, 1] >= 0).all()) and bool((g[:, 0] <= 0).all())  # descent lowers p(defect)
+    assert g[0, 1, 6, 7] == 0 and g[1, 1, 3, 10] == 0
+    z = (logits[:, 1] - logits[:, 0]).detach()
+    for i in range(3):
+        plain = torch.from_numpy(_plain(mask[i, 0].numpy(), hard[i, 0].numpy(), 2))
+        assert bool((moved[i] <= plain).all())
+        rest = z[i][plain & ~moved[i]]
+        assert rest.numel() == 0 or z[i][moved[i]].min() >= rest.max()
+
+
+def test_top_background_loss_without_plain_pixels_is_zero() -> None:
+    logits = torch.randn(2, 2, 8, 8, requires_grad=True)
+    hard = torch.ones(2, 1, 8, 8)
+    loss = top_background_loss(logits, torch.zeros(2, 1, 8, 8), hard)
+    loss.backward()
+    assert loss.item() == 0.0 and logits.grad is not None and bool(torch.isfinite(logits.grad).all())
+
+
+def test_top_background_loss_errors() -> None:
+    logits = torch.randn(2, 2, 8, 8)
+    z = torch.zeros(2, 1, 8, 8)
+    with pytest.raises(ValueError, match="hard"):
+        top_background_loss(logits, z, torch.zeros(2, 8, 8))
+    with pytest.raises(ValueError, match="mask"):
+        top_background_loss(logits, torch.zeros(1, 1, 8, 8), z)
+    with pytest.raises(ValueError, match="fraction"):
+        top_background_loss(logits, z, z, fraction=0.0)

@@ -49,6 +49,8 @@ def test_file_overrides_single_knobs(tmp_path):
         ({"max_footprint": 8}, "max_footprint"),
         ({"flips": "yes"}, "flips"),
         ({"distractor_weights": [1, 1]}, "distractor_weights"),
+        ({"top_background_weight": -1.0}, "top_background_weight"),
+        ({"top_background_weight": 25.0}, "top_background_weight"),
     ],
 )
 def test_bad_knobs_name_the_key(tmp_path, knobs, key):

@@ -244,9 +244,11 @@ def test_recipe_and_stem_are_recorded(straight_run):
 
 
 def test_recipe_file_and_log_lines(demo_root, tmp_path):
-    """A --recipe-file knob reaches the checkpoint; a redirected log gets plain lines, no bar redraws."""
+    """A --recipe-file knob reaches the checkpoint; a redirected log gets plain lines, no bar redraws.
+
+    The file also turns on the top-background loss term, so the training loop runs it."""
     f = tmp_path / "r.json"
-    f.write_text(json.dumps({"base": "seed", "num_defects_range": [4, 10]}))
+    f.write_text(json.dumps({"base": "seed", "num_defects_range": [4, 10], "top_background_weight": 1.0}))
     out = tmp_path / "run"
     r = subprocess.run(
         [
@@ -268,6 +270,7 @@ def test_recipe_file_and_log_lines(demo_root, tmp_path):
     assert [ln.split(":")[0] for ln in r.stdout.splitlines() if ln.startswith("epoch")] == ["epoch 1/2", "epoch 2/2"]
     ckpt = torch.load(out / "last.pt", weights_only=True)
     assert ckpt["train_config"]["recipe"]["num_defects_range"] == [4, 10]
+    assert ckpt["train_config"]["recipe"]["top_background_weight"] == 1.0
     assert ckpt["train_config"]["recipe"]["name"] == "seed+r" and ckpt["stem"] == "plain"
     f.write_text(json.dumps({"missing_prob": 7}))
     r = subprocess.run(

@@ -58,9 +58,10 @@ class PatchDataset(Dataset):
     """Synthetic-defect training patches from clean images.
 
     Each item is ``{"input": (3,P,P) float32 in 0..1, "mask": (1,P,P) float32, "weight": (1,P,P)
-    float32}`` -- the loss weight is the recipe's ``hard_negative_weight`` on the footprints of
-    not-labelled defects, its ``weak_defect_weight`` on the GT pixels of weak labelled defects
-    and 1 elsewhere.
+    float32, "hard": (1,P,P) float32}`` -- the loss weight is the recipe's ``hard_negative_weight`` on
+    the footprints of not-labelled defects, its ``weak_defect_weight`` on the GT pixels of weak
+    labelled defects and 1 elsewhere; ``hard`` is 1 on those footprints outside the mask (what
+    ``loss.top_background_loss`` leaves out).
     Samples are a pure function of (seed, epoch, index): call :meth:`set_epoch`
     each epoch (before the loader's workers start) to get fresh defects.
     """
@@ -143,12 +144,14 @@ class PatchDataset(Dataset):
         r = self.synthesize(index)
         crop = scale_input(r.image)
         weight = np.ones((1, *r.mask.shape), np.float32)
-        if r.hard is not None and self.recipe.hard_negative_weight != 1.0:
-            weight[0][r.hard & ~r.mask] = np.float32(self.recipe.hard_negative_weight)
+        hard = np.zeros_like(r.mask) if r.hard is None else r.hard & ~r.mask
+        if self.recipe.hard_negative_weight != 1.0:
+            weight[0][hard] = np.float32(self.recipe.hard_negative_weight)
         if r.weak is not None and self.recipe.weak_defect_weight != 1.0:
             weight[0][r.weak & r.mask] = np.float32(self.recipe.weak_defect_weight)
         return {
             "input": torch.from_numpy(crop),
             "mask": torch.from_numpy(r.mask[None].astype(np.float32)),
             "weight": torch.from_numpy(weight),
+            "hard": torch.from_numpy(hard[None].astype(np.float32)),
         }

@@ -23,9 +23,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["gamma_at", "FocalLoss"]
+__all__ = ["gamma_at", "FocalLoss", "top_background_loss", "TOP_BACKGROUND_FRACTION", "TOP_BACKGROUND_MARGIN"]
 
 
 def gamma_at(step: int | float, total_steps: int | float, gamma_start: float = 1.0, gamma_end: float = 3.0) -> float:
@@ -92,3 +93,48 @@ class FocalLoss(nn.Module):
                 raise ValueError(f"weight must be (B,1,H,W) = {(b, 1, h, w)}, got {tuple(weight.shape)}")
             loss = loss * weight[:, 0]
         return loss.mean()
+
+
+# The share of a patch's pixels that top_background_loss scores (0.5%: ~330 of a 256x256 patch,
+# a few false-alarm blobs), and how far from a labelled defect's mask a pixel must be to count
+# as plain background (the mask ends at 10% of a defect's peak; its rim is still the defect).
+TOP_BACKGROUND_FRACTION = 0.005
+TOP_BACKGROUND_MARGIN = 2
+
+
+def top_background_loss(
+    logits: torch.Tensor,
+    mask: torch.Tensor,
+    hard: torch.Tensor,
+    fraction: float = TOP_BACKGROUND_FRACTION,
+    margin: int = TOP_BACKGROUND_MARGIN,
+) -> torch.Tensor:
+    """Cross-entropy towards background on each patch's highest-scoring plain-background pixels.
+
+    Why: a strip's defect score is its heatmap's maximum, so the few background pixels that
+    score highest (pattern edges under misregistration, dot lattices) decide whether a good
+    strip passes, and they are what holds pixel AP down on unseen backgrounds. The focal loss
+    gives such a pixel almost no weight (``0.25 * p**gamma``: 0.007 at p=0.3, gamma=3) because
+    it is rare. Here the top ``fraction`` of each patch's plain-background pixels get a plain
+    cross-entropy, normalised per pixel of the patch like the focal mean, so a weight of 1
+    puts them back at cross-entropy strength. Plain background = not within ``margin`` px of
+    a labelled defect's mask and not a not-labelled defect's footprint (``hard``), which the
+    recipe's ``hard_negative_weight`` already covers. A patch with no such pixel adds 0.
+
+    ``logits`` (B,2,H,W), ``mask`` and ``hard`` (B,1,H,W) 0/1 -> scalar.
+    """
+    b, _, h, w = logits.shape
+    for name, t in (("mask", mask), ("hard", hard)):
+        if tuple(t.shape) != (b, 1, h, w):
+            raise ValueError(f"{name} must be (B,1,H,W) = {(b, 1, h, w)} to match the logits, got {tuple(t.shape)}")
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    near = F.max_pool2d(mask, 2 * margin + 1, stride=1, padding=margin) if margin > 0 else mask
+    excluded = ((near > 0.5) | (hard > 0.5)).flatten(1)
+    margin_logit = (logits[:, 1] - logits[:, 0]).flatten(1)  # log(p / (1-p)) of the defect class
+    k = max(1, int(round(fraction * h * w)))
+    top = margin_logit.masked_fill(excluded, float("-inf")).topk(k, dim=1).values
+    valid = torch.isfinite(top)
+    # -log(1-p) = softplus(logit margin); masked-out slots (fewer than k plain pixels) add nothing.
+    ce = torch.where(valid, F.softplus(torch.where(valid, top, torch.zeros_like(top))), torch.zeros_like(top))
+    return ce.sum() / float(b * h * w)

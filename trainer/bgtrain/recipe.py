@@ -75,6 +75,10 @@ class Recipe:
     hard_negative_weight: float = 1.0
     # loss weight of the pixels of labelled defects with |a| <= WEAK_AMPLITUDE (1 = plain focal loss)
     weak_defect_weight: float = 1.0
+    # weight of a plain cross-entropy on each patch's highest-scoring plain-background pixels
+    # (loss.TOP_BACKGROUND_FRACTION of them; not near a labelled defect, not a not-labelled one):
+    # pushes down the strongest false alarms, which set a good strip's score (0 = off)
+    top_background_weight: float = 0.0
     # a training crop is shifted by up to this many px from its patch position (inside the image):
     # more background contexts from the same strips (0 = the tiling's positions exactly)
     crop_jitter: int = 0
@@ -203,6 +207,7 @@ def _validate(r: Recipe) -> None:
         "copy_jitter": 0.9,
         "hard_negative_weight": 20.0,
         "weak_defect_weight": 20.0,
+        "top_background_weight": 20.0,
         "misregistration": 2.0,
         "gain": 0.5,
         "offset": 60.0,

@@ -38,7 +38,7 @@ from .checkpoint import cpu_state_dict, load_checkpoint, save_checkpoint
 from .dataset import PatchDataset
 from .ema import DEFAULT_EMA_DECAY, make_ema
 from .layout import training_images
-from .loss import FocalLoss, gamma_at
+from .loss import FocalLoss, gamma_at, top_background_loss
 from .model import DEFAULT_STEM, UNet
 from .recipe import AUTO_PATCHES_PER_EPOCH, DEFAULT_RECIPE, Recipe, load_recipe
 from .validate import EvalSet, baseline, load_eval_set, metrics_dict, validate
@@ -335,6 +335,7 @@ def train_epoch(run: Run, epoch: int, progress: bool) -> dict[str, Any]:
     t_data = t_compute = 0.0
     gamma = run.cfg.gamma_start
     loss_fn = FocalLoss(alpha=0.75, smoothing=1e-5)
+    top_weight = run.dataset.recipe.top_background_weight
     t0 = time.perf_counter()
     for step, batch in enumerate(run.loader):
         if step >= run.steps_per_epoch:
@@ -345,7 +346,11 @@ def train_epoch(run: Run, epoch: int, progress: bool) -> dict[str, Any]:
         y = batch["mask"].to(run.device, non_blocking=True)
         wt = batch["weight"].to(run.device, non_blocking=True)
         gamma = gamma_at(epoch * run.steps_per_epoch + step, run.total_steps, run.cfg.gamma_start, run.cfg.gamma_end)
-        loss = loss_fn(run.model(x), y, gamma, wt)
+        logits = run.model(x)
+        loss = loss_fn(logits, y, gamma, wt)
+        if top_weight > 0:
+            hard = batch["hard"].to(run.device, non_blocking=True)
+            loss = loss + top_weight * top_background_loss(logits, y, hard)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
