@@ -95,7 +95,7 @@ class FocalLoss(nn.Module):
         return loss.mean()
 
 
-# The share of a patch's pixels that top_background_loss scores (0.5%: ~330 of a 256x256 patch,
+# The share of a patch's pixels that top_background_loss scores (0.5%: 82 of a 128x128 training patch,
 # a few false-alarm blobs), and how far from a labelled defect's mask a pixel must be to count
 # as plain background (the mask ends at 10% of a defect's peak; its rim is still the defect).
 TOP_BACKGROUND_FRACTION = 0.005
