@@ -84,6 +84,7 @@ ROWS: dict[str, tuple[str, dict[str, Any], str, tuple[str, ...]]] = {
     "robust-r12": ("robust", {}, "tolerant", ("--repeats", "12")),  # 4x the patches of robust-r3
     "robust-hn15": ("robust", {"hard_negative_weight": 1.5}, "tolerant", R6),  # half the hard-negative push
     "robust-smooth": ("robust", {}, "smooth", ()),  # + tolerant comparison of 3x3-averaged dies
+    "robust-aligned": ("robust", {}, "aligned", ()),  # + differences against aligned references (13th session)
     # CE on each patch's top 0.5% plain-background pixels (loss.top_background_loss), twelfth session
     "robust-top1": ("robust", {"top_background_weight": 1.0}, "tolerant", ()),
     "robust-a15": ("robust", {"amplitude_range": [15.0, 100.0]}, "tolerant", R6),  # weaker defects in training

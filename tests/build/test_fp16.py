@@ -34,6 +34,7 @@ from bgsdk.cli import main as sdk_main
 from bgsdk.contract import CONTRACT_KEY, PRECISION_KEY, QUANTIZATION_KEY, Contract
 from bgsdk.io import list_images, read_image
 from bgsdk.tiling import tiling_for
+from bgtrain.checkpoint import save_checkpoint
 from bgtrain.reference_unet import double_detection_unet
 from bgtrain.validate import baseline, load_eval_set
 from tests.helpers.build import (
@@ -201,6 +202,19 @@ def test_fp16_and_quantize_are_mutually_exclusive(fp16_checkpoint, tmp_path, cap
     assert code == 2 and "only make(s) sense with --quantize or --fp16" in err
     with pytest.raises(BuildError, match="mutually exclusive"):
         build_model(fp16_checkpoint, out_dir / "m.onnx", BuildOptions(fp16=Fp16Options(), quantize=QuantizeOptions()))
+    assert list(out_dir.iterdir()) == []
+
+
+def test_aligned_stem_is_refused_with_one_line(tmp_path, capsys):
+    """The aligned stem's shift estimate underflows in float16: --fp16 says so and writes nothing."""
+    ckpt = tmp_path / "aligned.pt"
+    save_checkpoint(ckpt, tiny_unet(stem="aligned"), image_type="strip", image_size=(976, 176), epoch=0, seed=0)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, _, err = invoke(build_main, capsys, ckpt, "-o", out_dir / "m.fp16.onnx", "--fp16", "-q")
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("build-model: error:"), err
+    assert str(ckpt) in lines[0] and "'aligned' input stem" in lines[0] and "--quantize" in lines[0]
     assert list(out_dir.iterdir()) == []
 
 

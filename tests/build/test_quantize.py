@@ -284,9 +284,11 @@ def test_int8_bilinear_resize_is_right(tmp_path):
     assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.999
 
 
-def test_input_stem_stays_float():
-    """The tolerant stem's comparisons run in float; only the map the first Conv reads is quantized."""
-    pm = export_patch_model(tiny_unet(1), 128, 17)
+@pytest.mark.parametrize("stem", ["tolerant", "aligned"])
+def test_input_stem_stays_float(stem):
+    """The stem's comparisons (and the aligned stem's shift estimate) run in float; only the map the
+    first Conv reads is quantized."""
+    pm = export_patch_model(tiny_unet(1, stem=stem), 128, 17)
     assert any(n.name.startswith("/stem/") for n in pm.graph.node)
     x = np.random.default_rng(0).random((6, 3, 128, 128), dtype=np.float32)
     q = quantize_patch_model(pm, x, QuantizeOptions()).model

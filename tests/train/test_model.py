@@ -210,7 +210,7 @@ def test_smooth_stem_keeps_a_weak_defect_that_noise_hides_from_the_tolerant_one(
     assert smooth_wins >= 15 and tolerant_wins <= 10, (smooth_wins, tolerant_wins)
 
 
-@pytest.mark.parametrize(("before", "stem"), [("compare", "tolerant"), ("tolerant", "smooth")])
+@pytest.mark.parametrize(("before", "stem"), [("compare", "tolerant"), ("tolerant", "smooth"), ("tolerant", "aligned")])
 def test_each_stem_adds_three_input_channels(before: str, stem: str) -> None:
     smaller, larger = UNet(base_width=4, stem=before), UNet(base_width=4, stem=stem)
     assert count_parameters(larger) - count_parameters(smaller) == 3 * 4 * 9  # first conv only

@@ -77,7 +77,8 @@ def _repeats(ctx: click.Context, param: click.Parameter, value: str) -> int | No
     help="Network input: compare = dies plus T-R1, T-R2 and signed double detection; tolerant = compare plus "
     "the same differences against each reference's 3x3 range (ignores <= 1 px misregistration); "
     "smooth = tolerant plus the same on 3x3-averaged dies (weak defects at the noise level); "
-    "plain = the 3 dies (DRAEM).",
+    "aligned = tolerant plus the target against each reference shifted onto it (per-patch translation "
+    "estimate, up to 2 px; fp32 and INT8 builds only); plain = the 3 dies (DRAEM).",
 )
 @_opt(
     "num_defects_range",

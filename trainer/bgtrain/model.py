@@ -10,6 +10,7 @@ and demos can use tiny models; 64 is the production width (28.4 M parameters).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
@@ -17,6 +18,9 @@ __all__ = [
     "CompareStem",
     "TolerantStem",
     "SmoothStem",
+    "AlignedStem",
+    "estimate_shift",
+    "shift_bilinear",
     "STEMS",
     "DEFAULT_STEM",
     "check_input_size",
@@ -172,11 +176,99 @@ class SmoothStem(nn.Module):
         return torch.cat([self.tolerant(x), e1, e2, _odd_die_out(e1, e2)], dim=1)
 
 
+def shift_bilinear(r: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, radius: int) -> torch.Tensor:
+    """``r(y + dy, x + dx)`` by separable linear interpolation, edges replicated; ``dx``/``dy`` are
+    ``(B,1,1,1)`` with ``|d| <= radius``. Each axis is a weighted sum of the ``2*radius+1`` whole-pixel
+    shifts (weights ``relu(1 - |d - j|)``), so the graph needs only Pad, Slice, Mul and Add."""
+    rows = _interpolate(F.pad(r, (radius, radius, 0, 0), mode="replicate"), dx, radius, dim=-1)
+    return _interpolate(F.pad(rows, (0, 0, radius, radius), mode="replicate"), dy, radius, dim=-2)
+
+
+def _interpolate(padded: torch.Tensor, d: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+    """Linear interpolation at offset ``d`` along ``dim`` of a tensor padded by ``radius`` on both sides."""
+    size = padded.shape[dim] - 2 * radius
+    out = torch.relu(1 - (d + radius).abs()) * padded.narrow(dim, 0, size)
+    for j in range(-radius + 1, radius + 1):
+        out = out + torch.relu(1 - (d - j).abs()) * padded.narrow(dim, radius + j, size)
+    return out
+
+
+def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Central differences along x and y, edges replicated."""
+    p = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    return 0.5 * (p[..., 1:-1, 2:] - p[..., 1:-1, :-2]), 0.5 * (p[..., 2:, 1:-1] - p[..., :-2, 1:-1])
+
+
+def estimate_shift(
+    t: torch.Tensor, r: torch.Tensor, iterations: int = 3, reg: float = 1e-5, radius: int = 2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The translation ``(dx, dy)``, each ``(B,1,1,1)``, that best maps ``r`` onto ``t`` over the patch.
+
+    Lucas-Kanade on 3x3-averaged dies with their means removed (so an offset between dies does not
+    bias it): ``iterations`` Gauss-Newton steps of the 2x2 normal equations of ``t ~ r(x + d)``.
+    ``reg`` (in squared grey/255 per pixel) keeps a flat or one-directional patch's estimate near 0
+    along the directions it cannot see, where a shift changes nothing anyway. Clamped to ``radius``.
+    """
+    ts = F.avg_pool2d(t, 3, stride=1, padding=1, count_include_pad=False)
+    rs0 = F.avg_pool2d(r, 3, stride=1, padding=1, count_include_pad=False)
+    ts = ts - ts.mean((2, 3), keepdim=True)
+    dx = torch.zeros_like(t[:, :, :1, :1])
+    dy = torch.zeros_like(dx)
+    for _ in range(iterations):
+        rs = shift_bilinear(rs0, dx, dy, radius)
+        gx, gy = _gradients(rs)
+        e = ts - (rs - rs.mean((2, 3), keepdim=True))
+        sxx = (gx * gx).mean((2, 3), keepdim=True) + reg
+        syy = (gy * gy).mean((2, 3), keepdim=True) + reg
+        sxy = (gx * gy).mean((2, 3), keepdim=True)
+        bx, by = (gx * e).mean((2, 3), keepdim=True), (gy * e).mean((2, 3), keepdim=True)
+        det = sxx * syy - sxy * sxy
+        dx = (dx + (syy * bx - sxy * by) / det).clamp(-radius, radius)
+        dy = (dy + (sxx * by - sxy * bx) / det).clamp(-radius, radius)
+    return dx, dy
+
+
+class AlignedStem(nn.Module):
+    """The tolerant channels plus the target against each reference *aligned* to it.
+
+    Why: misregistration is a translation of a whole die, and the tolerant range pays for ignoring it
+    with the noise range on every pixel (a weak defect loses most of its contrast to the max of nine
+    noisy pixels) while still failing where the dies disagree by more than a pixel. Estimating the
+    translation per patch (:func:`estimate_shift`, parameter-free) and resampling the reference
+    removes the pattern edges from ``T - R`` and keeps a defect's full contrast; the network still
+    gets the tolerant channels for what a translation cannot explain. ``(B,3,H,W)`` -> ``(B,12,H,W)``:
+    the tolerant channels, then ``T - aligned(R1)``, ``T - aligned(R2)`` and their odd-die-out agreement.
+    The estimate is per patch (per strip in a whole-strip build), so it adapts to a drift along a strip.
+    """
+
+    out_channels = 12
+    radius = 2  # largest shift followed, px (per axis)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tolerant = TolerantStem()
+
+    def _aligned_difference(self, t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        dx, dy = estimate_shift(t, r, radius=self.radius)
+        return t - shift_bilinear(r, dx, dy, self.radius)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t, r1, r2 = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+        a1, a2 = self._aligned_difference(t, r1), self._aligned_difference(t, r2)
+        return torch.cat([self.tolerant(x), a1, a2, _odd_die_out(a1, a2)], dim=1)
+
+
 # What the first convolution sees: "plain" = target, ref1, ref2 (DRAEM as given);
 # "compare" = those plus the die-to-die differences (CompareStem); "tolerant" = compare plus
 # differences that ignore up to 1 px of misregistration (TolerantStem); "smooth" = tolerant plus
 # the same on 3x3-averaged dies, for weak defects at the noise level (SmoothStem).
-_STEM_MODULES: dict[str, type[nn.Module]] = {"compare": CompareStem, "tolerant": TolerantStem, "smooth": SmoothStem}
+# "aligned" = tolerant plus differences against each reference aligned to the target (AlignedStem).
+_STEM_MODULES: dict[str, type[nn.Module]] = {
+    "compare": CompareStem,
+    "tolerant": TolerantStem,
+    "smooth": SmoothStem,
+    "aligned": AlignedStem,
+}
 STEMS = ("plain", *_STEM_MODULES)
 # What train-model uses unless told otherwise: measured best on unseen backgrounds (docs/accuracy.md).
 DEFAULT_STEM = "tolerant"
