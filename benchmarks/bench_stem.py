@@ -1,4 +1,4 @@
-"""What the network's input stem costs at inference: plain vs compare vs tolerant vs aligned, in one interleaved run.
+"""What the network's input stem costs at inference: plain, compare, tolerant, aligned, in one interleaved run.
 
 Command (docs/benchmarks.md)::
 
@@ -6,8 +6,8 @@ Command (docs/benchmarks.md)::
 
 The stems are parameter-free channels in front of the first convolution (bgtrain.model): ``compare`` adds
 T-R1, T-R2 and the signed double detection, ``tolerant`` (train-model's default) also the same against each
-reference's 3x3 range (4 MaxPools), ``aligned`` also the target against each reference shifted onto it. The speed claims elsewhere in docs/benchmarks.md were measured on
-plain-stem models, so this prints each stem's ms per strip and its ratio to plain for the default tiled fp32
+reference's 3x3 range (4 MaxPools), ``aligned`` also the target against each reference shifted onto it
+(a per-patch shift estimate). The speed claims elsewhere in docs/benchmarks.md were measured on plain-stem models, so this prints each stem's ms per strip and its ratio to plain for the default tiled fp32
 build and the fastest build (``--mode whole --quantize``), with that build's speed-up over the tiled fp32
 one per stem. Random weights (speed does not depend on them), built with ``bgbuild.build_model``; each
 timing in a fresh process (benchmarks/ortworker.py), batch 1, rounds interleaved over all models.
