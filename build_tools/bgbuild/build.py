@@ -526,18 +526,7 @@ def _int8(state: BuildState, q: QuantizeOptions) -> None:
     )
 
 
-# Stems whose arithmetic needs float32: the aligned stem's shift estimate divides products of mean squared
-# gradients (~1e-8), which float16 flushes to zero. A model with such a stem is refused an fp16 build.
-FLOAT32_STEMS = ("aligned",)
-
-
 def _fp16_patch_model(state: BuildState, f: Fp16Options) -> ReducedPatchModel:
-    stem = state.loaded.info.stem
-    if stem in FLOAT32_STEMS:
-        raise BuildError(
-            f"{state.checkpoint}: --fp16 cannot build a model with the {stem!r} input stem (its per-patch "
-            "shift estimate underflows in float16); build fp32 or --quantize"
-        )
     conv = state.timed("fp16", lambda: convert_patch_model(state.patch_model))
     s = conv.settings
     state.say(

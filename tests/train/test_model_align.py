@@ -72,6 +72,19 @@ def test_estimate_shift_per_patch_and_stays_put_on_flat_ground() -> None:
     assert abs(ex[2]) < 0.2 and abs(ey[2]) < 0.2
 
 
+def test_estimate_shift_in_half_precision_matches_float() -> None:
+    """A --fp16 build runs the stem in float16: the scaled, trace-normalised equations give the float32
+    shift there too, for a texture and for high-contrast stripes (where unscaled products underflow)."""
+    base = _texture(0)
+    stripes = np.tile(0.1 + 0.8 * (np.sin(np.arange(96) / 2.0) > 0), (96, 1))
+    t = _t(base[16:-16, 16:-16], stripes)
+    r = _t(_moved(base, -0.6, 0.4)[16:-16, 16:-16], _moved(stripes, 0.6, 0.0))
+    full = torch.cat(estimate_shift(t, r), dim=1).flatten(1).numpy()
+    half = torch.cat(estimate_shift(t.half(), r.half()), dim=1).flatten(1).float().numpy()
+    np.testing.assert_allclose(full, [[0.6, -0.4], [-0.6, 0.0]], atol=0.02)
+    np.testing.assert_allclose(half, full, atol=0.01)
+
+
 def test_estimate_shift_is_clamped_to_the_radius() -> None:
     base = _texture(6, sigma=4.0)
     t, r = base[16:-16, 16:-16], _moved(base, 3.5, 0.0)[16:-16, 16:-16]

@@ -199,6 +199,12 @@ def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return 0.5 * (p[..., 1:-1, 2:] - p[..., 1:-1, :-2]), 0.5 * (p[..., 2:, 1:-1] - p[..., :-2, 1:-1])
 
 
+# estimate_shift works on dies scaled by this (1 grey level = 0.25) and solves its normal equations
+# normalised by their trace, so every intermediate stays between ~1e-3 and ~1e3: float16 (a --fp16 build)
+# then estimates the same shift as float32 instead of flushing products of small means to zero.
+_SHIFT_SCALE = 64.0
+
+
 def estimate_shift(
     t: torch.Tensor, r: torch.Tensor, iterations: int = 3, reg: float = 1e-5, radius: int = 2
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -206,11 +212,13 @@ def estimate_shift(
 
     Lucas-Kanade on 3x3-averaged dies with their means removed (so an offset between dies does not
     bias it): ``iterations`` Gauss-Newton steps of the 2x2 normal equations of ``t ~ r(x + d)``.
-    ``reg`` (in squared grey/255 per pixel) keeps a flat or one-directional patch's estimate near 0
-    along the directions it cannot see, where a shift changes nothing anyway. Clamped to ``radius``.
+    ``reg`` (a mean squared gradient, in the 0..1 input scale) keeps a flat patch's estimate near 0, and
+    a ridge of 1e-3 of the equations' trace does the same along the direction a striped patch cannot
+    see, where a shift changes nothing anyway. Clamped to ``radius``.
     """
-    ts = F.avg_pool2d(t, 3, stride=1, padding=1, count_include_pad=False)
-    rs0 = F.avg_pool2d(r, 3, stride=1, padding=1, count_include_pad=False)
+    k = _SHIFT_SCALE
+    ts = k * F.avg_pool2d(t, 3, stride=1, padding=1, count_include_pad=False)
+    rs0 = k * F.avg_pool2d(r, 3, stride=1, padding=1, count_include_pad=False)
     ts = ts - ts.mean((2, 3), keepdim=True)
     dx = torch.zeros_like(t[:, :, :1, :1])
     dy = torch.zeros_like(dx)
@@ -218,13 +226,14 @@ def estimate_shift(
         rs = shift_bilinear(rs0, dx, dy, radius)
         gx, gy = _gradients(rs)
         e = ts - (rs - rs.mean((2, 3), keepdim=True))
-        sxx = (gx * gx).mean((2, 3), keepdim=True) + reg
-        syy = (gy * gy).mean((2, 3), keepdim=True) + reg
-        sxy = (gx * gy).mean((2, 3), keepdim=True)
-        bx, by = (gx * e).mean((2, 3), keepdim=True), (gy * e).mean((2, 3), keepdim=True)
-        det = sxx * syy - sxy * sxy
-        dx = (dx + (syy * bx - sxy * by) / det).clamp(-radius, radius)
-        dy = (dy + (sxx * by - sxy * bx) / det).clamp(-radius, radius)
+        sxx = (gx * gx).mean((2, 3), keepdim=True) + reg * k * k
+        syy = (gy * gy).mean((2, 3), keepdim=True) + reg * k * k
+        n = sxx + syy
+        a, c, b = sxx / n + 1e-3, syy / n + 1e-3, (gx * gy).mean((2, 3), keepdim=True) / n
+        ux, uy = (gx * e).mean((2, 3), keepdim=True) / n, (gy * e).mean((2, 3), keepdim=True) / n
+        det = a * c - b * b
+        dx = (dx + (c * ux - b * uy) / det).clamp(-radius, radius)
+        dy = (dy + (a * uy - b * ux) / det).clamp(-radius, radius)
     return dx, dy
 
 
