@@ -63,8 +63,9 @@ from bgtrain.synth_dataset import BACKGROUNDS, annotation, make_dataset, make_im
 from bgtrain.validate import EvalImage, EvalSet, heatmaps, load_eval_set, score_maps
 
 # row -> (preset, recipe overrides, stem, extra train-model options)
-# ``robust`` is what train-model does by default (|a| 20-100, --repeats auto = 6 passes for 64 strips,
-# the tolerant stem, the weight average with decay 0.998). ``robust-r3`` is the previous default (3
+# ``robust`` is what train-model did by default until the thirteenth session (|a| 20-100, --repeats auto =
+# 6 passes for 64 strips, the tolerant stem, the weight average with decay 0.998); ``robust-aligned`` =
+# that with the aligned stem, the default since. ``robust-r3`` is the previous default (3
 # passes, the seventh session's), ``robust-noema`` the one before it (also the raw weights validated and
 # saved), ``v2`` the one before that (also the compare stem), ``v1`` the one before that (|a| 12-100, one
 # pass an epoch), which the minus-one rows were run against. Every row pins its passes (R3 = what auto
@@ -84,7 +85,7 @@ ROWS: dict[str, tuple[str, dict[str, Any], str, tuple[str, ...]]] = {
     "robust-r12": ("robust", {}, "tolerant", ("--repeats", "12")),  # 4x the patches of robust-r3
     "robust-hn15": ("robust", {"hard_negative_weight": 1.5}, "tolerant", R6),  # half the hard-negative push
     "robust-smooth": ("robust", {}, "smooth", ()),  # + tolerant comparison of 3x3-averaged dies
-    "robust-aligned": ("robust", {}, "aligned", ()),  # + differences against aligned references (13th session)
+    "robust-aligned": ("robust", {}, "aligned", ()),  # train-model's default since the thirteenth session
     # CE on each patch's top 0.5% plain-background pixels (loss.top_background_loss), twelfth session
     "robust-top1": ("robust", {"top_background_weight": 1.0}, "tolerant", ()),
     "robust-a15": ("robust", {"amplitude_range": [15.0, 100.0]}, "tolerant", R6),  # weaker defects in training

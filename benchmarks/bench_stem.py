@@ -3,6 +3,7 @@
 Command (docs/benchmarks.md)::
 
     .venv/bin/python benchmarks/bench_stem.py --data DEMO_DATA [--width 64] [--rounds 3]
+    .venv/bin/python benchmarks/bench_stem.py --stem-only [--rounds 5]   # each stem alone, seconds
 
 The stems are parameter-free channels in front of the first convolution (bgtrain.model): ``compare`` adds
 T-R1, T-R2 and the signed double detection, ``tolerant`` (train-model's default) also the same against each
@@ -19,6 +20,8 @@ import argparse
 import os
 import statistics
 import tempfile
+import time
+import warnings
 from pathlib import Path
 
 from _common import random_strip_checkpoint, run_ortworker
@@ -28,13 +31,15 @@ STEMS = ("plain", "compare", "tolerant", "aligned")
 BUILDS = ("tiled fp32", "whole int8")
 
 
-def build(width: int, data: Path, out: Path, calib_count: int, reuse: bool) -> dict[tuple[str, str], Path]:
+def build(
+    width: int, data: Path, out: Path, calib_count: int, reuse: bool, stems: tuple[str, ...] = STEMS
+) -> dict[tuple[str, str], Path]:
     from bgbuild import BuildOptions, build_model
 
     q = quantize_options(True, data, calib_count, 4)
     opts = {"tiled fp32": BuildOptions(verify_data=data), "whole int8": BuildOptions(mode="whole", quantize=q)}
     paths: dict[tuple[str, str], Path] = {}
-    for stem in STEMS:
+    for stem in stems:
         ckpt = random_strip_checkpoint(out / f"w{width}_{stem}.pt", width, seed=0, data=data, stem=stem)
         for name in BUILDS:
             path = out / f"w{width}_{stem}_{name.replace(' ', '_')}.onnx"
@@ -45,9 +50,56 @@ def build(width: int, data: Path, out: Path, calib_count: int, reuse: bool) -> d
     return paths
 
 
+def stem_only(threads: int, rounds: int, repeat: int) -> None:
+    """Each stem alone as an ONNX model, at a tiled strip's patch batch (9 x 128x128) and at a whole strip's
+    padded size (992 x 192): what the stem adds to a build, without building width-64 models. Interleaved."""
+    import io
+
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from bgtrain.model import UNet
+
+    shapes = {"tiled (9 x 128x128)": (9, 3, 128, 128), "whole (992x192)": (1, 3, 992, 192)}
+    sessions = {}
+    for stem in STEMS[1:]:
+        for shape_name, shape in shapes.items():
+            f = io.BytesIO()
+            with warnings.catch_warnings():  # the exporter's constant-folding notes about Slice
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    UNet(base_width=1, stem=stem).stem, torch.rand(*shape), f, opset_version=17, dynamo=False
+                )
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = threads
+            sessions[(stem, shape_name)] = ort.InferenceSession(f.getvalue(), so, providers=["CPUExecutionProvider"])
+    x = {k: np.random.default_rng(0).random(shape, dtype=np.float32) for k, shape in shapes.items()}
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in sessions}
+    for r in range(rounds):
+        for key in list(sessions) if r % 2 == 0 else list(reversed(sessions)):
+            s = sessions[key]
+            name = s.get_inputs()[0].name
+            s.run(None, {name: x[key[1]]})
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                s.run(None, {name: x[key[1]]})
+                times[key].append(time.perf_counter() - t0)
+    print(cpu_info())
+    print(f"the stem alone, {threads} threads, median of {rounds} x {repeat} calls")
+    print("| stem | " + " | ".join(f"{k} ms | vs tolerant" for k in shapes) + " |")
+    print("|---|" + "---|---|" * len(shapes))
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    for stem in STEMS[1:]:
+        cells = [f"{med[(stem, k)]:.1f} | {med[(stem, k)] / med[('tolerant', k)]:.1f}x" for k in shapes]
+        print(f"| {stem} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, required=True, help="a synth-dataset data set (calibration, test strips)")
+    ap.add_argument("--data", type=Path, help="a synth-dataset data set (calibration, test strips)")
+    ap.add_argument("--stem-only", action="store_true", help="time each stem alone (no --data, no model builds)")
+    ap.add_argument("--stems", nargs="+", choices=STEMS, default=list(STEMS), help="stems to build (plain always)")
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=3, help="calls per process (after one warm-up call)")
@@ -56,10 +108,16 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None, help="keep the models here (default: a temp folder)")
     ap.add_argument("--reuse", action="store_true", help="reuse models already built in --workdir")
     a = ap.parse_args()
+    if a.stem_only:
+        stem_only(a.threads, a.rounds, max(a.repeat, 10))
+        return
+    if a.data is None:
+        ap.error("--data is required unless --stem-only")
     with tempfile.TemporaryDirectory() as tmp:
         out = a.workdir or Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
-        paths = build(a.width, a.data, out, a.calib_count, a.reuse)
+        stems = tuple(dict.fromkeys(["plain", *a.stems]))
+        paths = build(a.width, a.data, out, a.calib_count, a.reuse, stems)
         strips = test_inputs(a.data, out)[0]
         times: dict[tuple[str, str], list[float]] = {k: [] for k in paths}
         for r in range(a.rounds):
@@ -72,7 +130,7 @@ def main() -> None:
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     print("| stem | tiled fp32 ms | vs plain | whole int8 ms | vs plain | whole int8 speed-up over tiled fp32 |")
     print("|---|---|---|---|---|---|")
-    for stem in STEMS:
+    for stem in stems:
         t, w = med[(stem, "tiled fp32")], med[(stem, "whole int8")]
         tp, wp = med[("plain", "tiled fp32")], med[("plain", "whole int8")]
         print(f"| {stem} | {t:.1f} | {t / tp:.3f}x | {w:.1f} | {w / wp:.3f}x | {t / w:.2f}x |")

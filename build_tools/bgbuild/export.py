@@ -50,6 +50,8 @@ def export_patch_model(model: torch.nn.Module, patch: int | tuple[int, int], ops
         # The TorchScript exporter announces its deprecation; we chose it on purpose (docs/design.md).
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
+        # The aligned stem's whole-pixel shifts are Slices the exporter cannot constant-fold (they stay ops).
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
         with torch.no_grad():
             torch.onnx.export(
                 model,
