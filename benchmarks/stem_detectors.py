@@ -33,15 +33,16 @@ BANDS = ((0.0, 0.2), (0.2, 0.4), (0.4, 10.0))
 
 
 class ChannelDetector(nn.Module):
-    """Logits ``(0, 255 * |channel|)``: the softmax defect probability is monotonic in the channel's size."""
+    """Logits ``(0, log |channel|)``: the softmax defect probability is ``|c| / (1 + |c|)``, monotonic in the
+    channel's size and, unlike a scaled logit, never rounded to 1 (which would tie the ranking)."""
 
     def __init__(self, channel: int) -> None:
         super().__init__()
         self.stem, self.channel = AlignedStem(), channel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.stem(x)[:, self.channel : self.channel + 1].abs() * 255.0
-        return torch.cat([torch.zeros_like(c), c], dim=1)
+        c = self.stem(x)[:, self.channel : self.channel + 1].abs()
+        return torch.cat([torch.zeros_like(c), torch.log(c + 1e-12)], dim=1)
 
 
 def score_set(root: Path, split: str) -> None:
