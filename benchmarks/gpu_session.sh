@@ -3,7 +3,7 @@
 # and the GPU speed table (bench_gpu.py). Runs from the repo root with the machine's own python3
 # (PyTorch + CUDA, numpy, scipy, tifffile, onnxruntime, click, tqdm); nothing is installed.
 #
-#   OUT=/tmp/gpu_out bash benchmarks/gpu_session.sh            # the default (6 passes) vs robust-r12 (12 passes)
+#   OUT=/tmp/gpu_out bash benchmarks/gpu_session.sh            # the default (aligned stem) vs robust (the tolerant one)
 #   ROWS="robust robust-x6 v2-x6" CHECKPOINTS="best last" SPEED=0 OUT=/tmp/gpu_out bash benchmarks/gpu_session.sh
 #   TRAIN_BACKGROUNDS=photo ROOT=/tmp/abl_photo OUT=/tmp/o_photo SPEED=0 bash benchmarks/gpu_session.sh   # other training kinds
 #   DEVICE=cpu N_TRAIN=2 N_EVAL=3 N_BIG=3 EPOCHS=1 JOBS=2 TRAIN_S=60 bash benchmarks/gpu_session.sh   # smoke test
@@ -20,7 +20,7 @@ N_EVAL=${N_EVAL:-24}
 EPOCHS=${EPOCHS:-10}
 JOBS=${JOBS:-8}
 TRAIN_S=${TRAIN_S:-330}
-ROWS=${ROWS:-robust robust-r12}
+ROWS=${ROWS:-robust-aligned robust}
 SEEDS=${SEEDS:-0 1 2}
 N_BIG=${N_BIG:-192}   # strips of the big-test / big-unseen / big-photo sets (bench_recipe.py prepare-big)
 CHECKPOINTS=${CHECKPOINTS:-best}
