@@ -49,6 +49,7 @@ from .calibration import PatchCalibrationReader
 from .errors import BuildError
 from .export import op_counts
 from .precision_gate import GateOptions
+from .split import STEM_SCOPE
 
 __all__ = [
     "CALIBRATION_METHODS",
@@ -159,7 +160,7 @@ def stem_nodes(model: onnx.ModelProto) -> list[str]:
     defects live in. The first Conv still gets a quantized input (its own Q/DQ). Names are read
     from the model quant_pre_process wrote: it folds and renames some of the exported stem nodes.
     """
-    return [n.name for n in model.graph.node if n.name.startswith("/stem/")]
+    return [n.name for n in model.graph.node if n.name.startswith(STEM_SCOPE)]
 
 
 def _quantize_static(patch_model: onnx.ModelProto, patches: np.ndarray, options: QuantizeOptions) -> onnx.ModelProto:

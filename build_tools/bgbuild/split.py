@@ -58,6 +58,8 @@ def _heights(model: onnx.ModelProto) -> dict[str, int]:
 # Low-resolution nodes that stay with a front producer: the MaxPool that leaves the last
 # front level, and in a QDQ model the QuantizeLinear after it.
 _POOL_SIDE = ("MaxPool", "QuantizeLinear")
+# The exported names of the parameter-free input stem's nodes (bgtrain.model; bgbuild.quantize keeps them float).
+STEM_SCOPE = "/stem/"
 
 
 def _assign(model: onnx.ModelProto, heights: dict[str, int], cut: int) -> dict[int, str]:
@@ -67,6 +69,9 @@ def _assign(model: onnx.ModelProto, heights: dict[str, int], cut: int) -> dict[i
     part: dict[int, str] = {}
     below: set[int] = set()  # nodes in or downstream of the middle
     for i, n in enumerate(nodes):  # ONNX graphs are topologically sorted
+        if n.name.startswith(STEM_SCOPE):
+            part[i] = "front"  # the input stem runs before the first Conv, whatever its tensors' shapes
+            continue
         h = next((heights[o] for o in n.output if o in heights), None)
         downstream = any(producer.get(t) in below for t in n.input)
         feeds = [part.get(producer[t]) for t in n.input if t in producer and t in heights]

@@ -146,9 +146,11 @@ def test_graph_is_native_ops_with_one_copy_of_the_weights(strip_build, small_bui
     n_params = sum(p.numel() for p in tiny_unet().parameters() if p.ndim > 1)  # conv weights (biases folded/kept)
     weights = initializer_bytes(model)
     assert weights >= 4 * n_params
-    # Chunked build: same weights once (in the Loop body), not once per chunk.
+    # Chunked build: same weights once (in the Loop body), not once per chunk. The two graphs' small
+    # constants (the aligned stem's slice bounds and offsets, ~6 KB) differ; a second copy of the weights
+    # would add all of them.
     looped = onnx.load(str(small_build[1]))
-    assert abs(initializer_bytes(looped) - weights) < 2048
+    assert abs(initializer_bytes(looped) - weights) < 0.1 * weights
     # ... and they live in the main graph (the Loop body reads them from the outer scope).
     (loop,) = [n for n in looped.graph.node if n.op_type == "Loop"]
     assert len(loop.attribute[0].g.initializer) == 0
