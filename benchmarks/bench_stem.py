@@ -6,9 +6,10 @@ Command (docs/benchmarks.md)::
     .venv/bin/python benchmarks/bench_stem.py --stem-only [--rounds 5]   # each stem alone, seconds
 
 The stems are parameter-free channels in front of the first convolution (bgtrain.model): ``compare`` adds
-T-R1, T-R2 and the signed double detection, ``tolerant`` (train-model's default) also the same against each
-reference's 3x3 range (4 MaxPools), ``aligned`` also the target against each reference shifted onto it
-(a per-patch shift estimate). The speed claims elsewhere in docs/benchmarks.md were measured on plain-stem models, so this prints each stem's ms per strip and its ratio to plain for the default tiled fp32
+T-R1, T-R2 and the signed double detection, ``tolerant`` also the same against each reference's 3x3 range
+(4 MaxPools), ``aligned`` (train-model's default) also the target against each reference shifted onto it
+(a per-patch shift estimate). The speed claims elsewhere in docs/benchmarks.md were measured on plain-stem
+models, so this prints each stem's ms per strip and its ratio to plain for the default tiled fp32
 build and the fastest build (``--mode whole --quantize``), with that build's speed-up over the tiled fp32
 one per stem. Random weights (speed does not depend on them), built with ``bgbuild.build_model``; each
 timing in a fresh process (benchmarks/ortworker.py), batch 1, rounds interleaved over all models.

@@ -70,19 +70,6 @@ def test_whole_build_matches_an_independent_reference(checkpoint, tmp_path, size
     )
 
 
-def test_whole_build_of_the_aligned_stem_estimates_one_shift_per_strip(tmp_path):
-    """The aligned stem exports at the strip's padded size too: its shift estimate then covers the whole strip."""
-    ckpt = tmp_path / "aligned.pt"
-    save_checkpoint(ckpt, tiny_unet(stem="aligned"), image_type="strip", image_size=(976, 176), epoch=1, seed=0)
-    out = tmp_path / "whole.onnx"
-    assert build_model(
-        ckpt, out, BuildOptions(mode="whole", image_size=(250, 140), verify_images=1)
-    ).verification.passed
-    x = np.random.default_rng(4).random((1, 3, 250, 140), dtype=np.float32)
-    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-    np.testing.assert_allclose(got[:, 0], numpy_whole_reference(tiny_unet(stem="aligned"), x), atol=1e-5)
-
-
 def test_the_sdk_runs_a_whole_model_unchanged(checkpoint, demo_root, tmp_path):
     out = tmp_path / "whole.onnx"
     build_model(checkpoint, out, BuildOptions(mode="whole", verify_data=demo_root))

@@ -222,8 +222,8 @@ def estimate_shift(
     ts = ts - ts.mean((2, 3), keepdim=True)
     dx = torch.zeros_like(t[:, :, :1, :1])
     dy = torch.zeros_like(dx)
-    for _ in range(iterations):
-        rs = shift_bilinear(rs0, dx, dy, radius)
+    for step in range(iterations):
+        rs = rs0 if step == 0 else shift_bilinear(rs0, dx, dy, radius)  # at d = 0 the resampling is the identity
         gx, gy = _gradients(rs)
         e = ts - (rs - rs.mean((2, 3), keepdim=True))
         sxx = (gx * gx).mean((2, 3), keepdim=True) + reg * k * k
