@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 __all__ = ["build_command", "main"]
 
 
-_QUANT_PARAMS = ("calib_data", "calib_count", "calib_method", "calib_defects", "quant_activations")
+_QUANT_PARAMS = ("calib_data", "calib_count", "calib_method", "calib_defects", "quant_activations", "float_first_conv")
 _GATE_PARAMS = ("max_ap_drop", "max_mean_diff")  # --quantize or --fp16
+_FLAG_NAMES = {"float_first_conv": "--float-first-conv/--quantize-first-conv"}  # where not --param-name
 
 
 @click.command(name="build-model")
@@ -131,6 +132,13 @@ _GATE_PARAMS = ("max_ap_drop", "max_mean_diff")  # --quantize or --fp16
     show_default=True,
     help="--quantize: add the training synthesiser's defects to the calibration patches "
     "(training images are clean; the model was trained on them with synthetic defects).",
+)
+@click.option(
+    "--float-first-conv/--quantize-first-conv",
+    default=True,
+    show_default=True,
+    help="--quantize: run the Conv that reads the input stem's die differences in float "
+    "(quantized, it rounds weak defects' contrast; measured in docs/accuracy.md).",
 )
 @click.option(
     "--quant-activations",
@@ -246,7 +254,7 @@ def _check_combinations(params: dict[str, Any]) -> None:
 
     def given(names: tuple[str, ...]) -> list[str]:
         return [
-            f"--{n.replace('_', '-')}"
+            _FLAG_NAMES.get(n, f"--{n.replace('_', '-')}")
             for n in names
             if ctx.get_parameter_source(n) not in (None, click.core.ParameterSource.DEFAULT)
         ]
@@ -288,6 +296,7 @@ def _build_options(p: dict[str, Any]) -> BuildOptions:
         calib_method=p["calib_method"],
         calib_synth_defects=p["calib_defects"],
         activation_type=p["quant_activations"],
+        float_first_conv=p["float_first_conv"],
         max_ap_drop=p["max_ap_drop"],
         max_mean_diff=DEFAULT_MAX_MEAN_DIFF if max_mean_diff is None else max_mean_diff,
     )

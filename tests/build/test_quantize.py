@@ -28,7 +28,7 @@ from bgbuild.calibration import calibration_patches
 from bgbuild.cli import main as build_main
 from bgbuild.export import export_patch_model, op_counts
 from bgbuild.graphs import all_graphs
-from bgbuild.quantize import QuantizeOptions, float_logits, quantize_patch_model
+from bgbuild.quantize import QuantizeOptions, first_conv_nodes, float_logits, quantize_patch_model
 from bgsdk import Segmenter
 from bgsdk.cli import QUANTIZATION_KEY as SDK_QUANTIZATION_KEY
 from bgsdk.cli import main as sdk_main
@@ -66,10 +66,13 @@ def test_int8_build_is_verified_against_an_independent_reference(int8_build, dem
     assert q.settings["activations"] == "uint8" and q.settings["calibration_patches"] == 4 * 18
     assert q.settings["float_logits"] is True
     assert len(q.calibration.files) == 4 and q.calibration.source == "training-dataset"
-    # Weights are int8 (one copy, shared by the 6 unrolled calls). At width 4 the file is not smaller than
-    # fp32 -- the 6 calls' Q/DQ nodes outweigh the tiny weights; at width 64 it is ~4x smaller (benchmarks).
+    # Weights are int8 (one copy, shared by the 6 unrolled calls) but the first Conv's, which stays float
+    # (first_conv_nodes). At width 4 the file is not smaller than fp32 -- the 6 calls' Q/DQ nodes outweigh
+    # the tiny weights; at width 64 it is ~4x smaller (benchmarks).
     conv_w = [t for t in onnx.load(str(out)).graph.initializer if len(t.dims) == 4]
-    assert conv_w and all(t.data_type == TensorProto.INT8 for t in conv_w)
+    types = sorted(t.data_type for t in conv_w)
+    assert types == [TensorProto.FLOAT] + [TensorProto.INT8] * (len(conv_w) - 1), types
+    assert q.settings["float_first_conv"] is True
 
 
 def test_manifest_and_metadata_record_quantization(int8_build):
@@ -119,16 +122,17 @@ def test_head_logits_and_tail_stay_float(int8_build):
                 seen[id(n)] = n
                 todo += list(n.output)
     assert {"Slice", "Concat", "Transpose", "Pad"} <= {n.op_type for n in seen.values()}  # crops, stitching, zeros
-    # The patches are cut from the float input; the first QuantizeLinear of each call reads their Concat.
+    # The patches are cut from the float input; the first Conv of each call reads their Concat, in float
+    # (bgbuild.quantize.first_conv_nodes), with float weights.
     assert {n.op_type for n in consumers["input"]} == {"Slice"}
-    first_q = [
+    first_convs = [
         n
         for n in nodes
-        if n.op_type == "QuantizeLinear"
+        if n.op_type == "Conv"
         and producer[n.input[0]].op_type == "Concat"
         and all(producer[i].op_type == "Slice" for i in producer[n.input[0]].input)
     ]
-    assert len(first_q) == 6
+    assert len(first_convs) == 6 and all(inits[n.input[1]].data_type == TensorProto.FLOAT for n in first_convs)
 
 
 def _ancestors(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto], depth: int = 4) -> set[str]:
@@ -144,15 +148,17 @@ def _ancestors(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto], depth:
 
 
 def test_onnxruntime_runs_every_conv_as_qlinearconv(int8_build, tmp_path):
-    """The point of U8S8 (docs/design.md): with int8 activations ORT left 5 encoder Convs in float."""
+    """The point of U8S8 (docs/design.md): with int8 activations ORT left 5 encoder Convs in float; here
+    only the one left float on purpose is."""
     _, out = int8_build
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     so.optimized_model_filepath = str(tmp_path / "opt.onnx")
     ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"])
     ops = op_counts(onnx.load(str(tmp_path / "opt.onnx")))
-    # 6 unrolled calls (default --patch-batch 3) x (27 QLinearConv + the 2-logit head folded to a float MatMul)
-    assert ops["QLinearConv"] == 6 * 27 and ops.get("Conv", 0) + ops.get("FusedConv", 0) == 0, dict(ops)
+    # 6 unrolled calls (default --patch-batch 3) x (26 QLinearConv, the first Conv in float, and the 2-logit
+    # head folded to a float MatMul)
+    assert ops["QLinearConv"] == 6 * 26 and ops.get("Conv", 0) + ops.get("FusedConv", 0) == 6, dict(ops)
     assert ops["MatMul"] == 6, dict(ops)
 
 
@@ -221,6 +227,8 @@ def test_calibration_needs_real_images_and_quantize_options_need_quantize(tmp_pa
         build_model(ckpt, tmp_path / "x.onnx", BuildOptions(quantize=QuantizeOptions(calib_method="bogus")))
     code, _, err = invoke(build_main, capsys, ckpt, "-o", tmp_path / "x.onnx", "--calib-count", 3)
     assert code == 2 and "--calib-count only make(s) sense with --quantize" in err
+    code, _, err = invoke(build_main, capsys, ckpt, "-o", tmp_path / "x.onnx", "--quantize-first-conv")
+    assert code == 2 and "--float-first-conv/--quantize-first-conv only make(s) sense with --quantize" in err
     assert not (tmp_path / "x.onnx").exists()
 
 
@@ -271,7 +279,8 @@ def test_int8_bilinear_resize_is_right(tmp_path):
         img = make_image(np.random.default_rng(seed), 976, 176, defective=True)[0][:3][None]
         return calibration_patches(img, tiling_for("strip", 976, 176), synth_seed=seed)
 
-    q = quantize_patch_model(model, patches(1), QuantizeOptions())
+    assert first_conv_nodes(model) == []  # unnamed: excluding "" would leave every unnamed node float
+    q = quantize_patch_model(model, patches(1), QuantizeOptions(float_first_conv=False))  # c1 too: Q/DQ all round
     assert op_counts(q.model)["Resize"] == 1 and q.settings["float_logits"]
     held = patches(2)
     run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(  # noqa: E731
@@ -285,26 +294,41 @@ def test_int8_bilinear_resize_is_right(tmp_path):
 
 
 @pytest.mark.parametrize("stem", ["tolerant", "aligned"])
-def test_input_stem_stays_float(stem):
-    """The stem's comparisons (and the aligned stem's shift estimate) run in float; only the map the
-    first Conv reads is quantized."""
+@pytest.mark.parametrize("float_first_conv", [True, False])
+def test_input_stem_stays_float(stem, float_first_conv):
+    """The stem's comparisons (and the aligned stem's shift estimate) run in float, and by default so
+    does the first Conv that reads them; --quantize-first-conv quantizes the map that Conv reads."""
     pm = export_patch_model(tiny_unet(1, stem=stem), 128, 17)
     assert any(n.name.startswith("/stem/") for n in pm.graph.node)
     x = np.random.default_rng(0).random((6, 3, 128, 128), dtype=np.float32)
-    q = quantize_patch_model(pm, x, QuantizeOptions()).model
-    producer = {o: n for n in q.graph.node for o in n.output}
-    quantized_stem = [
-        producer[n.input[0]] for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in producer
-    ]
+    q = quantize_patch_model(pm, x, QuantizeOptions(float_first_conv=float_first_conv))
+    assert q.settings["float_first_conv"] is float_first_conv
+    g = q.model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    quantized_stem = [producer[n.input[0]] for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] in producer]
     quantized_stem = [n for n in quantized_stem if n.name.startswith("/stem/")]
-    assert [n.op_type for n in quantized_stem] == ["Concat"]  # the stem's output, read by the first Conv
-    stem_inputs = {i for n in q.graph.node if n.name.startswith("/stem/") for i in n.input}
+    stem_inputs = {i for n in g.node if n.name.startswith("/stem/") for i in n.input}
     assert not any(producer[i].op_type == "DequantizeLinear" for i in stem_inputs if i in producer)
+    first = next(n for n in g.node if n.op_type == "Conv")
+    reads = producer[first.input[0]]
+    if float_first_conv:
+        assert quantized_stem == []  # nothing the stem writes is rounded to 8 bits
+        assert (reads.op_type, first.input[1] in producer) == ("Concat", False)  # float map, float weights
+    else:
+        assert [n.op_type for n in quantized_stem] == ["Concat"]  # the stem's output, read by the first Conv
+        assert reads.op_type == "DequantizeLinear"
     run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(  # noqa: E731
         ["logits"], {"input": x}
     )[0]
-    ref, got = run(pm), run(q)
+    ref, got = run(pm), run(q.model)
     assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.99
+
+
+def test_first_conv_nodes_without_a_stem_is_the_conv_reading_the_input():
+    pm = export_patch_model(tiny_unet(1, stem="plain"), 128, 17)
+    (name,) = first_conv_nodes(pm)
+    conv = next(n for n in pm.graph.node if n.name == name)
+    assert conv.op_type == "Conv" and conv.input[0] == pm.graph.input[0].name
 
 
 def test_float_logits_only_removes_the_output_pair():

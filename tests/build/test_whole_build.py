@@ -87,7 +87,7 @@ def test_whole_mode_options_are_checked(checkpoint, tmp_path, capsys):
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_whole_int8_is_calibrated_on_strips_gated_and_fully_quantized(dd_checkpoint, demo_root, tmp_path):
+def test_whole_int8_is_calibrated_on_strips_gated_and_quantized(dd_checkpoint, demo_root, tmp_path):
     out = tmp_path / "whole.int8.onnx"
     report = build_model(dd_checkpoint, out, BuildOptions(mode="whole", quantize=QuantizeOptions(calib_count=4)))
     q = report.quantization
@@ -108,9 +108,9 @@ def test_whole_int8_is_calibrated_on_strips_gated_and_fully_quantized(dd_checkpo
     so.optimized_model_filepath = str(tmp_path / "opt.onnx")
     ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"])
     ops = op_counts(onnx.load(str(tmp_path / "opt.onnx")))
-    # every Conv runs as QLinearConv, also those feeding MaxPool and the skip Concats; the 2-logit head is
-    # folded to the float taps MatMul (bgbuild.head)
-    assert ops["QLinearConv"] == 27 and ops.get("Conv", 0) + ops.get("FusedConv", 0) == 0, dict(ops)
+    # every Conv runs as QLinearConv, also those feeding MaxPool and the skip Concats, but the first (float on
+    # purpose: bgbuild.quantize.first_conv_nodes); the 2-logit head is folded to the float taps MatMul
+    assert ops["QLinearConv"] == 26 and ops.get("Conv", 0) + ops.get("FusedConv", 0) == 1, dict(ops)
     assert ops["MatMul"] == 1 and "Softmax" not in ops, dict(ops)
     assert read_metadata(out)[BUILD_KEY]["mode"] == "whole"
 
