@@ -41,7 +41,7 @@ from .export import export_patch_model, op_counts
 from .fp16 import Fp16Options, convert_patch_model
 from .operating_point import OperatingPointOptions, calibrate_model, set_operating_point_metadata
 from .precision_gate import GateOptions, PrecisionVerification, compare_models, select_eval_images
-from .quantize import AUTO_CALIBRATION_ORDER, QuantizeOptions, quantize_patch_model
+from .quantize import AUTO_CALIBRATION_ORDER, QuantizeOptions, quantize_patch_model, quantized_scope
 from .simplify import check_graph, constants_to_initializers, hoist_subgraph_initializers, simplify
 from .verify import (
     DEFAULT_TOLERANCE,
@@ -475,7 +475,7 @@ def _int8_patch_model(state: BuildState, q: QuantizeOptions, patches: Any) -> Re
     assert calib is not None
     qm = state.timed(f"quantize-{q.calib_method}", lambda: quantize_patch_model(state.patch_model, patches, q))
     if state.options.mode == "whole":
-        qm.settings["scope"] = "whole-strip network only; reflect Pad, Softmax, crop and zero-channel Pad stay float"
+        qm.settings["scope"] = quantized_scope(q, whole=True)
     state.say(
         "quantize",
         f"network -> INT8 QDQ ({qm.settings['activations']} activations, "

@@ -63,6 +63,7 @@ __all__ = [
     "first_conv_nodes",
     "float_logits",
     "quantize_patch_model",
+    "quantized_scope",
     "stem_nodes",
 ]
 
@@ -187,6 +188,14 @@ def _float_nodes(model: onnx.ModelProto, options: QuantizeOptions) -> list[str]:
     return stem_nodes(model) + (first_conv_nodes(model) if options.float_first_conv else [])
 
 
+def quantized_scope(options: QuantizeOptions, whole: bool = False) -> str:
+    """What is quantized and what stays float, in words (the settings' scope, shown by ``bgsdk inspect``)."""
+    stem = "the input stem, the first Conv" if options.float_first_conv else "the input stem"
+    if whole:
+        return f"whole-strip network only; {stem}, reflect Pad, Softmax, crop and zero-channel Pad stay float"
+    return f"patch model only; {stem}, Softmax, crops, stitching and padding stay float"
+
+
 def _quantize_static(patch_model: onnx.ModelProto, patches: np.ndarray, options: QuantizeOptions) -> onnx.ModelProto:
     """ONNX Runtime's quantizer on a temporary copy of ``patch_model``; its failures become one BuildError."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
@@ -247,7 +256,7 @@ def quantize_patch_model(
     settings = {
         "format": "QDQ",
         "tool": f"onnxruntime.quantization {onnxruntime.__version__} (quant_pre_process + quantize_static)",
-        "scope": "patch model only; Softmax, crops, stitching and padding stay float",
+        "scope": quantized_scope(options),
         "activations": options.activation_type,
         "weights": "int8 symmetric, per-channel" if options.per_channel else "int8 symmetric, per-tensor",
         "calibration_method": options.calib_method,

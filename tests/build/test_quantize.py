@@ -303,6 +303,7 @@ def test_input_stem_stays_float(stem, float_first_conv):
     x = np.random.default_rng(0).random((6, 3, 128, 128), dtype=np.float32)
     q = quantize_patch_model(pm, x, QuantizeOptions(float_first_conv=float_first_conv))
     assert q.settings["float_first_conv"] is float_first_conv
+    assert ("the first Conv" in q.settings["scope"]) is float_first_conv  # what bgsdk inspect shows
     g = q.model.graph
     producer = {o: n for n in g.node for o in n.output}
     quantized_stem = [producer[n.input[0]] for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] in producer]
