@@ -19,7 +19,8 @@ double detection:
                   ``synth-dataset --eval-backgrounds photographs``), the defects and nuisances of
                   ``big-test``: the issue's second held-out family, which no training kind is.
 
-Columns: pixel AP, image AUROC, and at the best-F1 pixel threshold: recall of weak
+Columns: pixel AP, image AUROC, image AUROC without the defective strips whose labelled defects are all
+fainter than |a| = 12 (``image_auroc12``), and at the best-F1 pixel threshold: recall of weak
 (|a| <= 40) labelled defects, of weak ones of 12 <= |a| <= 40 (without the faint ones at the noise
 level) and the share of single-reference defects flagged.
 
@@ -121,7 +122,7 @@ ROWS: dict[str, tuple[str, dict[str, Any], str, tuple[str, ...]]] = {
     "v1-noweight": ("robust", {**V1, "hard_negative_weight": 1.0}, "compare", ONE_PASS),
     "v1-lr3e-3": ("robust", V1, "compare", (*ONE_PASS, "--lr", "3e-3")),
 }
-COLUMNS = ("pixel_ap", "image_auroc", "recall_weak", "recall_weak12", "fa_one_ref")
+COLUMNS = ("pixel_ap", "image_auroc", "image_auroc12", "recall_weak", "recall_weak12", "fa_one_ref")
 SETS = ("test", "unseen", "seed-val", "robust-val", "valid", "big-test", "big-unseen", "big-photo")
 
 

@@ -61,3 +61,30 @@ def test_score_maps_reports_the_bands_at_the_best_f1_threshold() -> None:
     assert 0.05 < thr <= 0.9
     assert s["recall_weak12"] == 1.0 and s["n_recall_weak12"] == 1
     assert s["recall_weak"] == 0.5 and s["fa_one_ref"] == 0.0
+
+
+def _strip(name: str, defects: list[tuple[str, float]], peak: float) -> tuple[EvalImage, np.ndarray]:
+    """A strip whose heatmap maximum is ``peak``; defective if any defect is labelled (target/missing)."""
+    defective = any(k in ("target", "missing") for k, _ in defects)
+    ann = [{"kind": k, "amplitude": a, "box": [0, 0, 4, 4]} for k, a in defects]
+    mask = np.zeros((H, W), bool)
+    mask[1:3, 1:3] = defective
+    hm = np.full((H, W), peak / 2, np.float32)
+    hm[5, 5] = peak
+    return EvalImage(Sample(Path(name), defective, None), np.zeros((3, H, W), np.float32), mask, ann), hm
+
+
+def test_image_auroc12_leaves_out_only_strips_whose_labelled_defects_are_all_faint() -> None:
+    rows = [
+        _strip("good_high", [("ref1", 80.0)], 0.7),  # a good strip with a reference's own defect
+        _strip("good_low", [], 0.2),
+        _strip("faint_only", [("target", -(FAINT_AMPLITUDE - 1)), ("all", 90.0)], 0.1),  # left out
+        _strip("faint_and_weak", [("target", 9.0), ("missing", FAINT_AMPLITUDE)], 0.6),  # kept: |a| = 12
+        _strip("strong", [("target", 60.0)], 0.9),
+    ]
+    es = EvalSet("test", [r[0] for r in rows], annotated=True)
+    s = score_maps([r[1] for r in rows], es)
+    # all five: the faint-only strip (0.1) ranks below both good strips, faint_and_weak (0.6) below good_high
+    assert s["image_auroc"] == pytest.approx(3 / 6)
+    # without it: 2 defective x 2 good pairs, 3 ranked right
+    assert s["image_auroc12"] == pytest.approx(3 / 4) and s["n_faint_only"] == 1
