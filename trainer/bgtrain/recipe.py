@@ -36,6 +36,7 @@ __all__ = [
     "get_recipe",
     "load_recipe",
     "DIE_KINDS",
+    "LABELLED_KINDS",
     "WEAK_AMPLITUDE",
     "FAINT_AMPLITUDE",
 ]
@@ -51,6 +52,7 @@ DIE_KINDS: dict[str, tuple[bool, bool, bool]] = {
     "target_ref2": (True, False, True),
     "all": (True, True, True),
 }
+LABELLED_KINDS = ("target", "missing")  # in the ground-truth mask
 DISTRACTOR_KINDS = ("ref1", "ref2", "target_ref1", "target_ref2", "all")
 
 

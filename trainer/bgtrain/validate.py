@@ -24,7 +24,7 @@ from bgsdk.tiling import Tiling
 
 from .infer import sliding_window, whole_image
 from .layout import Sample, labelled_split, load_annotations
-from .recipe import FAINT_AMPLITUDE, WEAK_AMPLITUDE
+from .recipe import FAINT_AMPLITUDE, LABELLED_KINDS, WEAK_AMPLITUDE
 
 __all__ = [
     "EvalImage",
@@ -47,10 +47,10 @@ __all__ = [
 # FAINT_AMPLITUDE, which sit at the evaluation sets' noise level (docs/accuracy.md).
 _ANY = (0.0, math.inf)
 RATE_GROUPS: dict[str, tuple[tuple[str, ...], tuple[float, float]]] = {
-    "recall": (("target", "missing"), _ANY),
-    "recall_weak": (("target", "missing"), (0.0, WEAK_AMPLITUDE)),
-    "recall_weak12": (("target", "missing"), (FAINT_AMPLITUDE, WEAK_AMPLITUDE)),
-    "recall_strong": (("target", "missing"), (math.nextafter(WEAK_AMPLITUDE, math.inf), math.inf)),
+    "recall": (LABELLED_KINDS, _ANY),
+    "recall_weak": (LABELLED_KINDS, (0.0, WEAK_AMPLITUDE)),
+    "recall_weak12": (LABELLED_KINDS, (FAINT_AMPLITUDE, WEAK_AMPLITUDE)),
+    "recall_strong": (LABELLED_KINDS, (math.nextafter(WEAK_AMPLITUDE, math.inf), math.inf)),
     "recall_present": (("target",), _ANY),
     "recall_missing": (("missing",), _ANY),
     "fa_one_ref": (("ref1", "ref2"), _ANY),
@@ -141,9 +141,7 @@ def image_auroc_without_faint(heatmaps: Sequence[np.ndarray], eval_set: EvalSet)
     """
     labels, scores, left_out = [], [], 0
     for hm, e in zip(heatmaps, eval_set.images):
-        peak = max(
-            (abs(float(d["amplitude"])) for d in e.defects or [] if d["kind"] in ("target", "missing")), default=0
-        )
+        peak = max((abs(float(d["amplitude"])) for d in e.defects or [] if d["kind"] in LABELLED_KINDS), default=0)
         if e.sample.defective and peak < FAINT_AMPLITUDE:
             left_out += 1
             continue
