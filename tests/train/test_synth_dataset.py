@@ -79,6 +79,35 @@ def test_photograph_sets_are_photographs_with_every_defect_case(tmp_path):
         assert 0.5 < np.abs(img[0] - img[1]).mean() < 15
 
 
+def test_nominal_eval_level_stays_inside_the_issue_ranges(tmp_path):
+    # --eval-level nominal: the defect kinds of the hard sets, with |a| 12-100 and sub-pixel shifts only
+    # (the ranges issue 10 names for its held-out strips); the default level reaches outside them.
+    out = tmp_path / "n"
+    r = subprocess.run(
+        [sys.executable, "-m", "bgtrain.synth_dataset", str(out), "--n-train", "1", "--n-valid", "0"]
+        + ["--n-test", "12", "--seed", "5", "--eval-level", "nominal", "-q"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "dataset.json").read_text())
+    assert summary["eval_level"] == "nominal"
+    assert all(0.05 <= v["misregistration"] <= 0.3 for v in summary["backgrounds"].values())
+    ann = load_annotations(out, "test")
+    amps = [abs(d["amplitude"]) for ds in ann.values() for d in ds]
+    assert len(amps) > 30 and 12 <= min(amps) and max(amps) <= 100
+    assert {"target", "ref1", "ref2", "all"} <= {d["kind"] for ds in ann.values() for d in ds}
+    for ds in ann.values():
+        for d in ds:
+            y0, x0, y1, x1 = d["box"]
+            assert max(y1 - y0, x1 - x0) <= 9
+    from bgtrain.synth_dataset import make_dataset
+
+    hard = make_dataset(tmp_path / "h", 1, 0, 12, seed=5, progress=False)
+    hard_amps = [abs(d["amplitude"]) for ds in load_annotations(tmp_path / "h", "test").values() for d in ds]
+    assert hard["eval_level"] == "hard" and (min(hard_amps) < 12 or max(hard_amps) > 100)
+
+
 def test_views_differ_slightly_but_share_the_pattern(demo_root):
     img = read_image(training_images(demo_root)[0])
     diff = np.abs(img[0] - img[1])
