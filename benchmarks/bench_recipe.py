@@ -91,6 +91,8 @@ ROWS: dict[str, tuple[str, dict[str, Any], str, tuple[str, ...]]] = {
     "robust-hn15": ("robust", {"hard_negative_weight": 1.5}, "tolerant", R6),  # half the hard-negative push
     "robust-smooth": ("robust", {}, "smooth", ()),  # + tolerant comparison of 3x3-averaged dies
     "robust-aligned": ("robust", {}, "aligned", ()),  # train-model's default since the thirteenth session
+    # 352x160 training crops (3.4x a patch's pixels, 2 passes: 1.15x the default's pixels), for whole-strip builds
+    "aligned-c352": ("robust", {"crop_size": [352, 160]}, "aligned", ("--repeats", "2")),
     # CE on each patch's top 0.5% plain-background pixels (loss.top_background_loss), twelfth session
     "robust-top1": ("robust", {"top_background_weight": 1.0}, "tolerant", ()),
     "robust-a15": ("robust", {"amplitude_range": [15.0, 100.0]}, "tolerant", R6),  # weaker defects in training

@@ -19,7 +19,8 @@ kind (``dataset.json`` of synth-dataset records each strip's kind and misregistr
 AP and image AUROC, and the good strips' highest scores; the same by band of the background's
 misregistration std (the evaluation sets draw up to 0.6 px per die, issue 10's held-out strips at most
 +-0.5 px); and where the highest-scoring good strips peak (in a not-labelled defect's box, or on the
-background).
+background), with how noisy each one's comparison is (std of the target minus the aligned reference), and
+the image AUROC without an 8 px border band (do false alarms gather at strip edges?).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from scipy import ndimage
 
 from bgsdk.metrics import average_precision, roc_auc
 from bgtrain.checkpoint import model_from_checkpoint
+from bgtrain.model import AlignedStem, estimate_shift, shift_bilinear
 from bgtrain.recipe import DISTRACTOR_KINDS, FAINT_AMPLITUDE, WEAK_AMPLITUDE
 from bgtrain.validate import EvalSet, heatmaps, load_eval_set, score_maps
 
@@ -155,9 +157,16 @@ def image_level(maps: list[np.ndarray], es: EvalSet, backgrounds: dict[str, dict
     names = np.array([f"{lo:.1f}-{hi:.1f} px" for lo, hi in zip(edges[:-1], edges[1:])])
     band = names[np.digitize(misreg, edges[1:-1])]
     _by_group("misregistration std", maps, es, score, bad, band)
-    print("highest-scoring good strips: score, background, misregistration, where the maximum is")
+    inner = np.array([float(hm[EDGE:-EDGE, EDGE:-EDGE].max()) for hm in maps])
+    print(f"image AUROC with each strip's maximum taken {EDGE} px inside its edges: {_auroc(bad, inner):.4f}")
+    noise = np.array([_difference_std(e.image) for e in es.images])
+    print(
+        "highest-scoring good strips: score, background, misregistration, std of the target minus the aligned "
+        f"ref1 (median over good strips {np.median(noise[~bad]):.1f}), where the maximum is"
+    )
     for i in sorted(np.flatnonzero(~bad), key=lambda j: -score[j])[:10]:
-        print(f"  {stems[i]} {score[i]:.2f} {kind[i]:9s} {misreg[i]:.2f} px  {_where(maps[i], es.images[i].defects)}")
+        where = _where(maps[i], es.images[i].defects)
+        print(f"  {stems[i]} {score[i]:.2f} {kind[i]:9s} {misreg[i]:.2f} px  std {noise[i]:.1f}  {where}")
 
 
 def _by_group(
@@ -172,6 +181,21 @@ def _by_group(
         good = score[sel][~bad[sel]]
         tail = f"{np.median(good):.2f} / {good.max():.2f}" if good.size else "-"
         print(f"  {k:11s} {len(sel):3d}  AP {ap:.3f}  AUROC {auroc:.3f}  good {tail}")
+
+
+EDGE = 8  # px: a strip's border band, to see whether false alarms gather at its edges
+
+
+def _difference_std(image: np.ndarray) -> float:
+    """Grey-level std of target minus ref1 aligned to it (the aligned stem's estimate, over the strip).
+
+    How noisy a strip's comparison is: where a faint defect stops standing out of the noise.
+    """
+    x = torch.from_numpy(image[None, :2] / 255.0).float()
+    t, r = x[:, 0:1], x[:, 1:2]
+    dx, dy = estimate_shift(t, r)
+    d = (t - shift_bilinear(r, dx, dy, AlignedStem.radius))[..., EDGE:-EDGE, EDGE:-EDGE]
+    return float(255.0 * d.std())
 
 
 def _auroc(bad: np.ndarray, score: np.ndarray) -> float:

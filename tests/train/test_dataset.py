@@ -207,3 +207,30 @@ def test_crop_jitter_shifts_the_crop_inside_the_image(files):
     ds0 = PatchDataset(files, seed=4, recipe=Recipe.from_dict({"crop_jitter": 0}, base=r))
     p0 = ds0.patches[0]
     np.testing.assert_array_equal(ds0.synthesize(0).image, img[:, p0.y : p0.y + 128, p0.x : p0.x + 128])
+
+
+def test_crop_size_centres_a_larger_crop_on_its_patch_inside_the_image(files):
+    """crop_size: a (height, width) crop centred on the patch position, clipped inside the image; it batches."""
+    from bgtrain.recipe import Recipe, RecipeError, get_recipe
+
+    plain = {"defect_prob": 0.0, "nuisance_prob": 0.0, "flips": False, "swap_refs": False}
+    r = Recipe.from_dict({**plain, "crop_size": [256, 160]}, base=get_recipe("robust"))
+    ds = PatchDataset(files, seed=5, recipe=r)
+    img = read_image(files[0]).astype(np.float32)
+    h, w = img.shape[1:]
+    assert ds.crop_shape == (256, 160)
+    tops, lefts = set(), set()
+    for i, p in enumerate(ds.patches):
+        y = min(max(p.y - 64, 0), h - 256)  # centred: (128 - 256) // 2 above the patch, kept inside
+        x = min(max(p.x - 16, 0), w - 160)
+        np.testing.assert_array_equal(ds.synthesize(i).image, img[:, y : y + 256, x : x + 160])
+        tops.add(y)
+        lefts.add(x)
+    assert 0 in tops and h - 256 in tops and len(tops) > 3 and lefts == {0, w - 160}
+    batch = next(iter(DataLoader(ds, batch_size=4)))
+    assert batch["input"].shape == (4, 3, 256, 160) and batch["mask"].shape == (4, 1, 256, 160)
+    with pytest.raises(RecipeError, match="crop_size"):
+        PatchDataset(files, recipe=Recipe.from_dict({"crop_size": [256, 192]}, base=r))  # wider than the strip
+    for bad in ([100, 160], [256, 176], [256, 0], [2048, 160]):
+        with pytest.raises(RecipeError, match="crop_size"):
+            Recipe.from_dict({"crop_size": bad}, base=r)

@@ -21,7 +21,7 @@ from bgsdk.errors import InputError
 from bgsdk.io import read_image
 from bgsdk.tiling import Patch, Tiling, tiling_for
 
-from .recipe import Recipe, get_recipe
+from .recipe import Recipe, RecipeError, get_recipe
 from .synth import SynthResult, sample_rng, synthesize
 
 __all__ = ["PatchDataset", "ImageCache"]
@@ -92,6 +92,12 @@ class PatchDataset(Dataset):
         # Each patch position is visited `repeats` times an epoch, each time with other defects:
         # more optimiser steps per epoch without more images (the index still seeds the defects).
         self.repeats = int(repeats)
+        ch, cw = self.crop_shape
+        if ch > self.tiling.height or cw > self.tiling.width:
+            raise RecipeError(
+                f"recipe key 'crop_size' = {list(self.recipe.crop_size)} does not fit the {image_type!r} "
+                f"images ({self.tiling.height}x{self.tiling.width})"
+            )
 
     @property
     def patch_size(self) -> int:
@@ -125,15 +131,23 @@ class PatchDataset(Dataset):
         path, patch = self.locate(index)
         img = self.image(path)
         p = self.tiling.patch
+        ch, cw = self.crop_shape
         rng = sample_rng(self.seed, self.epoch, index)
-        y, x = patch.y, patch.x
+        y, x = patch.y + (p - ch) // 2, patch.x + (p - cw) // 2
         if self.recipe.crop_jitter:  # drawn only when asked: jitter 0 keeps the exact stream of earlier runs
             j = int(self.recipe.crop_jitter)
             dy, dx = rng.integers(-j, j + 1, size=2)
-            y = int(np.clip(y + dy, 0, img.shape[1] - p))
-            x = int(np.clip(x + dx, 0, img.shape[2] - p))
-        crop = img[:, y : y + p, x : x + p]
+            y, x = y + int(dy), x + int(dx)
+        y = int(np.clip(y, 0, img.shape[1] - ch))
+        x = int(np.clip(x, 0, img.shape[2] - cw))
+        crop = img[:, y : y + ch, x : x + cw]
         return synthesize(crop, rng, self.recipe)
+
+    @property
+    def crop_shape(self) -> tuple[int, int]:
+        """(height, width) of a training crop: the recipe's ``crop_size``, or the tiling's patch."""
+        ch, cw = (int(v) for v in self.recipe.crop_size)
+        return (ch, cw) if ch else (self.tiling.patch, self.tiling.patch)
 
     def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Numpy view of item ``index``: ((3,P,P) float32 0..255, (P,P) bool)."""

@@ -84,6 +84,9 @@ class Recipe:
     # a training crop is shifted by up to this many px from its patch position (inside the image):
     # more background contexts from the same strips (0 = the tiling's positions exactly)
     crop_jitter: int = 0
+    # (height, width) of a training crop, centred on its patch position and kept inside the image;
+    # (0, 0) = the tiling's patch. Larger crops show the network the context a whole-strip build gives it
+    crop_size: tuple[int, int] = (0, 0)
     # --- amplitude ----------------------------------------------------------------------------
     amplitudes: tuple[float, ...] = (-80.0, -60.0, 60.0, 80.0)  # discrete set; () = continuous
     amplitude_range: tuple[float, float] = (20.0, 100.0)  # |a|, log-uniform (weak ones common)
@@ -205,6 +208,13 @@ def _validate(r: Recipe) -> None:
     _check(r.hard_negative_weight >= 1.0, "hard_negative_weight", r.hard_negative_weight, "must be >= 1")
     _check(r.weak_defect_weight >= 1.0, "weak_defect_weight", r.weak_defect_weight, "must be >= 1")
     _check(0 <= r.crop_jitter <= 64 and int(r.crop_jitter) == r.crop_jitter, "crop_jitter", r.crop_jitter, "0..64 px")
+    ch, cw = r.crop_size
+    _check(
+        len(r.crop_size) == 2 and ((ch, cw) == (0, 0) or all(32 <= v <= 1024 and v % 32 == 0 for v in (ch, cw))),
+        "crop_size",
+        r.crop_size,
+        "[0, 0] (the patch) or [height, width], multiples of 32 (the UNet's downsampling) in 32..1024",
+    )
     limits = {
         "copy_jitter": 0.9,
         "hard_negative_weight": 20.0,
