@@ -231,6 +231,6 @@ def test_crop_size_centres_a_larger_crop_on_its_patch_inside_the_image(files):
     assert batch["input"].shape == (4, 3, 256, 160) and batch["mask"].shape == (4, 1, 256, 160)
     with pytest.raises(RecipeError, match="crop_size"):
         PatchDataset(files, recipe=Recipe.from_dict({"crop_size": [256, 192]}, base=r))  # wider than the strip
-    for bad in ([100, 160], [256, 176], [256, 0], [2048, 160]):
+    for bad in ([100, 160], [256, 176], [256, 0], [2048, 160], [256]):
         with pytest.raises(RecipeError, match="crop_size"):
             Recipe.from_dict({"crop_size": bad}, base=r)

@@ -246,9 +246,11 @@ def test_recipe_and_stem_are_recorded(straight_run):
 def test_recipe_file_and_log_lines(demo_root, tmp_path):
     """A --recipe-file knob reaches the checkpoint; a redirected log gets plain lines, no bar redraws.
 
-    The file also turns on the top-background loss term, so the training loop runs it."""
+    The file also turns on the top-background loss term and non-square crops larger than a patch, so the
+    training loop runs them."""
     f = tmp_path / "r.json"
-    f.write_text(json.dumps({"base": "seed", "num_defects_range": [4, 10], "top_background_weight": 1.0}))
+    knobs = {"base": "seed", "num_defects_range": [4, 10], "top_background_weight": 1.0, "crop_size": [192, 160]}
+    f.write_text(json.dumps(knobs))
     out = tmp_path / "run"
     r = subprocess.run(
         [
@@ -271,15 +273,17 @@ def test_recipe_file_and_log_lines(demo_root, tmp_path):
     ckpt = torch.load(out / "last.pt", weights_only=True)
     assert ckpt["train_config"]["recipe"]["num_defects_range"] == [4, 10]
     assert ckpt["train_config"]["recipe"]["top_background_weight"] == 1.0
+    assert ckpt["train_config"]["recipe"]["crop_size"] == [192, 160]
     assert ckpt["train_config"]["recipe"]["name"] == "seed+r" and ckpt["stem"] == "plain"
-    f.write_text(json.dumps({"missing_prob": 7}))
-    r = subprocess.run(
-        [sys.executable, "-m", "bgtrain", "--training_dataset_path", str(demo_root), "--recipe-file", str(f)],
-        capture_output=True,
-        text=True,
-        env=_env(),
-    )
-    assert r.returncode == 2 and "missing_prob" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    for bad, key in (({"missing_prob": 7}, "missing_prob"), ({"crop_size": [256, 192]}, "crop_size")):
+        f.write_text(json.dumps(bad))  # out of range; wider than the 176 px strips
+        r = subprocess.run(
+            [sys.executable, "-m", "bgtrain", "--training_dataset_path", str(demo_root), "--recipe-file", str(f)],
+            capture_output=True,
+            text=True,
+            env=_env(),
+        )
+        assert r.returncode == 2 and key in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_repeats_auto_fills_the_epoch_budget_and_is_recorded(demo_root, tmp_path):

@@ -208,9 +208,9 @@ def _validate(r: Recipe) -> None:
     _check(r.hard_negative_weight >= 1.0, "hard_negative_weight", r.hard_negative_weight, "must be >= 1")
     _check(r.weak_defect_weight >= 1.0, "weak_defect_weight", r.weak_defect_weight, "must be >= 1")
     _check(0 <= r.crop_jitter <= 64 and int(r.crop_jitter) == r.crop_jitter, "crop_jitter", r.crop_jitter, "0..64 px")
-    ch, cw = r.crop_size
+    size = tuple(r.crop_size)
     _check(
-        len(r.crop_size) == 2 and ((ch, cw) == (0, 0) or all(32 <= v <= 1024 and v % 32 == 0 for v in (ch, cw))),
+        len(size) == 2 and (size == (0, 0) or all(32 <= v <= 1024 and v % 32 == 0 for v in size)),
         "crop_size",
         r.crop_size,
         "[0, 0] (the patch) or [height, width], multiples of 32 (the UNet's downsampling) in 32..1024",
