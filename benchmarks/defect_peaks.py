@@ -37,7 +37,7 @@ from bgsdk.metrics import average_precision, roc_auc
 from bgtrain.checkpoint import model_from_checkpoint
 from bgtrain.model import AlignedStem, estimate_shift, shift_bilinear
 from bgtrain.recipe import DISTRACTOR_KINDS, FAINT_AMPLITUDE, WEAK_AMPLITUDE
-from bgtrain.validate import EvalSet, heatmaps, load_eval_set, score_maps
+from bgtrain.validate import EvalSet, heatmaps, image_auroc_without_faint, load_eval_set, score_maps
 
 
 def main() -> None:
@@ -133,19 +133,14 @@ def _backgrounds(data: str, split: str) -> dict[str, dict[str, float | str]]:
     return {key.split("/", 1)[1]: v for key, v in recorded.items() if key.startswith(f"{split}/")}
 
 
-def _strongest(defects: list[dict[str, object]] | None) -> float:
-    return max((abs(float(d["amplitude"])) for d in defects or [] if d["labelled"]), default=0.0)  # type: ignore[arg-type]
-
-
 def image_level(maps: list[np.ndarray], es: EvalSet, backgrounds: dict[str, dict[str, float | str]]) -> None:
     """What limits image AUROC: faint defective strips, or good strips that score high, and where."""
     score = np.array([float(hm.max()) for hm in maps])
     bad = np.array([e.sample.defective for e in es.images])
-    strongest = np.array([_strongest(e.defects) for e in es.images])
     print(f"image AUROC {_auroc(bad, score):.3f}; leaving out the defective strips whose strongest labelled defect is")
     for lo in (FAINT_AMPLITUDE, 20.0, WEAK_AMPLITUDE):
-        keep = ~bad | (strongest >= lo)
-        print(f"  |a| < {lo:g}: {int((~keep).sum()):3d} strips -> image AUROC {_auroc(bad[keep], score[keep]):.3f}")
+        auroc, left_out = image_auroc_without_faint(maps, es, below=lo)
+        print(f"  |a| < {lo:g}: {left_out:3d} strips -> image AUROC {float('nan') if auroc is None else auroc:.3f}")
     stems = [e.sample.path.stem for e in es.images]
     if not all(s in backgrounds for s in stems):
         print("(no per-strip backgrounds in dataset.json: regenerate the data set to see them by kind)")

@@ -27,6 +27,7 @@ __all__ = [
     "LEAVES_KINDS",
     "EVAL_KINDS",
     "HOLDOUT_KINDS",
+    "TRAIN_MISREGISTRATION",
     "PHOTOGRAPHS",
     "PhotographsUnavailable",
     "check_photographs",
@@ -93,10 +94,14 @@ class PatternParams:
     texture_seed: int = 0  # 1/f texture field
 
 
+# Range of the per-view misregistration std (px) of training strips; evaluation strips set their own.
+TRAIN_MISREGISTRATION = (0.05, 0.35)
+
+
 def random_pattern(
     rng: np.random.Generator,
     kinds: tuple[str, ...] = TRAIN_KINDS,
-    misregistration: tuple[float, float] = (0.05, 0.35),
+    misregistration: tuple[float, float] = TRAIN_MISREGISTRATION,
 ) -> PatternParams:
     """A random die pattern of one of ``kinds``; ``misregistration`` bounds the per-view shift std."""
     weights = np.array([2.0 if k == "grid" else 1.0 for k in kinds])

@@ -30,6 +30,7 @@ from .background import (
     HOLDOUT_KINDS,
     LEAVES_KINDS,
     TRAIN_KINDS,
+    TRAIN_MISREGISTRATION,
     PatternParams,
     PhotographsUnavailable,
     add_noise,
@@ -87,7 +88,6 @@ EVAL_LEVELS: dict[str, tuple[Recipe, tuple[float, float]]] = {
     "hard": (EVAL_RECIPE, (0.05, 0.6)),
     "nominal": (NOMINAL_RECIPE, (0.05, 0.3)),
 }
-TRAIN_MISREGISTRATION = (0.05, 0.35)
 LABELLED_RANGE = (1, 3)  # labelled defects per defective image
 DISTRACTOR_RANGE = (2, 5)  # not-labelled defects per image (good ones too)
 # Which backgrounds each split draws from: "train" = the training kinds (scattered spots since the

@@ -131,9 +131,11 @@ def defect_rates(heatmaps: Sequence[np.ndarray], eval_set: EvalSet, threshold: f
     return out
 
 
-def image_auroc_without_faint(heatmaps: Sequence[np.ndarray], eval_set: EvalSet) -> tuple[float | None, int]:
+def image_auroc_without_faint(
+    heatmaps: Sequence[np.ndarray], eval_set: EvalSet, below: float = FAINT_AMPLITUDE
+) -> tuple[float | None, int]:
     """Image AUROC (strip score = heatmap maximum) over the good strips and the defective strips with a
-    labelled defect of ``|a| >= FAINT_AMPLITUDE``; and how many defective strips were left out.
+    labelled defect of ``|a| >= below``; and how many defective strips were left out.
 
     Why: the evaluation sets draw labelled defects down to |a| = 8, below issue 10's defect range
     (12-100), and a defective strip whose only defects are that faint is outranked by a good strip's
@@ -142,7 +144,7 @@ def image_auroc_without_faint(heatmaps: Sequence[np.ndarray], eval_set: EvalSet)
     labels, scores, left_out = [], [], 0
     for hm, e in zip(heatmaps, eval_set.images):
         peak = max((abs(float(d["amplitude"])) for d in e.defects or [] if d["kind"] in LABELLED_KINDS), default=0)
-        if e.sample.defective and peak < FAINT_AMPLITUDE:
+        if e.sample.defective and peak < below:
             left_out += 1
             continue
         labels.append(bool(e.sample.defective))
