@@ -10,7 +10,8 @@ case the rule separates. Two presets:
   Kept so the research numbers stay reproducible.
 * ``robust`` -- continuous weak-to-strong amplitudes, a family of shapes (rotated
   anisotropic Gaussians, short scratches, spot clusters) placed on pattern edges
-  too, every odd-die-out case (a target *missing* what both references show is a
+  too, structural defects (blobs, bites and spurs on edges, cuts and bridges at the
+  pattern's own levels: see ``structural.py``), every odd-die-out case (a target *missing* what both references show is a
   defect; a defect in one reference only is not), and per-die imaging nuisances
   applied after the defects (misregistration, gain, offset, noise, ramps, blur).
 
@@ -99,6 +100,9 @@ class Recipe:
     cluster_prob: float = 0.0  # share of 2-4 spot clusters
     edge_prob: float = 0.0  # a defect is placed on a pattern edge (by gradient), else uniformly
     mask_threshold: float = 0.1  # GT = kernel > threshold * kernel peak
+    # --- structural defects (structural.py): the pattern itself broken, at full contrast -------
+    structural_prob: float = 0.0  # share of defects that are structural (blob, edge bite/spur, cut/bridge)
+    structural_size: tuple[int, int] = (3, 25)  # px: a blob's or bite's diameter; widest run a band crosses
     # --- imaging nuisances, per die, after the defects ---------------------------------------
     nuisance_prob: float = 0.0
     misregistration: float = 0.0  # max |shift| of each reference vs the target, px
@@ -231,6 +235,18 @@ def _validate(r: Recipe) -> None:
     for key, top in limits.items():
         v = getattr(r, key)
         _check(0.0 <= v <= top, key, v, f"must be in [0, {top}]")
+    _validate_structural(r)
+
+
+def _validate_structural(r: Recipe) -> None:
+    _check(0.0 <= r.structural_prob <= 1.0, "structural_prob", r.structural_prob, "must be in [0, 1]")
+    lo, hi = (tuple(r.structural_size) + (0, 0))[:2]
+    _check(
+        len(r.structural_size) == 2 and 3 <= lo <= hi <= 48,
+        "structural_size",
+        r.structural_size,
+        "[lo, hi] px with 3 <= lo <= hi <= 48",
+    )
 
 
 SEED = Recipe(name="seed")
@@ -255,6 +271,8 @@ ROBUST = Recipe(
     line_prob=0.15,
     cluster_prob=0.15,
     edge_prob=0.5,
+    structural_prob=0.35,
+    structural_size=(3, 25),
     nuisance_prob=0.85,
     misregistration=0.5,
     gain=0.1,

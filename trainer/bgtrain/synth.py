@@ -24,6 +24,7 @@ from functools import lru_cache
 import numpy as np
 
 from .recipe import DIE_KINDS, DISTRACTOR_KINDS, WEAK_AMPLITUDE, Recipe, get_recipe
+from .structural import place_structural
 
 __all__ = [
     "DefectShape",
@@ -86,7 +87,7 @@ class Defect:
     amplitude: float
     kind: str  # a key of recipe.DIE_KINDS
     copy_gain: tuple[float, float, float] = (1.0, 1.0, 1.0)  # amplitude factor per die
-    shape: str = "gaussian"  # gaussian, line or cluster (for reports)
+    shape: str = "gaussian"  # gaussian, line, cluster or a structural.KINDS (for reports)
 
     @property
     def dies(self) -> tuple[bool, bool, bool]:
@@ -258,6 +259,13 @@ def plan_defects(target: np.ndarray, rng: np.random.Generator, recipe: Recipe) -
         amplitude = _amplitude(rng, recipe)
         jitter = recipe.copy_jitter
         gains = tuple(float(g) for g in (1.0 + rng.uniform(-jitter, jitter, size=3) if jitter else np.ones(3)))
+        # -- structural defects (structural.py): shape and fill level from the die around the spot
+        if recipe.structural_prob > 0 and rng.random() < recipe.structural_prob:
+            s = place_structural(target, rng, recipe, amplitude, placer._centre, placer.occupied)
+            if s is not None:
+                defects.append(Defect(s.top, s.left, s.kernel, s.amplitude, kind, (1.0, gains[1], gains[2]), s.kind))
+            continue
+        # --
         where = placer.place(*kernel.shape)
         if where is not None:
             defects.append(Defect(where[0], where[1], kernel, amplitude, kind, (1.0, gains[1], gains[2]), shape))
