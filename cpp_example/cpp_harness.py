@@ -5,9 +5,12 @@ not part of bgsdk. Importing it needs numpy and onnx (for the stand-in model) on
 
 * :func:`prepare_ort` runs ``setup_ort.sh`` (headers from Debian trixie, library from the
   onnxruntime wheel of the given interpreter) unless ``ONNXRUNTIME_ROOT`` is set.
-* :func:`build` configures and builds ``cpp_example/build`` with CMake; the build folder is
-  cached but wiped when the ONNX Runtime library behind it changes, because a binary only
-  runs with the exact library version it was linked against (versioned symbols).
+* :func:`build` configures and builds ``cpp_example/build`` with CMake (the ``bgsdk_model``
+  library, ``bgsdk_cpp`` and ``bgsdk_minimal``); the build folder is cached but wiped when the
+  ONNX Runtime library behind it changes, because a binary only runs with the exact library
+  version it was linked against (versioned symbols).
+* :func:`install` and :func:`build_integrator` use the library the way an application does:
+  ``integrator/`` links ``bgsdk::model`` through ``add_subdirectory`` or ``find_package``.
 * :func:`make_standin_model` writes a small model that honours the full-image I/O contract,
   for tests and for benchmarking before a trained model exists.
 """
@@ -29,9 +32,13 @@ __all__ = [
     "BUILD_DIR",
     "ORT_DIR",
     "BINARY_NAME",
+    "MINIMAL_NAME",
+    "INTEGRATOR_DIR",
     "missing_toolchain",
     "prepare_ort",
     "build",
+    "install",
+    "build_integrator",
     "make_standin_model",
     "CppRun",
     "run_cpp",
@@ -41,6 +48,9 @@ HERE = Path(__file__).resolve().parent
 BUILD_DIR = HERE / "build"
 ORT_DIR = HERE / "_ort"
 BINARY_NAME = "bgsdk_cpp"
+MINIMAL_NAME = "bgsdk_minimal"
+INTEGRATOR_DIR = HERE / "integrator"
+INTEGRATOR_APP = "bgsdk_integrator_app"
 
 
 def missing_toolchain() -> str | None:
@@ -103,6 +113,34 @@ def build(ort_root: Path, build_dir: Path = BUILD_DIR) -> Path:
     _check(["cmake", "--build", str(build_dir)], "cmake build")
     stamp.write_text(identity)
     return build_dir / BINARY_NAME
+
+
+def install(build_dir: Path, prefix: Path) -> Path:
+    """``cmake --install``: the library, its headers and its CMake package under ``prefix``."""
+    _check(["cmake", "--install", str(build_dir), "--prefix", str(prefix)], "cmake install")
+    return prefix
+
+
+def build_integrator(
+    build_dir: Path, *, source_dir: Path | None = None, prefix: Path | None = None, ort_root: Path | None = None
+) -> Path:
+    """Build ``integrator/`` (an application linking ``bgsdk::model``); returns its program.
+
+    ``source_dir``: through ``add_subdirectory`` of this source tree (``ort_root`` then says where
+    ONNX Runtime is); ``prefix``: through ``find_package`` of an installed copy.
+    """
+    if (source_dir is None) == (prefix is None):
+        raise ValueError("give exactly one of source_dir and prefix")
+    args = ["cmake", "-S", str(INTEGRATOR_DIR), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release"]
+    if source_dir is not None:
+        args.append(f"-DBGSDK_SOURCE_DIR={source_dir}")
+        if ort_root is not None:
+            args.append(f"-DONNXRUNTIME_ROOT={ort_root}")
+    else:
+        args.append(f"-DCMAKE_PREFIX_PATH={prefix}")
+    _check(args, "cmake configure (integrator)")
+    _check(["cmake", "--build", str(build_dir)], "cmake build (integrator)")
+    return build_dir / INTEGRATOR_APP
 
 
 def make_standin_model(

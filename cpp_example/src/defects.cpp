@@ -1,14 +1,19 @@
-// defects.cpp: see defects.hpp.
-#include "defects.hpp"
+// defects.cpp: see bgsdk/defects.hpp.
+#include "bgsdk/defects.hpp"
 
 #include <cstdio>
 #include <sstream>
+#include <stdexcept>
 
 namespace bgsdk {
 
 std::vector<Defect> find_defects(const std::vector<float>& heatmap, int64_t height, int64_t width,
-                                 float threshold, int64_t min_area, const std::vector<float>& chw) {
+                                 float threshold, int64_t min_area, const std::vector<float>& image) {
   const int64_t n = height * width;
+  if (n <= 0 || static_cast<int64_t>(heatmap.size()) != n || image.size() % static_cast<size_t>(n) != 0 ||
+      static_cast<int64_t>(image.size()) < 2 * n)
+    throw std::invalid_argument("find_defects: need an (H,W) heatmap and a (C,H,W) image with C >= 2");
+  const int64_t refs = static_cast<int64_t>(image.size()) / n - 1;
   std::vector<int32_t> label(static_cast<size_t>(n), 0);
   std::vector<int64_t> stack;
   std::vector<Defect> out;
@@ -30,7 +35,9 @@ std::vector<Defect> find_defects(const std::vector<float>& heatmap, int64_t heig
       sum_x += static_cast<double>(c);
       sum_y += static_cast<double>(r);
       sum_p += static_cast<double>(heatmap[p]);
-      sum_contrast += static_cast<double>(chw[p]) - 0.5 * (static_cast<double>(chw[n + p]) + chw[2 * n + p]);
+      double ref_sum = 0;  // for two references: (r1 + r2) / 2, the SDK's 0.5 * (r1 + r2) exactly
+      for (int64_t c = 1; c <= refs; ++c) ref_sum += static_cast<double>(image[c * n + p]);
+      sum_contrast += static_cast<double>(image[p]) - ref_sum / static_cast<double>(refs);
       if (heatmap[p] > d.peak) d.peak = heatmap[p];
       if (c < d.x0) d.x0 = c;
       if (c > d.x1) d.x1 = c;

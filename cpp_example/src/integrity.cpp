@@ -1,15 +1,14 @@
 // integrity.cpp: see integrity.hpp.
-#include "integrity.hpp"
+#include "bgsdk/integrity.hpp"
 
 #include <array>
-#include <cctype>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <optional>
 
-#include "bgsdk_model.hpp"
+#include "bgsdk/model.hpp"
+#include "json_scan.hpp"
 
 namespace bgsdk {
 namespace {
@@ -43,15 +42,6 @@ void compress(std::array<uint32_t, 8>& h, const unsigned char* block) {
     k = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
   }
   h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e; h[5] += f; h[6] += g; h[7] += k;
-}
-
-// The string value of a top-level "key": "value" in a small JSON object (the manifest); nullopt if absent.
-std::optional<std::string> json_top_level_string(const std::string& json, const std::string& key) {
-  const auto k = json_top_level_value(json, key);
-  if (!k || *k >= json.size() || json[*k] != '"') return std::nullopt;
-  const size_t end = json.find('"', *k + 1);
-  if (end == std::string::npos) return std::nullopt;
-  return json.substr(*k + 1, end - *k - 1);
 }
 
 std::vector<unsigned char> read_all(const std::string& path) {
@@ -94,7 +84,7 @@ std::vector<unsigned char> read_verified_model(const std::string& model_path) {
   if (std::filesystem::file_size(mpath, ec) > (1u << 20))
     throw Error(model_path, "cannot verify: " + mname + " is larger than 1 MiB, not a manifest");
   const auto mbytes = read_all(mpath);
-  const auto expected = json_top_level_string(std::string(mbytes.begin(), mbytes.end()), "model_sha256");
+  const auto expected = json::top_level_string(std::string(mbytes.begin(), mbytes.end()), "model_sha256");
   if (!expected || expected->size() != 64) throw Error(model_path, "cannot verify: " + mname + " has no valid 'model_sha256'");
   auto data = read_all(model_path);
   const std::string actual = sha256_hex(data);

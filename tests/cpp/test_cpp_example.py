@@ -22,6 +22,7 @@ from bgsdk.contract import Contract
 from bgsdk.io import read_image, write_tiff
 from bgsdk.tiling import tiling_for
 from tests.helpers import REPO
+from tests.helpers.heatmaps import margin_threshold
 
 sys.path.insert(0, str(REPO / "cpp_example"))
 import cpp_harness  # noqa: E402
@@ -191,8 +192,8 @@ def _bad_inputs(strip: Path, folder: Path) -> list[tuple[Path, list[str], str]]:
     cases.append((tif("zlib.tif", img, photometric="minisblack", compression="zlib"), [], "compressed TIFF"))
     cases.append((tif("u16.tif", img.astype(np.uint16), photometric="minisblack"), [], "expected float32"))
     cases.append((tif("tiled.tif", img, photometric="minisblack", tile=(64, 64)), [], "tiled TIFF"))
-    two = tif("two.tif", img[:2], photometric="minisblack")
-    cases.append((two, [], "3 or 4 channels"))
+    five = tif("five.tif", np.concatenate([img, img[:1]]), photometric="minisblack")
+    cases.append((five, [], "2 to 4 channels"))
     nan = img.copy()
     nan[0, 5, 5] = np.nan
     nan[2, 7, 9] = np.inf
@@ -275,17 +276,6 @@ def test_corrupted_tiffs_fail_cleanly(binary, model, work):
         assert r.stderr.strip().startswith(f"bgsdk_cpp: error: {bad}: ") and r.stderr.count("\n") == 1, (i, r.stderr)
 
 
-def _margin_threshold(reference: np.ndarray, other: np.ndarray, quantile: float) -> float:
-    """A float32 threshold near ``quantile`` with no pixel of either heatmap closer to it than their
-    largest difference, so C++ and Python cannot disagree about which side of it a pixel is on."""
-    margin = float(np.abs(reference - other).max()) + 1e-7
-    values = np.sort(np.concatenate([reference.ravel(), other.ravel()]))
-    k = int(quantile * values.size)
-    while values[k + 1] - values[k] <= 4 * margin:
-        k += 1
-    return float(np.float32((values[k] + values[k + 1]) / 2))
-
-
 def _cpp_heatmap(binary: Path, model: Path, strip: Path, work: Path) -> np.ndarray:
     run_ok(binary, model, strip, work / "for_threshold.npy")
     return np.load(work / "for_threshold.npy")
@@ -295,7 +285,7 @@ def _cpp_heatmap(binary: Path, model: Path, strip: Path, work: Path) -> np.ndarr
 def test_defect_json_equals_sdk_defects(
     binary: Path, model: Path, strip: Path, reference: np.ndarray, work: Path, quantile: float, min_area: int
 ):
-    threshold = _margin_threshold(reference, _cpp_heatmap(binary, model, strip, work), quantile)
+    threshold = margin_threshold(reference, _cpp_heatmap(binary, model, strip, work), quantile)
     out_json = work / f"defects_{min_area}.json"
     r = run_ok(
         binary,
@@ -331,7 +321,7 @@ def test_defect_json_uses_the_models_operating_point(
 ):
     from bgsdk.operating_point import OPERATING_POINT_KEY, OperatingPoint
 
-    threshold = _margin_threshold(reference, _cpp_heatmap(binary, model, strip, work), 0.99)
+    threshold = margin_threshold(reference, _cpp_heatmap(binary, model, strip, work), 0.99)
     op = OperatingPoint(threshold=threshold, min_area=2, calibrated=True, rule="best_f1")
     contract = Contract.from_tiling(tiling_for("strip", H, W))
     path = cpp_harness.make_standin_model(work / "calibrated.onnx", H, W, contract_json=contract.to_json())

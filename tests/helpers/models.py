@@ -57,9 +57,11 @@ def make_full_model(
     input_type: int = TensorProto.FLOAT,
     output_name: str = "output",
     seed: int = 0,
+    channels: int = 3,
 ) -> Path:
-    """Contract-shaped model: ``output = concat(sigmoid(conv(x)), 0, 0)``."""
-    w, b = _weights(3, 1, seed)
+    """Contract-shaped model: ``output = concat(sigmoid(conv(x)), 0, 0)``; ``channels`` input channels
+    (3: target, ref1, ref2; 2 for a model that takes a golden-template pair)."""
+    w, b = _weights(channels, 1, seed)
     nodes = []
     x = "input"
     if input_type != TensorProto.FLOAT:
@@ -74,7 +76,7 @@ def make_full_model(
     graph = helper.make_graph(
         nodes,
         "bgsdk_test_full",
-        [helper.make_tensor_value_info("input", input_type, [batch, 3, height, width])],
+        [helper.make_tensor_value_info("input", input_type, [batch, channels, height, width])],
         [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [batch, 3, height, width])],
         initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
     )

@@ -304,34 +304,28 @@ void write_atomic(const std::string& path, const std::string& bytes) {
 
 }  // namespace
 
-// Same rule as bgsdk.io.to_chw: 3 or 4 channels first (preferred) or last; keep channels 0..2.
+// bgsdk.io.to_chw's rule, with pairs: 2, 3 or 4 channels first (preferred) or last; 4 drops the mask.
 Image to_chw(Array a, const std::string& source) {
   if (a.shape.size() != 3) {
-    throw Error(source, "expected a 3-D image (C,H,W) or (H,W,C) with 3 or 4 channels, got shape " +
+    throw Error(source, "expected a 3-D image (C,H,W) or (H,W,C) with 2, 3 or 4 channels, got shape " +
                             shape_str(a.shape));
   }
   const int64_t d0 = a.shape[0], d1 = a.shape[1], d2 = a.shape[2];
+  auto is_views = [](int64_t c) { return c >= 2 && c <= 4; };
   Image img;
-  if (d0 == 3 || d0 == 4) {
-    img.height = d1;
-    img.width = d2;
-    img.layout = "CHW";
-    img.chw = std::move(a.data);  // channels 0..2 are the first 3*H*W values: no copy
-    img.chw.resize(static_cast<size_t>(3 * d1 * d2));
-  } else if (d2 == 3 || d2 == 4) {
-    img.height = d0;
-    img.width = d1;
-    img.layout = "HWC";
-    img.chw.resize(static_cast<size_t>(3 * d0 * d1));
-    for (int64_t c = 0; c < 3; ++c)
+  if (is_views(d0)) {
+    img = {std::move(a.data), std::min<int64_t>(d0, 3), d1, d2, "CHW"};
+    img.chw.resize(static_cast<size_t>(img.channels * d1 * d2));  // the first C planes: no copy
+  } else if (is_views(d2)) {
+    img = {{}, std::min<int64_t>(d2, 3), d0, d1, "HWC"};
+    img.chw.resize(static_cast<size_t>(img.channels * d0 * d1));
+    for (int64_t c = 0; c < img.channels; ++c)
       for (int64_t p = 0; p < d0 * d1; ++p) img.chw[c * d0 * d1 + p] = a.data[p * d2 + c];
   } else {
-    throw Error(source, "expected 3 or 4 channels (target, ref1, ref2[, mask]) first or last, got shape " +
-                            shape_str(a.shape));
+    throw Error(source, "expected 2 to 4 channels (target, ref1, ref2[, mask] or target, template) first or last, "
+                        "got shape " + shape_str(a.shape));
   }
   if (img.height == 0 || img.width == 0) throw Error(source, "image is empty (shape " + shape_str(a.shape) + ")");
-  const auto bad = std::count_if(img.chw.begin(), img.chw.end(), [](float v) { return !std::isfinite(v); });
-  if (bad) throw Error(source, "contains " + std::to_string(bad) + " NaN/Inf value(s)");
   return img;
 }
 
@@ -353,11 +347,52 @@ Array read_raw(const std::string& path, const std::vector<int64_t>& shape) {
 
 Array read_tiff(const std::string& path) { return TiffReader(path).read(); }
 
-Image read_input(const std::string& path, const std::optional<std::vector<int64_t>>& raw_shape) {
-  if (raw_shape) return to_chw(read_raw(path, *raw_shape), path);
+namespace {
+
+Array read_array(const std::string& path, const std::optional<std::vector<int64_t>>& raw_shape) {
+  if (raw_shape) return read_raw(path, *raw_shape);
   const auto ext = lower_suffix(path);
-  if (ext == ".tif" || ext == ".tiff") return to_chw(read_tiff(path), path);
-  throw Error(path, "unsupported input type '" + ext + "': use a float32 .tif/.tiff, or raw float32 with --raw-shape A,B,C");
+  if (ext == ".tif" || ext == ".tiff") return read_tiff(path);
+  throw Error(path, "unsupported input type '" + ext + "': use a float32 .tif/.tiff, or raw float32 with --raw-shape");
+}
+
+void check_finite(const std::vector<float>& v, const std::string& source) {
+  const auto bad = std::count_if(v.begin(), v.end(), [](float x) { return !std::isfinite(x); });
+  if (bad) throw Error(source, "contains " + std::to_string(bad) + " NaN/Inf value(s)");
+}
+
+// Views in separate files: each one (H,W) channel (a leading or trailing 1 is squeezed away), all one size.
+Image stack_views(const std::vector<std::string>& paths, const std::optional<std::vector<int64_t>>& raw_shape) {
+  Image img;
+  img.channels = static_cast<int64_t>(paths.size());
+  img.layout = std::to_string(paths.size()) + " files";
+  for (const auto& path : paths) {
+    Array a = read_array(path, raw_shape);
+    a.shape.erase(std::remove(a.shape.begin(), a.shape.end(), int64_t{1}), a.shape.end());
+    if (a.shape.size() != 2)
+      throw Error(path, "expected one channel (H,W) per file when the views come in separate files, got shape " +
+                            shape_str(a.shape));
+    if (img.chw.empty()) {
+      img.height = a.shape[0];
+      img.width = a.shape[1];
+    } else if (a.shape[0] != img.height || a.shape[1] != img.width) {
+      throw Error(path, "image is " + std::to_string(a.shape[0]) + "x" + std::to_string(a.shape[1]) + " but " +
+                            paths[0] + " is " + std::to_string(img.height) + "x" + std::to_string(img.width));
+    }
+    check_finite(a.data, path);
+    img.chw.insert(img.chw.end(), a.data.begin(), a.data.end());
+  }
+  return img;
+}
+
+}  // namespace
+
+Image read_input(const std::vector<std::string>& paths, const std::optional<std::vector<int64_t>>& raw_shape) {
+  if (paths.size() == 2 || paths.size() == 3) return stack_views(paths, raw_shape);
+  if (paths.size() != 1) throw Error("", "expected 1, 2 or 3 input files, got " + std::to_string(paths.size()));
+  Image img = to_chw(read_array(paths[0], raw_shape), paths[0]);
+  check_finite(img.chw, paths[0]);
+  return img;
 }
 
 void write_output(const std::string& path, const std::vector<float>& hw, int64_t h, int64_t w) {

@@ -1,9 +1,10 @@
 // strip_io.hpp: reading strip images and writing heatmaps, the way the Python SDK does.
 //
-// Not needed to run a model (that is bgsdk_model.hpp): this is the example's file I/O. The rules
-// are bgsdk.io's: a float32 TIFF (or raw float32 of a given shape) with 3 or 4 channels, first
+// Not needed to run a model (that is the bgsdk_model library): this is the example's file I/O. The
+// rules are bgsdk.io's: a float32 TIFF (or raw float32 of a given shape) with 3 or 4 channels, first
 // (C,H,W) or last (H,W,C); channels 0..2 = target, ref1, ref2 (channel 3, the mask, ignored);
-// NaN/Inf rejected. The TIFF reader is a small built-in one for uncompressed float32 baseline
+// NaN/Inf rejected. Two more ways in: a golden-template pair (2 channels: target, template), and
+// the views as separate single-channel (H,W) files (target, ref1, ref2; or target, template). The TIFF reader is a small built-in one for uncompressed float32 baseline
 // TIFF (what tifffile and the research code write); README.md says why it is not libtiff.
 // Errors are bgsdk::Error naming the file.
 #pragma once
@@ -13,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "bgsdk_model.hpp"  // bgsdk::Error, bgsdk::shape_str
+#include "bgsdk/model.hpp"  // bgsdk::Error, bgsdk::shape_str
 
 namespace strip_io {
 
@@ -23,19 +24,22 @@ struct Array {
   std::vector<int64_t> shape;
 };
 
-// The canonical image: (3,H,W) float32, 0..255 -- target, ref1, ref2.
+// The image as bgsdk::Model::run takes it: (C,H,W) float32, 0..255 -- target, ref1, ref2 (C = 3), or
+// a golden-template pair, target and template (C = 2).
 struct Image {
   std::vector<float> chw;
+  int64_t channels = 0;
   int64_t height = 0;
   int64_t width = 0;
-  std::string layout;  // how the source was stored ("CHW" or "HWC"), for the log line
+  std::string layout;  // how the source was stored ("CHW", "HWC" or "3 files"), for the log line
 };
 
-// Same rule as bgsdk.io.to_chw: 3 or 4 channels first (preferred) or last; keep channels 0..2.
+// bgsdk.io.to_chw's rule, with pairs: 2, 3 or 4 channels first (preferred) or last; 4 drops the mask.
 Image to_chw(Array a, const std::string& source);
 
-// INPUT as the example takes it: .tif/.tiff, or raw little-endian float32 of `raw_shape`.
-Image read_input(const std::string& path, const std::optional<std::vector<int64_t>>& raw_shape);
+// INPUT as the example takes it: .tif/.tiff, or raw little-endian float32 of `raw_shape`. One path:
+// a file holding all views; two or three paths: one single-channel (H,W) file per view, same size.
+Image read_input(const std::vector<std::string>& paths, const std::optional<std::vector<int64_t>>& raw_shape);
 
 // Float32 TIFF pages, stacked as tifffile stacks them (its {"shape": [...]} description honoured).
 Array read_tiff(const std::string& path);

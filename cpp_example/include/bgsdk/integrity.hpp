@@ -1,4 +1,4 @@
-// integrity.hpp: check a model file against the sha256 in the model.json that build-model writes
+// bgsdk/integrity.hpp: check a model file against the sha256 in the model.json that build-model writes
 // beside it -- the C++ side of `bgsdk.Segmenter(path, verify=True)` / `bgsdk inspect --verify`.
 //
 // read_verified_model() reads the file once, hashes those bytes and returns them; bgsdk::Model
