@@ -1,6 +1,6 @@
 """Tiled vs whole-strip, fp32 vs INT8, in one interleaved run: speed, memory, size and accuracy.
 
-Command (docs/benchmarks.md)::
+Command (docs/performance.md)::
 
     .venv/bin/python benchmarks/bench_modes.py --data DEMO_DATA --checkpoint16 CKPT16 [--widths 64 16]
 
@@ -229,7 +229,7 @@ def print_width_table(
     threads_list: list[int],
     batch_list: list[int],
 ) -> None:
-    """The markdown table of docs/benchmarks.md for one width."""
+    """The markdown table of the build variants (docs/performance.md) for one width."""
     ref = {(t, b): statistics.median(v) for (name, t, b), v in results.items() if name == "tiled fp32"}
     print(
         f"\n## width {width} ({weights}); ms per strip = median over rounds x calls (min-max); "

@@ -17,9 +17,9 @@ double detection:
                   recall measured on them moves by 0.08 per defect.
 * ``big-photo`` -- 192 strips whose dies are real photographs (scikit-image's bundled ones,
                   ``synth-dataset --eval-backgrounds photographs``), the defects and nuisances of
-                  ``big-test``: the issue's second held-out family, which no training kind is.
+                  ``big-test``: the photograph family of the accuracy criteria, which no training kind is.
 * ``nominal-unseen`` / ``nominal-photo`` -- 192 strips each of ``big-unseen``'s backgrounds and of real
-                  photographs, with defects and misregistration inside the ranges issue 10 names
+                  photographs, with defects and misregistration inside the ranges the accuracy criteria give
                   for its held-out strips (``synth-dataset --eval-level nominal``: |a| 12-100,
                   per-view shift std up to 0.3 px) instead of partly outside them.
 
@@ -68,13 +68,13 @@ from bgtrain.synth_dataset import BACKGROUNDS, annotation, make_dataset, make_im
 from bgtrain.validate import EvalImage, EvalSet, heatmaps, load_eval_set, score_maps
 
 # row -> (preset, recipe overrides, stem, extra train-model options)
-# ``robust`` is what train-model did by default until the thirteenth session (|a| 20-100, --repeats auto =
+# ``robust`` is what train-model did by default until 2026-11-28 (|a| 20-100, --repeats auto =
 # 6 passes for 64 strips, the tolerant stem, the weight average with decay 0.998); ``robust-aligned`` =
 # that with the aligned stem, the default since. ``robust-r3`` is the previous default (3
-# passes, the seventh session's), ``robust-noema`` the one before it (also the raw weights validated and
+# passes, that of the dead-leaves runs), ``robust-noema`` the one before it (also the raw weights validated and
 # saved), ``v2`` the one before that (also the compare stem), ``v1`` the one before that (|a| 12-100, one
 # pass an epoch), which the minus-one rows were run against. Every row pins its passes (R3 = what auto
-# meant until the eighth session), so a row means what it meant when it was measured; every row but
+# meant until six passes were adopted), so a row means what it meant when it was measured; every row but
 # ``robust``, ``robust-r3``, ``robust-r6`` and ``robust-bs8`` pins --ema-decay 0: they were measured
 # before the weight average existed.
 V1 = {"amplitude_range": [12.0, 100.0]}
@@ -86,14 +86,14 @@ X6 = ("--repeats", "6", *RAW)
 ROWS: dict[str, tuple[str, dict[str, Any], str, tuple[str, ...]]] = {
     "robust": ("robust", {}, "tolerant", ()),
     "robust-r3": ("robust", {}, "tolerant", R3),
-    "robust-r6": ("robust", {}, "tolerant", R6),  # = robust since the eighth session
+    "robust-r6": ("robust", {}, "tolerant", R6),  # = robust since six passes were adopted
     "robust-r12": ("robust", {}, "tolerant", ("--repeats", "12")),  # 4x the patches of robust-r3
     "robust-hn15": ("robust", {"hard_negative_weight": 1.5}, "tolerant", R6),  # half the hard-negative push
     "robust-smooth": ("robust", {}, "smooth", ()),  # + tolerant comparison of 3x3-averaged dies
-    "robust-aligned": ("robust", {}, "aligned", ()),  # train-model's default since the thirteenth session
+    "robust-aligned": ("robust", {}, "aligned", ()),  # train-model's default since 2026-11-28
     # 352x160 training crops (3.4x a patch's pixels, 2 passes: 1.15x the default's pixels), for whole-strip builds
     "aligned-c352": ("robust", {"crop_size": [352, 160]}, "aligned", ("--repeats", "2")),
-    # CE on each patch's top 0.5% plain-background pixels (loss.top_background_loss), twelfth session
+    # CE on each patch's top 0.5% plain-background pixels (loss.top_background_loss), not adopted
     "robust-top1": ("robust", {"top_background_weight": 1.0}, "tolerant", ()),
     "robust-a15": ("robust", {"amplitude_range": [15.0, 100.0]}, "tolerant", R6),  # weaker defects in training
     "robust-bs8": ("robust", {}, "tolerant", (*R3, "--bs", "8")),  # 2x the optimiser steps, same patches
@@ -109,8 +109,8 @@ ROWS: dict[str, tuple[str, dict[str, Any], str, tuple[str, ...]]] = {
     "v2-a12": ("robust", V1, "compare", (*R3, *RAW)),
     "v2-a40": ("robust", {"amplitude_range": [40.0, 100.0]}, "compare", (*R3, *RAW)),
     "seed": ("seed", {}, "compare", ONE_PASS),
-    # train-model's defaults when issue 10 was filed (SPEC recipe, raw dies in, one pass, no weight average):
-    # the model whose held-out numbers the issue quotes, to tell how an evaluation set compares with those
+    # train-model's first defaults (research-code recipe, raw dies in, one pass, no weight average):
+    # the model whose held-out numbers the accuracy criteria quote, to tell how an evaluation set compares with those
     "seed-plain": ("seed", {}, "plain", ONE_PASS),
     "v1": ("robust", V1, "compare", ONE_PASS),
     "v1-weak": ("robust", {"amplitude_range": [40.0, 100.0]}, "compare", ONE_PASS),
@@ -137,7 +137,7 @@ COLUMNS = ("pixel_ap", "image_auroc", "image_auroc12", "recall_weak", "recall_we
 def prepare(root: Path, n_train: int, n_eval: int, train_backgrounds: str = "train") -> None:
     """Training data (with valid/test) and the unseen-background set, each its own seed.
 
-    ``train_backgrounds="classic"``: training strips without dead leaves, as before the seventh session.
+    ``train_backgrounds="classic"``: training strips without dead leaves, as before those joined the training kinds.
     """
     make_dataset(root / "data", n_train, n_eval, n_eval, seed=0, progress=False, train_backgrounds=train_backgrounds)
     make_dataset(root / "unseen", 1, 0, n_eval, seed=777, progress=False, eval_backgrounds="holdout")
@@ -149,7 +149,7 @@ BIG_SETS = {
     "big-test": (9001, "mixed", "hard"),
     "big-unseen": (9002, "holdout", "hard"),
     "big-photo": (9003, "photographs", "hard"),
-    # synth-dataset --eval-level nominal: the ranges issue 10 names for its held-out strips
+    # synth-dataset --eval-level nominal: the ranges the accuracy criteria give for their held-out strips
     "nominal-unseen": (9004, "holdout", "nominal"),
     "nominal-photo": (9005, "photographs", "nominal"),
 }
@@ -275,7 +275,7 @@ def eval_sets(root: Path, n: int, names: list[str]) -> dict[str, EvalSet]:
         "test": lambda: load_eval_set(root / "data", "test"),
         "unseen": lambda: load_eval_set(root / "unseen", "test"),
         "seed-val": lambda: recipe_set(get_recipe("seed"), n, seed=101),
-        # pinned to |a| 12-100 (the v1 range) so the set stays the one docs/accuracy.md scored
+        # pinned to |a| 12-100 (the v1 range) so the set stays the one docs/experiments/ scored
         "robust-val": lambda: recipe_set(Recipe.from_dict(V1, base=get_recipe("robust")), n, seed=202),
         "valid": lambda: load_eval_set(root / "data", "valid"),
         **{name: (lambda name=name: load_eval_set(root / name, "test")) for name in BIG_SETS},
@@ -385,8 +385,8 @@ def main() -> None:
         choices=sorted(BACKGROUNDS),
         default="train",
         help="prepare: training strip kinds (synth-dataset --train-backgrounds); leaves = without scattered spots "
-        "(rows measured before the eleventh session); classic = without dead leaves either (before the seventh); "
-        "leaves-heavy, photo: ablations of the eighth session; speckle = train (the tenth session's name)",
+        "(rows measured before spots joined); classic = without dead leaves either (rows before those); "
+        "leaves-heavy, photo: ablations of 2026-11-28; speckle = train (its first name)",
     )
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)

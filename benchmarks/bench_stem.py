@@ -1,6 +1,6 @@
 """What the network's input stem costs at inference: plain, compare, tolerant, aligned, in one interleaved run.
 
-Command (docs/benchmarks.md)::
+Command (docs/performance.md)::
 
     .venv/bin/python benchmarks/bench_stem.py --data DEMO_DATA [--width 64] [--rounds 3]
     .venv/bin/python benchmarks/bench_stem.py --stem-only [--rounds 5]   # each stem alone, seconds
@@ -8,7 +8,7 @@ Command (docs/benchmarks.md)::
 The stems are parameter-free channels in front of the first convolution (bgtrain.model): ``compare`` adds
 T-R1, T-R2 and the signed double detection, ``tolerant`` also the same against each reference's 3x3 range
 (4 MaxPools), ``aligned`` (train-model's default) also the target against each reference shifted onto it
-(a per-patch shift estimate). The speed claims elsewhere in docs/benchmarks.md were measured on plain-stem
+(a per-patch shift estimate). Older speed claims (docs/experiments/) were measured on plain-stem
 models, so this prints each stem's ms per strip and its ratio to plain for the default tiled fp32
 build and the fastest build (``--mode whole --quantize``), with that build's speed-up over the tiled fp32
 one per stem. Random weights (speed does not depend on them), built with ``bgbuild.build_model``; each

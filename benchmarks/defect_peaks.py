@@ -17,7 +17,7 @@ Last, *what limits image AUROC* (image score = the heatmap's maximum, as bgsdk.m
 AUROC with the defective strips whose strongest labelled defect is faint or weak left out; per background
 kind (``dataset.json`` of synth-dataset records each strip's kind and misregistration) the strips' pixel
 AP and image AUROC, and the good strips' highest scores; the same by band of the background's
-misregistration std (the evaluation sets draw up to 0.6 px per die, issue 10's held-out strips at most
+misregistration std (the evaluation sets draw up to 0.6 px per die, the accuracy criteria's held-out strips at most
 +-0.5 px); and where the highest-scoring good strips peak (in a not-labelled defect's box, or on the
 background), with how noisy each one's comparison is (std of the target minus the aligned reference), and
 the image AUROC without an 8 px border band (do false alarms gather at strip edges?).

@@ -1,6 +1,6 @@
 """The input stems' comparison channels scored as detectors on their own, like double detection.
 
-Command (docs/accuracy.md)::
+Command (docs/experiments/2026-11-28-aligned-stem.md)::
 
     .venv/bin/python benchmarks/stem_detectors.py SET_ROOT [SET_ROOT ...] [--split test]
 

@@ -1,6 +1,6 @@
 """Where the whole-strip mode loses AP against the tiled mode: the input stem, or the network body?
 
-Command (docs/accuracy.md)::
+Command (docs/model-card.md)::
 
     .venv/bin/python benchmarks/whole_gap.py CHECKPOINT DATA_ROOT [--splits valid test]
 
@@ -79,7 +79,7 @@ def _whole(model: UNet, x: torch.Tensor, tiling: Tiling, variant: str) -> np.nda
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", type=Path)
-    ap.add_argument("data", type=Path, help="a synth-dataset root (SPEC layout)")
+    ap.add_argument("data", type=Path, help="a synth-dataset root (data set layout)")
     ap.add_argument("--splits", nargs="+", default=["valid", "test"])
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()

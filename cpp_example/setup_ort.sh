@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare an ONNX Runtime tree for the C++ example: ONNXRUNTIME_ROOT/{include,lib}.
 #
-# Why this way (SPEC section 5):
+# Why this way:
 #   * headers come from Debian's libonnxruntime-dev of the *trixie* suite (headers only;
 #     bookworm's libc is too old for trixie's library). They are fetched with
 #     `apt-get download` through a throw-away apt configuration in a temporary folder that

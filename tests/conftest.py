@@ -12,7 +12,7 @@ from tests.helpers.models import SdkEnv, build_sdk_env
 
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny SPEC-layout data set: 4 train, 4 valid, 4 test strips."""
+    """A tiny data set in the data set layout: 4 train, 4 valid, 4 test strips."""
     from bgtrain.synth_dataset import make_dataset
 
     root = tmp_path_factory.mktemp("demo")

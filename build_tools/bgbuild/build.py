@@ -1,4 +1,4 @@
-"""The build pipeline: checkpoint -> verified, self-contained ``model.onnx`` (SPEC section 3).
+"""The build pipeline: checkpoint -> verified, self-contained ``model.onnx`` (docs/design.md).
 
 :func:`build_model` is a short pipeline of stages over one :class:`BuildState`
 (load, export, compose, verify, reduced precision, write); each stage reads what
@@ -71,7 +71,7 @@ log = logging.getLogger(__name__)
 
 # Patches per patch-model call in CPU builds, as unrolled chunks sharing one set of
 # weights (docs/design.md, "Default build"): the largest K whose peak RSS stays
-# <= 500 MB on a w=64 strip (benchmarks/bench_tiled.py, docs/benchmarks.md).
+# <= 500 MB on a w=64 strip (benchmarks/bench_tiled.py, docs/experiments/2026-11-27-tiled-and-whole-builds.md).
 # Measured on 2 shared cores, ORT 1.32, default session options: unrolled K=2
 # 411 MB, K=3 424-460 MB, K=6 631 MB, one call (K=18) 1154 MB.
 DEFAULT_PATCH_BATCH = 3

@@ -51,7 +51,7 @@ _FLAG_NAMES = {"float_first_conv": "--float-first-conv/--quantize-first-conv"}  
     default=None,
     metavar="K",
     help="Patches per patch-model call (1..number of patches); fewer = less memory. "
-    "[default: the measured CPU default, see docs/benchmarks.md]",
+    "[default: the measured CPU default, see docs/design.md]",
 )
 @click.option(
     "--mode",
@@ -138,7 +138,7 @@ _FLAG_NAMES = {"float_first_conv": "--float-first-conv/--quantize-first-conv"}  
     default=True,
     show_default=True,
     help="--quantize: run the Conv that reads the input stem's die differences in float "
-    "(quantized, it rounds weak defects' contrast; measured in docs/accuracy.md).",
+    "(quantized, it rounds weak defects' contrast; measured in docs/model-card.md).",
 )
 @click.option(
     "--quant-activations",

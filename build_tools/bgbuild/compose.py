@@ -1,4 +1,4 @@
-"""Compose the full-image graph around the patch model, with native ONNX ops (SPEC section 3).
+"""Compose the full-image graph around the patch model, with native ONNX ops (docs/design.md).
 
 The graph is written programmatically with spox, not traced from a Python loop:
 every patch position and crop bound comes from :mod:`bgsdk.tiling`, so the
@@ -326,7 +326,7 @@ def compose_full_model(
     # 3. Patch-major -> (T,N,P,P); crop each centre region for all images at once; stitch.
     heat = _stitch(op, probs, tiling, _i64)  # (N,1,H,W)
 
-    # 4. Two zero channels (SPEC I/O contract).
+    # 4. Two zero channels (the I/O contract, bgsdk.contract).
     out = op.pad(heat, _i64([0, 0, 0, 0, 0, 2, 0, 0]), op.constant(value=np.float32(0.0)))
 
     model = build({INPUT_NAME: x}, {OUTPUT_NAME: out})

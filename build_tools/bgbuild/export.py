@@ -1,6 +1,6 @@
 """Export the patch model (UNet, eval mode, BatchNorm folded) to ONNX.
 
-Exporter choice (SPEC section 6): torch >= 2.9 defaults to the dynamo exporter,
+Exporter choice (docs/design.md): torch >= 2.9 defaults to the dynamo exporter,
 which needs onnxscript and opset >= 18 and is still the moving part between
 torch releases. This UNet is a plain static CNN (Conv, BatchNorm, ReLU, MaxPool,
 bilinear Resize, Concat): the TorchScript exporter (``dynamo=False``) traces it

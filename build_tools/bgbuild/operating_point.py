@@ -2,7 +2,7 @@
 
 The release model (fp32, INT8 or fp16 -- whatever is written) is run with ONNX
 Runtime on labelled calibration images: ``--calibrate-data DIR`` (its
-``valid`` split in the SPEC layout, or a folder of strips with ``masks/``), by
+``valid`` split in the data set layout, or a folder of strips with ``masks/``), by
 default the ``valid`` split of the training data set named in the checkpoint.
 :func:`bgsdk.operating_point.calibrate` chooses the threshold and min area.
 Without defective images it falls back to a false-alarm rule on the good ones

@@ -24,12 +24,12 @@ What is quantized, and why this way (docs/design.md, "INT8 quantization"):
   (:func:`stem_nodes`), and so, by default, does the first Conv that reads its maps
   (:func:`first_conv_nodes`): quantizing that Conv's input rounds the die differences weak defects
   live in to a few of 256 levels (measured: 0.0119 AP lost on the demo test split with it
-  quantized, 0.0021 with it float; docs/accuracy.md).
+  quantized, 0.0021 with it float; docs/model-card.md).
 * The logits (head Conv output) stay float too (:func:`float_logits`): the
   Softmax gets exact logits, not 256 levels of them. (The composer then folds
   that float head to one defect logit, :mod:`bgbuild.head`.)
 * The bilinear ``Resize`` (align_corners) stays float between a DequantizeLinear
-  and a QuantizeLinear (onnxruntime issue 21319: some versions mishandled Q/DQ
+  and a QuantizeLinear (github.com/microsoft/onnxruntime/issues/21319: some versions mishandled Q/DQ
   around linear Resize); the tests check the INT8 output against fp32.
 
 This module is the QDQ step only; the calibration data come from
@@ -175,7 +175,7 @@ def first_conv_nodes(model: onnx.ModelProto) -> list[str]:
     Why float: its input holds the raw dies next to their differences, in one per-tensor uint8
     range set by the strongest edges and defects; a weak defect (|a| = 12 grey levels) is then a
     handful of levels above the rounding noise. It is one full-resolution Conv with few input
-    channels (12 -> w), so running it in float costs little (docs/benchmarks.md, INT8).
+    channels (12 -> w), so running it in float costs little (docs/performance.md, INT8).
     """
     produced_by_stem = {o for n in model.graph.node if n.name.startswith(STEM_SCOPE) for o in n.output}
     sources = produced_by_stem | {i.name for i in model.graph.input}

@@ -315,7 +315,7 @@ def training_summary(training: Any) -> str:
         return "unknown (no bgsdk.training metadata)"
     recipe = training.get("recipe") or {}
     name = (
-        recipe.get("name", "seed (SPEC section 2; trained before recipes existed)") if isinstance(recipe, dict) else "?"
+        recipe.get("name", "seed (the research synthesis, before recipes existed)") if isinstance(recipe, dict) else "?"
     )
     ema = training.get("ema_decay")
     weights = f", weight average (EMA decay {ema:g})" if isinstance(ema, (int, float)) and ema > 0 else ""
@@ -470,7 +470,7 @@ def _file_out_option(flag: str, dest: str, help: str) -> Callable[[F], F]:
 @cli.command("evaluate")
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.argument("data_dir", type=click.Path(path_type=Path))
-@click.option("--split", default="test", show_default=True, help="Split of a SPEC-layout DATA_DIR.")
+@click.option("--split", default="test", show_default=True, help="Split of a DATA_DIR in the data set layout.")
 @click.option(
     "--masks",
     "masks_dir",
@@ -503,7 +503,7 @@ def evaluate_cmd(
     verbose: int,
     quiet: bool,
 ) -> None:
-    """Score MODEL(s) next to double detection on labelled strips in DATA_DIR (SPEC layout or strips + masks)."""
+    """Score MODEL(s) next to double detection on labelled strips in DATA_DIR (data set layout or strips + masks)."""
     setup_logging(verbose, quiet)
     from .evaluation import run_evaluation
 

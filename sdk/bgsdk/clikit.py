@@ -93,7 +93,7 @@ def operating_point_options(func: F) -> F:
 
 
 def batch_size_option(help: str = "Images per model call.") -> Callable[[F], F]:
-    """``--batch-size`` (default 1, the fastest on CPU in docs/benchmarks.md)."""
+    """``--batch-size`` (default 1, the fastest on CPU in docs/performance.md)."""
     return click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help=help)
 
 

@@ -1,6 +1,6 @@
 """The I/O contract of a full-image model, as recorded in its ``metadata_props``.
 
-Production consumers depend on it (SPEC section 3): input ``input`` float32
+Production consumers depend on it (docs/design.md): input ``input`` float32
 ``(N,3,H,W)`` = channels/255; output ``output`` float32 ``(N,3,H,W)`` with
 channel 0 the defect probability and channels 1-2 zeros. The builder writes it,
 the SDK and ``bgsdk inspect`` read it: one dataclass, one JSON key.

@@ -2,7 +2,7 @@
 
 Data (:func:`discover`):
 
-* the SPEC layout -- ``ROOT/<split>/{good,bright_spots}`` with masks in
+* the data set layout -- ``ROOT/<split>/{good,bright_spots}`` with masks in
   ``ROOT/ground_truth/bright_spots`` (``split`` default ``test``); or
 * a folder of strips with a folder of masks (``--masks DIR``, default
   ``DATA_DIR/masks``): every strip needs a mask with its stem; an all-zero mask
@@ -104,10 +104,10 @@ def discover(
         if not found:
             raise InputError(data_dir / split, f"no images in {split}/{GOOD} or {split}/{DEFECT}")
         samples = [EvalSample(s.path, s.mask_path, s.defective) for s in found]
-        return f"SPEC layout, split {split!r}", samples, notes
+        return f"data set layout, split {split!r}", samples, notes
     images = list_images(data_dir)
     if not images:
-        raise InputError(data_dir, "no image files (and not the SPEC layout: no train/valid/test folders)")
+        raise InputError(data_dir, "no image files (and not the data set layout: no train/valid/test folders)")
     mdir = masks_dir if masks_dir is not None else data_dir / "masks"
     if not mdir.is_dir():
         if masks_dir is not None:
@@ -136,7 +136,7 @@ def load_dataset(data_dir: Path, split: str = "test", masks_dir: Path | None = N
                 s.mask_path,
                 f"mask is {mask.shape[0]}x{mask.shape[1]}, its image {s.path.name} is {img.shape[1]}x{img.shape[2]}",
             )
-        defective = s.defective if "SPEC" in layout else bool(mask is not None and mask.any())
+        defective = s.defective if "data set layout" in layout else bool(mask is not None and mask.any())
         if mask is not None and not mask.any():
             mask = None if not defective else mask
         dd = double_detection(img) / np.float32(255.0)

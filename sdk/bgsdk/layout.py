@@ -1,4 +1,4 @@
-"""The data set folder layout (SPEC section 1) in one place (training, build calibration, ``bgsdk evaluate``).
+"""The data set folder layout (docs/data.md) in one place (training, build calibration, ``bgsdk evaluate``).
 
 ```
 ROOT/train/good/*.tiff                 clean images only (defects are synthesised)

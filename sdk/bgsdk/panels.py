@@ -1,4 +1,4 @@
-"""The 7-panel picture of one strip (SPEC section 2's visual check), numpy only.
+"""The 7-panel picture of one strip (the visual check of docs/sdk.md), numpy only.
 
 target, ref1, ref2, |T-R1|, |T-R2|, double detection min(|T-R1|,|T-R2|), model
 heatmap -- side by side, with the model's defect boxes (yellow) and the

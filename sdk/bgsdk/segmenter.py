@@ -45,7 +45,7 @@ _Pending = tuple[str | None, np.ndarray | BgsdkError]
 
 
 # Images per model call. One strip already holds 18 patches, and on CPU larger batches were slower per
-# image in every measurement (docs/benchmarks.md: batch 1/2/4 = 219/283/286 ms per strip, width 16);
+# image in every measurement (docs/performance.md: batch 1/2/4 = 219/283/286 ms per strip, width 16);
 # raise it on a GPU, where bigger batches fill the device.
 DEFAULT_BATCH_SIZE = 1
 

@@ -3,7 +3,7 @@
 Training validation, PyTorch inference, the ONNX graph builder and the SDK all
 import this module, so a patch layout is never computed twice in two ways.
 
-Stitching rule (SPEC section 3): neighbouring patches split their overlap at its
+Stitching rule (docs/design.md): neighbouring patches split their overlap at its
 middle; the first patch keeps its leading edge and the last its trailing edge.
 Every output pixel therefore comes from exactly one patch and no seam is visible
 (the kept pixels are the ones furthest from a patch border).
@@ -30,7 +30,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ImageType:
-    """Default geometry of one kind of image (SPEC section 1, given numbers)."""
+    """Default geometry of one kind of image (the research code's given numbers)."""
 
     name: str
     height: int

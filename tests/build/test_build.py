@@ -2,7 +2,7 @@
 
 Parity is checked twice: by the build's own verification (against
 bgtrain.infer.sliding_window) and here against an independent per-patch PyTorch
-reference that stitches with the SPEC's given strip numbers.
+reference that stitches with the strip numbers written out in tests/helpers/build.py.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""The composed full-image graph puts every output pixel where the SPEC says.
+"""The composed full-image graph puts every output pixel where the stitching rule says.
 
 The patch model here is a hand-written ONNX graph (onnx.helper, not spox, not
 torch) whose defect logit is ``x[0] (local pixel) + x[1] at the patch's top-left
 corner``. The test image's channel 1 encodes position, so each patch adds its own
 origin code: an output pixel taken from the wrong patch, the wrong place in the
 patch, or the wrong image of the batch gets a different value. The expected
-image is computed pixel by pixel from the SPEC's given strip numbers (positions
+image is computed pixel by pixel from the given strip numbers (positions
 and keep ranges), independently of bgsdk.tiling.
 """
 

@@ -239,7 +239,7 @@ def _conv(name: str, cin: int, cout: int, rng: np.random.Generator) -> tuple[onn
 
 
 def test_int8_bilinear_resize_is_right(tmp_path):
-    """onnxruntime issue 21319 (Q/DQ around linear Resize): INT8 must track fp32 through an align_corners Resize.
+    """onnxruntime's Q/DQ around linear Resize (github.com/microsoft/onnxruntime/issues/21319): INT8 tracks fp32.
 
     A small patch model Conv-ReLU-MaxPool-Resize(linear, align_corners)-Conv-ReLU-Conv, built
     with onnx.helper, quantized by the build's own function; its INT8 logits must stay within a

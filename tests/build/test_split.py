@@ -2,7 +2,7 @@
 
 References are independent of the split: the exported patch model run whole in ONNX
 Runtime, and the one-call composed model (all 18 patches in one patch-model call),
-whose stitching test_compose.py checks pixel by pixel against the SPEC's numbers.
+whose stitching test_compose.py checks pixel by pixel against the given strip numbers.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Builders for the bgbuild tests: a tiny UNet and an independent stitching reference.
 
-The SPEC numbers below are the SPEC's given strip numbers (sections 1 and 3), written
+The SPEC_* numbers below are the research code's given strip numbers, written
 out by hand rather than computed with bgsdk.tiling, so they are an independent check.
 """
 
@@ -16,7 +16,7 @@ from bgtrain.checkpoint import save_checkpoint
 from bgtrain.model import DEFAULT_STEM, UNet
 
 WIDTH = 4
-# SPEC section 1 and 3 (given numbers) for the 976x176 strip.
+# The given numbers for the 976x176 strip.
 SPEC_ROWS = [0, 106, 212, 318, 424, 530, 636, 742, 848]
 SPEC_COLS = [0, 48]
 SPEC_ROW_KEEP = [(0, 117)] + [(11, 117)] * 7 + [(11, 128)]

@@ -62,7 +62,7 @@ def test_evaluate_spec_layout_matches_independent_metrics(demo_root: Path, sdk_e
 
 
 def test_evaluate_folder_without_defective_images(sdk_env: SdkEnv, tmp_path, capsys):
-    # SPEC layout with only good test images.
+    # Data set layout with only good test images.
     root = tmp_path / "good_only"
     (root / "test" / "good").mkdir(parents=True)
     for s in sdk_env.strips:

@@ -104,7 +104,7 @@ def test_ablation_background_sets_change_only_the_training_kinds():
 
     assert Counter(BACKGROUNDS["leaves-heavy"])["leaves"] == 3 and set(BACKGROUNDS["leaves-heavy"]) == set(LEAVES_KINDS)
     assert BACKGROUNDS["photo"] == EVAL_KINDS + ("photo",)
-    # Speckle joined the default last: the tenth session's "speckle" strips are today's default ones.
+    # Speckle joined the default last: the first trial's "speckle" strips are today's default ones.
     assert BACKGROUNDS["speckle"] == BACKGROUNDS["train"] == TRAIN_KINDS == LEAVES_KINDS + ("speckle",)
     rng = np.random.default_rng(0)
     drawn = Counter(random_pattern(rng, BACKGROUNDS["leaves-heavy"]).kind for _ in range(2000))

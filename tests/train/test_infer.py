@@ -1,4 +1,4 @@
-"""Sliding-window inference: every output pixel comes from the patch and place SPEC section 3 says."""
+"""Sliding-window inference: every output pixel comes from the patch and place the stitching rule says."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from bgtrain.infer import heatmap_numpy, sliding_window
 from bgtrain.model import UNet
 
 H, W = 976, 176
-# SPEC section 2/3, written out by hand (not taken from bgsdk.tiling).
+# The given strip numbers, written out by hand (not taken from bgsdk.tiling).
 STRIP_ROWS = [0, 106, 212, 318, 424, 530, 636, 742, 848]
 STRIP_COLS = [0, 48]
 
@@ -109,7 +109,7 @@ def test_strip_stitching_matches_spec() -> None:
     assert out.shape == (2, H, W) and out.dtype == torch.float32
     assert model.batch_sizes == [18, 18] and model.input_sizes == {(128, 128)}
     expected = strip_owner_rows()[:, None] * len(STRIP_COLS) + strip_owner_cols()[None, :]
-    # The hand-written SPEC ranges agree with the independent "furthest from a border" rule.
+    # The hand-written ranges agree with the independent "furthest from a border" rule.
     by_dist = owner_by_distance(STRIP_ROWS, 128, H)[:, None] * 2 + owner_by_distance(STRIP_COLS, 128, W)[None, :]
     np.testing.assert_array_equal(expected, by_dist)
     for n in range(2):

@@ -11,7 +11,7 @@ from bgtrain.model import UNet, check_input_size, count_parameters
 
 
 def expected_parameters(w: int, cin: int = 3, cout: int = 2) -> int:
-    """Parameter count of the SPEC architecture, added up layer by layer."""
+    """Parameter count of the research code's architecture, added up layer by layer."""
 
     def conv(a: int, b: int) -> int:
         return a * b * 9 + b

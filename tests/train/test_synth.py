@@ -1,4 +1,4 @@
-"""The defect synthesiser: the ``seed`` recipe's statistics (SPEC section 2) over many samples,
+"""The defect synthesiser: the ``seed`` recipe's statistics (the research code's given numbers) over many samples,
 and the ``robust`` recipe's cases, shapes, nuisances and symmetries."""
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ def test_photograph_sets_are_photographs_with_every_defect_case(tmp_path):
 
 def test_nominal_eval_level_stays_inside_the_issue_ranges(tmp_path):
     # --eval-level nominal: the defect kinds of the hard sets, with |a| 12-100 and sub-pixel shifts only
-    # (the ranges issue 10 names for its held-out strips); the default level reaches outside them.
+    # (the ranges the accuracy criteria give for held-out strips); the default level reaches outside them.
     out = tmp_path / "n"
     r = subprocess.run(
         [sys.executable, "-m", "bgtrain.synth_dataset", str(out), "--n-train", "1", "--n-valid", "0"]

@@ -37,15 +37,15 @@ __all__ = [
 # training image uses, so validation measures generalisation to unseen patterns. EVAL_KINDS are the
 # training kinds validation/test draw from: the list before "leaves" joined the training kinds, so a
 # seed still gives the very same validation/test strips as before (and numbers stay comparable).
-# The training kinds of the seventh to tenth sessions (no scattered spots): synth-dataset's "leaves" set.
+# The training kinds before scattered spots joined them: synth-dataset's "leaves" set.
 LEAVES_KINDS: tuple[str, ...] = ("grid", "vstripes", "hstripes", "checker", "texture", "leaves")
-# Scattered small spots joined in the eleventh session: over three training seeds they raised the worst
+# Scattered small spots joined on 2026-11-28: over three training seeds they raised the worst
 # seed on every large evaluation set and the real-photograph family beyond the seeds' spread
-# (docs/accuracy.md). Appended last, so the other kinds' strips are drawn as before.
+# (docs/experiments/). Appended last, so the other kinds' strips are drawn as before.
 TRAIN_KINDS: tuple[str, ...] = LEAVES_KINDS + ("speckle",)
 EVAL_KINDS: tuple[str, ...] = ("grid", "vstripes", "hstripes", "checker", "texture")
 HOLDOUT_KINDS: tuple[str, ...] = ("dots", "diagonal")
-# Real photographs, for evaluation only (kind "photograph"): issue 10's second held-out family is
+# Real photographs, for evaluation only (kind "photograph"): the accuracy criteria's second family is
 # photographs, which no synthetic kind here is. These are the photographs scikit-image ships inside its
 # wheel (no download; its `dev` extra installs it), grey-converted: scenes, portraits, and the brick,
 # grass and gravel textures. Never used for training, so a set of them measures a model on backgrounds

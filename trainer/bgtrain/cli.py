@@ -61,7 +61,7 @@ def _repeats(ctx: click.Context, param: click.Parameter, value: str) -> int | No
     show_default=True,
     type=click.Choice(sorted(PRESETS)),
     help="Defect-synthesis preset: robust (weak/shaped defects, every odd-die-out case, imaging nuisances) "
-    "or seed (SPEC section 2 exactly). See docs/data.md.",
+    "or seed (the research code's synthesis). See docs/data.md.",
 )
 @_opt(
     "recipe_file",

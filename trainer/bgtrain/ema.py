@@ -2,7 +2,7 @@
 
 Why: Adam at a constant 1e-3 on batches of 16 freshly synthesised patches leaves the raw weights
 jittering, and the validation pixel AP of consecutive epochs of one run swings by up to 0.2
-(docs/accuracy.md, "Weight averaging"), so ``best.pt`` picks a lucky epoch and ``last.pt`` may be an
+(docs/experiments/2026-11-28-weight-averaging.md), so ``best.pt`` picks a lucky epoch and ``last.pt`` may be an
 unlucky one. The average over the last few hundred steps (BatchNorm statistics included) removes
 most of that jitter at no training cost. The raw weights keep training untouched: with or without
 the average, a seed gives the same optimiser trajectory.
@@ -22,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel
 __all__ = ["DEFAULT_EMA_DECAY", "decay_at", "make_ema"]
 
 # About the last 500 steps (~2 epochs of the 216-step demo epochs): long enough to smooth the jitter,
-# short enough that the saved average is of the low-LR end of training. docs/accuracy.md, "Weight averaging".
+# short enough that the saved average is of the low-LR end of training. docs/experiments/2026-11-28-weight-averaging.md.
 DEFAULT_EMA_DECAY = 0.998
 
 

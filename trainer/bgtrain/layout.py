@@ -1,4 +1,4 @@
-"""The data set folder layout (SPEC section 1): defined in :mod:`bgsdk.layout`, re-exported here.
+"""The data set folder layout (docs/data.md): defined in :mod:`bgsdk.layout`, re-exported here.
 
 It lives in the runtime SDK because ``bgsdk evaluate`` and build-time calibration
 read the same layout as training; one definition. The optional per-defect

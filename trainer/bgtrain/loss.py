@@ -1,4 +1,4 @@
-"""Focal loss and its gamma schedule (SPEC section 2, given numbers).
+"""Focal loss and its gamma schedule (the research code's given numbers).
 
 Defects cover a tiny fraction of a patch, so plain cross-entropy is dominated by
 easy background pixels. The focal factor ``(1-pt)**gamma`` down-weights pixels

@@ -1,4 +1,4 @@
-"""The segmentation network: DRAEM's discriminative sub-network (SPEC section 2).
+"""The segmentation network: DRAEM's discriminative sub-network (the research code's).
 
 A plain UNet: 6 encoder blocks of (Conv3x3-BN-ReLU)x2 with widths
 ``w*[1,2,4,8,8,8]`` and 5 max-pools, a decoder of 5 stages (bilinear upsample
@@ -279,8 +279,8 @@ _STEM_MODULES: dict[str, type[nn.Module]] = {
     "aligned": AlignedStem,
 }
 STEMS = ("plain", *_STEM_MODULES)
-# What train-model uses unless told otherwise: measured best on every evaluation set (docs/accuracy.md,
-# thirteenth session; "tolerant" before that).
+# What train-model uses unless told otherwise: measured best on every evaluation set (docs/model-card.md,
+# since 2026-11-28; "tolerant" before that).
 DEFAULT_STEM = "aligned"
 
 

@@ -5,7 +5,7 @@ training choice: the label is defined *relative to the references* (the odd die
 out is the defective one) and the network only learns that rule if it sees every
 case the rule separates. Two presets:
 
-* ``seed`` -- SPEC section 2 exactly (two Gaussian kernels, amplitudes +-60/+-80,
+* ``seed`` -- the research code's synthesis (two Gaussian kernels, amplitudes +-60/+-80,
   distractors always copied into the target as well, perfectly aligned dies).
   Kept so the research numbers stay reproducible.
 * ``robust`` -- continuous weak-to-strong amplitudes, a family of shapes (rotated
@@ -262,7 +262,7 @@ ROBUST = Recipe(
     hard_negative_weight=3.0,
     amplitudes=(),
     # |a| 20-100: 12-100 (57% weak) trained worse on every held-out set at the same budget, 40-100
-    # lost weak recall; docs/accuracy.md (GPU ablation, 3 seeds each). Evaluation sets go down to 8.
+    # lost weak recall; docs/experiments/ (GPU ablation, 3 seeds each). Evaluation sets go down to 8.
     amplitude_range=(20.0, 100.0),
     shapes="family",
     sigma_range=(0.5, 2.5),
@@ -287,18 +287,18 @@ ROBUST = Recipe(
 )
 
 PRESETS: dict[str, Recipe] = {"seed": SEED, "robust": ROBUST}
-# A defect is weak when its |amplitude| is at most this many grey levels (issue 10's split): the
+# A defect is weak when its |amplitude| is at most this many grey levels (the accuracy criteria's split): the
 # validation's weak recall and the recipe's weak_defect_weight use this one definition.
 WEAK_AMPLITUDE = 40.0
 # Weak defects below this |amplitude| are *faint*: at the evaluation sets' noise level, and below the
-# 12 where issue 10's example range starts. Reported apart (recall_weak12 = 12..40) so a weak-recall
+# 12 where the accuracy criteria's example range starts. Reported apart (recall_weak12 = 12..40) so a weak-recall
 # figure says whether its misses are defects a model could be asked to find.
 FAINT_AMPLITUDE = 12.0
 DEFAULT_RECIPE = "robust"
 # The step budget chosen with the default recipe: train-model --repeats auto visits at least this
 # many patches an epoch. 64 strips x 18 patches x 3 passes beat 1 pass on every held-out set; with
 # dead-leaves training backgrounds 6 passes beat 3 on test and robust-val for every seed (GPU and CPU),
-# and on the 192-strip test and unseen-background sets for every CPU seed (docs/accuracy.md).
+# and on the 192-strip test and unseen-background sets for every CPU seed (docs/experiments/).
 # Data sets of 384+ strips get one pass.
 AUTO_PATCHES_PER_EPOCH = 6912
 

@@ -54,7 +54,7 @@ class DefectShape:
     sigma_x: float
 
 
-# The two given shapes of SPEC section 2, chosen 50/50 by the seed recipe.
+# The research code's two given shapes, chosen 50/50 by the seed recipe.
 SHAPES: tuple[DefectShape, ...] = (
     DefectShape(3, 3, 1.3, 1.3),
     DefectShape(3, 5, 1.0, 1.5),

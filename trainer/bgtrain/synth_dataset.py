@@ -1,4 +1,4 @@
-"""``synth-dataset``: write a complete demo data set in the SPEC section 1 layout.
+"""``synth-dataset``: write a complete demo data set in the data set layout.
 
 Training images are clean (defects are synthesised on the fly by the training
 recipe). Validation/test images are built so their numbers mean something for
@@ -70,7 +70,7 @@ EVAL_RECIPE = Recipe(
     cluster_prob=0.15,
     edge_prob=0.5,
 )
-# The same kinds of defect inside the ranges issue 10 names for held-out strips (|a| 12-100, sigma 0.5-2.5,
+# The same kinds of defect inside the ranges the accuracy criteria give for held-out strips (|a| 12-100, sigma 0.5-2.5,
 # aspect <= 3, footprints <= 9, per-die shifts of a few tenths of a pixel): ``--eval-level nominal``. It
 # tells a model's shortfall on the hard sets apart from theirs being harder than the data it will meet.
 NOMINAL_RECIPE = Recipe.from_dict(
@@ -90,12 +90,12 @@ EVAL_LEVELS: dict[str, tuple[Recipe, tuple[float, float]]] = {
 }
 LABELLED_RANGE = (1, 3)  # labelled defects per defective image
 DISTRACTOR_RANGE = (2, 5)  # not-labelled defects per image (good ones too)
-# Which backgrounds each split draws from: "train" = the training kinds (scattered spots since the
-# eleventh session), "mixed" = training kinds and unseen kinds. "leaves" = the training kinds of the
-# seventh to tenth sessions, "classic" = those before dead leaves joined them (to reproduce older rows
-# of accuracy.md). Ablation sets (docs/accuracy.md): "leaves-heavy" draws dead leaves 3x as often (a kind
+# Which backgrounds each split draws from: "train" = the training kinds (scattered spots since
+# 2026-11-28), "mixed" = training kinds and unseen kinds. "leaves" = the training kinds of the
+# days before spots joined, "classic" = those before dead leaves joined them (to reproduce older rows
+# of docs/experiments/). Ablation sets (docs/experiments/): "leaves-heavy" draws dead leaves 3x as often (a kind
 # listed three times is drawn three times as often); "photo" swaps them for dead leaves with a 1/f grain;
-# "speckle" is the tenth session's name of today's "train" (the very same strips).
+# "speckle" is the first name of today's "train" (the very same strips).
 # "photographs": real photographs only (background.PHOTOGRAPHS; evaluation sets, needs scikit-image).
 BACKGROUNDS = {
     "train": TRAIN_KINDS,
@@ -274,8 +274,8 @@ def _backgrounds_option(flag: str, default: str, help: str) -> Callable[[FC], FC
     "--train-backgrounds",
     "train",
     "Backgrounds of the training strips: train = periodic kinds, 1/f texture, dead leaves and scattered "
-    "spots; leaves = without the spots (before the eleventh session); classic = without dead leaves either "
-    "(before the seventh); leaves-heavy, photo = ablation sets (docs/data.md).",
+    "spots; leaves = without the spots (the older default); classic = without dead leaves either "
+    "(older still); leaves-heavy, photo = ablation sets (docs/data.md).",
 )
 @click.option(
     "--eval-level",
@@ -283,7 +283,7 @@ def _backgrounds_option(flag: str, default: str, help: str) -> Callable[[FC], FC
     show_default=True,
     type=click.Choice(sorted(EVAL_LEVELS)),
     help="Defects and misregistration of valid/test: hard = partly outside the training ranges (|a| 8-120, "
-    "sigma 0.4-3, per-view shift std up to 0.6 px); nominal = inside the ranges issue 10 names for held-out "
+    "sigma 0.4-3, per-view shift std up to 0.6 px); nominal = inside the ranges specified for held-out "
     "strips (|a| 12-100, sigma 0.5-2.5, shift std up to 0.3 px).",
 )
 @verbosity_options

@@ -50,7 +50,7 @@ log = logging.getLogger("bgtrain")
 
 @dataclass
 class TrainConfig:
-    """Defaults are the research run's (SPEC section 2), except where tests/demos override."""
+    """Defaults are the research run's (its given numbers), except where tests/demos override."""
 
     training_dataset_path: str
     checkpoint_path: str = "checkpoints"

@@ -43,8 +43,8 @@ __all__ = [
 
 # Per-defect rates reported at the best-F1 pixel threshold: name -> (kinds, |amplitude| band lo..hi,
 # both ends inclusive). recall_*: share of labelled defects found; fa_*: share of not-labelled defects
-# flagged. "weak" is issue 10's split (|a| <= 40); "weak12" leaves out the faint ones below
-# FAINT_AMPLITUDE, which sit at the evaluation sets' noise level (docs/accuracy.md).
+# flagged. "weak" is the accuracy criteria's split (|a| <= 40); "weak12" leaves out the faint ones below
+# FAINT_AMPLITUDE, which sit at the evaluation sets' noise level (docs/experiments/).
 _ANY = (0.0, math.inf)
 RATE_GROUPS: dict[str, tuple[tuple[str, ...], tuple[float, float]]] = {
     "recall": (LABELLED_KINDS, _ANY),
@@ -137,9 +137,9 @@ def image_auroc_without_faint(
     """Image AUROC (strip score = heatmap maximum) over the good strips and the defective strips with a
     labelled defect of ``|a| >= below``; and how many defective strips were left out.
 
-    Why: the evaluation sets draw labelled defects down to |a| = 8, below issue 10's defect range
+    Why: the evaluation sets draw labelled defects down to |a| = 8, below the accuracy criteria's defect range
     (12-100), and a defective strip whose only defects are that faint is outranked by a good strip's
-    maximum; this is the image AUROC over strips the issue's range describes, next to the full one.
+    maximum; this is the image AUROC over strips the criteria's range describes, next to the full one.
     """
     labels, scores, left_out = [], [], 0
     for hm, e in zip(heatmaps, eval_set.images):

@@ -1,4 +1,4 @@
-"""The 7-panel visual check (SPEC section 2): what the model sees next to what it says.
+"""The 7-panel visual check (docs/sdk.md): what the model sees next to what it says.
 
 Panels, left to right: target, ref1, ref2, |T-R1|, |T-R2|, double detection
 ``min(|T-R1|,|T-R2|)`` and the model heatmap. The three difference panels share
