@@ -20,7 +20,7 @@ constexpr const char* kContractKey = "bgsdk.contract";                // bgsdk.c
 constexpr const char* kOperatingPointKey = "bgsdk.operating_point";  // bgsdk.operating_point.OPERATING_POINT_KEY
 constexpr const char* kInputName = "input";                           // bgsdk.contract INPUT_NAME
 constexpr const char* kOutputName = "output";                         // bgsdk.contract OUTPUT_NAME
-constexpr int64_t kDefaultChannels = 3;  // target, ref1, ref2: the SPEC contract, when nothing says otherwise
+constexpr int64_t kDefaultChannels = 3;  // target, ref1, ref2: the I/O contract, when nothing says otherwise
 constexpr int64_t kPairChannels = 2;     // a golden-template pair: target, template
 
 std::string join_names(const std::vector<std::string>& v) {
