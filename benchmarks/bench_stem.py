@@ -3,12 +3,13 @@
 Command (docs/performance.md)::
 
     .venv/bin/python benchmarks/bench_stem.py --data DEMO_DATA [--width 64] [--rounds 3]
-    .venv/bin/python benchmarks/bench_stem.py --stem-only [--rounds 5]   # each stem alone, seconds
+    .venv/bin/python benchmarks/bench_stem.py --stem-only [--rounds 5] [--width 64]   # each stem alone, seconds
 
 The stems are parameter-free channels in front of the first convolution (bgtrain.model): ``compare`` adds
 T-R1, T-R2 and the signed double detection, ``tolerant`` also the same against each reference's 3x3 range
 (4 MaxPools), ``aligned`` (train-model's default) also the target against each reference shifted onto it
-(a per-patch shift estimate). Older speed claims (docs/experiments/) were measured on plain-stem
+(a per-patch sub-pixel shift estimate), ``registered`` (the default) the tolerant channels of the dies registered
+by a whole-pixel search up to 7 px plus that sub-pixel refinement. Older speed claims (docs/experiments/) were measured on plain-stem
 models, so this prints each stem's ms per strip and its ratio to plain for the default tiled fp32
 build and the fastest build (``--mode whole --quantize``), with that build's speed-up over the tiled fp32
 one per stem. Random weights (speed does not depend on them), built with ``bgbuild.build_model``; each
@@ -28,7 +29,7 @@ from pathlib import Path
 from _common import random_strip_checkpoint, run_ortworker
 from bench_modes import built_summary, cpu_info, quantize_options, test_inputs
 
-STEMS = ("plain", "compare", "tolerant", "aligned")
+STEMS = ("plain", "compare", "tolerant", "aligned", "registered")
 BUILDS = ("tiled fp32", "whole int8")
 
 
@@ -51,48 +52,62 @@ def build(
     return paths
 
 
-def stem_only(threads: int, rounds: int, repeat: int) -> None:
-    """Each stem alone as an ONNX model, at a tiled strip's patch batch (9 x 128x128) and at a whole strip's
-    padded size (992 x 192): what the stem adds to a build, without building width-64 models. Interleaved."""
+def _session(module: object, shape: tuple[int, ...], threads: int) -> object:
     import io
 
-    import numpy as np
     import onnxruntime as ort
     import torch
+
+    f = io.BytesIO()
+    with warnings.catch_warnings():  # the exporter's constant-folding notes about Slice
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, torch.rand(*shape), f, opset_version=17, dynamo=False)  # type: ignore[arg-type]
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    return ort.InferenceSession(f.getvalue(), so, providers=["CPUExecutionProvider"])
+
+
+def stem_only(threads: int, rounds: int, repeat: int, body_width: int) -> None:
+    """Each stem alone as an ONNX model, at a tiled strip's patch batch (9 x 128x128) and at a whole strip's
+    padded size (992 x 192): what the stem adds to a build, without building models. Interleaved with the
+    plain network of ``body_width`` (random weights, BatchNorm in eval mode) on the same input, so each stem's
+    cost is also printed as a share of the network it feeds (0 = skip)."""
+    import numpy as np
 
     from bgtrain.model import UNet
 
     shapes = {"tiled (9 x 128x128)": (9, 3, 128, 128), "whole (992x192)": (1, 3, 992, 192)}
     sessions = {}
-    for stem in STEMS[1:]:
-        for shape_name, shape in shapes.items():
-            f = io.BytesIO()
-            with warnings.catch_warnings():  # the exporter's constant-folding notes about Slice
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    UNet(base_width=1, stem=stem).stem, torch.rand(*shape), f, opset_version=17, dynamo=False
-                )
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = threads
-            sessions[(stem, shape_name)] = ort.InferenceSession(f.getvalue(), so, providers=["CPUExecutionProvider"])
+    for shape_name, shape in shapes.items():
+        for stem in STEMS[1:]:
+            sessions[(stem, shape_name)] = _session(UNet(base_width=1, stem=stem).stem, shape, threads)
+        if body_width:
+            sessions[("body", shape_name)] = _session(UNet(base_width=body_width).eval(), shape, threads)
     x = {k: np.random.default_rng(0).random(shape, dtype=np.float32) for k, shape in shapes.items()}
     times: dict[tuple[str, str], list[float]] = {k: [] for k in sessions}
     for r in range(rounds):
         for key in list(sessions) if r % 2 == 0 else list(reversed(sessions)):
             s = sessions[key]
-            name = s.get_inputs()[0].name
-            s.run(None, {name: x[key[1]]})
-            for _ in range(repeat):
+            name = s.get_inputs()[0].name  # type: ignore[attr-defined]
+            s.run(None, {name: x[key[1]]})  # type: ignore[attr-defined]
+            for _ in range(repeat if key[0] != "body" else max(1, repeat // 5)):
                 t0 = time.perf_counter()
-                s.run(None, {name: x[key[1]]})
+                s.run(None, {name: x[key[1]]})  # type: ignore[attr-defined]
                 times[key].append(time.perf_counter() - t0)
     print(cpu_info())
     print(f"the stem alone, {threads} threads, median of {rounds} x {repeat} calls")
-    print("| stem | " + " | ".join(f"{k} ms | vs tolerant" for k in shapes) + " |")
-    print("|---|" + "---|---|" * len(shapes))
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    if body_width:
+        cells = " | ".join(f"{k}: {med[('body', k)]:.0f} ms" for k in shapes)
+        print(f"plain width-{body_width} network on the same input: {cells}")
+    share = f" | % of w{body_width} network" if body_width else ""
+    print("| stem | " + " | ".join(f"{k} ms | vs tolerant{share}" for k in shapes) + " |")
+    print("|---|" + ("---|---|" + ("---|" if body_width else "")) * len(shapes))
     for stem in STEMS[1:]:
-        cells = [f"{med[(stem, k)]:.1f} | {med[(stem, k)] / med[('tolerant', k)]:.1f}x" for k in shapes]
+        cells = []
+        for k in shapes:
+            cell = f"{med[(stem, k)]:.1f} | {med[(stem, k)] / med[('tolerant', k)]:.1f}x"
+            cells.append(cell + (f" | {100 * med[(stem, k)] / med[('body', k)]:.1f}%" if body_width else ""))
         print(f"| {stem} | " + " | ".join(cells) + " |")
 
 
@@ -101,7 +116,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, help="a synth-dataset data set (calibration, test strips)")
     ap.add_argument("--stem-only", action="store_true", help="time each stem alone (no --data, no model builds)")
     ap.add_argument("--stems", nargs="+", choices=STEMS, default=list(STEMS), help="stems to build (plain always)")
-    ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--width", type=int, default=64, help="network width (--stem-only: of the network compared)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=3, help="calls per process (after one warm-up call)")
     ap.add_argument("--threads", type=int, default=2)
@@ -110,7 +125,7 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="reuse models already built in --workdir")
     a = ap.parse_args()
     if a.stem_only:
-        stem_only(a.threads, a.rounds, max(a.repeat, 10))
+        stem_only(a.threads, a.rounds, max(a.repeat, 10), a.width)
         return
     if a.data is None:
         ap.error("--data is required unless --stem-only")

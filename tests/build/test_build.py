@@ -100,7 +100,7 @@ def test_strip_parity_with_independent_reference(strip_build, n):
     assert np.all(y[:, 1:] == 0.0)
 
 
-@pytest.mark.parametrize("stem", ["compare", "smooth", "tolerant"])
+@pytest.mark.parametrize("stem", ["compare", "smooth", "tolerant", "aligned"])
 def test_other_stems_build_with_parity(stem, tmp_path):
     """Every input stem train-model offers exports to native ops and stitches like the default one."""
     ckpt = tmp_path / f"{stem}.pt"

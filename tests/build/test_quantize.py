@@ -293,7 +293,7 @@ def test_int8_bilinear_resize_is_right(tmp_path):
     assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.999
 
 
-@pytest.mark.parametrize("stem", ["tolerant", "aligned"])
+@pytest.mark.parametrize("stem", ["tolerant", "aligned", "registered"])
 @pytest.mark.parametrize("float_first_conv", [True, False])
 def test_input_stem_stays_float(stem, float_first_conv):
     """The stem's comparisons (and the aligned stem's shift estimate) run in float, and by default so

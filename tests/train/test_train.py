@@ -232,9 +232,9 @@ def test_ddp_two_processes_cpu(demo_root, tmp_path):
 def test_recipe_and_stem_are_recorded(straight_run):
     out, res = straight_run
     ckpt = torch.load(res.best_checkpoint, weights_only=True)
-    assert ckpt["stem"] == "aligned" and ckpt["train_config"]["recipe"]["name"] == "robust"  # the defaults
+    assert ckpt["stem"] == "registered" and ckpt["train_config"]["recipe"]["name"] == "robust"  # the defaults
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["recipe"] == ckpt["train_config"]["recipe"] and summary["stem"] == "aligned"
+    assert summary["recipe"] == ckpt["train_config"]["recipe"] and summary["stem"] == "registered"
     # Per-kind validation numbers of the annotated demo data, for the model and double detection.
     hist = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     for key in ("recall", "recall_weak", "fa_one_ref", "best_f1"):

@@ -9,6 +9,8 @@ and demos can use tiny models; 64 is the production width (28.4 M parameters).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,6 +21,10 @@ __all__ = [
     "TolerantStem",
     "SmoothStem",
     "AlignedStem",
+    "RegisteredStem",
+    "Registration",
+    "register",
+    "best_shift",
     "estimate_shift",
     "shift_bilinear",
     "STEMS",
@@ -176,19 +182,21 @@ class SmoothStem(nn.Module):
         return torch.cat([self.tolerant(x), e1, e2, _odd_die_out(e1, e2)], dim=1)
 
 
-def shift_bilinear(r: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, radius: int) -> torch.Tensor:
+def shift_bilinear(r: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, radius: int, step: int = 1) -> torch.Tensor:
     """``r(y + dy, x + dx)`` by separable linear interpolation, edges replicated; ``dx``/``dy`` are
-    ``(B,1,1,1)`` with ``|d| <= radius``. Each axis is a weighted sum of the ``2*radius+1`` whole-pixel
-    shifts (weights ``relu(1 - |d - j|)``), so the graph needs only Pad, Slice, Mul and Add."""
-    rows = _interpolate(F.pad(r, (radius, radius, 0, 0), mode="replicate"), dx, radius, dim=-1)
-    return _interpolate(F.pad(rows, (0, 0, radius, radius), mode="replicate"), dy, radius, dim=-2)
+    ``(B,C,1,1)`` (or broadcast to ``r``) with ``|d| <= radius``. Each axis is a weighted sum of the
+    ``2*radius+1`` whole-pixel shifts (weights ``relu(1 - |d - j|)``), so the graph needs only Pad, Slice,
+    Mul and Add. ``step`` > 1 keeps every ``step``-th whole-pixel shift only: exact for shifts that are
+    multiples of it (the registered stem's coarse shift), at a ``step``-th of the cost."""
+    rows = _interpolate(F.pad(r, (radius, radius, 0, 0), mode="replicate"), dx, radius, -1, step)
+    return _interpolate(F.pad(rows, (0, 0, radius, radius), mode="replicate"), dy, radius, -2, step)
 
 
-def _interpolate(padded: torch.Tensor, d: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+def _interpolate(padded: torch.Tensor, d: torch.Tensor, radius: int, dim: int, step: int = 1) -> torch.Tensor:
     """Linear interpolation at offset ``d`` along ``dim`` of a tensor padded by ``radius`` on both sides."""
     size = padded.shape[dim] - 2 * radius
     out = torch.relu(1 - (d + radius).abs()) * padded.narrow(dim, 0, size)
-    for j in range(-radius + 1, radius + 1):
+    for j in range(-radius + step, radius + 1, step):
         out = out + torch.relu(1 - (d - j).abs()) * padded.narrow(dim, radius + j, size)
     return out
 
@@ -205,26 +213,51 @@ def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 _SHIFT_SCALE = 64.0
 
 
+def _interior(x: torch.Tensor, margin: int) -> torch.Tensor:
+    """``x`` without a band of ``margin`` pixels on every side (all of it for margin 0)."""
+    if margin == 0:
+        return x
+    return x[..., margin : x.shape[-2] - margin, margin : x.shape[-1] - margin]
+
+
+def _smooth(x: torch.Tensor) -> torch.Tensor:
+    """3x3 box average, scaled by ``_SHIFT_SCALE`` (borders: the mean of the pixels inside)."""
+    return _SHIFT_SCALE * F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+
+
 def estimate_shift(
-    t: torch.Tensor, r: torch.Tensor, iterations: int = 3, reg: float = 1e-5, radius: int = 2
+    t: torch.Tensor,
+    r: torch.Tensor,
+    iterations: int = 3,
+    reg: float = 1e-5,
+    radius: int = 2,
+    start: tuple[torch.Tensor, torch.Tensor] | None = None,
+    margin: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The translation ``(dx, dy)``, each ``(B,1,1,1)``, that best maps ``r`` onto ``t`` over the patch.
+    """The translation ``(dx, dy)``, each ``(B,C,1,1)``, that best maps each channel of ``r`` onto ``t``.
 
     Lucas-Kanade on 3x3-averaged dies with their means removed (so an offset between dies does not
     bias it): ``iterations`` Gauss-Newton steps of the 2x2 normal equations of ``t ~ r(x + d)``.
     ``reg`` (a mean squared gradient, in the 0..1 input scale) keeps a flat patch's estimate near 0, and
     a ridge of 1e-3 of the equations' trace does the same along the direction a striped patch cannot
-    see, where a shift changes nothing anyway. Clamped to ``radius``.
+    see, where a shift changes nothing anyway. Clamped to ``radius``. ``start`` is the first guess
+    (default 0); the sums run over the patch less a band of ``margin`` px (where a caller's earlier
+    whole-pixel shift replicated the border).
     """
     k = _SHIFT_SCALE
-    ts = k * F.avg_pool2d(t, 3, stride=1, padding=1, count_include_pad=False)
-    rs0 = k * F.avg_pool2d(r, 3, stride=1, padding=1, count_include_pad=False)
+    ts = _interior(_smooth(t), margin)
+    rs0 = _smooth(r)
     ts = ts - ts.mean((2, 3), keepdim=True)
-    dx = torch.zeros_like(t[:, :, :1, :1])
-    dy = torch.zeros_like(dx)
+    if start is None:
+        dx = torch.zeros_like(r[:, :, :1, :1])
+        dy = torch.zeros_like(dx)
+    else:
+        dx, dy = start
     for step in range(iterations):
-        rs = rs0 if step == 0 else shift_bilinear(rs0, dx, dy, radius)  # at d = 0 the resampling is the identity
-        gx, gy = _gradients(rs)
+        # at d = 0 the resampling is the identity
+        rs = rs0 if step == 0 and start is None else shift_bilinear(rs0, dx, dy, radius)
+        gx, gy = (_interior(g, margin) for g in _gradients(rs))
+        rs = _interior(rs, margin)
         e = ts - (rs - rs.mean((2, 3), keepdim=True))
         sxx = (gx * gx).mean((2, 3), keepdim=True) + reg * k * k
         syy = (gy * gy).mean((2, 3), keepdim=True) + reg * k * k
@@ -267,21 +300,156 @@ class AlignedStem(nn.Module):
         return torch.cat([self.tolerant(x), a1, a2, _odd_die_out(a1, a2)], dim=1)
 
 
+# The registered stem's whole-pixel search (see RegisteredStem). Dissimilarities are mean absolute
+# differences of dies normalised to unit standard deviation; _SEARCH_EPS (in _SHIFT_SCALE units: 2 grey
+# levels) keeps a flat die from being blown up to unit contrast; _SEARCH_PRIOR per squared px (half-resolution
+# px) breaks ties towards the smallest shift (a flat or periodic patch); _UNIQUE_FLOOR keeps the uniqueness
+# of a surface that is flat at zero (identical constant dies) at 0.
+_SEARCH_EPS = _SHIFT_SCALE * 2.0 / 255.0
+_SEARCH_PRIOR = 3e-3
+_UNIQUE_FLOOR = 0.1
+
+
+def _normalise(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(s - mean) / (std + eps)`` per image and channel, with the mean and ``std + eps``."""
+    mean = s.mean((2, 3), keepdim=True)
+    c = s - mean
+    scale = (c * c).mean((2, 3), keepdim=True).sqrt() + _SEARCH_EPS
+    return c / scale, mean, scale
+
+
+def _dissimilarity(t: torch.Tensor, r: torch.Tensor, radius: int, margin: int) -> torch.Tensor:
+    """``(B,C,(2*radius+1)**2)``: mean ``|t(y,x) - r(y+sy, x+sx)|`` over the patch less ``margin`` px, for every
+    whole-pixel ``(sy, sx)`` in ``[-radius, radius]^2`` (row-major, sy outer). Slices only: no padding."""
+    h, w = t.shape[-2], t.shape[-1]
+    tc = t[..., margin : h - margin, margin : w - margin]
+    out = []
+    for sy in range(-radius, radius + 1):
+        for sx in range(-radius, radius + 1):
+            rc = r[..., margin + sy : h - margin + sy, margin + sx : w - margin + sx]
+            out.append((tc - rc).abs().mean((2, 3)))
+    return torch.stack(out, dim=-1)
+
+
+def _offsets(radius: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(sy, sx)`` of each candidate of :func:`_dissimilarity`, as constants of ``like``'s dtype."""
+    cand = [(sy, sx) for sy in range(-radius, radius + 1) for sx in range(-radius, radius + 1)]
+    sy = torch.tensor([c[0] for c in cand], dtype=like.dtype)
+    sx = torch.tensor([c[1] for c in cand], dtype=like.dtype)
+    return sy, sx
+
+
+def best_shift(d: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The whole-pixel ``(sy, sx)``, each ``(B,C,1,1)``, minimising a :func:`_dissimilarity` surface ``d``
+    (plus a small prior for small shifts), and how *unique* that minimum is, in 0..1.
+
+    Uniqueness = ``(d2 - d1) / (d2 + floor)`` with ``d1`` the minimum and ``d2`` the lowest dissimilarity more
+    than 1 px (per axis) away from it: ~1 for a sharp, single minimum; ~0 where another shift fits as well
+    (a flat patch, a pattern periodic within the search range, stripes along their direction). ArgMin, then
+    one-hot weights (Equal, Cast, Mul, ReduceSum) turn the index into the shift without integer arithmetic.
+    """
+    sy_c, sx_c = _offsets(radius, d)
+    penalised = d + _SEARCH_PRIOR * (sy_c * sy_c + sx_c * sx_c)
+    index = penalised.argmin(dim=-1, keepdim=True)
+    onehot = (index == torch.arange(d.shape[-1])).to(d.dtype)
+    sy, sx = (onehot * sy_c).sum(-1, keepdim=True), (onehot * sx_c).sum(-1, keepdim=True)
+    near = (((sy_c - sy).abs() < 1.5) & ((sx_c - sx).abs() < 1.5)).to(d.dtype)
+    d1 = (onehot * d).sum(-1, keepdim=True)
+    d2 = (d + 100.0 * near).amin(-1, keepdim=True)
+    unique = ((d2 - d1) / (d2 + _UNIQUE_FLOOR)).clamp(0.0, 1.0)
+    return sy.unsqueeze(-1), sx.unsqueeze(-1), unique.unsqueeze(-1)
+
+
+@dataclass
+class Registration:
+    """What :func:`register` found for each reference channel: all ``(B,C,1,1)``."""
+
+    dx: torch.Tensor  # total shift, px: aligned r(y, x) = r(y + dy, x + dx)
+    dy: torch.Tensor
+    unique: torch.Tensor  # uniqueness of the whole-pixel minimum, 0..1 (best_shift)
+    residual: torch.Tensor  # mean |T - aligned R| of the normalised dies after alignment, / 2, clamped to 0..1
+    aligned: torch.Tensor  # (B,C,H,W): each reference resampled onto the target
+
+
+def register(t: torch.Tensor, r: torch.Tensor, search: int = 3, lk_radius: int = 2) -> Registration:
+    """Align each channel of ``r`` (B,C,H,W) to the target ``t`` (B,1,H,W), for shifts up to ``2*search+1`` px.
+
+    Coarse to fine, all parameter-free and exportable (Slice, Sub, Abs, ReduceMean, ArgMin, Equal, Mul, Pad):
+    1. dies 3x3-averaged and normalised (mean removed, divided by their std: gain and offset differences
+       between dies do not matter), then 2x2-averaged: the whole-pixel search over ``[-search, search]^2``
+       at half resolution, i.e. even shifts up to ``2*search`` px (:func:`best_shift`);
+    2. the reference moved by that even shift (exact: one-hot weights), then a full-resolution search
+       over ``[-1, 1]^2``: the nearest whole pixel;
+    3. Lucas-Kanade (:func:`estimate_shift`) from there, for the sub-pixel rest (|rest| <= ``lk_radius``).
+    A patch is assumed to move as one piece (per-patch estimate; misregistration varies slowly).
+    """
+    m = 2 * search
+    tn, _, _ = _normalise(_smooth(t))
+    rn, r_mean, r_scale = _normalise(_smooth(r))
+    coarse = _dissimilarity(F.avg_pool2d(tn, 2), F.avg_pool2d(rn, 2), search, search)
+    sy, sx, unique = best_shift(coarse, search)
+    cy, cx = 2 * sy, 2 * sx
+    c = r.shape[1]
+    both = shift_bilinear(torch.cat([r, rn], 1), torch.cat([cx, cx], 1), torch.cat([cy, cy], 1), m, step=2)
+    r_int, rn_int = both[:, :c], both[:, c:]
+    uy, ux, _ = best_shift(_dissimilarity(tn, rn_int, 1, m + 1), 1)
+    dx, dy = estimate_shift(t, r_int, radius=lk_radius, start=(ux, uy), margin=m + lk_radius)
+    aligned = shift_bilinear(r_int, dx, dy, lk_radius)
+    an = (_smooth(aligned) - r_mean) / r_scale
+    residual = _interior((tn - an).abs(), m + lk_radius).mean((2, 3), keepdim=True)
+    return Registration(cx + dx, cy + dy, unique, (0.5 * residual).clamp(0.0, 1.0), aligned)
+
+
+class RegisteredStem(nn.Module):
+    """The tolerant channels of the target against each reference *registered* to it, plus how far to trust
+    the registration.
+
+    Why: real lines misregister dies by several pixels, and the aligned stem's linearised estimate follows
+    only about a pixel; beyond that every pattern edge fires. :func:`register` searches whole-pixel shifts
+    up to 7 px (coarse to fine) and refines them to sub-pixel precision. Where no shift is unique (flat
+    ground, a pattern periodic within the search range) or none explains the reference, the network is
+    told so: per reference the uniqueness of the minimum and the residual after alignment, as constant
+    maps it can learn to gate on. ``(B,3,H,W)`` -> ``(B,13,H,W)``: :class:`TolerantStem` of
+    (target, registered ref1, registered ref2) -- the dies, their differences, the range-tolerant ones
+    (1 px of what a translation leaves, e.g. binarised edges that jitter), odd-die-out agreements -- then
+    uniqueness 1, 2 and residual 1, 2. One estimate per patch (per image in a whole-image build).
+    """
+
+    out_channels = 13
+    search = 3  # half-resolution px: even whole-pixel shifts up to 6 px, +-1 at full resolution: 7 px
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tolerant = TolerantStem()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x[:, 0:1]
+        reg = register(t, x[:, 1:3], self.search)
+        ones = torch.ones_like(t)
+        trust = [ones * reg.unique[:, 0:1], ones * reg.unique[:, 1:2]]
+        trust += [ones * reg.residual[:, 0:1], ones * reg.residual[:, 1:2]]
+        return torch.cat([self.tolerant(torch.cat([t, reg.aligned], 1)), *trust], dim=1)
+
+
 # What the first convolution sees: "plain" = target, ref1, ref2 (DRAEM as given);
 # "compare" = those plus the die-to-die differences (CompareStem); "tolerant" = compare plus
 # differences that ignore up to 1 px of misregistration (TolerantStem); "smooth" = tolerant plus
 # the same on 3x3-averaged dies, for weak defects at the noise level (SmoothStem).
 # "aligned" = tolerant plus differences against each reference aligned to the target (AlignedStem).
+# "registered" = the tolerant channels of the dies registered by a whole-pixel search plus that sub-pixel
+# refinement, and the registration's uniqueness and residual (RegisteredStem).
 _STEM_MODULES: dict[str, type[nn.Module]] = {
     "compare": CompareStem,
     "tolerant": TolerantStem,
     "smooth": SmoothStem,
     "aligned": AlignedStem,
+    "registered": RegisteredStem,
 }
 STEMS = ("plain", *_STEM_MODULES)
-# What train-model uses unless told otherwise: measured best on every evaluation set (docs/model-card.md,
-# since 2026-11-28; "tolerant" before that).
-DEFAULT_STEM = "aligned"
+# What train-model uses unless told otherwise. "aligned" was measured best on every evaluation set of
+# sub-pixel misregistration (docs/experiments/); "registered" recovers the whole-pixel shifts of real lines
+# (3-7 px) that its linearised estimate cannot follow (tests/train/test_model_register.py, docs/design.md).
+DEFAULT_STEM = "registered"
 
 
 class UNet(nn.Module):

@@ -13,7 +13,9 @@ case the rule separates. Two presets:
   too, structural defects (blobs, bites and spurs on edges, cuts and bridges at the
   pattern's own levels: see ``structural.py``), every odd-die-out case (a target *missing* what both references show is a
   defect; a defect in one reference only is not), and per-die imaging nuisances
-  applied after the defects (misregistration, gain, offset, noise, ramps, blur).
+  applied after the defects (sub- and whole-pixel misregistration with slow local variation, gain,
+  offset, noise, ramps, focus differences, binarisation, JPEG-like compression, vignetting), and
+  golden-template pairs (both references the same image).
 
 A recipe is saved in checkpoints, ``summary.json`` and the built model's metadata.
 ``--recipe-file`` overrides single knobs of a preset; an unknown key or an
@@ -113,6 +115,21 @@ class Recipe:
     ramp: float = 0.0  # max illumination ramp across a patch
     blur_prob: float = 0.0
     blur_sigma: float = 0.8  # max blur sigma of a blurred die
+    # whole-pixel misregistration of real lines: a crop's references get, each, a smooth shift field of a
+    # global shift up to shift_max px (whole-pixel or not) plus a slow variation across the crop of up to
+    # shift_warp px; on top of the sub-pixel `misregistration`
+    shift_prob: float = 0.0
+    shift_max: float = 0.0
+    shift_warp: float = 0.0
+    # binarised scans: the dies thresholded at a level between the target's grey levels (edges jitter by a
+    # pixel between dies); the crop's defects are then strong enough to cross the threshold
+    binarize_prob: float = 0.0
+    jpeg_prob: float = 0.0  # a die goes through 8x8 block-DCT quantisation (JPEG-like compression)
+    jpeg_quality_min: int = 40  # its quality, uniform in [jpeg_quality_min, 95]
+    vignetting: float = 0.0  # max relative brightness falloff towards a die's corners (random centre)
+    # golden template: ref2 is ref1, the same image twice (kinds in one reference only become two-reference
+    # ones); like the nuisances, only when nuisance_prob > 0
+    golden_prob: float = 0.0
     # --- label-preserving symmetries ----------------------------------------------------------
     swap_refs: bool = False
     flips: bool = False  # flips and transposes, all dies and the mask alike
@@ -175,7 +192,9 @@ def _check(ok: bool, key: str, value: Any, rule: str) -> None:
 
 
 def _validate(r: Recipe) -> None:
-    for key in ("defect_prob", "missing_prob", "line_prob", "cluster_prob", "edge_prob", "nuisance_prob", "blur_prob"):
+    probabilities: tuple[str, ...] = ("defect_prob", "missing_prob", "line_prob", "cluster_prob", "edge_prob")
+    probabilities += ("nuisance_prob", "blur_prob", "shift_prob", "binarize_prob", "jpeg_prob", "golden_prob")
+    for key in probabilities:
         v = getattr(r, key)
         _check(0.0 <= v <= 1.0, key, v, "must be in [0, 1]")
     _check(r.line_prob + r.cluster_prob <= 1.0, "line_prob", r.line_prob, "line_prob + cluster_prob must be <= 1")
@@ -204,6 +223,7 @@ def _validate(r: Recipe) -> None:
     alo, ahi = r.amplitude_range
     _check(0 < alo <= ahi <= 255, "amplitude_range", r.amplitude_range, "0 < lo <= hi <= 255")
     _check(r.shapes in ("seed", "family"), "shapes", r.shapes, "'seed' or 'family'")
+    _check(5 <= r.jpeg_quality_min <= 95, "jpeg_quality_min", r.jpeg_quality_min, "in [5, 95]")
     slo, shi = r.sigma_range
     _check(0.3 <= slo <= shi <= 5.0, "sigma_range", r.sigma_range, "0.3 <= lo <= hi <= 5")
     _check(1.0 <= r.max_aspect <= 10.0, "max_aspect", r.max_aspect, "in [1, 10]")
@@ -231,6 +251,9 @@ def _validate(r: Recipe) -> None:
         "shot_noise": 3.0,
         "ramp": 60.0,
         "blur_sigma": 3.0,
+        "shift_max": 8.0,
+        "shift_warp": 2.0,
+        "vignetting": 0.5,
     }
     for key, top in limits.items():
         v = getattr(r, key)
@@ -275,13 +298,23 @@ ROBUST = Recipe(
     structural_size=(3, 25),
     nuisance_prob=0.85,
     misregistration=0.5,
-    gain=0.1,
-    offset=10.0,
+    gain=0.15,
+    offset=12.0,
     noise_std=3.0,
     shot_noise=0.3,
     ramp=8.0,
-    blur_prob=0.3,
-    blur_sigma=0.8,
+    # focus differences between dies; whole-pixel misregistration, binarised scans, compression and
+    # vignetting of real lines, and golden-template pairs (docs/data.md)
+    blur_prob=0.4,
+    blur_sigma=1.5,
+    shift_prob=0.6,
+    shift_max=4.0,
+    shift_warp=0.75,
+    binarize_prob=0.15,
+    jpeg_prob=0.2,
+    jpeg_quality_min=40,
+    vignetting=0.15,
+    golden_prob=0.1,
     swap_refs=True,
     flips=True,
 )

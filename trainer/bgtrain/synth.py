@@ -18,10 +18,11 @@ is a pure function of (seed, epoch, index).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
+from scipy import ndimage
 
 from .recipe import DIE_KINDS, DISTRACTOR_KINDS, WEAK_AMPLITUDE, Recipe, get_recipe
 from .structural import place_structural
@@ -36,6 +37,13 @@ __all__ = [
     "plan_defects",
     "apply_defects",
     "apply_nuisances",
+    "shift_field",
+    "jpeg_like",
+    "jpeg_table",
+    "Binarize",
+    "draw_binarize",
+    "binary_defects",
+    "golden_defects",
     "apply_symmetries",
     "hard_negatives",
     "weak_defects",
@@ -308,37 +316,183 @@ def _shift(img: np.ndarray, dy: float, dx: float) -> np.ndarray:
 
 
 def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
-    k = np.exp(-(np.arange(-2, 3) ** 2) / (2 * sigma**2))
+    radius = max(2, int(np.ceil(2.5 * sigma)))  # 2 (5 taps) up to sigma 0.8, as before wider blurs existed
+    k = np.exp(-(np.arange(-radius, radius + 1) ** 2) / (2 * sigma**2))
     k = (k / k.sum()).astype(np.float32)
-    p = np.pad(img, 2, mode="edge")
-    rows = sum(k[i] * p[i : i + img.shape[0], :] for i in range(5))
-    return sum(k[i] * rows[:, i : i + img.shape[1]] for i in range(5))
+    p = np.pad(img, radius, mode="edge")
+    rows = sum(k[i] * p[i : i + img.shape[0], :] for i in range(2 * radius + 1))
+    return sum(k[i] * rows[:, i : i + img.shape[1]] for i in range(2 * radius + 1))
 
 
-def apply_nuisances(image: np.ndarray, rng: np.random.Generator, r: Recipe) -> np.ndarray:
+def shift_field(rng: np.random.Generator, h: int, w: int, r: Recipe) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth misregistration field ``(dy, dx)``, each ``(h,w)`` float32, px: a global shift uniform in
+    ``[-shift_max, shift_max]`` per axis (whole-pixel in a third of the draws) plus a slow variation across
+    the crop (a random bilinear surface, up to ``shift_warp`` px from the global shift), clipped to
+    ``shift_max``. Misregistration of a real line drifts slowly, so a crop sees almost one translation."""
+    yy = np.linspace(-1.0, 1.0, h, dtype=np.float32)[:, None]
+    xx = np.linspace(-1.0, 1.0, w, dtype=np.float32)[None, :]
+    glob = rng.uniform(-r.shift_max, r.shift_max, size=2)
+    if rng.random() < 1 / 3:
+        glob = np.round(glob)
+    coef = rng.uniform(-1.0, 1.0, size=(2, 3)) * r.shift_warp / 3.0  # |variation| <= shift_warp
+    out = []
+    for a in range(2):
+        f = glob[a] + coef[a, 0] * yy + coef[a, 1] * xx + coef[a, 2] * yy * xx
+        out.append(np.clip(f, -r.shift_max, r.shift_max).astype(np.float32))
+    return out[0], out[1]
+
+
+def _warp(img: np.ndarray, dy: np.ndarray | float, dx: np.ndarray | float) -> np.ndarray:
+    """``img(y + dy, x + dx)`` by bilinear interpolation, edges replicated (``dy``/``dx`` maps or numbers)."""
+    h, w = img.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    return ndimage.map_coordinates(img, [yy + dy, xx + dx], order=1, mode="nearest").astype(np.float32)
+
+
+# The standard JPEG luminance quantisation table (ITU T.81 Annex K), scaled by quality as libjpeg does.
+_JPEG_LUMA = np.array(
+    [
+        [16, 11, 10, 16, 24, 40, 51, 61],
+        [12, 12, 14, 19, 26, 58, 60, 55],
+        [14, 13, 16, 24, 40, 57, 69, 56],
+        [14, 17, 22, 29, 51, 87, 80, 62],
+        [18, 22, 37, 56, 68, 109, 103, 77],
+        [24, 35, 55, 64, 81, 104, 113, 92],
+        [49, 64, 78, 87, 103, 121, 120, 101],
+        [72, 92, 95, 98, 112, 100, 103, 99],
+    ],
+    dtype=np.float64,
+)
+
+
+def jpeg_table(quality: int) -> np.ndarray:
+    """The 8x8 quantisation steps of a JPEG of ``quality`` (1..100), libjpeg's scaling."""
+    q = int(np.clip(quality, 1, 100))
+    scale = 5000 / q if q < 50 else 200 - 2 * q
+    return np.clip(np.floor((_JPEG_LUMA * scale + 50) / 100), 1, 255)
+
+
+def jpeg_like(img: np.ndarray, quality: int) -> np.ndarray:
+    """What JPEG's lossy step does to a grey die: level shift, 8x8 block DCT (the orthonormal DCT-II is
+    JPEG's), coefficients rounded to multiples of :func:`jpeg_table`, inverse. Blocks start at the crop's
+    top-left corner; a side that is not a multiple of 8 is edge-padded and cut back."""
+    from scipy.fft import dctn, idctn
+
+    h, w = img.shape
+    ph, pw = -h % 8, -w % 8
+    a = np.pad(img.astype(np.float64), ((0, ph), (0, pw)), mode="edge") - 128.0
+    blocks = a.reshape((h + ph) // 8, 8, (w + pw) // 8, 8)
+    q = jpeg_table(quality)[None, :, None, :]
+    coef = np.round(dctn(blocks, axes=(1, 3), norm="ortho") / q) * q
+    out = idctn(coef, axes=(1, 3), norm="ortho").reshape(h + ph, w + pw)[:h, :w] + 128.0
+    return out.astype(np.float32)
+
+
+def _vignette(h: int, w: int, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """A radial brightness falloff ``1 - s * d^2`` (``d`` = distance to a random centre, in crop half-sizes)."""
+    s = rng.uniform(0.0, strength)
+    cy, cx = rng.uniform(-1.0, 1.0, size=2)
+    yy = np.linspace(-1.0, 1.0, h, dtype=np.float32)[:, None] - np.float32(cy)
+    xx = np.linspace(-1.0, 1.0, w, dtype=np.float32)[None, :] - np.float32(cx)
+    return 1.0 - np.float32(s) * np.minimum((yy * yy + xx * xx) / 2.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Binarize:
+    """A binarised crop: every die thresholded near ``threshold`` (each with its own small jitter) to
+    ``low``/``high``, as a line that scans thresholded images delivers them."""
+
+    threshold: float
+    low: float
+    high: float
+    jitter: float = 4.0  # max per-die change of the threshold, grey levels: edges move between dies
+
+
+def draw_binarize(target: np.ndarray, rng: np.random.Generator, r: Recipe) -> Binarize | None:
+    """Whether this crop is binarised (``binarize_prob``) and how: a level between the target's 35th and
+    65th percentile, dark level 0-60, bright level 160-255. No draw at all when the recipe never binarises
+    (or has no imaging nuisances)."""
+    if r.binarize_prob <= 0 or r.nuisance_prob <= 0 or rng.random() >= r.binarize_prob:
+        return None
+    level = float(np.percentile(target, rng.uniform(35.0, 65.0)))
+    return Binarize(level, float(rng.uniform(0.0, 60.0)), float(rng.uniform(160.0, 255.0)))
+
+
+def binary_defects(defects: list[Defect], image: np.ndarray, b: Binarize) -> list[Defect]:
+    """The defects of a binarised crop, made strong enough to cross the threshold: a defect's sign is set by
+    the side of the threshold its die is on at its centre (bright on dark ground, dark on bright) and its
+    amplitude to 2.5 x the distance to the threshold (>= 60), so its core flips and its label stays true.
+    Faint defects cannot exist in a thresholded image; the other crops keep them."""
+    out = []
+    for d in defects:
+        die = d.dies.index(True)
+        v = float(image[die, d.y + d.h // 2, d.x + d.w // 2])
+        mag = min(255.0, max(60.0, 2.5 * abs(b.threshold - v)))
+        out.append(replace(d, amplitude=mag if v <= b.threshold else -mag))
+    return out
+
+
+# In a golden-template pair ref2 is ref1: a defect of one reference is in both, and the label follows.
+_GOLDEN_KIND = {"ref1": "missing", "ref2": "missing", "target_ref1": "all", "target_ref2": "all"}
+
+
+def golden_defects(defects: list[Defect]) -> list[Defect]:
+    """The defects of a golden-template crop (both references the same image): kinds in one reference become
+    the two-reference kinds (in ref1 only -> missing from the target, a labelled defect; in the target and
+    one reference -> in all dies), with the second reference's copy as strong as the first's."""
+    out = []
+    for d in defects:
+        kind = _GOLDEN_KIND.get(d.kind, d.kind)
+        out.append(replace(d, kind=kind, copy_gain=(d.copy_gain[0], d.copy_gain[1], d.copy_gain[1])))
+    return out
+
+
+def _geometry(die: np.ndarray, c: int, rng: np.random.Generator, r: Recipe) -> np.ndarray:
+    """Misregistration of a reference (the target is the frame) and a die's focus."""
+    h, w = die.shape
+    if c > 0 and (r.misregistration > 0 or r.shift_prob > 0):
+        dy, dx = (float(np.clip(v, -1, 1)) for v in rng.uniform(-r.misregistration, r.misregistration, size=2))
+        if r.shift_prob > 0 and rng.random() < r.shift_prob:
+            fy, fx = shift_field(rng, h, w, r)
+            die = _warp(die, fy + np.float32(dy), fx + np.float32(dx))
+        else:
+            die = _shift(die, dy, dx)
+    if r.blur_prob > 0 and rng.random() < r.blur_prob:
+        die = _blur(die, float(rng.uniform(0.3, max(r.blur_sigma, 0.3))))
+    return die
+
+
+def apply_nuisances(
+    image: np.ndarray, rng: np.random.Generator, r: Recipe, binarize: Binarize | None = None
+) -> np.ndarray:
     """Per-die imaging differences, in place: misregistration of the references vs the target
-    (so the target-frame mask stays exact), gain, offset, illumination ramp, blur, Gaussian and
-    shot noise; clipped to 0..255."""
+    (sub-pixel, and a smooth whole-pixel field; the target-frame mask stays exact), blur, gain, offset,
+    illumination ramp, vignetting, Gaussian and shot noise -- or, for a ``binarize``d crop, the threshold
+    in place of the photometric ones -- then JPEG-like compression; clipped to 0..255."""
     if r.nuisance_prob <= 0 or rng.random() >= r.nuisance_prob:
         return image
     _, h, w = image.shape
     yy = np.linspace(-0.5, 0.5, h, dtype=np.float32)[:, None]
     xx = np.linspace(-0.5, 0.5, w, dtype=np.float32)[None, :]
     for c in range(3):
-        die = image[c]
-        if c > 0 and r.misregistration > 0:
-            dy, dx = rng.uniform(-r.misregistration, r.misregistration, size=2)
-            die = _shift(die, float(np.clip(dy, -1, 1)), float(np.clip(dx, -1, 1)))
-        if r.blur_prob > 0 and rng.random() < r.blur_prob:
-            die = _blur(die, float(rng.uniform(0.3, max(r.blur_sigma, 0.3))))
+        die = _geometry(image[c], c, rng, r)
         gain = 1.0 + rng.uniform(-r.gain, r.gain)
         ramp = rng.uniform(-r.ramp, r.ramp, size=2).astype(np.float32)
-        die = gain * die + rng.uniform(-r.offset, r.offset) + ramp[0] * yy + ramp[1] * xx
-        std = rng.uniform(0.0, r.noise_std)
-        shot = rng.uniform(0.0, r.shot_noise)
-        if std > 0 or shot > 0:
-            sigma = np.sqrt(std**2 + shot**2 * np.maximum(die, 0.0))
-            die = die + sigma * rng.standard_normal((h, w), dtype=np.float32)
+        offset = rng.uniform(-r.offset, r.offset)
+        if binarize is not None:
+            level = binarize.threshold + rng.uniform(-binarize.jitter, binarize.jitter)
+            die = np.where(die > level, np.float32(binarize.high), np.float32(binarize.low))
+        else:
+            die = gain * die + offset + ramp[0] * yy + ramp[1] * xx
+            if r.vignetting > 0:
+                die = die * _vignette(h, w, rng, r.vignetting)
+            std = rng.uniform(0.0, r.noise_std)
+            shot = rng.uniform(0.0, r.shot_noise)
+            if std > 0 or shot > 0:
+                sigma = np.sqrt(std**2 + shot**2 * np.maximum(die, 0.0))
+                die = die + sigma * rng.standard_normal((h, w), dtype=np.float32)
+        if r.jpeg_prob > 0 and rng.random() < r.jpeg_prob:
+            die = jpeg_like(np.clip(die, 0.0, 255.0), int(rng.integers(r.jpeg_quality_min, 96)))
         np.clip(die, 0.0, 255.0, out=image[c])
     return image
 
@@ -378,13 +532,28 @@ def apply_symmetries(
 
 
 def synthesize(patch: np.ndarray, rng: np.random.Generator, recipe: Recipe | None = None) -> SynthResult:
-    """Copy of ``patch`` (3,P,P) with defects, nuisances and symmetries; its GT mask and defects."""
+    """Copy of ``patch`` (3,P,P) with defects, nuisances and symmetries; its GT mask and defects.
+
+    A golden-template crop (``golden_prob``) uses ref1 as ref2 (the same image twice, after the nuisances
+    too); a binarised crop (``binarize_prob``) gets defects that survive its threshold. Neither draws a
+    number when its probability (or ``nuisance_prob``) is 0, so recipes without them keep their exact
+    streams, and a recipe without nuisances keeps the crop's own dies."""
     r = recipe or get_recipe("seed")
     img = np.array(patch, dtype=np.float32, copy=True)
+    golden = r.golden_prob > 0 and r.nuisance_prob > 0 and rng.random() < r.golden_prob
+    if golden:
+        img[2] = img[1]
+    binarize = draw_binarize(img[0], rng, r)
     defects = plan_defects(img[0], rng, r)
+    if golden:
+        defects = golden_defects(defects)
+    if binarize is not None:
+        defects = binary_defects(defects, img, binarize)
     img, mask = apply_defects(img, defects, r.mask_threshold)
     hard = hard_negatives(mask.shape, defects, r.mask_threshold)
     weak = weak_defects(mask.shape, defects, r.mask_threshold)
-    img = apply_nuisances(img, rng, r)
+    img = apply_nuisances(img, rng, r, binarize)
+    if golden:
+        img[2] = img[1]
     img, (mask, hard, weak) = apply_symmetries(img, [mask, hard, weak], rng, r)
     return SynthResult(img, mask, defects, hard, weak)

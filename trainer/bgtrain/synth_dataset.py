@@ -15,11 +15,13 @@ report recall and false alarms per kind.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import click
 import numpy as np
+from scipy import ndimage
 
 from bgsdk.clikit import progress_enabled, run_cli, setup_logging, verbosity_options
 from bgsdk.io import atomic_write, write_tiff
@@ -45,6 +47,8 @@ from .synth import Defect, apply_defects, plan_defects
 __all__ = [
     "EVAL_RECIPE",
     "EVAL_LEVELS",
+    "IMAGING_LEVELS",
+    "ImagingLevel",
     "NOMINAL_RECIPE",
     "BACKGROUNDS",
     "make_image",
@@ -83,11 +87,34 @@ NOMINAL_RECIPE = Recipe.from_dict(
     },
     base=EVAL_RECIPE,
 )
+
+
+@dataclass(frozen=True)
+class ImagingLevel:
+    """What a real line does to the dies on top of a level's defects and sub-pixel misregistration:
+    each reference misregistered by whole pixels (a global shift uniform in +-``shift_max`` px per axis that
+    drifts by up to +-``drift`` px from one end of the strip to the other), every die with its own focus
+    (Gaussian blur, sigma uniform in 0..``blur_sigma``) and exposure (gain 1 +- ``gain``, offset +-``offset``
+    grey levels). The references are resampled by cubic splines over a margin the strip is then cut from,
+    so their borders carry real pattern; defects move with their die (they go in first)."""
+
+    shift_max: float = 3.0
+    drift: float = 0.5
+    blur_sigma: float = 1.2
+    gain: float = 0.15
+    offset: float = 12.0
+
+
 # eval level -> (defect recipe, range of the per-view misregistration std in px) of valid/test strips
 EVAL_LEVELS: dict[str, tuple[Recipe, tuple[float, float]]] = {
     "hard": (EVAL_RECIPE, (0.05, 0.6)),
     "nominal": (NOMINAL_RECIPE, (0.05, 0.3)),
+    # the nominal defects on strips imaged as a real line images them: whole-pixel misregistration up to
+    # 3.5 px, per-die blur and exposure differences (``--eval-level imaging``)
+    "imaging": (NOMINAL_RECIPE, (0.05, 0.3)),
 }
+# levels with imaging differences beyond the sub-pixel misregistration of the rendering
+IMAGING_LEVELS: dict[str, ImagingLevel] = {"imaging": ImagingLevel()}
 LABELLED_RANGE = (1, 3)  # labelled defects per defective image
 DISTRACTOR_RANGE = (2, 5)  # not-labelled defects per image (good ones too)
 # Which backgrounds each split draws from: "train" = the training kinds (scattered spots since
@@ -141,13 +168,17 @@ def make_image(
     kinds: tuple[str, ...] = TRAIN_KINDS,
     misregistration: tuple[float, float] = TRAIN_MISREGISTRATION,
     recipe: Recipe = EVAL_RECIPE,
+    imaging: ImagingLevel | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[Defect], PatternParams]:
     """One (4,H,W) float32 sample (channel 3 = an unused mask plane), its GT mask, defects and background.
 
     Defects go in before the sensor noise, so they are as noisy as their die. The background's
     parameters come back so a data set can record each strip's kind and misregistration: accuracy
-    per background kind is what says which patterns a model has not learnt.
+    per background kind is what says which patterns a model has not learnt. ``imaging`` adds a real
+    line's imaging differences (:class:`ImagingLevel`); without it the draws are what they always were.
     """
+    if imaging is not None:
+        return _image_like_a_line(rng, height, width, defective, distractors, kinds, misregistration, recipe, imaging)
     p = random_pattern(rng, kinds, misregistration)
     img = render_views(p, height, width, rng, noise=False)
     defects = _eval_defects(rng, img[0], defective, recipe) if (defective or distractors) else []
@@ -155,6 +186,43 @@ def make_image(
     img = add_noise(img, p, rng)
     full = np.concatenate([img, np.zeros((1, height, width), np.float32)], axis=0)
     return full, mask, defects, p
+
+
+def _image_like_a_line(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    defective: bool,
+    distractors: bool,
+    kinds: tuple[str, ...],
+    misregistration: tuple[float, float],
+    recipe: Recipe,
+    level: ImagingLevel,
+) -> tuple[np.ndarray, np.ndarray, list[Defect], PatternParams]:
+    """:func:`make_image` for an :class:`ImagingLevel`: rendered with a margin, defects in, each reference
+    moved by its drifting whole-pixel shift, every die blurred and exposed on its own, cut, noise added."""
+    m = int(np.ceil(level.shift_max + level.drift)) + 4
+    p = random_pattern(rng, kinds, misregistration)
+    big = render_views(p, height + 2 * m, width + 2 * m, rng, noise=False)
+    defects = _eval_defects(rng, big[0, m:-m, m:-m], defective, recipe) if (defective or distractors) else []
+    placed = [replace(d, y=d.y + m, x=d.x + m) for d in defects]
+    big, mask = apply_defects(big, placed, recipe.mask_threshold)
+    rows = np.linspace(-0.5, 0.5, height + 2 * m)[:, None]
+    grid = np.mgrid[0 : height + 2 * m, 0 : width + 2 * m].astype(np.float64)
+    for c in (1, 2):
+        shift = rng.uniform(-level.shift_max, level.shift_max, size=2)
+        drift = rng.uniform(-level.drift, level.drift, size=2)
+        coords = [grid[a] + shift[a] + drift[a] * 2 * rows for a in range(2)]
+        big[c] = ndimage.map_coordinates(big[c].astype(np.float64), coords, order=3, mode="mirror")
+    for c in range(3):
+        sigma = rng.uniform(0.0, level.blur_sigma)
+        die = ndimage.gaussian_filter(big[c].astype(np.float64), sigma) if sigma > 0.05 else big[c]
+        gain, offset = 1.0 + rng.uniform(-level.gain, level.gain), rng.uniform(-level.offset, level.offset)
+        big[c] = gain * die + offset
+    img = np.clip(big[:, m:-m, m:-m], 0.0, 255.0).astype(np.float32)
+    img = add_noise(img, p, rng)
+    full = np.concatenate([img, np.zeros((1, height, width), np.float32)], axis=0)
+    return full, mask[m:-m, m:-m], defects, p
 
 
 def _jobs(n_train: int, n_valid: int, n_test: int) -> list[tuple[str, str, bool]]:
@@ -206,6 +274,7 @@ def make_dataset(
             kinds=BACKGROUNDS[eval_backgrounds if held_out else train_backgrounds],
             misregistration=eval_misregistration if held_out else TRAIN_MISREGISTRATION,
             recipe=eval_recipe,
+            imaging=IMAGING_LEVELS.get(eval_level) if held_out else None,
         )
         sub = DEFECT if defective else GOOD
         write_tiff(root / split / sub / f"{stem}.tiff", img)
@@ -284,7 +353,8 @@ def _backgrounds_option(flag: str, default: str, help: str) -> Callable[[FC], FC
     type=click.Choice(sorted(EVAL_LEVELS)),
     help="Defects and misregistration of valid/test: hard = partly outside the training ranges (|a| 8-120, "
     "sigma 0.4-3, per-view shift std up to 0.6 px); nominal = inside the ranges specified for held-out "
-    "strips (|a| 12-100, sigma 0.5-2.5, shift std up to 0.3 px).",
+    "strips (|a| 12-100, sigma 0.5-2.5, shift std up to 0.3 px); imaging = nominal defects on strips imaged "
+    "like a real line's (references misregistered by up to 3.5 whole px, per-die blur and exposure).",
 )
 @verbosity_options
 def cli(
