@@ -69,7 +69,7 @@ demo: $(STAMP)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 report-check: $(STAMP)
 	command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
-	$(PY) -m pytest -q -rs tests/sdk/test_report_render.py
+	$(PY) -m pytest -q -rs tests/sdk/evaluate/test_report_render.py
 
 # Quick benchmarks only; bench_build.py, bench_int8.py and bench_cpp.py take several minutes each.
 bench: $(STAMP)

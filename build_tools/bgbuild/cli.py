@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bgsdk.clikit import run_cli, setup_logging, threads_option, verbosity_options
+from bgsdk.cli._options import run_cli, setup_logging, threads_option, verbosity_options
 
-from .operating_point import OperatingPointOptions
+from .calibrate_threshold import OperatingPointOptions
 
 if TYPE_CHECKING:
     from .build import BuildOptions, BuildReport
@@ -241,7 +241,7 @@ def build_command(
     t0 = time.perf_counter()
     report = build_model(checkpoint, out, _build_options(params), progress)
     if triton_repo is not None:
-        from bgsdk.triton_repo import export_triton
+        from bgsdk.serving.triton_repo import export_triton
 
         progress("triton", f"repository {export_triton(report.paths.model, triton_repo)}")
     total = time.perf_counter() - t0

@@ -15,9 +15,9 @@ import pytest
 import tifffile
 
 from bgsdk import InputError, InputWarning, Segmenter
+from bgsdk._sanity import value_problems
 from bgsdk.cli import main as bgsdk_main
 from bgsdk.errors import BgsdkWarning
-from bgsdk.sanity import value_problems
 from tests.helpers.cli import invoke
 from tests.helpers.models import make_full_model
 

@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
+from bgsdk._dataset_layout import labelled_split
+from bgsdk.evaluate.metrics import double_detection
 from bgsdk.io import read_image, write_tiff
-from bgsdk.metrics import double_detection
-from bgtrain.layout import labelled_split
 from bgtrain.report import score_heatmaps
 
 

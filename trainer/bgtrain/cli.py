@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from bgsdk.clikit import run_cli, setup_logging, verbosity_options
+from bgsdk.cli._options import run_cli, setup_logging, verbosity_options
 from bgsdk.tiling import IMAGE_TYPES
 
 from .ema import DEFAULT_EMA_DECAY

@@ -14,10 +14,11 @@ from typing import Any
 import click
 import numpy as np
 
-from bgsdk.clikit import UserError, run_cli, setup_logging, verbosity_options
+from bgsdk.cli._options import run_cli, setup_logging, verbosity_options
 from bgsdk.contract import scale_input
+from bgsdk.errors import UserError
+from bgsdk.evaluate.metrics import double_detection
 from bgsdk.io import atomic_write
-from bgsdk.metrics import double_detection
 
 from .validate import load_eval_set, score_maps
 

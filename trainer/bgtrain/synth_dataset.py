@@ -21,7 +21,8 @@ from typing import Any, Callable, TypeVar
 import click
 import numpy as np
 
-from bgsdk.clikit import progress_enabled, run_cli, setup_logging, verbosity_options
+from bgsdk._dataset_layout import ANNOTATIONS_DIR, DEFECT, GOOD, GT_DIR
+from bgsdk.cli._options import progress_enabled, run_cli, setup_logging, verbosity_options
 from bgsdk.io import atomic_write, write_tiff
 from bgsdk.tiling import IMAGE_TYPES
 
@@ -38,7 +39,6 @@ from .background import (
     random_pattern,
     render_views,
 )
-from .layout import ANNOTATIONS_DIR, DEFECT, GOOD, GT_DIR
 from .recipe import Recipe
 from .synth import Defect, apply_defects, plan_defects
 

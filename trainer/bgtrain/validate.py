@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from bgsdk._dataset_layout import Sample, labelled_split, load_annotations
 from bgsdk.contract import scale_input
+from bgsdk.evaluate.metrics import SegMetrics, best_f1_threshold, double_detection, evaluate, roc_auc
 from bgsdk.io import read_image, read_mask
-from bgsdk.metrics import SegMetrics, best_f1_threshold, double_detection, evaluate, roc_auc
 from bgsdk.tiling import Tiling
 
 from .infer import sliding_window, whole_image
-from .layout import Sample, labelled_split, load_annotations
 from .recipe import FAINT_AMPLITUDE, LABELLED_KINDS, WEAK_AMPLITUDE
 
 __all__ = [

@@ -21,8 +21,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from bgsdk.evaluate.metrics import double_detection
 from bgsdk.io import atomic_write, to_chw
-from bgsdk.metrics import double_detection
 
 __all__ = ["seven_panel", "PANEL_TITLES"]
 
