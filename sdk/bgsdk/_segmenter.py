@@ -57,6 +57,12 @@ class Segmenter:
     >>> seg.run("strip.tiff").heatmap.shape      # doctest: +SKIP
     (976, 176)
 
+    ``model_path``: an ONNX model file; ``None`` (the default) uses the model shipped
+    inside the package (``bgsdk/models/default.onnx``), or raises
+    :class:`~bgsdk._default_model.NoDefaultModelError` (a ``ModelError``) if this
+    installation ships none. A PyTorch training checkpoint is a ``ModelError`` that
+    says to build it first.
+
     ``providers``: ``None`` (CPU), or names in priority order -- ``"cpu"``,
     ``"cuda"``, ``"tensorrt"`` or full ONNX Runtime names, optionally as
     ``(name, options)``. A provider this onnxruntime build lacks is a
@@ -74,7 +80,7 @@ class Segmenter:
 
     def __init__(
         self,
-        model_path: str | os.PathLike[str],
+        model_path: str | os.PathLike[str] | None = None,
         providers: Sequence[ProviderSpec] | str | None = None,
         threads: int | None = None,
         *,
@@ -82,6 +88,10 @@ class Segmenter:
         verify: bool = False,
         strict: bool = False,
     ) -> None:
+        if model_path is None:
+            from ._default_model import default_model_path
+
+            model_path = default_model_path()
         self._strict = bool(strict)
         self._session = open_session(model_path, providers, threads, fallback, verify=verify)
         self._init_from(describe(self._session, model_path), threads)

@@ -61,6 +61,9 @@ _FLOAT = "tensor(float)"
 _BUILD_PRODUCER = "bgsdk build-model"
 _BUILD_KEYS = frozenset({"bgsdk.producer_version", "bgsdk.checkpoint_sha256", "bgsdk.training", "bgsdk.build"})
 
+#: The API's way past a missing or broken provider; the CLI says ``--device auto`` instead.
+API_FALLBACK_HINT = "or pass fallback=True to run on what is available"
+
 # protobuf cannot parse a message over 2 GiB; a bigger "model" is refused before it is read.
 MAX_MODEL_BYTES = 2**31 - 1
 
@@ -122,7 +125,7 @@ def resolve_providers(
             hint = ""
             if any(m in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for m in missing):
                 hint = "; CUDA/TensorRT need the onnxruntime-gpu package and a GPU"
-            raise ModelError(source, msg + hint + "; or pass fallback=True to run on what is available")
+            raise ModelError(source, f"{msg}{hint}; {API_FALLBACK_HINT}")
         log.warning("%s: %s; falling back", source, msg)
     if not any((s if isinstance(s, str) else s[0]) == "CPUExecutionProvider" for s in chosen):
         if fallback or not chosen:
@@ -201,7 +204,7 @@ def open_session(
     if lost:
         msg = f"execution provider(s) {', '.join(lost)} failed to initialise (active: {', '.join(active)})"
         if not fallback:
-            raise ModelError(path, msg + "; check the CUDA/cuDNN/TensorRT installation, or pass fallback=True")
+            raise ModelError(path, f"{msg}; check the CUDA/cuDNN/TensorRT installation, {API_FALLBACK_HINT}")
         log.warning("%s: %s; falling back", path, msg)
     return session
 
@@ -219,6 +222,10 @@ def _guarded_source(path: Path, verify: bool) -> bytes | str:
             path, f"larger than {MAX_MODEL_BYTES} bytes (protobuf's 2 GiB limit): not a loadable ONNX file"
         )
     data = path.read_bytes()
+    if _is_checkpoint(path, data):
+        raise ModelError(
+            path, "this is a training checkpoint: build it first with `bgsdk build CHECKPOINT -o model.onnx`"
+        )
     if verify:  # first: against the manifest, "truncated" or "changed" says more than any parse error
         try:
             verify_bytes(path, data)
@@ -235,6 +242,16 @@ def _guarded_source(path: Path, verify: bool) -> bytes | str:
             path, "cannot verify: the model keeps weights in external files that its manifest does not cover"
         )
     return guarded.data if not guarded.external_locations else str(path)
+
+
+# torch.save writes a zip archive (or, in old formats, a bare pickle); an ONNX file starts with a protobuf tag.
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+_CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x04", b"\x80\x05")
+
+
+def _is_checkpoint(path: Path, data: bytes) -> bool:
+    """A PyTorch training checkpoint (by name or by its first bytes) where an ONNX model belongs."""
+    return path.suffix.lower() in _CHECKPOINT_SUFFIXES or data.startswith(_CHECKPOINT_MAGIC)
 
 
 def _check_text_fields(session: ort.InferenceSession, path: Path) -> None:

@@ -494,7 +494,7 @@ def test_inspect_verify_cli(release: Path, capsys: pytest.CaptureFixture[str]) -
     code, out, err = _cli(capsys, "inspect", release, "--verify")
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("bgsdk: error: ") and str(release) in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("bgsdk inspect: error: ") and str(release) in lines[0]
     assert "integrity check failed" in lines[0]
 
 
@@ -515,7 +515,7 @@ def test_cli_run_on_hostile_model_is_one_line_exit_2(
     np.save(img, strip())
     code, _, err = _cli(capsys, "run", p, img, "--out", tmp_path / "out", "-q")
     lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("bgsdk: error: ") and str(p) in lines[0], err
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("bgsdk run: error: ") and str(p) in lines[0], err
     assert not any((tmp_path / "out").glob("*.tiff"))
 
 

@@ -9,15 +9,20 @@ from typing import TYPE_CHECKING
 import click
 
 from ._options import (
-    UserError,
     batch_size_option,
+    command,
+    common_options,
+    device_option,
+    model_or_default,
     operating_point_options,
+    ort_device,
     out_dir_option,
     png_option,
     setup_logging,
     threads_option,
-    verbosity_options,
+    writable_dir,
 )
+from .run import collect_inputs, split_model
 
 if TYPE_CHECKING:
     from ..serving.bulk import BulkOptions, BulkSummary
@@ -25,10 +30,19 @@ if TYPE_CHECKING:
 __all__ = ["batch_cmd"]
 
 
-@click.command("batch")
-@click.argument("model", type=click.Path(path_type=Path))
-@click.argument("input_dir", type=click.Path(path_type=Path))
-@out_dir_option("Output folder: per-image outputs and results.jsonl (as bgsdk run).")
+@command("batch")
+@click.argument("args", metavar="INPUTS...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-m",
+    "--model",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The model file [default: a first argument ending in .onnx, else the model shipped with bgsdk].",
+)
+@out_dir_option(
+    "Output folder: per-image outputs and results.jsonl (as bgsdk run). Rerun into the same folder to "
+    "finish an interrupted job: images already done are skipped."
+)
 @click.option(
     "--ray",
     "ray_address",
@@ -61,13 +75,17 @@ __all__ = ["batch_cmd"]
     help="Files handed to a worker at once (also how often results.jsonl is flushed).",
 )
 @batch_size_option()
+@device_option(
+    "Where each session runs: cpu, cuda or auto (cuda if available, else cpu); with --ray, auto leaves it "
+    "to --gpus-per-actor."
+)
 @threads_option("ONNX Runtime intra-op threads per session.")
 @png_option("Write mask and overlay PNGs (as bgsdk run).")
 @operating_point_options
-@verbosity_options
+@common_options
 def batch_cmd(
-    model: Path,
-    input_dir: Path,
+    args: tuple[Path, ...],
+    model: Path | None,
     out_dir: Path,
     ray_address: str | None,
     actors: int,
@@ -75,6 +93,7 @@ def batch_cmd(
     gpus_per_actor: float,
     files_per_task: int,
     batch_size: int,
+    device: str,
     threads: int | None,
     png: bool,
     threshold: float | None,
@@ -82,21 +101,24 @@ def batch_cmd(
     verbose: int,
     quiet: bool,
 ) -> None:
-    """Inspect every image in INPUT_DIR into --out; restartable (finished images are skipped).
+    """Inspect image files/folders into -o, here or on Ray; restartable (finished images are skipped).
+
+    \b
+    bgsdk batch strips/ -o out/                     this process, the model shipped with bgsdk
+    bgsdk batch strips/ -m model.onnx -o out/ --ray  a local Ray instance (--ray auto: a cluster)
 
     Writes what bgsdk run writes (heatmaps, mask/overlay PNGs, results.jsonl, defects.csv). Bad files
     become error rows in results.jsonl (exit code 1), never a failed job.
     """
     setup_logging(verbose, quiet)
     from .._session import describe, open_session
-    from ..io import list_images
     from ..serving.bulk import BulkOptions
 
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{out_dir}: --out exists and is not a folder")
-    paths = list_images(input_dir)
-    if not paths:
-        raise UserError(f"{input_dir}: no image files")
+    model, inputs = split_model(args, model, None)
+    model = model_or_default(model)
+    paths = collect_inputs(inputs)
+    writable_dir(out_dir)
+    providers, fallback = (None, False) if ray_address and device == "auto" else ort_device(device)
     describe(open_session(model), model)  # a bad model is one error line before any cluster starts
     options = BulkOptions(
         batch_size=batch_size,
@@ -105,6 +127,8 @@ def batch_cmd(
         cpus_per_actor=cpus_per_actor,
         gpus_per_actor=gpus_per_actor,
         threads=threads,
+        providers=providers,
+        fallback=fallback,
         png=png,
         threshold=threshold,
         min_area=min_area,
@@ -113,7 +137,7 @@ def batch_cmd(
     if not quiet:
         where = f"Ray ({ray_address}, {actors} actor(s))" if ray_address else "this process"
         click.echo(
-            f"bgsdk batch: {s.ok} of {s.total - s.skipped} image(s) run on {where} in {s.seconds:.1f} s; "
+            f"{click.get_current_context().command_path}: {s.ok} of {s.total - s.skipped} image(s) run on {where} in {s.seconds:.1f} s; "
             f"{s.skipped} finished earlier; {s.failed} failed; rows in {s.results}"
         )
     if s.failed:

@@ -9,18 +9,21 @@ import click
 
 from ._options import (
     batch_size_option,
+    command,
+    common_options,
+    device_option,
+    model_or_default,
     open_segmenter,
     provider_option,
     setup_logging,
     threads_option,
-    verbosity_options,
 )
 
 __all__ = ["bench_cmd"]
 
 
-@click.command("bench")
-@click.argument("model", type=click.Path(path_type=Path))
+@command("bench")
+@click.argument("model", required=False, type=click.Path(path_type=Path))
 @click.option(
     "--repeat", type=click.IntRange(min=1), default=10, show_default=True, help="Timed runs (median reported)."
 )
@@ -33,26 +36,32 @@ __all__ = ["bench_cmd"]
     default=None,
     help="Image to run [default: random pixels of the model's size].",
 )
-@provider_option
+@device_option()
 @threads_option()
-@verbosity_options
+@provider_option
+@common_options
 def bench_cmd(
-    model: Path,
+    model: Path | None,
     repeat: int,
     warmup: int,
     batch_size: int,
     input_path: Path | None,
-    providers: tuple[str, ...],
+    device: str,
     threads: int | None,
+    providers: tuple[str, ...],
     verbose: int,
     quiet: bool,
 ) -> None:
-    """Median latency and throughput of MODEL through the SDK."""
+    """Median latency and throughput of MODEL through the SDK (preprocessing included).
+
+    MODEL: an ONNX model file [default: the model shipped with bgsdk].
+    """
     setup_logging(verbose, quiet)
+    model = model_or_default(model)
     from .._bench import benchmark
     from ..io import read_image
 
-    seg = open_segmenter(model, providers, threads)
+    seg = open_segmenter(model, device, providers, threads)
     image = read_image(input_path) if input_path is not None else None
     r = benchmark(seg, batch_size=batch_size, repeat=repeat, warmup=warmup, image=image)
     thr = str(threads) if threads else f"ORT default (one per physical core; {os.cpu_count()} logical CPUs)"

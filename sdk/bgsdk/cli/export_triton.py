@@ -6,9 +6,20 @@ from pathlib import Path
 
 import click
 
-from ._options import UserError, setup_logging, threads_option, verbosity_options
+from ._options import UserError, command, common_options, model_or_default, setup_logging, threads_option
 
 __all__ = ["export_triton_cmd"]
+
+
+def _model_and_repo(args: tuple[Path, ...], out: Path | None) -> tuple[Path, Path]:
+    """``[MODEL] -o REPO_DIR``, or the older ``MODEL REPO_DIR``."""
+    if out is None and len(args) == 2:
+        return model_or_default(args[0]), args[1]
+    if out is None:
+        raise click.UsageError("missing -o/--out: the model repository folder to write")
+    if len(args) > 1:
+        raise click.UsageError(f"one MODEL expected, got {len(args)}: {' '.join(map(str, args))}")
+    return model_or_default(args[0] if args else None), out
 
 
 def _gpu_list(text: str | None) -> tuple[int, ...]:
@@ -20,9 +31,16 @@ def _gpu_list(text: str | None) -> tuple[int, ...]:
         raise click.BadParameter(f"expected GPU ids like 0,1, got {text!r}", param_hint="--gpus") from None
 
 
-@click.command("export-triton")
-@click.argument("model", type=click.Path(path_type=Path))
-@click.argument("repo_dir", type=click.Path(file_okay=False, path_type=Path))
+@command("export-triton")
+@click.argument("args", metavar="[MODEL]", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The model repository folder to write (created if missing).",
+)
 @click.option("--name", default="bgsdk", show_default=True, help="Model name on the server (folder name in REPO_DIR).")
 @click.option(
     "--max-batch-size",
@@ -49,10 +67,10 @@ def _gpu_list(text: str | None) -> tuple[int, ...]:
 )
 @click.option("--gpus", default=None, metavar="IDS", help="GPU ids for --gpu-instances, e.g. 0,1 [default: all].")
 @threads_option("ONNX Runtime intra-op threads per instance [default: the backend's].")
-@verbosity_options
+@common_options
 def export_triton_cmd(
-    model: Path,
-    repo_dir: Path,
+    args: tuple[Path, ...],
+    out: Path | None,
     name: str,
     max_batch_size: int,
     queue_delay_us: int,
@@ -64,11 +82,17 @@ def export_triton_cmd(
     verbose: int,
     quiet: bool,
 ) -> None:
-    """Write a Triton model repository for MODEL: REPO_DIR/NAME/config.pbtxt + NAME/1/model.onnx.
+    """Write a Triton model repository for MODEL: OUT/NAME/config.pbtxt + OUT/NAME/1/model.onnx.
+
+    \b
+    bgsdk export-triton -o repo/              the model shipped with bgsdk
+    bgsdk export-triton model.onnx -o repo/   a model of your own
 
     Serve it with the official Triton container (ONNX Runtime backend), see docs/serving.md.
+    (The older form `bgsdk export-triton MODEL REPO_DIR` still works.)
     """
     setup_logging(verbose, quiet)
+    model, repo_dir = _model_and_repo(args, out)
     from ..serving.triton_repo import TritonRepoOptions, export_triton
 
     options = TritonRepoOptions(

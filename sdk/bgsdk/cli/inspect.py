@@ -11,7 +11,7 @@ import click
 from .._integrity import manifest_path_for
 from ..contract import PRECISION_KEY, QUANTIZATION_KEY  # written by bgsdk build --quantize / --fp16
 from ..errors import ModelError
-from ._options import setup_logging, verbosity_options, verify_option
+from ._options import command, common_options, model_or_default, setup_logging, verify_option
 
 if TYPE_CHECKING:
     from .._session import ModelInfo
@@ -123,14 +123,18 @@ def _signature(args: Any) -> list[dict[str, Any]]:
     return [{"name": a.name, "type": a.type, "shape": list(a.shape) if a.shape is not None else None} for a in args]
 
 
-@click.command("inspect")
-@click.argument("model", type=click.Path(path_type=Path))
+@command("inspect")
+@click.argument("model", required=False, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
 @verify_option
-@verbosity_options
-def inspect_cmd(model: Path, as_json: bool, verify: bool, verbose: int, quiet: bool) -> None:
-    """Print MODEL's contract, metadata and input/output signatures, and check it."""
+@common_options
+def inspect_cmd(model: Path | None, as_json: bool, verify: bool, verbose: int, quiet: bool) -> None:
+    """Print MODEL's contract, metadata and input/output signatures, and check it.
+
+    MODEL: an ONNX model file [default: the model shipped with bgsdk].
+    """
     setup_logging(verbose, quiet)
+    model = model_or_default(model)
     from .._session import describe, open_session
 
     session = open_session(model, verify=verify)

@@ -18,7 +18,11 @@ Every method (each model at its own operating point, and double detection
 ``min(|T-R1|,|T-R2|)/255`` at its best-F1 point on this data -- an oracle
 threshold, stated as such) gets the same numbers: pixel AP/AUROC, image AUROC,
 F1 at the operating point and best F1, per-defect recall by size and contrast,
-false alarms per image, verdict rates and latency.
+false alarms per image, verdict rates and latency; and each model's pixel AP as a
+multiple of double detection's. On a synthetic data set (``bgsdk synth``: with
+``annotations/<split>.json``) also recall of weak, strong and missing defects and
+the share of reference-only defects flagged, at each method's best-F1 threshold
+(:mod:`bgsdk.evaluate.defect_kinds`).
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._dataset_layout import DEFECT, GOOD, GT_DIR, find_mask, labelled_split
+from .._dataset_layout import DEFECT, GOOD, GT_DIR, find_mask, labelled_split, load_annotations
 from .._operating_point import OperatingPoint, PointMetrics, calibrate, point_metrics
 from ..errors import InputError
 from ..io import list_images, read_image, read_mask
+from .defect_kinds import defect_rates, image_auroc_without_faint
 from .metrics import (
     GroundTruthDefect,
     SegMetrics,
@@ -59,6 +64,8 @@ __all__ = [
     "DOUBLE_DETECTION",
     "table_rows",
     "format_table",
+    "verdict_lines",
+    "KIND_ROWS",
 ]
 
 #: Per-defect recall bins: ground-truth area in pixels, and contrast (peak double detection, grey levels).
@@ -85,6 +92,8 @@ class Dataset:
     baseline: list[np.ndarray]
     gt_contrast: list[list[float | None]]
     notes: list[str] = field(default_factory=list)
+    #: Per image, the synthesised defects of ``annotations/<split>.json`` (``None``: no annotations).
+    defects: list[list[dict[str, Any]]] | None = None
 
     @property
     def n_defect_images(self) -> int:
@@ -145,6 +154,9 @@ def load_dataset(data_dir: Path, split: str = "test", masks_dir: Path | None = N
         contrasts.append([g.contrast for g in gt])
         checked.append(EvalSample(s.path, s.mask_path, defective))
     ds = Dataset(data_dir, layout, checked, masks, baseline, contrasts, notes)
+    ann = load_annotations(data_dir, split) if layout.startswith("SPEC") else None
+    if ann is not None:
+        ds.defects = [list(ann.get(s.path.stem, [])) for s in checked]
     if ds.n_defect_images == 0:
         ds.notes.append(
             "no defective images: pixel AP, pixel AUROC, image AUROC, F1, best F1 and per-defect recall "
@@ -169,6 +181,8 @@ class MethodResult:
     best: ThresholdPoint | None
     gt: list[GroundTruthDefect]
     card: dict[str, Any] = field(default_factory=dict)
+    #: Per-kind rates of synthesised defects at the best-F1 threshold (``None``: no annotations).
+    by_kind: dict[str, Any] | None = None
 
     def recall_bins(self, key: str) -> list[dict[str, Any]]:
         edges = AREA_BINS if key == "area" else CONTRAST_BINS
@@ -216,6 +230,7 @@ class MethodResult:
                 "per_image": [round(x, 3) for x in self.latencies_ms],
             },
             "model_card": self.card,
+            "synthetic_defects": self.by_kind,
         }
 
 
@@ -238,7 +253,20 @@ def _score(
         GroundTruthDefect(g.image_index, g.area, g.peak, g.detected, c, g.centroid, g.bbox)
         for g, c in zip(gt, flat_contrast)
     ]
-    return MethodResult(name, kind, heatmaps, lat, point, seg, at_point, best, gt, card)
+    return MethodResult(
+        name, kind, heatmaps, lat, point, seg, at_point, best, gt, card, _kind_rates(ds, heatmaps, best)
+    )
+
+
+def _kind_rates(ds: Dataset, heatmaps: list[np.ndarray], best: ThresholdPoint | None) -> dict[str, Any] | None:
+    """Recall/false-alarm rates per kind of synthesised defect at the best-F1 threshold (as training validation)."""
+    if ds.defects is None or best is None:
+        return None
+    out: dict[str, Any] = {"threshold": best.threshold, "threshold_rule": "best pixel F1 on this data"}
+    out.update(defect_rates(heatmaps, ds.defects, best.threshold))
+    auroc, n_faint = image_auroc_without_faint(heatmaps, ds.defects, [s.defective for s in ds.samples])
+    out.update(image_auroc12=auroc, n_faint_only=n_faint)
+    return out
 
 
 def _recipe(training: Any) -> str | None:
@@ -299,14 +327,18 @@ def model_card(path: Path, seg: Any) -> dict[str, Any]:
 
 
 def evaluate_models(
-    models: Sequence[Path], ds: Dataset, threads: int | None = None, providers: Sequence[str] | None = None
+    models: Sequence[Path],
+    ds: Dataset,
+    threads: int | None = None,
+    providers: Sequence[str] | None = None,
+    fallback: bool = False,
 ) -> list[MethodResult]:
     """Every model at its own operating point, then double detection (oracle best-F1 point on this data)."""
     from .._segmenter import Segmenter
 
     out = []
     for mp in models:
-        seg = Segmenter(mp, providers=list(providers) if providers else None, threads=threads)
+        seg = Segmenter(mp, providers=list(providers) if providers else None, threads=threads, fallback=fallback)
         seg.run(ds.samples[0].path)  # warm-up: the first call pays ORT's lazy initialisation
         heatmaps, lat = [], []
         for s in ds.samples:
@@ -394,6 +426,7 @@ def table_rows(methods: Sequence[MethodResult]) -> list[tuple[str, list[str]]]:
         ),
         ("defect recall", [_f(s["defect_recall"], ".3f") for s in sums]),
     ]
+    rows += _ratio_rows(sums) + _kind_rows(sums)
     per_bin: dict[str, list[str]] = {}
     for s in sums:
         for label, cell in _bins_text(s["defect_recall_by_area"], "area px") + _bins_text(
@@ -413,6 +446,62 @@ def table_rows(methods: Sequence[MethodResult]) -> list[tuple[str, list[str]]]:
     return rows
 
 
+#: Rows for data sets with synthesised-defect annotations: (label, key in ``synthetic_defects``).
+KIND_ROWS = (
+    ("recall, weak defects |a|<=40", "recall_weak"),
+    ("recall, weak defects 12<=|a|<=40", "recall_weak12"),
+    ("recall, strong defects |a|>40", "recall_strong"),
+    ("recall, defects missing from the target", "recall_missing"),
+    ("flagged: defects in one reference only", "fa_one_ref"),
+    ("flagged: defects in target + one reference", "fa_target_ref"),
+    ("flagged: defects in all three dies", "fa_all"),
+    ("image AUROC without faint-only strips", "image_auroc12"),
+)
+
+
+def _kind_rows(sums: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """Per-kind rates at each method's best-F1 threshold (synthetic data sets only)."""
+    if not any(s["synthetic_defects"] for s in sums):
+        return []
+    rows = []
+    for label, key in KIND_ROWS:
+        cells = []
+        for s in sums:
+            k = s["synthetic_defects"] or {}
+            n = k.get(f"n_{key}")
+            cells.append(_f(k.get(key), ".3f") + ("" if n is None else f" (of {n})"))
+        rows.append((label if key == "image_auroc12" else f"{label} (best-F1 threshold)", cells))
+    return rows
+
+
+def _ratio_rows(sums: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """Pixel AP as a multiple of double detection's: does the model earn its keep?"""
+    base = next((s["pixel_ap"] for s in sums if s["kind"] == "baseline"), None)
+    if not base:
+        return []
+    return [
+        (
+            "pixel AP / double detection's",
+            [_f(None if s["pixel_ap"] is None else s["pixel_ap"] / base, ".2f") + "x" for s in sums],
+        )
+    ]
+
+
+def verdict_lines(evaluation: Evaluation) -> list[str]:
+    """One line per model: its pixel AP against double detection's, and whether it is ahead."""
+    sums = [m.summary() for m in evaluation.methods]
+    base = next((s["pixel_ap"] for s in sums if s["kind"] == "baseline"), None)
+    out = []
+    for s in sums:
+        m = s["pixel_ap"]
+        if s["kind"] == "model" and m is not None and base:
+            verdict = "ahead of" if m > base else "BEHIND"
+            out.append(
+                f"pixel AP: {s['name']} {m:.4f} vs double detection {base:.4f} -> {m / base:.2f}x ({verdict} the baseline)"
+            )
+    return out
+
+
 def format_table(evaluation: Evaluation) -> str:
     """Plain-text table for the terminal."""
     names = [m.name for m in evaluation.methods]
@@ -426,4 +515,4 @@ def format_table(evaluation: Evaluation) -> str:
     ds = evaluation.dataset
     head = [f"data: {ds.root} ({ds.layout}): {len(ds.samples)} image(s), {ds.n_defect_images} defective"]
     head += [f"note: {n}" for n in ds.notes]
-    return "\n".join(head + [line("", names)] + [line(a, b) for a, b in rows])
+    return "\n".join(head + [line("", names)] + [line(a, b) for a, b in rows] + verdict_lines(evaluation))

@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from .._defects import Defect, find_defects
 from .._png import encode_png
-from ..io import atomic_write, read_image
+from ..io import atomic_write
 from .evaluation import Evaluation, MethodResult, table_rows
+from .figures import method_panel
 from .metrics import pixel_pr_curve
-from .panels import PANEL_TITLES, seven_panel
+from .panels import PANEL_TITLES
 from .svgplot import histogram, line_chart
 
 __all__ = ["render_html", "write_report", "rank_images", "DEFAULT_MAX_IMAGES"]
@@ -128,13 +128,6 @@ def rank_images(m: MethodResult, masks: list[np.ndarray | None]) -> list[ImageRa
     return sorted(ranks, key=lambda r: (-r.missed, -r.false_alarms, -r.score if r.false_alarms else r.score))
 
 
-def _gt_boxes(m: MethodResult, index: int) -> list[Defect]:
-    return [
-        Defect(k + 1, g.centroid[0], g.centroid[1], g.bbox, g.area, g.peak, g.peak, None)
-        for k, g in enumerate(x for x in m.gt if x.image_index == index)
-    ]
-
-
 def _pictures(ev: Evaluation, max_images: int) -> str:
     models = [m for m in ev.methods if m.kind == "model"]
     if not models or max_images <= 0:
@@ -148,10 +141,7 @@ def _pictures(ev: Evaluation, max_images: int) -> str:
     ]
     for r in ranks:
         s = ds.samples[r.index]
-        img = read_image(s.path)
-        heat = m.heatmaps[r.index]
-        found = find_defects(heat, m.point.threshold, m.point.min_area, img)
-        rgb = seven_panel(img, heat, found, _gt_boxes(m, r.index))
+        rgb, found = method_panel(m, s.path, r.index)
         verdict = "fail" if found else "pass"
         label = "defective" if s.defective else "good"
         cap = (

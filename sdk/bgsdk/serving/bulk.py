@@ -61,6 +61,7 @@ class BulkOptions:
     gpus_per_actor: float = 0.0
     threads: int | None = None
     providers: Sequence[str] | None = None
+    fallback: bool = False  # a provider that is missing or fails to start: CPU instead (bgsdk batch --device auto)
     png: bool = True
     threshold: float | None = None  # None: the model's operating point (as bgsdk run)
     min_area: int | None = None
@@ -99,7 +100,7 @@ class InspectWorker:
         from .._segmenter import Segmenter
 
         providers = list(options.providers or (["cuda"] if options.gpus_per_actor > 0 else ["cpu"]))
-        self._seg = Segmenter(model, providers=providers, threads=options.threads)
+        self._seg = Segmenter(model, providers=providers, threads=options.threads, fallback=options.fallback)
         self._out = Path(out_dir)
         self._opt = options
 
@@ -140,7 +141,8 @@ def _chunks(items: Sequence[str], n: int) -> Iterator[list[str]]:
 def _local_entries(model: str, todo: Sequence[str], out_dir: Path, opt: BulkOptions) -> Iterator[list[Entry]]:
     from .._segmenter import Segmenter
 
-    seg = Segmenter(model, providers=list(opt.providers) if opt.providers else None, threads=opt.threads)
+    providers = list(opt.providers) if opt.providers else None
+    seg = Segmenter(model, providers=providers, threads=opt.threads, fallback=opt.fallback)
     for chunk in _chunks(todo, opt.files_per_task):
         yield _process(seg, chunk, out_dir, opt)
 

@@ -1,13 +1,14 @@
 """``bgsdk run / inspect / bench`` through the console-script entry point (bgsdk.cli.main).
 
-Going through ``main`` (not click's CliRunner) also exercises bgsdk.clikit.run_cli:
-user errors must come out as one ``bgsdk: error: ...`` line and exit code 2.
+Going through ``main`` (not click's CliRunner) also exercises ``bgsdk.cli._options.run_cli``:
+user errors must come out as one ``bgsdk <cmd>: error: ...`` line and exit code 2.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 
 import numpy as np
@@ -28,7 +29,7 @@ def invoke(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str,
 
 
 def error_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.startswith("bgsdk: error:")]
+    return [line for line in err.splitlines() if re.match(r"bgsdk [a-z-]+: error: ", line)]
 
 
 def test_run_writes_heatmaps_masks_overlays_and_tables(sdk_env: SdkEnv, tmp_path, capsys):
@@ -84,28 +85,36 @@ def test_run_writes_heatmaps_masks_overlays_and_tables(sdk_env: SdkEnv, tmp_path
 def test_run_skips_a_bad_file_and_exits_1(sdk_env, tmp_path, capsys):
     bad = tmp_path / "bad.tiff"
     bad.write_bytes(b"II*\x00 not really a tiff")
-    missing = tmp_path / "missing.tiff"
     out = tmp_path / "out"
-    code, stdout, err = invoke(
-        capsys, "run", sdk_env.strip_model, sdk_env.strips[0], bad, missing, sdk_env.strips[1], "--out", out
-    )
+    code, stdout, err = invoke(capsys, "run", sdk_env.strip_model, sdk_env.strips[0], bad, sdk_env.strips[1], "-o", out)
     assert code == 1
     assert (out / "strip0.heatmap.tiff").exists() and (out / "strip1.heatmap.tiff").exists()
     assert not (out / "bad.heatmap.tiff").exists()
-    assert f"skipped {bad}" in err and f"skipped {missing}: file not found" in err
-    assert "2 of 4 image(s)" in stdout and "2 failed" in stdout
+    assert f"bgsdk run: skipped {bad}" in err
+    assert "2 of 3 image(s)" in stdout and "1 failed" in stdout
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert [r["ok"] for r in rows] == [True, False, False, True]
-    assert rows[2]["error"] == f"{missing}: file not found" and rows[2]["verdict"] is None
+    assert [r["ok"] for r in rows] == [True, False, True]
+    assert rows[1]["error"].startswith(f"{bad}: ") and rows[1]["verdict"] is None
+
+
+def test_run_missing_input_is_exit_2_before_anything_runs(sdk_env, tmp_path, capsys):
+    missing = tmp_path / "missing.tiff"
+    out = tmp_path / "o"
+    code, _, err = invoke(capsys, "run", sdk_env.strip_model, sdk_env.strips[0], missing, "-o", out)
+    assert code == 2
+    assert error_lines(err) == [f"bgsdk run: error: {missing}: input not found"]
+    assert not out.exists()  # nothing written, not even the folder
 
 
 def test_run_fail_fast_is_one_line_exit_2(sdk_env, tmp_path, capsys):
-    missing = tmp_path / "missing.tiff"
+    bad = tmp_path / "bad.tiff"
+    bad.write_bytes(b"II*\x00 not really a tiff")
     code, _, err = invoke(
-        capsys, "run", sdk_env.strip_model, missing, sdk_env.strips[0], "--out", tmp_path / "o", "--fail-fast", "-q"
+        capsys, "run", sdk_env.strip_model, bad, sdk_env.strips[0], "--out", tmp_path / "o", "--fail-fast", "-q"
     )
     assert code == 2
-    assert error_lines(err) == [f"bgsdk: error: {missing}: file not found"]
+    lines = error_lines(err)
+    assert len(lines) == 1 and lines[0].startswith(f"bgsdk run: error: {bad}: ")
     assert "Traceback" not in err
 
 

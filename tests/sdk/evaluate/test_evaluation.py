@@ -1,4 +1,4 @@
-"""``bgsdk evaluate``: numbers vs independent computation, folders without defects, mask errors."""
+"""``bgsdk evaluate``: numbers vs independent computation, folders without defects, mask errors, -o, figures."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from bgsdk.cli import main
 from bgsdk.evaluate.metrics import average_precision, double_detection, roc_auc
 from bgsdk.io import read_image, read_mask
 from tests.helpers.cli import invoke as invoke_cli
-from tests.helpers.models import SdkEnv, make_strip_model
+from tests.helpers.models import SdkEnv, make_double_detection_model, make_strip_model
 
 
 def invoke(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
@@ -23,7 +23,7 @@ def invoke(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str,
 
 
 def errors(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.startswith("bgsdk: error:")]
+    return [line for line in err.splitlines() if line.startswith("bgsdk evaluate: error:")]
 
 
 def test_evaluate_spec_layout_matches_independent_metrics(demo_root: Path, sdk_env: SdkEnv, tmp_path, capsys):
@@ -136,3 +136,85 @@ def test_read_image_of_panels_shape(sdk_env: SdkEnv):
     img = read_image(sdk_env.strips[0])
     rgb = seven_panel(img, np.zeros((976, 176), np.float32))
     assert rgb.shape == (488, 7 * 88 + 6 * 4, 3) and rgb.dtype == np.uint8
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_a_double_detection_model_scores_exactly_as_the_baseline(demo_root: Path, tmp_path, capsys):
+    """The model-side numbers (ONNX through the SDK) against the baseline's (numpy): the same heatmaps up to
+    float rounding must give the same table, per-kind rates of the synthesised defects included."""
+    dd = make_double_detection_model(tmp_path / "dd.onnx")
+    out = tmp_path / "eval"
+    code, stdout, err = invoke(capsys, "evaluate", demo_root, "-m", dd, "-o", out, "--figures")
+    assert code == 0, err
+    report = json.loads((out / "evaluation.json").read_text())
+    model, base = report["methods"]
+    assert (model["name"], base["name"]) == ("dd.onnx", "double detection")
+    for key in ("pixel_ap", "pixel_auroc", "image_auroc", "best_f1"):
+        assert model[key] == pytest.approx(base[key], abs=1e-6), key
+    mk, bk = model["synthetic_defects"], base["synthetic_defects"]
+    assert mk["threshold"] == pytest.approx(bk["threshold"], abs=1e-6)
+    rates = [k for k in mk if k.startswith(("recall", "fa_", "n_"))]
+    assert {k: mk[k] for k in rates} == {k: bk[k] for k in rates}
+    assert mk["n_recall"] > 0 and mk["n_fa_one_ref"] + mk["n_fa_target_ref"] + mk["n_fa_all"] > 0
+    # What score-heatmaps printed is in the table: the ratio to double detection and the per-kind rows.
+    assert "pixel AP: dd.onnx" in stdout and "-> 1.00x (" in stdout
+    for row in (
+        "recall, weak defects |a|<=40",
+        "recall, defects missing from the target",
+        "flagged: defects in one reference only",
+    ):
+        assert row in stdout, row
+    # -o: JSON, HTML and one full-resolution 7-panel figure per image.
+    assert "<table" in (out / "report.html").read_text()
+    figs = sorted((out / "figures").glob("*.panels.png"))
+    assert [f.name.removesuffix(".panels.png") for f in figs] == sorted(p.stem for p in demo_root.glob("test/*/*.tiff"))
+    assert _png_size(figs[0]) == (7 * 176 + 6 * 4, 976)
+
+
+def test_kind_rates_match_an_independent_count(demo_root: Path, sdk_env: SdkEnv, tmp_path, capsys):
+    code, _, err = invoke(capsys, "evaluate", demo_root, "-m", sdk_env.strip_model, "--json", tmp_path / "e.json")
+    assert code == 0, err
+    model = json.loads((tmp_path / "e.json").read_text())["methods"][0]
+    t = model["synthetic_defects"]["threshold"]
+    ann = json.loads((demo_root / "annotations" / "test.json").read_text())
+    sess = ort.InferenceSession(str(sdk_env.strip_model), providers=["CPUExecutionProvider"])
+    found: dict[str, list[bool]] = {}
+    for p in sorted(demo_root.glob("test/*/*.tiff")):
+        img = tifffile.imread(p)[:3].astype(np.float32)
+        hm = sess.run(["output"], {"input": img[None] / np.float32(255)})[0][0, 0]
+        for d in ann.get(p.stem, []):
+            y0, x0, y1, x1 = d["box"]
+            found.setdefault(d["kind"], []).append(bool(hm[y0:y1, x0:x1].max() > t))
+    missing = found.get("missing", [])
+    assert model["synthetic_defects"]["n_recall_missing"] == len(missing)
+    if missing:
+        assert model["synthetic_defects"]["recall_missing"] == pytest.approx(np.mean(missing))
+    one_ref = found.get("ref1", []) + found.get("ref2", [])
+    assert model["synthetic_defects"]["n_fa_one_ref"] == len(one_ref)
+    if one_ref:
+        assert model["synthetic_defects"]["fa_one_ref"] == pytest.approx(np.mean(one_ref))
+
+
+def test_evaluate_default_model_and_usage_errors(demo_root: Path, sdk_env: SdkEnv, tmp_path, capsys, monkeypatch):
+    shipped = tmp_path / "pkg" / "default.onnx"
+    shipped.parent.mkdir()
+    shutil.copyfile(sdk_env.strip_model, shipped)
+    monkeypatch.setattr("bgsdk._default_model._packaged_file", lambda: shipped)
+    code, out, err = invoke(capsys, "evaluate", demo_root, "-o", tmp_path / "e")
+    assert code == 0, err
+    assert [m["name"] for m in json.loads((tmp_path / "e" / "evaluation.json").read_text())["methods"]] == [
+        "default.onnx",
+        "double detection",
+    ]
+    code, _, err = invoke(capsys, "evaluate", demo_root, "--figures")
+    assert code == 2 and errors(err) == ["bgsdk evaluate: error: --figures writes into OUT_DIR/figures: add -o OUT_DIR"]
+    code, _, err = invoke(capsys, "evaluate", tmp_path / "nowhere")
+    assert code == 2 and errors(err) == [f"bgsdk evaluate: error: {tmp_path / 'nowhere'}: data folder not found"]

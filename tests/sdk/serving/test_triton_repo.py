@@ -107,7 +107,7 @@ def test_export_triton_cli(strip_model: Path, tmp_path: Path, capsys):
     assert not cfg.HasField("dynamic_batching")
     assert [(g.kind, g.count) for g in cfg.instance_group] == [(model_config_pb2.ModelInstanceGroup.KIND_GPU, 2)]
     code, _, err = invoke(main, capsys, "export-triton", strip_model, tmp_path, "--cpu-instances", "0")
-    assert code == 2 and err.strip() == "bgsdk: error: need at least one CPU or GPU instance"
+    assert code == 2 and err.strip() == "bgsdk export-triton: error: need at least one CPU or GPU instance"
     code, _, err = invoke(main, capsys, "export-triton", tmp_path / "nope.onnx", tmp_path)
     assert code == 2 and "model file not found" in err and len(err.strip().splitlines()) == 1
 
