@@ -140,6 +140,12 @@ def test_batch_usage_errors(scale_env: ScaleEnv, tmp_path: Path, capsys):  # noq
     empty.mkdir()
     code, _, err = invoke(main, capsys, "batch", scale_env.model, empty, "--out", tmp_path / "o")
     assert code == 2 and err.strip().splitlines()[-1] == f"bgsdk batch: error: no image files found in {empty}"
+    # INPUTS first, the model with -m (the grammar of bgsdk run); a missing input is exit 2.
+    code, _, err = invoke(main, capsys, "batch", scale_env.good[0], "-m", scale_env.model, "-o", tmp_path / "n", "-q")
+    assert code == 0, err
+    assert output_path(tmp_path / "n", scale_env.good[0]).is_file()
+    code, _, err = invoke(main, capsys, "batch", tmp_path / "nope", "-m", scale_env.model, "-o", tmp_path / "n")
+    assert code == 2 and err.strip() == f"bgsdk batch: error: {tmp_path / 'nope'}: input not found"
     broken = tmp_path / "broken.onnx"
     shutil.copyfile(scale_env.folder / "corrupt.tiff", broken)
     code, _, err = invoke(main, capsys, "batch", broken, scale_env.folder, "--out", tmp_path / "o")

@@ -110,6 +110,15 @@ def test_export_triton_cli(strip_model: Path, tmp_path: Path, capsys):
     assert code == 2 and err.strip() == "bgsdk export-triton: error: need at least one CPU or GPU instance"
     code, _, err = invoke(main, capsys, "export-triton", tmp_path / "nope.onnx", tmp_path)
     assert code == 2 and "model file not found" in err and len(err.strip().splitlines()) == 1
+    # The grammar of every command: MODEL positional, the repository folder with -o.
+    code, _, err = invoke(main, capsys, "export-triton", strip_model, "-o", tmp_path / "new", "--name", "m2", "-q")
+    assert code == 0, err
+    assert (tmp_path / "new" / "m2" / "1" / "model.onnx").read_bytes() == strip_model.read_bytes()
+    code, _, err = invoke(main, capsys, "export-triton", strip_model)
+    assert (
+        code == 2
+        and err.strip() == "bgsdk export-triton: error: missing -o/--out: the model repository folder to write"
+    )
 
 
 def test_build_model_writes_the_repository(scale_env: ScaleEnv, tmp_path: Path, capsys):  # noqa: F811
