@@ -194,7 +194,7 @@ class ServerProcess:
 def default_server_python() -> Path:
     """``$BGSDK_PYTRITON_PYTHON``, else ``.venv-pytriton/bin/python`` at the repository root."""
     env = os.environ.get("BGSDK_PYTRITON_PYTHON")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / ".venv-pytriton" / "bin" / "python"
+    return Path(env) if env else Path(__file__).resolve().parents[3] / ".venv-pytriton" / "bin" / "python"
 
 
 def free_ports(n: int) -> list[int]:
