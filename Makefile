@@ -1,4 +1,5 @@
-# Quick start: `make demo` (end to end on built-in demo data), `make test` (whole suite), `make lint`.
+# Quick start: `make demo` (end to end on built-in demo data), `make test` (whole suite), `make test-quick`
+# (no C++ build, no Triton server, no slow tests), `make lint`.
 # Each creates ./.venv on first use; torch is pinned to the local CPU wheel before the rest.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
@@ -10,7 +11,7 @@ TRITON_STAMP := $(TRITON_VENV)/.installed
 DEMO_DATA ?= demo_data
 DEMO_OUT  ?= demo_out
 
-.PHONY: setup test lint format demo bench fuzz clean report-check
+.PHONY: setup test test-quick lint format demo demo-train bench fuzz clean report-check
 
 setup: $(STAMP) $(TRITON_STAMP)
 
@@ -27,6 +28,11 @@ $(TRITON_STAMP): pyproject.toml
 
 test: $(STAMP) $(TRITON_STAMP)
 	$(PY) -m pytest -q tests
+
+# The edit-test loop: everything but the `slow`, `cpp` (C++ build) and `triton` (real Triton server) tests
+# (markers in pyproject.toml, applied in tests/conftest.py). CI still runs `make test`.
+test-quick: $(STAMP)
+	$(PY) -m pytest -q tests -m "not slow and not cpp and not triton"
 
 # Lint rules, formatting and types (settings in pyproject.toml): what CI runs before the tests.
 # `ruff format` wraps at [tool.ruff] line-length (120); `make format` fixes what the check reports.
@@ -50,26 +56,25 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 # End to end on built-in demo data: data -> train (width 16, short budget) -> build model.onnx
-# (verified against PyTorch) -> SDK on the test strips -> metrics vs the double-detection baseline.
-demo: $(STAMP)
-	$(VENV)/bin/synth-dataset $(DEMO_DATA) --n-train 64 --n-valid 24 --n-test 24 --seed 0
-	$(VENV)/bin/train-model --training_dataset_path $(DEMO_DATA) --checkpoint_path $(DEMO_OUT)/checkpoints \
-		--width 16 --epochs 10 --seed 0
-	$(VENV)/bin/build-model $(DEMO_OUT)/checkpoints/best.pt -o $(DEMO_OUT)/model.onnx --verify-data $(DEMO_DATA)
+# (verified against PyTorch, operating point calibrated on the valid split) -> SDK on the test strips ->
+# metrics vs the double-detection baseline (evaluation.json, report.html, 7-panel figures).
+demo-train: $(STAMP)
+	$(VENV)/bin/bgsdk synth $(DEMO_DATA) --n-train 64 --n-valid 24 --n-test 24 --seed 0
+	$(VENV)/bin/bgsdk train $(DEMO_DATA) -o $(DEMO_OUT)/checkpoints --width 16 --epochs 10 --seed 0
+	$(VENV)/bin/bgsdk build $(DEMO_OUT)/checkpoints/best.pt -o $(DEMO_OUT)/model.onnx --data $(DEMO_DATA)
 	$(VENV)/bin/bgsdk inspect $(DEMO_OUT)/model.onnx
 	$(VENV)/bin/bgsdk run $(DEMO_OUT)/model.onnx $(DEMO_DATA)/test/good $(DEMO_DATA)/test/bright_spots \
-		--out $(DEMO_OUT)/heatmaps --png
-	$(VENV)/bin/score-heatmaps $(DEMO_DATA) $(DEMO_OUT)/heatmaps --split test --figures $(DEMO_OUT)/figures \
-		--json-out $(DEMO_OUT)/test_metrics.json
-	$(VENV)/bin/bgsdk evaluate $(DEMO_OUT)/model.onnx $(DEMO_DATA) --json $(DEMO_OUT)/evaluation.json \
-		--html $(DEMO_OUT)/report.html
-	@echo "report: $(abspath $(DEMO_OUT))/report.html"
+		-o $(DEMO_OUT)/heatmaps --png --exist-ok
+	$(VENV)/bin/bgsdk evaluate $(DEMO_DATA) -m $(DEMO_OUT)/model.onnx -o $(DEMO_OUT)/evaluation --figures
+	@echo "report: $(abspath $(DEMO_OUT))/evaluation/report.html"
+
+demo: demo-train
 
 # Installs Debian's chromium (root or sudo) if missing, then renders an evaluation report in it.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 report-check: $(STAMP)
 	command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
-	$(PY) -m pytest -q -rs tests/sdk/test_report_render.py
+	$(PY) -m pytest -q -rs tests/sdk/evaluate/test_report_render.py
 
 # Quick benchmarks only; bench_build.py, bench_int8.py and bench_cpp.py take several minutes each.
 bench: $(STAMP)

@@ -75,7 +75,7 @@ def _image(seed: int = 0):
 
 
 def _session(path: str, threads: int):
-    from bgsdk.session import create_session
+    from bgsdk._session import create_session
 
     return create_session(path, threads=threads)
 

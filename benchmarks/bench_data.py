@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bgsdk._dataset_layout import training_images
 from bgtrain.dataset import PatchDataset
-from bgtrain.layout import training_images
 from bgtrain.loss import FocalLoss
 from bgtrain.model import DEFAULT_STEM, UNet
 from bgtrain.recipe import get_recipe

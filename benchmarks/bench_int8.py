@@ -49,7 +49,7 @@ _LATENCY = r"""
 import json, sys, time, statistics
 from bgsdk.contract import scale_input
 from bgsdk.io import read_image
-from bgsdk.session import create_session
+from bgsdk._session import create_session
 paths, threads, repeat, image = json.loads(sys.argv[1])
 x = scale_input(read_image(image)[None])
 sessions = []
@@ -68,7 +68,7 @@ _MEMORY = r"""
 import json, sys
 from bgsdk.contract import scale_input
 from bgsdk.io import read_image
-from bgsdk.session import create_session
+from bgsdk._session import create_session
 path, threads, image = json.loads(sys.argv[1])
 x = scale_input(read_image(image)[None])
 s = create_session(path, threads=threads)

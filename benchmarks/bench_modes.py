@@ -144,7 +144,7 @@ def test_inputs(data: Path, out: Path) -> tuple[Path, Path, list, list[bool]]:
 def accuracy(model: Path, strips: Path, masks: list, defective: list[bool]) -> tuple[float, float]:
     import onnxruntime as ort
 
-    from bgsdk.metrics import evaluate
+    from bgsdk.evaluate.metrics import evaluate
 
     x = np.load(strips)
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])

@@ -56,12 +56,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from bgsdk._dataset_layout import Sample
 from bgsdk.contract import scale_input
-from bgsdk.metrics import double_detection
+from bgsdk.evaluate.metrics import double_detection
 from bgsdk.tiling import tiling_for
 from bgtrain.background import EVAL_KINDS
 from bgtrain.checkpoint import load_checkpoint, model_from_checkpoint
-from bgtrain.layout import Sample
 from bgtrain.recipe import Recipe, get_recipe
 from bgtrain.synth import apply_defects, apply_nuisances, plan_defects
 from bgtrain.synth_dataset import BACKGROUNDS, annotation, make_dataset, make_image

@@ -3,7 +3,7 @@
     python benchmarks/bench_scale.py [MODEL.onnx] [--images 16] [--width 16] [--threads 1] [--clients 4]
 
 * local: ``Segmenter.run`` one strip after another (``--threads`` ONNX Runtime threads).
-* Triton: a real Triton server (``python -m bgsdk.pytriton_serve`` from ``.venv-pytriton``, ONNX Runtime
+* Triton: a real Triton server (``python -m bgsdk.serving.pytriton_serve`` from ``.venv-pytriton``, ONNX Runtime
   inside, ``--threads`` per instance) with 1 and 2 model instances, with and without dynamic batching;
   ``TritonSegmenter`` clients over HTTP sending 1 or 8 strips per request, from 1 or ``--clients``
   concurrent client threads (each thread its own strips). The server's statistics give the mean number of
@@ -30,7 +30,7 @@ import tifffile
 from _common import random_strip_checkpoint
 
 from bgsdk import Segmenter
-from bgsdk.bench import random_image
+from bgsdk._bench import random_image
 
 
 def build_standin(tmp: Path, width: int) -> Path:
@@ -92,8 +92,8 @@ def run_clients(seg: Any, paths: list[Path], clients: int, batch: int) -> float:
 def bench_triton(model: Path, paths: list[Path], threads: int, clients: int, emit: Callable[..., None]) -> None:
     import tritonclient.http as th
 
-    from bgsdk.pytriton_serve import launch
-    from bgsdk.triton_client import TritonSegmenter
+    from bgsdk.serving.pytriton_serve import launch
+    from bgsdk.serving.triton_client import TritonSegmenter
 
     for instances in (1, 2):
         for dynamic in (True, False):
@@ -126,7 +126,7 @@ def bench_triton(model: Path, paths: list[Path], threads: int, clients: int, emi
 def bench_ray(model: Path, paths: list[Path], threads: int, out: Path, emit: Callable[..., None]) -> None:
     import ray
 
-    from bgsdk.bulk import BulkOptions, run_bulk
+    from bgsdk.serving.bulk import BulkOptions, run_bulk
 
     ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False)
     try:

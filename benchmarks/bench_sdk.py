@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from bgsdk import Segmenter
-from bgsdk.bench import benchmark, random_image
+from bgsdk._bench import benchmark, random_image
 
 
 def _standin(tmp: Path) -> Path:

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from bgsdk._dataset_layout import training_images
 from bgtrain.dataset import PatchDataset
 from bgtrain.ema import DEFAULT_EMA_DECAY, make_ema
-from bgtrain.layout import training_images
 from bgtrain.loss import FocalLoss
 from bgtrain.model import UNet
 from bgtrain.synth_dataset import make_dataset

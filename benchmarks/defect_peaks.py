@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from bgsdk.metrics import average_precision, roc_auc
+from bgsdk.evaluate.metrics import average_precision, roc_auc
 from bgtrain.checkpoint import model_from_checkpoint
 from bgtrain.model import AlignedStem, estimate_shift, shift_bilinear
 from bgtrain.recipe import DISTRACTOR_KINDS, FAINT_AMPLITUDE, WEAK_AMPLITUDE

@@ -29,17 +29,17 @@ import onnx
 import torch
 
 from bgsdk import __version__
+from bgsdk._operating_point import OperatingPoint
 from bgsdk.contract import Contract
-from bgsdk.operating_point import OperatingPoint
 from bgsdk.tiling import Tiling
 
 from .artifact import ArtifactPaths, set_metadata, set_precision_metadata, set_quantization_metadata, write_artifacts
+from .calibrate_threshold import OperatingPointOptions, calibrate_model, set_operating_point_metadata
 from .calibration import CalibrationSet, calibration_patches, calibration_strips, select_calibration_images
 from .compose import CHUNKINGS, SUPPORTED_OPSETS, ComposeOptions, compose_full_model, compose_whole_model
 from .errors import BuildError, VerificationError
 from .export import export_patch_model, op_counts
 from .fp16 import Fp16Options, convert_patch_model
-from .operating_point import OperatingPointOptions, calibrate_model, set_operating_point_metadata
 from .precision_gate import GateOptions, PrecisionVerification, compare_models, select_eval_images
 from .quantize import AUTO_CALIBRATION_ORDER, QuantizeOptions, quantize_patch_model, quantized_scope
 from .simplify import check_graph, constants_to_initializers, hoist_subgraph_initializers, simplify
@@ -98,7 +98,7 @@ class BuildOptions:
     seed: int = 0  # synthetic verification images
     quantize: QuantizeOptions | None = None  # INT8 release model (build-model --quantize)
     fp16: Fp16Options | None = None  # fp16 release model, GPU-oriented (build-model --fp16)
-    # Pixel threshold + min area calibrated on labelled images, stored in the model (bgbuild.operating_point).
+    # Pixel threshold + min area calibrated on labelled images, stored in the model (bgbuild.calibrate_threshold).
     operating_point: OperatingPointOptions = field(default_factory=OperatingPointOptions)
 
     def as_dict(self) -> dict[str, Any]:

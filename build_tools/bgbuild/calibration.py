@@ -45,7 +45,7 @@ class CalibrationSet:
 
 def _calib_files(root: Path) -> list[Path]:
     """A data set root's ``train/good`` images, else the images directly in ``root``."""
-    from bgtrain.layout import GOOD
+    from bgsdk._dataset_layout import GOOD
 
     sub = root / "train" / GOOD
     return list_images(sub) if sub.is_dir() else list_images(root)

@@ -1,8 +1,11 @@
-"""``build-model CHECKPOINT -o OUT.onnx``: the command-line front end of :func:`bgbuild.build.build_model`.
+"""``bgsdk build CHECKPOINT -o OUT.onnx`` (alias ``build-model``): the front end of :func:`bgbuild.build.build_model`.
 
 Progress goes to stderr one line per stage, the summary to stdout; any user
 error (bad checkpoint, bad option, failed verification) is one line
-``build-model: error: ...`` with exit code 2 and no output file.
+``bgsdk build: error: ...`` with exit code 2 and no output file. ``--data ROOT``
+names the data set once for calibration and verification; the older per-purpose
+options (``--calib-data``, ``--calibrate-data``, ``--verify-data``) still work and
+take precedence for their own purpose.
 """
 
 from __future__ import annotations
@@ -12,14 +15,23 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bgsdk.clikit import run_cli, setup_logging, threads_option, verbosity_options
+from bgsdk.cli._lazy import alias_command
+from bgsdk.cli._options import (
+    LegacyOption,
+    command,
+    common_options,
+    run_cli,
+    setup_logging,
+    threads_option,
+    writable_file,
+)
 
-from .operating_point import OperatingPointOptions
+from .calibrate_threshold import OperatingPointOptions
 
 if TYPE_CHECKING:
     from .build import BuildOptions, BuildReport
 
-__all__ = ["build_command", "main"]
+__all__ = ["build_command", "build_model_command", "main"]
 
 
 _QUANT_PARAMS = ("calib_data", "calib_count", "calib_method", "calib_defects", "quant_activations", "float_first_conv")
@@ -27,7 +39,12 @@ _GATE_PARAMS = ("max_ap_drop", "max_mean_diff")  # --quantize or --fp16
 _FLAG_NAMES = {"float_first_conv": "--float-first-conv/--quantize-first-conv"}  # where not --param-name
 
 
-@click.command(name="build-model")
+def _data_option(flag: str, help: str):
+    """A per-purpose data option of older command lines: hidden in ``bgsdk build``, listed by ``build-model``."""
+    return click.option(flag, cls=LegacyOption, hidden=True, type=click.Path(path_type=Path), default=None, help=help)
+
+
+@command("build")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option(
     "-o",
@@ -75,11 +92,16 @@ _FLAG_NAMES = {"float_first_conv": "--float-first-conv/--quantize-first-conv"}  
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim (the graph is still checked and verified).")
 @click.option("--keep-patch-model", is_flag=True, help="Also write OUT.patch.onnx, the patch model exactly as inlined.")
 @click.option(
-    "--verify-data",
+    "--data",
     type=click.Path(path_type=Path),
     default=None,
-    help="Images to verify on: a data set root or a folder of images "
-    "[default: the checkpoint's training data set if present, else synthetic strips].",
+    help="Data set root used for calibration (the operating point from its valid split; with --quantize the "
+    "INT8 ranges from its train/good) and verification [default: the checkpoint's training data set if "
+    "present, else synthetic strips for verification].",
+)
+@_data_option(
+    "--verify-data",
+    "Images to verify on: a data set root or a folder of images [default: --data].",
 )
 @click.option(
     "--verify-images",
@@ -103,12 +125,9 @@ _FLAG_NAMES = {"float_first_conv": "--float-first-conv/--quantize-first-conv"}  
     "computes it in float32 there). "
     "Not combinable with --quantize.",
 )
-@click.option(
+@_data_option(
     "--calib-data",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="--quantize: calibration images, a data set root (its train/good) or a folder of images "
-    "[default: the checkpoint's training data set].",
+    "--quantize: calibration images, a data set root (its train/good) or a folder of images [default: --data].",
 )
 @click.option(
     "--calib-count",
@@ -170,12 +189,9 @@ _FLAG_NAMES = {"float_first_conv": "--float-first-conv/--quantize-first-conv"}  
     help="Also write a Triton model repository DIR/bgsdk/{config.pbtxt,1/model.onnx} for the built model "
     "(defaults of `bgsdk export-triton`; use that command for other settings).",
 )
-@click.option(
+@_data_option(
     "--calibrate-data",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Labelled images for the operating point: a data set (its valid split) or strips + masks/ "
-    "[default: the valid split of the checkpoint's training data].",
+    "Labelled images for the operating point: a data set (its valid split) or strips + masks/ [default: --data].",
 )
 @click.option(
     "--target-recall",
@@ -192,7 +208,7 @@ _FLAG_NAMES = {"float_first_conv": "--float-first-conv/--quantize-first-conv"}  
 @click.option(
     "--min-area", type=click.IntRange(1), default=None, help="Smallest defect in pixels [default: calibrated]."
 )
-@verbosity_options
+@common_options
 def build_command(
     checkpoint: Path,
     out: Path,
@@ -204,6 +220,10 @@ def build_command(
     **_options: Any,  # the rest reach BuildOptions through the context (_build_options)
 ) -> None:
     """Build the self-contained full-image ONNX model from a training CHECKPOINT.
+
+    \b
+    bgsdk build ckpt/best.pt -o model.onnx --data data/
+    bgsdk build ckpt/best.pt -o model_int8.onnx --data data/ --quantize
 
     Exports the UNet patch model, composes the full-image graph around it with
     native ONNX ops (slice patches, one patch-model call, defect probability =
@@ -231,6 +251,8 @@ def build_command(
     setup_logging(verbose, quiet)
     params = click.get_current_context().params
     _check_combinations(params)
+    _settle_data(params)
+    writable_file(out, "-o/--out")
     if threads:
         torch.set_num_threads(threads)
 
@@ -241,7 +263,7 @@ def build_command(
     t0 = time.perf_counter()
     report = build_model(checkpoint, out, _build_options(params), progress)
     if triton_repo is not None:
-        from bgsdk.triton_repo import export_triton
+        from bgsdk.serving.triton_repo import export_triton
 
         progress("triton", f"repository {export_triton(report.paths.model, triton_repo)}")
     total = time.perf_counter() - t0
@@ -270,6 +292,16 @@ def _check_combinations(params: dict[str, Any]) -> None:
         raise click.UsageError(f"{', '.join(given(('patch_batch', 'chunking')))} only make(s) sense with --mode tiled")
     if params["target_recall"] is not None and params["max_false_alarms"] is not None:
         raise click.UsageError("--target-recall and --max-false-alarms are mutually exclusive")
+
+
+def _settle_data(params: dict[str, Any]) -> None:
+    """--data fills each purpose's own option (calibration, INT8 calibration, verification) left unset."""
+    data = params["data"]
+    if data is None:
+        return
+    for name in ("verify_data", "calibrate_data") + (("calib_data",) if params["quantize"] else ()):
+        if params[name] is None:
+            params[name] = data
 
 
 def _operating_point_options(p: dict[str, Any]) -> OperatingPointOptions:
@@ -324,7 +356,7 @@ def _build_options(p: dict[str, Any]) -> BuildOptions:
 def _print_summary(report: BuildReport, total: float, quiet: bool, mode: str) -> None:
     """Warnings always; unless --quiet, one line on what was built (and one on INT8/fp16)."""
     for w in report.warnings:
-        click.echo(f"build-model: warning: {w}", err=True)
+        click.echo(f"{click.get_current_context().command_path}: warning: {w}", err=True)
     if not quiet:
         v = report.verification
         c = report.contract
@@ -354,8 +386,13 @@ def _print_summary(report: BuildReport, total: float, quiet: bool, mode: str) ->
             )
 
 
+#: ``build-model``: the same command under its older name, every older option listed in --help.
+build_model_command = alias_command(build_command, "build-model", "bgsdk build", show_legacy=True)
+
+
 def main(argv: list[str] | None = None) -> None:
-    run_cli(build_command, argv, "build-model")
+    """Console script ``build-model``: an alias of ``bgsdk build``."""
+    run_cli(build_model_command, argv, "build-model")
 
 
 if __name__ == "__main__":  # pragma: no cover

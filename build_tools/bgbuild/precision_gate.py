@@ -72,8 +72,8 @@ class EvalImages:
 
 
 def _labelled(root: Path, tiling: Tiling, count: int) -> EvalImages | None:
+    from bgsdk._dataset_layout import labelled_split
     from bgsdk.io import read_mask
-    from bgtrain.layout import labelled_split
 
     for split in ("valid", "test"):
         samples = [s for s in labelled_split(root, split)]
@@ -204,7 +204,7 @@ class PrecisionVerification:
 
 
 def _run(model_bytes: bytes, x: np.ndarray, threads: int | None) -> tuple[np.ndarray, float]:
-    from bgsdk.session import create_session
+    from bgsdk._session import create_session
 
     sess = create_session(model_bytes, threads=threads or None)
     outs, t0 = [], time.perf_counter()
@@ -218,7 +218,7 @@ def _compare_accuracy(
 ) -> dict[str, Any]:
     """Pixel AP and image AUROC of both models on labelled ``images``; an AP drop above ``max_ap_drop`` is
     appended to ``failures``. Returns the four numbers as :class:`PrecisionVerification` fields."""
-    from bgsdk.metrics import evaluate
+    from bgsdk.evaluate.metrics import evaluate
 
     assert images.masks is not None and images.defective is not None
     m32 = evaluate(list(ref[:, 0]), images.masks, images.defective)

@@ -71,7 +71,7 @@ class VerificationResult:
 
 def _candidate_files(root: Path) -> list[Path]:
     """Validation images first (they are what the model is judged on), then training images, then a flat folder."""
-    from bgtrain.layout import DEFECT, GOOD
+    from bgsdk._dataset_layout import DEFECT, GOOD
 
     files: list[Path] = []
     for sub in ("valid/" + DEFECT, "valid/" + GOOD, "train/" + GOOD, "test/" + DEFECT, "test/" + GOOD):
@@ -152,7 +152,7 @@ def select_verification_images(
 
 def run_onnx(model_bytes: bytes, x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """Run a full-image model in ONNX Runtime on ``x`` (N,3,H,W) already /255."""
-    from bgsdk.session import create_session
+    from bgsdk._session import create_session
 
     sess = create_session(model_bytes, threads=threads or None)
     return sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0]

@@ -1,7 +1,15 @@
 """bgsdk: die-to-die defect segmentation with one self-contained ONNX model.
 
+>>> import bgsdk
+>>> seg = bgsdk.Segmenter()                 # doctest: +SKIP  (the model shipped in the package)
+>>> seg.run("strip.tiff").verdict           # doctest: +SKIP
+'pass'
+
 Runtime dependencies are numpy, onnxruntime and tifffile only -- importing
-bgsdk never imports torch.
+bgsdk never imports torch. Public: :class:`Segmenter`, :class:`Result` and the
+names in ``__all__``; the modules :mod:`bgsdk.io`, :mod:`bgsdk.tiling`,
+:mod:`bgsdk.contract`, :mod:`bgsdk.errors`. Modules with a leading underscore
+are internal.
 """
 
 from __future__ import annotations
@@ -16,33 +24,33 @@ __version__ = "0.1.0"
 
 # Segmenter/Result pull in onnxruntime (~0.1 s); load them on first use so that
 # ``import bgsdk`` stays cheap for the trainer and the CLI helpers (PEP 562).
-_LAZY = {"Segmenter": "segmenter", "Result": "result", "ErrorResult": "result"}
+_LAZY = {"Segmenter": "._segmenter", "Result": "._result", "ErrorResult": "._result"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .result import ErrorResult, Result
-    from .segmenter import Segmenter
+    from ._result import ErrorResult, Result
+    from ._segmenter import Segmenter
 
 __all__ = [
+    "Segmenter",
+    "Result",
+    "ErrorResult",
     "__version__",
     "BgsdkError",
     "InputError",
     "ModelError",
     "BgsdkWarning",
     "InputWarning",
-    "Segmenter",
-    "Result",
-    "ErrorResult",
     "IMAGE_TYPES",
     "Tiling",
     "calculate_positions",
@@ -52,3 +60,8 @@ __all__ = [
     "read_mask",
     "to_chw",
 ]
+
+
+def __dir__() -> list[str]:
+    """The public names (``Segmenter``, ``Result``, ...) and public modules; internals stay out of completion."""
+    return sorted(set(__all__) | {"io", "tiling", "contract", "errors"})

@@ -15,7 +15,16 @@ import os
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["BgsdkError", "SourceError", "InputError", "ModelError", "check_file", "BgsdkWarning", "InputWarning"]
+__all__ = [
+    "BgsdkError",
+    "SourceError",
+    "InputError",
+    "ModelError",
+    "UserError",
+    "check_file",
+    "BgsdkWarning",
+    "InputWarning",
+]
 
 
 class BgsdkError(Exception):
@@ -44,6 +53,10 @@ class ModelError(SourceError):
     """A model file cannot be loaded or does not fit the bgsdk contract."""
 
     default_source = "model"
+
+
+class UserError(BgsdkError):
+    """A problem the user can fix on the command line (bad option combination, bad folder, ...)."""
 
 
 def check_file(path: Path, error: Callable[[Path, str], BgsdkError], kind: str, name: str = "file") -> None:

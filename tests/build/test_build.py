@@ -18,9 +18,9 @@ import torch
 
 from bgbuild import BuildError, BuildOptions, VerificationError, build_model, read_metadata
 from bgbuild.artifact import sha256_bytes
+from bgbuild.calibrate_threshold import OperatingPointOptions
 from bgbuild.cli import main as cli_main
 from bgbuild.export import export_patch_model, op_counts
-from bgbuild.operating_point import OperatingPointOptions
 from bgbuild.simplify import initializer_bytes
 from bgbuild.verify import select_verification_images
 from bgsdk import Segmenter, __version__

@@ -29,9 +29,9 @@ from bgbuild.fp16 import Fp16Options, convert_patch_model, fold_constant_casts, 
 from bgbuild.graphs import all_graphs
 from bgbuild.quantize import QuantizeOptions
 from bgsdk import Segmenter
-from bgsdk.cli import PRECISION_KEY as SDK_PRECISION_KEY
 from bgsdk.cli import main as sdk_main
 from bgsdk.contract import CONTRACT_KEY, PRECISION_KEY, QUANTIZATION_KEY, Contract
+from bgsdk.contract import PRECISION_KEY as SDK_PRECISION_KEY
 from bgsdk.io import list_images, read_image
 from bgsdk.tiling import tiling_for
 from bgtrain.checkpoint import save_checkpoint

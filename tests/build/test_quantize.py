@@ -30,9 +30,9 @@ from bgbuild.export import export_patch_model, op_counts
 from bgbuild.graphs import all_graphs
 from bgbuild.quantize import QuantizeOptions, first_conv_nodes, float_logits, quantize_patch_model
 from bgsdk import Segmenter
-from bgsdk.cli import QUANTIZATION_KEY as SDK_QUANTIZATION_KEY
 from bgsdk.cli import main as sdk_main
 from bgsdk.contract import QUANTIZATION_KEY
+from bgsdk.contract import QUANTIZATION_KEY as SDK_QUANTIZATION_KEY
 from bgsdk.io import list_images, read_image
 from bgsdk.tiling import tiling_for
 from bgtrain.checkpoint import save_checkpoint

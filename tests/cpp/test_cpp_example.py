@@ -319,7 +319,7 @@ def test_defect_json_equals_sdk_defects(
 def test_defect_json_uses_the_models_operating_point(
     binary: Path, model: Path, strip: Path, reference: np.ndarray, work: Path
 ):
-    from bgsdk.operating_point import OPERATING_POINT_KEY, OperatingPoint
+    from bgsdk._operating_point import OPERATING_POINT_KEY, OperatingPoint
 
     threshold = margin_threshold(reference, _cpp_heatmap(binary, model, strip, work), 0.99)
     op = OperatingPoint(threshold=threshold, min_area=2, calibrated=True, rule="best_f1")

@@ -71,9 +71,9 @@ def run_atheris(target: str, runs: int, out: Path) -> dict[str, Any]:
     with atheris.instrument_imports(include=["bgsdk", "tifffile", "tests.fuzz.targets"]):
         import tifffile  # noqa: F401
 
+        import bgsdk._sanity  # noqa: F401
+        import bgsdk._segmenter  # noqa: F401
         import bgsdk.io  # noqa: F401
-        import bgsdk.sanity  # noqa: F401
-        import bgsdk.segmenter  # noqa: F401
         import tests.fuzz.targets  # noqa: F401
     work = Path(tempfile.mkdtemp(prefix="bgsdk-fuzz-"))
     call = _make_call(target, work)

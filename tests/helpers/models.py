@@ -97,6 +97,43 @@ def make_strip_model(path: Path, with_contract: bool = True, **kw: object) -> Pa
     )
 
 
+def make_double_detection_model(path: Path) -> Path:
+    """A strip model whose heatmap is double detection, ``min(|T-R1|,|T-R2|)`` of the /255-scaled input.
+
+    Scored by ``bgsdk evaluate`` it must reproduce the double-detection baseline's numbers.
+    """
+
+    def channel(k: int) -> list[onnx.NodeProto]:
+        return [helper.make_node("Slice", ["input", f"s{k}", f"e{k}", "axis"], [f"c{k}"])]
+
+    nodes = channel(0) + channel(1) + channel(2)
+    nodes += [
+        helper.make_node("Sub", ["c0", "c1"], ["d1s"]),
+        helper.make_node("Abs", ["d1s"], ["d1"]),
+        helper.make_node("Sub", ["c0", "c2"], ["d2s"]),
+        helper.make_node("Abs", ["d2s"], ["d2"]),
+        helper.make_node("Min", ["d1", "d2"], ["dd"]),
+        helper.make_node("Sub", ["dd", "dd"], ["z"]),
+        helper.make_node("Concat", ["dd", "z", "z"], ["output"], axis=1),
+    ]
+    consts = [numpy_helper.from_array(np.array([1], np.int64), "axis")]
+    for k in range(3):
+        consts += [
+            numpy_helper.from_array(np.array([k], np.int64), f"s{k}"),
+            numpy_helper.from_array(np.array([k + 1], np.int64), f"e{k}"),
+        ]
+    h, w = STRIP
+    graph = helper.make_graph(
+        nodes,
+        "bgsdk_test_double_detection",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, h, w])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, h, w])],
+        initializer=consts,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    return _save(model, path, {CONTRACT_KEY: strip_contract_json()})
+
+
 def make_patch_model(path: Path, patch: int = 128) -> Path:
     """What ``torch.onnx.export`` of the UNet gives: ``input`` -> ``logits`` (B,2,P,P)."""
     w, b = _weights(3, 2, 1)

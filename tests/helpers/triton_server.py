@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from bgsdk.pytriton_serve import ServerProcess, ServerStartError, default_server_python, free_ports, launch
+from bgsdk.serving.pytriton_serve import ServerProcess, ServerStartError, default_server_python, free_ports, launch
 
 __all__ = ["ServerProcess", "free_ports", "pytriton_server"]
 

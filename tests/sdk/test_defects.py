@@ -11,7 +11,7 @@ import tifffile
 from scipy import ndimage
 
 from bgsdk import ModelError, Segmenter
-from bgsdk.operating_point import OPERATING_POINT_KEY, OperatingPoint, calibrate, point_metrics
+from bgsdk._operating_point import OPERATING_POINT_KEY, OperatingPoint, calibrate, point_metrics
 from tests.helpers.models import SdkEnv, make_full_model, strip_contract_json
 
 EIGHT = np.ones((3, 3), dtype=bool)
@@ -58,9 +58,9 @@ def _assert_same(got, expected):
 @pytest.mark.parametrize("few", [0, 10**9], ids=["whole-image-stats", "per-box-stats"])
 @pytest.mark.parametrize("threshold,min_area", [(0.4, 1), (0.3, 3), (0.45, 2)])
 def test_defects_match_independent_scipy_label(sdk_env: SdkEnv, threshold, min_area, few, monkeypatch):
-    import bgsdk.defects
+    import bgsdk._defects
 
-    monkeypatch.setattr(bgsdk.defects, "_FEW", few)  # both statistics paths must give the same list
+    monkeypatch.setattr(bgsdk._defects, "_FEW", few)  # both statistics paths must give the same list
     seg = Segmenter(sdk_env.strip_model)
     sess = ort.InferenceSession(str(sdk_env.strip_model), providers=["CPUExecutionProvider"])
     for path in sdk_env.strips:

@@ -76,6 +76,7 @@ H, W = MODEL_SIZE
 VALUES = st.floats(width=32, allow_nan=True, allow_infinity=True)
 
 
+@pytest.mark.needs_torch  # the model is built with onnx (tests.fuzz.targets.small_model)
 @fuzz(150)
 @given(
     shape=st.sampled_from([(3, H, W), (H, W, 3), (4, H, W), (H, W, 4), (3, H, W + 1), (1, H, W), (3, W, H)]),
@@ -120,6 +121,7 @@ def test_to_chw_fuzzed_bytes(data: bytes) -> None:
     assert target_to_chw(data) in ALLOWED
 
 
+@pytest.mark.needs_torch  # the model is built with onnx
 @fuzz(100)
 @given(data=st.binary(max_size=64))
 def test_segmenter_fuzzed_bytes(seg: Segmenter, data: bytes) -> None:

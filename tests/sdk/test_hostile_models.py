@@ -5,7 +5,7 @@ wrong I/O contract (names, rank, dtype, channels), missing or contradictory
 metadata, external-data references that leave the model's folder (refused before
 ONNX Runtime opens anything, without touching the target), a model whose output is
 NaN/Inf, and integrity against the ``model.json`` manifest (``verify=True``,
-``bgsdk inspect --verify``). The wire-format walk of :mod:`bgsdk.modelguard` is
+``bgsdk inspect --verify``). The wire-format walk of :mod:`bgsdk._modelguard` is
 checked against the ``onnx`` package's own view of the same models.
 """
 
@@ -27,9 +27,9 @@ from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
 from bgbuild.artifact import write_artifacts
 from bgsdk import ModelError, Segmenter
+from bgsdk._modelguard import MAX_DEPTH, WireError, external_data_locations
 from bgsdk.cli import main as bgsdk_main
 from bgsdk.contract import CONTRACT_KEY, Contract
-from bgsdk.modelguard import MAX_DEPTH, WireError, external_data_locations
 from bgsdk.tiling import plan_tiling, tiling_for
 from tests.helpers.cli import invoke
 
@@ -494,7 +494,7 @@ def test_inspect_verify_cli(release: Path, capsys: pytest.CaptureFixture[str]) -
     code, out, err = _cli(capsys, "inspect", release, "--verify")
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("bgsdk: error: ") and str(release) in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("bgsdk inspect: error: ") and str(release) in lines[0]
     assert "integrity check failed" in lines[0]
 
 
@@ -515,7 +515,7 @@ def test_cli_run_on_hostile_model_is_one_line_exit_2(
     np.save(img, strip())
     code, _, err = _cli(capsys, "run", p, img, "--out", tmp_path / "out", "-q")
     lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("bgsdk: error: ") and str(p) in lines[0], err
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("bgsdk run: error: ") and str(p) in lines[0], err
     assert not any((tmp_path / "out").glob("*.tiff"))
 
 

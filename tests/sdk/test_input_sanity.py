@@ -15,9 +15,9 @@ import pytest
 import tifffile
 
 from bgsdk import InputError, InputWarning, Segmenter
+from bgsdk._sanity import value_problems
 from bgsdk.cli import main as bgsdk_main
 from bgsdk.errors import BgsdkWarning
-from bgsdk.sanity import value_problems
 from tests.helpers.cli import invoke
 from tests.helpers.models import make_full_model
 
@@ -148,10 +148,10 @@ def test_cli_warns_one_line_per_image_and_strict_skips(
     code, err = _cli(capsys, "run", model, ok, bad, "--out", tmp_path / "o1", "-q")
     assert code == 0
     assert [ln for ln in err.splitlines() if ln.strip()] == [
-        f"bgsdk: warning: {bad}: 4 value(s) above 255 (max 1e+30); float inputs are taken as 0..255, not rescaled"
+        f"bgsdk run: warning: {bad}: 4 value(s) above 255 (max 1e+30); float inputs are taken as 0..255, not rescaled"
     ]
     code, err = _cli(capsys, "run", model, ok, bad, "--out", tmp_path / "o2", "--strict", "-q")
-    assert code == 1 and f"bgsdk: skipped {bad}: 4 value(s) above 255" in err
+    assert code == 1 and f"bgsdk run: skipped {bad}: 4 value(s) above 255" in err
     heatmaps = sorted(p.name for p in (tmp_path / "o2").iterdir() if p.name.endswith(".heatmap.tiff"))
     assert heatmaps == ["ok.heatmap.tiff"]
 

@@ -20,9 +20,9 @@ from PIL import Image
 
 import bgsdk
 from bgsdk import BgsdkError, ErrorResult, InputError, ModelError, Result, Segmenter
+from bgsdk._overlay import ALPHA, overlay_rgb
 from bgsdk.contract import Contract
 from bgsdk.io import read_image
-from bgsdk.overlay import ALPHA, overlay_rgb
 from bgsdk.tiling import tiling_for
 from tests.helpers.models import (
     SdkEnv,

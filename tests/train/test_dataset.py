@@ -5,11 +5,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from bgsdk._dataset_layout import labelled_split, training_images
 from bgsdk.errors import InputError
 from bgsdk.io import read_image, write_tiff
 from bgsdk.tiling import tiling_for
 from bgtrain.dataset import ImageCache, PatchDataset
-from bgtrain.layout import labelled_split, training_images
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bgsdk.metrics import average_precision
+from bgsdk.evaluate.metrics import average_precision
 from bgtrain.background import EVAL_KINDS, random_pattern, render_views
 from bgtrain.loss import FocalLoss, gamma_at, top_background_loss
 from bgtrain.model import UNet

@@ -6,8 +6,8 @@ import sys
 
 import numpy as np
 
+from bgsdk._dataset_layout import labelled_split, load_annotations, training_images
 from bgsdk.io import read_image, read_mask
-from bgtrain.layout import labelled_split, load_annotations, training_images
 from bgtrain.synth_dataset import main as synth_main
 
 

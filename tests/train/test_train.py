@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from bgsdk._dataset_layout import training_images
 from bgtrain.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from bgtrain.layout import training_images
 from bgtrain.train import TrainConfig, train
 
 
@@ -346,7 +346,7 @@ def test_bad_raw_weights_are_named(demo_root, tmp_path):
 def test_the_built_model_is_the_weight_average(straight_run, tmp_path):
     """train-model -> build-model: the ONNX model is verified against the averaged weights and says so."""
     from bgbuild import BuildOptions, build_model, read_metadata
-    from bgsdk.cli import training_summary
+    from bgsdk.cli.inspect import training_summary
     from bgsdk.contract import TRAINING_KEY
 
     _, res = straight_run

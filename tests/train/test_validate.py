@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bgtrain.layout import Sample
+from bgsdk._dataset_layout import Sample
 from bgtrain.recipe import FAINT_AMPLITUDE, WEAK_AMPLITUDE
 from bgtrain.validate import EvalImage, EvalSet, defect_rates, score_maps
 

@@ -1,7 +1,9 @@
-"""``train-model`` and ``visual-check`` command lines.
+"""``bgsdk train DATA -o OUT_DIR`` and its alias ``train-model`` (``python -m bgtrain``, ``torchrun -m bgtrain``).
 
-Option names follow the research scripts (``--num_defects_range``,
-``--checkpoint_path``, ...); each also has the dashed spelling.
+Options have dashed names (``--batch-size``, ``--num-defects-range``); every
+spelling of the research scripts still works (``--training_dataset_path DATA``,
+``--checkpoint_path``, ``--bs``, ``--num_defects_range``, ...): ``bgsdk train --help``
+hides them, ``train-model --help`` lists them.
 """
 
 from __future__ import annotations
@@ -10,20 +12,56 @@ from pathlib import Path
 
 import click
 
-from bgsdk.clikit import run_cli, setup_logging, verbosity_options
+from bgsdk.cli._lazy import alias_command
+from bgsdk.cli._options import LegacyOption, UserError, command, common_options, run_cli, setup_logging, writable_dir
 from bgsdk.tiling import IMAGE_TYPES
 
 from .ema import DEFAULT_EMA_DECAY
 from .model import DEFAULT_STEM, STEMS
 from .recipe import AUTO_PATCHES_PER_EPOCH, DEFAULT_RECIPE, PRESETS
 
-__all__ = ["train_command", "visual_check_command", "main", "visual_main"]
+__all__ = ["train_command", "train_model_command", "main"]
 
 
-def _opt(name: str, **kw):
+def _opt(name: str, *more: str, legacy: tuple[str, ...] = (), **kw):
+    """``--dashed-name`` (plus ``more`` names); the research spelling ``--under_scored`` and ``legacy`` are hidden."""
     dashed = name.replace("_", "-")
-    names = [f"--{name}"] + ([f"--{dashed}"] if dashed != name else [])
-    return click.option(*names, **kw)
+    old = ([f"--{name}"] if dashed != name else []) + list(legacy)
+    return click.option(f"--{dashed}", *more, name, cls=LegacyOption, legacy=old, **kw)
+
+
+def _image_type(ctx: click.Context, param: click.Parameter, value: tuple[int, int] | None) -> str | None:
+    """``--image-size H W`` as the image type whose tiling it names."""
+    if value is None:
+        return None
+    h, w = value
+    for name, t in IMAGE_TYPES.items():
+        if (t.height, t.width) == (h, w):
+            return name
+    known = ", ".join(f"{t.height} {t.width} ({n})" for n, t in IMAGE_TYPES.items())
+    raise click.BadParameter(f"no tiling for {h}x{w}; supported: {known}")
+
+
+def _recipe(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--recipe NAME`` (a preset) or ``--recipe FILE`` (a JSON file of knobs; a path is kept as given)."""
+    if value in PRESETS or Path(value).is_file():
+        return value
+    raise click.BadParameter(f"{value!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor an existing JSON file")
+
+
+def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """cpu | cuda[:N] | auto; asking for CUDA where torch has none names the way out on the command line."""
+    if value not in ("cpu", "auto") and not (value == "cuda" or value.startswith("cuda:")):
+        raise click.BadParameter(f"{value!r}: use cpu, cuda (or cuda:N) or auto")
+    if value.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"--device {value}: torch sees no CUDA device here; use --device auto (CUDA if available, "
+                "else CPU) or --device cpu"
+            )
+    return value
 
 
 def _repeats(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
@@ -38,36 +76,55 @@ def _repeats(ctx: click.Context, param: click.Parameter, value: str) -> int | No
     return n
 
 
-@click.command(name="train-model")
-@_opt(
-    "training_dataset_path",
-    required=True,
+@command("train")
+@click.argument("data", metavar="DATA", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--data",
+    "--training-dataset-path",
+    "data_option",
+    cls=LegacyOption,
+    legacy=("--training_dataset_path",),
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Data set root (ROOT/train/good, optional ROOT/valid or ROOT/test with ROOT/ground_truth).",
+    hidden=True,
+    help="The data set root, as an option instead of the DATA argument.",
 )
-@_opt(
+@click.option(
+    "-o",
+    "--out",
     "checkpoint_path",
-    default=Path("checkpoints"),
-    show_default=True,
+    cls=LegacyOption,
+    legacy=("--checkpoint_path", "--checkpoint-path"),
+    default=None,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for best.pt, last.pt, metrics.jsonl and summary.json.",
+    help="Folder for best.pt, last.pt, metrics.jsonl and summary.json (created if missing).",
 )
-@_opt("bs", default=16, show_default=True, type=click.IntRange(1), help="Global batch size (split across processes).")
+@click.option(
+    "--batch-size",
+    "bs",
+    cls=LegacyOption,
+    legacy=("--bs",),
+    default=16,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Global batch size (split across processes).",
+)
 @_opt("lr", default=1e-3, show_default=True, type=click.FloatRange(0, min_open=True), help="Adam learning rate.")
 @_opt("epochs", default=30, show_default=True, type=click.IntRange(1), help="Epochs; LR drops x0.2 at 80% and 90%.")
 @_opt(
     "recipe",
     default=DEFAULT_RECIPE,
     show_default=True,
-    type=click.Choice(sorted(PRESETS)),
-    help="Defect-synthesis preset: robust (weak/shaped defects, every odd-die-out case, imaging nuisances) "
-    "or seed (the research code's synthesis). See docs/data.md.",
+    metavar="NAME|FILE",
+    callback=_recipe,
+    help="Defect synthesis: a preset, robust (weak/shaped defects, every odd-die-out case, imaging nuisances) "
+    'or seed (the research synthesis), or a JSON file of recipe knobs ({"base": "robust", "missing_prob": 0.4}). '
+    "See docs/data.md.",
 )
 @_opt(
     "recipe_file",
     default=None,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help='JSON object of recipe knobs overriding the preset, e.g. {"missing_prob": 0.4}; "base" picks the preset.',
+    help='JSON object of recipe knobs overriding the --recipe preset, e.g. {"missing_prob": 0.4}.',
 )
 @_opt(
     "stem",
@@ -87,12 +144,20 @@ def _repeats(ctx: click.Context, param: click.Parameter, value: str) -> int | No
     default=None,
     help="Min and max defects per defective patch (overrides the recipe; seed: 3 8, research run: 4 10).",
 )
+@click.option(
+    "--image-size",
+    nargs=2,
+    type=click.IntRange(1),
+    default=None,
+    metavar="H W",
+    callback=_image_type,
+    help="Image size: 976 176 (strips, 128 px patches; the default), 256 256, or 1024 1024 (256 px patches).",
+)
 @_opt(
     "image_type",
-    default="strip",
-    show_default=True,
+    default=None,
     type=click.Choice(sorted(IMAGE_TYPES)),
-    help="Image geometry: strip 976x176 (128 px patches), square 256x256, mvtec 1024x1024 (256 px).",
+    help="Image geometry by name (strip, square, mvtec).",
 )
 @_opt(
     "img_format",
@@ -123,7 +188,14 @@ def _repeats(ctx: click.Context, param: click.Parameter, value: str) -> int | No
     help="UNet base width (64 = production; 8-16 for demos).",
 )
 @_opt("workers", default=0, show_default=True, type=click.IntRange(0), help="DataLoader worker processes.")
-@_opt("device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@_opt(
+    "device",
+    default="auto",
+    show_default=True,
+    metavar="[cpu|cuda|auto]",
+    callback=_device,
+    help="Where training runs: cpu, cuda (or cuda:N; fails without CUDA) or auto (cuda if available, else cpu).",
+)
 @_opt(
     "resume",
     default=None,
@@ -153,88 +225,62 @@ def _repeats(ctx: click.Context, param: click.Parameter, value: str) -> int | No
     "per step (0.998: about the last 500 steps); 0 = the raw weights. The optimiser's trajectory is the same.",
 )
 @_opt("threads", default=None, type=click.IntRange(1), help="torch CPU threads per process.")
-@verbosity_options
+@common_options
 def train_command(verbose: int, quiet: bool, **opts) -> None:
-    """Train the defect-segmentation UNet on clean images with synthetic defects.
+    """Train the defect-segmentation UNet on the clean images of DATA with synthetic defects.
 
-    Validates on full images of valid/ (or test/) after each epoch -- image AUROC,
-    pixel AUROC, pixel AP -- next to the double-detection baseline, and keeps the
-    best (by pixel AP) and last checkpoints of the weights' moving average
-    (--ema-decay). Multi-process:
-    torchrun --nproc_per_node=2 -m bgtrain --training_dataset_path DATA ...
+    \b
+    bgsdk train data/ -o ckpt/ --width 16 --epochs 10
+    torchrun --nproc_per_node=2 -m bgtrain data/ -o ckpt/     (several processes)
+
+    DATA is a data set root (DATA/train/good; optional DATA/valid or DATA/test with
+    DATA/ground_truth, e.g. from `bgsdk synth`). Validates on full images of valid/ (or
+    test/) after each epoch -- image AUROC, pixel AUROC, pixel AP -- next to the
+    double-detection baseline, and keeps the best (by pixel AP) and last checkpoints of
+    the weights' moving average (--ema-decay) in OUT_DIR. Next: `bgsdk build OUT_DIR/best.pt -o model.onnx`.
     """
     from .train import TrainConfig, train
 
     setup_logging(verbose, quiet)
+    _settle(click.get_current_context(), opts)
     opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in opts.items()}
-    if opts["num_defects_range"] is not None:
-        opts["num_defects_range"] = tuple(opts["num_defects_range"])
-        lo, hi = opts["num_defects_range"]
-        if lo > hi:
-            raise click.BadParameter(f"min {lo} > max {hi}", param_hint="--num_defects_range")
     stop_after = opts.pop("stop_after")
     cfg = TrainConfig(**opts)
     train(cfg, progress=not quiet, echo=(lambda s: None) if quiet else click.echo, stop_after=stop_after)
 
 
-@click.command(name="visual-check")
-@click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the PNGs."
-)
-@click.option(
-    "--masks",
-    "mask_dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="Folder of GT masks (same file stem) to outline on the heatmap.",
-)
-@click.option("--device", default="cpu", show_default=True)
-@verbosity_options
-def visual_check_command(
-    checkpoint: Path,
-    inputs: tuple[Path, ...],
-    out_dir: Path,
-    mask_dir: Path | None,
-    device: str,
-    verbose: int,
-    quiet: bool,
-) -> None:
-    """Save the 7-panel figure (target, ref1, ref2, |T-R1|, |T-R2|, double detection, heatmap) per image.
+def _settle(ctx: click.Context, opts: dict) -> None:
+    """The new and the research spellings of DATA, -o, --image-size and --recipe FILE, as TrainConfig fields."""
+    data, data_opt = opts.pop("data"), opts.pop("data_option")
+    if data is not None and data_opt is not None:
+        raise click.UsageError("DATA given twice (as an argument and as --training_dataset_path)")
+    if data is None and data_opt is None:
+        raise click.UsageError("missing DATA: the data set root (DATA/train/good with clean images)")
+    opts["training_dataset_path"] = data if data is not None else data_opt
+    if opts["checkpoint_path"] is None:
+        if ctx.command.name == "train":
+            raise click.UsageError("missing -o/--out: the folder for best.pt, last.pt and the metrics")
+        opts["checkpoint_path"] = Path("checkpoints")  # train-model's default, kept for old command lines
+    writable_dir(Path(opts["checkpoint_path"]), "-o/--out", create=False)  # training creates it
+    by_size = opts.pop("image_size")
+    if by_size is not None and opts["image_type"] not in (None, by_size):
+        raise click.UsageError(f"--image-size names {by_size!r}, --image-type {opts['image_type']!r}: give one")
+    opts["image_type"] = by_size or opts["image_type"] or "strip"
+    if opts["recipe"] not in PRESETS:  # a recipe file (the callback checked it exists)
+        if opts["recipe_file"] is not None:
+            raise click.UsageError("--recipe FILE and --recipe-file: give the file once")
+        opts["recipe_file"], opts["recipe"] = Path(opts["recipe"]), DEFAULT_RECIPE
+    if opts["num_defects_range"] is not None:
+        opts["num_defects_range"] = tuple(opts["num_defects_range"])
+        lo, hi = opts["num_defects_range"]
+        if lo > hi:
+            raise click.BadParameter(f"min {lo} > max {hi}", param_hint="--num-defects-range")
 
-    INPUTS are image files or folders of images.
-    """
-    import torch
-    from tqdm import tqdm
 
-    from bgsdk.io import list_images, read_image, read_mask
-
-    from .checkpoint import model_from_checkpoint
-    from .infer import heatmap_numpy
-    from .layout import _find_mask
-    from .visualize import seven_panel
-
-    setup_logging(verbose, quiet)
-    model, info = model_from_checkpoint(checkpoint, map_location=device)
-    model.to(torch.device(device))
-    files: list[Path] = []
-    for p in inputs:
-        files += list_images(p) if p.is_dir() else [p]
-    for f in tqdm(files, desc="visual-check", unit="img", disable=quiet):
-        img = read_image(f)
-        tiling = info.tiling((img.shape[1], img.shape[2]))
-        hm = heatmap_numpy(model, img, tiling)
-        mpath = _find_mask(mask_dir, f.stem) if mask_dir else None
-        mask = read_mask(mpath) if mpath else None
-        seven_panel(img, hm, out_dir / f"{f.stem}.panels.png", mask=mask, title=f"{f.name}  max={hm.max():.3f}")
-    if not quiet:
-        click.echo(f"wrote {len(files)} figure(s) to {out_dir}")
+#: ``train-model``: the same command under its older name, research spellings listed in --help.
+train_model_command = alias_command(train_command, "train-model", "bgsdk train", show_legacy=True)
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_cli(train_command, argv, "train-model")
-
-
-def visual_main(argv: list[str] | None = None) -> None:
-    run_cli(visual_check_command, argv, "visual-check")
+    """Console script ``train-model`` (and ``python -m bgtrain``): an alias of ``bgsdk train``."""
+    run_cli(train_model_command, argv, "train-model")

@@ -31,6 +31,9 @@ from typing import Any
 
 from bgsdk.errors import BgsdkError
 
+# The weak/faint split and the labelled kinds are the evaluation's definitions (one source).
+from bgsdk.evaluate.defect_kinds import FAINT_AMPLITUDE, LABELLED_KINDS, WEAK_AMPLITUDE
+
 __all__ = [
     "Recipe",
     "RecipeError",
@@ -55,7 +58,6 @@ DIE_KINDS: dict[str, tuple[bool, bool, bool]] = {
     "target_ref2": (True, False, True),
     "all": (True, True, True),
 }
-LABELLED_KINDS = ("target", "missing")  # in the ground-truth mask
 DISTRACTOR_KINDS = ("ref1", "ref2", "target_ref1", "target_ref2", "all")
 
 
@@ -320,13 +322,6 @@ ROBUST = Recipe(
 )
 
 PRESETS: dict[str, Recipe] = {"seed": SEED, "robust": ROBUST}
-# A defect is weak when its |amplitude| is at most this many grey levels (the accuracy criteria's split): the
-# validation's weak recall and the recipe's weak_defect_weight use this one definition.
-WEAK_AMPLITUDE = 40.0
-# Weak defects below this |amplitude| are *faint*: at the evaluation sets' noise level, and below the
-# 12 where the accuracy criteria's example range starts. Reported apart (recall_weak12 = 12..40) so a weak-recall
-# figure says whether its misses are defects a model could be asked to find.
-FAINT_AMPLITUDE = 12.0
 DEFAULT_RECIPE = "robust"
 # The step budget chosen with the default recipe: train-model --repeats auto visits at least this
 # many patches an epoch. 64 strips x 18 patches x 3 passes beat 1 pass on every held-out set; with

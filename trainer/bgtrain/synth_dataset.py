@@ -1,4 +1,4 @@
-"""``synth-dataset``: write a complete demo data set in the data set layout.
+"""``bgsdk synth OUT_DIR`` (alias ``synth-dataset``): write a complete demo data set in the data set layout (docs/data.md).
 
 Training images are clean (defects are synthesised on the fly by the training
 recipe). Validation/test images are built so their numbers mean something for
@@ -23,7 +23,9 @@ import click
 import numpy as np
 from scipy import ndimage
 
-from bgsdk.clikit import progress_enabled, run_cli, setup_logging, verbosity_options
+from bgsdk._dataset_layout import ANNOTATIONS_DIR, DEFECT, GOOD, GT_DIR
+from bgsdk.cli._lazy import alias_command
+from bgsdk.cli._options import command, common_options, progress_enabled, run_cli, setup_logging
 from bgsdk.io import atomic_write, write_tiff
 from bgsdk.tiling import IMAGE_TYPES
 
@@ -40,7 +42,6 @@ from .background import (
     random_pattern,
     render_views,
 )
-from .layout import ANNOTATIONS_DIR, DEFECT, GOOD, GT_DIR
 from .recipe import Recipe
 from .synth import Defect, apply_defects, plan_defects
 
@@ -321,7 +322,7 @@ def _backgrounds_option(flag: str, default: str, help: str) -> Callable[[FC], FC
     return click.option(flag, default=default, show_default=True, type=click.Choice(sorted(BACKGROUNDS)), help=help)
 
 
-@click.command(name="synth-dataset")
+@command("synth")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--n-train", default=64, show_default=True, type=click.IntRange(1), help="Clean training images.")
 @click.option(
@@ -356,7 +357,7 @@ def _backgrounds_option(flag: str, default: str, help: str) -> Callable[[FC], FC
     "strips (|a| 12-100, sigma 0.5-2.5, shift std up to 0.3 px); imaging = nominal defects on strips imaged "
     "like a real line's (references misregistered by up to 3.5 whole px, per-die blur and exposure).",
 )
-@verbosity_options
+@common_options
 def cli(
     out_dir: Path,
     n_train: int,
@@ -370,7 +371,7 @@ def cli(
     verbose: int,
     quiet: bool,
 ) -> None:
-    """Write a synthetic demo data set to OUT_DIR.
+    """Write a synthetic demo data set to OUT_DIR (train on it, then score with `bgsdk evaluate OUT_DIR`).
 
     Layout: train/good (clean), valid/{good,bright_spots}, test/{good,bright_spots},
     ground_truth/bright_spots (masks, uint8 0/255), annotations/{valid,test}.json (every
@@ -405,8 +406,13 @@ def cli(
         )
 
 
+#: ``synth-dataset``: the same command under its older name.
+synth_dataset_command = alias_command(cli, "synth-dataset", "bgsdk synth")
+
+
 def main(argv: list[str] | None = None) -> None:
-    run_cli(cli, argv, "synth-dataset")
+    """Console script ``synth-dataset``: an alias of ``bgsdk synth``."""
+    run_cli(synth_dataset_command, argv, "synth-dataset")
 
 
 if __name__ == "__main__":  # pragma: no cover

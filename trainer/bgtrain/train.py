@@ -31,13 +31,13 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from bgsdk.clikit import UserError
+from bgsdk._dataset_layout import training_images
+from bgsdk.errors import UserError
 from bgsdk.io import atomic_write
 
 from .checkpoint import cpu_state_dict, load_checkpoint, save_checkpoint
 from .dataset import PatchDataset
 from .ema import DEFAULT_EMA_DECAY, make_ema
-from .layout import training_images
 from .loss import FocalLoss, gamma_at, top_background_loss
 from .model import DEFAULT_STEM, UNet
 from .recipe import AUTO_PATCHES_PER_EPOCH, DEFAULT_RECIPE, Recipe, load_recipe

@@ -8,7 +8,6 @@ whether the model earns its keep.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,14 +16,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from bgsdk._dataset_layout import Sample, labelled_split, load_annotations
 from bgsdk.contract import scale_input
+from bgsdk.evaluate import defect_kinds
+from bgsdk.evaluate.defect_kinds import FAINT_AMPLITUDE, RATE_GROUPS, WEAK_AMPLITUDE
+from bgsdk.evaluate.metrics import SegMetrics, best_f1_threshold, double_detection, evaluate
 from bgsdk.io import read_image, read_mask
-from bgsdk.metrics import SegMetrics, best_f1_threshold, double_detection, evaluate, roc_auc
 from bgsdk.tiling import Tiling
 
 from .infer import sliding_window, whole_image
-from .layout import Sample, labelled_split, load_annotations
-from .recipe import FAINT_AMPLITUDE, LABELLED_KINDS, WEAK_AMPLITUDE
 
 __all__ = [
     "EvalImage",
@@ -40,23 +40,6 @@ __all__ = [
     "FAINT_AMPLITUDE",
     "RATE_GROUPS",
 ]
-
-# Per-defect rates reported at the best-F1 pixel threshold: name -> (kinds, |amplitude| band lo..hi,
-# both ends inclusive). recall_*: share of labelled defects found; fa_*: share of not-labelled defects
-# flagged. "weak" is the accuracy criteria's split (|a| <= 40); "weak12" leaves out the faint ones below
-# FAINT_AMPLITUDE, which sit at the evaluation sets' noise level (docs/experiments/).
-_ANY = (0.0, math.inf)
-RATE_GROUPS: dict[str, tuple[tuple[str, ...], tuple[float, float]]] = {
-    "recall": (LABELLED_KINDS, _ANY),
-    "recall_weak": (LABELLED_KINDS, (0.0, WEAK_AMPLITUDE)),
-    "recall_weak12": (LABELLED_KINDS, (FAINT_AMPLITUDE, WEAK_AMPLITUDE)),
-    "recall_strong": (LABELLED_KINDS, (math.nextafter(WEAK_AMPLITUDE, math.inf), math.inf)),
-    "recall_present": (("target",), _ANY),
-    "recall_missing": (("missing",), _ANY),
-    "fa_one_ref": (("ref1", "ref2"), _ANY),
-    "fa_target_ref": (("target_ref1", "target_ref2"), _ANY),
-    "fa_all": (("all",), _ANY),
-}
 
 
 @dataclass(frozen=True)
@@ -112,46 +95,20 @@ def heatmaps(
 
 
 def defect_rates(heatmaps: Sequence[np.ndarray], eval_set: EvalSet, threshold: float) -> dict[str, float | int | None]:
-    """Recall and false-alarm rates per defect kind (see RATE_GROUPS) at ``threshold``.
-
-    A defect counts as found/flagged when the heatmap exceeds the threshold anywhere in
-    its footprint box -- the same rule for a labelled defect and a distractor, so the
-    two rates are comparable.
-    """
-    peaks: list[tuple[str, float, float]] = []
-    for hm, e in zip(heatmaps, eval_set.images):
-        for d in e.defects or []:
-            y0, x0, y1, x1 = d["box"]
-            peaks.append((d["kind"], abs(float(d["amplitude"])), float(np.max(hm[y0:y1, x0:x1]))))
-    out: dict[str, float | int | None] = {}
-    for name, (kinds, (lo, hi)) in RATE_GROUPS.items():
-        sel = [p for k, a, p in peaks if k in kinds and lo <= a <= hi]
-        out[name] = float(np.mean(np.asarray(sel) > threshold)) if sel else None
-        out[f"n_{name}"] = len(sel)
-    return out
+    """Recall and false-alarm rates per defect kind (``RATE_GROUPS``) at ``threshold``: the SDK's
+    :func:`bgsdk.evaluate.defect_kinds.defect_rates`, which ``bgsdk evaluate`` reports too."""
+    return defect_kinds.defect_rates(heatmaps, [e.defects for e in eval_set.images], threshold)
 
 
 def image_auroc_without_faint(
     heatmaps: Sequence[np.ndarray], eval_set: EvalSet, below: float = FAINT_AMPLITUDE
 ) -> tuple[float | None, int]:
-    """Image AUROC (strip score = heatmap maximum) over the good strips and the defective strips with a
-    labelled defect of ``|a| >= below``; and how many defective strips were left out.
-
-    Why: the evaluation sets draw labelled defects down to |a| = 8, below the accuracy criteria's defect range
-    (12-100), and a defective strip whose only defects are that faint is outranked by a good strip's
-    maximum; this is the image AUROC over strips the criteria's range describes, next to the full one.
-    """
-    labels, scores, left_out = [], [], 0
-    for hm, e in zip(heatmaps, eval_set.images):
-        peak = max((abs(float(d["amplitude"])) for d in e.defects or [] if d["kind"] in LABELLED_KINDS), default=0)
-        if e.sample.defective and peak < below:
-            left_out += 1
-            continue
-        labels.append(bool(e.sample.defective))
-        scores.append(float(np.max(hm)))
-    if all(labels) or not any(labels):
-        return None, left_out
-    return roc_auc(np.asarray(labels), np.asarray(scores)), left_out
+    """Image AUROC without the strips whose labelled defects are all fainter than ``below``
+    (:func:`bgsdk.evaluate.defect_kinds.image_auroc_without_faint`)."""
+    images = eval_set.images
+    return defect_kinds.image_auroc_without_faint(
+        heatmaps, [e.defects for e in images], [e.sample.defective for e in images], below
+    )
 
 
 def score_maps(heatmaps: Sequence[np.ndarray], eval_set: EvalSet) -> dict[str, float | int | None]:

@@ -1,0 +1,60 @@
+"""Build-time operating-point calibration (bgbuild.calibrate_threshold) on real files, read back by the SDK."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+
+from bgbuild.calibrate_threshold import OperatingPointOptions, calibrate_model, set_operating_point_metadata
+from bgbuild.errors import BuildError
+from bgsdk import Segmenter
+from bgsdk._dataset_layout import labelled_split
+from tests.helpers.models import make_strip_model
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_strip_model(tmp_path_factory.mktemp("op") / "m.onnx")
+
+
+def test_calibrates_on_valid_split_and_round_trips(model_path: Path, demo_root: Path, tmp_path):
+    data = model_path.read_bytes()
+    op = calibrate_model(data, OperatingPointOptions(data=demo_root), {})
+    n_valid = len(labelled_split(demo_root, "valid"))
+    assert op.calibrated and op.rule == "best_f1" and op.data["n_images"] == n_valid
+    assert op.data["n_defect_images"] > 0 and op.metrics["pixel_f1"] is not None
+    # Default data: the valid split of the checkpoint's training data set -> the same point.
+    op2 = calibrate_model(data, OperatingPointOptions(), {"training_dataset_path": str(demo_root)})
+    assert (op2.threshold, op2.min_area) == (op.threshold, op.min_area)
+    m = onnx.load(model_path)
+    set_operating_point_metadata(m, op)
+    out = tmp_path / "cal.onnx"
+    onnx.save(m, out)
+    seg = Segmenter(out)
+    assert seg.operating_point == op
+    r = seg.run(sorted((demo_root / "valid" / "good").glob("*.tiff"))[0])
+    assert (r.threshold, r.min_area) == (op.threshold, op.min_area)
+
+
+def test_target_recall_and_false_alarm_rules(model_path: Path, demo_root: Path):
+    data = model_path.read_bytes()
+    rec = calibrate_model(data, OperatingPointOptions(data=demo_root, rule="target_recall", target=0.9), {})
+    assert rec.rule == "target_recall" and rec.metrics["pixel_recall"] >= 0.9
+    fa = calibrate_model(data, OperatingPointOptions(data=demo_root, rule="max_false_alarms", target=0.5), {})
+    assert fa.rule == "max_false_alarms" and fa.metrics["false_alarms_per_image"] <= 0.5
+
+
+def test_no_defective_images_falls_back_and_no_images_is_uncalibrated(model_path: Path, demo_root: Path, tmp_path):
+    data = model_path.read_bytes()
+    root = tmp_path / "train_only"
+    shutil.copytree(demo_root / "train", root / "train")
+    op = calibrate_model(data, OperatingPointOptions(), {"training_dataset_path": str(root)})
+    assert op.calibrated and op.rule == "fallback_false_alarms" and "no defective" in op.note
+    assert "train/good" in op.data["source"] and op.metrics["false_alarms"] == 0
+    none = calibrate_model(data, OperatingPointOptions(), {})
+    assert not none.calibrated and "no calibration data" in none.note
+    with pytest.raises(BuildError, match="--calibrate-data"):
+        calibrate_model(data, OperatingPointOptions(data=tmp_path / "missing"), {})
