@@ -109,7 +109,9 @@ def main() -> None:
     from bgsdk.io import read_image
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("data", type=Path, help="a labelled data set (the data set layout of docs/data.md, e.g. bgsdk synth's)")
+    ap.add_argument(
+        "data", type=Path, help="a labelled data set (the data set layout of docs/data.md, e.g. bgsdk synth's)"
+    )
     ap.add_argument("--split", default="test")
     ap.add_argument("--model", type=Path, nargs="*", default=[], help="built models to score alongside")
     ap.add_argument("--opening", type=int, default=5, help="side of the grey opening's square (1 = none)")
