@@ -120,6 +120,15 @@ def cli() -> None:
 )
 @operating_point_options
 @batch_size_option("Images per model call (1 is fastest on CPU, measured; try more on a GPU).")
+@click.option(
+    "--refs",
+    "refs_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Folder of reference images (golden templates) for single-die INPUTS, matched by file name: the "
+    "same stem, else <key>_test -> <key>_temp/_template/_ref/_golden. Once: the template is both references; "
+    "twice: ref1 and ref2.",
+)
 @click.option("--fail-fast", is_flag=True, help="Stop at the first unreadable image (exit 2) instead of skipping it.")
 @click.option(
     "--strict",
@@ -146,6 +155,7 @@ def run_cmd(
     threshold: float | None,
     min_area: int | None,
     batch_size: int,
+    refs_dirs: tuple[Path, ...],
     fail_fast: bool,
     strict: bool,
     verify: bool,
@@ -164,6 +174,7 @@ def run_cmd(
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: --out exists and is not a folder")
     paths = collect_inputs(inputs)
+    refs = match_ref_dirs(paths, refs_dirs) if refs_dirs else None
     seg = _segmenter(model, providers, threads, server, strict=strict, verify=verify)
     op = seg.operating_point
     if not op.calibrated and threshold is None:
@@ -173,10 +184,11 @@ def run_cmd(
         paths,
         batch_size=batch_size,
         on_error="raise" if fail_fast else "return",
+        refs=refs,
         threshold=threshold,
         min_area=min_area,
     )
-    ok, failed, flagged = _write_outcomes(paths, outcomes, out_dir, png, quiet)
+    ok, failed, flagged = _write_outcomes(paths, outcomes, out_dir, png, quiet, refs)
     elapsed = time.perf_counter() - t0
     if not quiet:
         rate = f"{elapsed / max(ok, 1):.3f} s/image" if ok else "no image run"
@@ -190,13 +202,44 @@ def run_cmd(
         sys.exit(1)
 
 
+def match_ref_dirs(paths: list[Path], refs_dirs: tuple[Path, ...]) -> list[list[Path]]:
+    """Each input's reference file(s) from the ``--refs`` folders (:func:`bgsdk.layout.match_refs`).
+
+    An input without a match in a folder is a usage error: how many, and one example.
+    """
+    from .layout import TEMPLATE_SUFFIXES, match_refs
+
+    if len(refs_dirs) > 2:
+        raise UserError(f"--refs given {len(refs_dirs)} times: one folder (the template) or two (ref1, ref2)")
+    per_input: list[list[Path]] = [[] for _ in paths]
+    for folder in refs_dirs:
+        if not folder.is_dir():
+            raise UserError(f"--refs {folder}: folder not found")
+        matched, _ = match_refs(paths, list_images(folder))
+        missing = [p for p, r in zip(paths, matched) if r is None]
+        if missing:
+            raise UserError(
+                f"--refs {folder}: {len(missing)} of {len(paths)} input(s) have no reference image there (e.g. "
+                f"{missing[0].name}: looked for {missing[0].stem}.* or <key>{'/'.join(TEMPLATE_SUFFIXES)}.*)"
+            )
+        for lst, r in zip(per_input, matched):
+            if r is not None:  # always, after the check above
+                lst.append(r)
+    return per_input
+
+
 def _write_outcomes(
-    paths: list[Path], outcomes: Iterator[Outcome], out_dir: Path, png: bool, quiet: bool
+    paths: list[Path],
+    outcomes: Iterator[Outcome],
+    out_dir: Path,
+    png: bool,
+    quiet: bool,
+    refs: list[list[Path]] | None = None,
 ) -> tuple[int, int, int]:
     """Write each image's outputs as its result arrives (progress bar on a terminal); ``(ok, failed, flagged)``."""
     from tqdm import tqdm
 
-    from .io import read_image
+    from .io import combine, read_image
     from .result import ErrorResult
     from .run_outputs import RunWriter
 
@@ -208,7 +251,7 @@ def _write_outcomes(
             total=len(paths), unit="img", disable=not progress_enabled(quiet), file=sys.stderr, dynamic_ncols=True
         ) as bar,
     ):
-        for path, res in zip(paths, outcomes):
+        for k, (path, res) in enumerate(zip(paths, outcomes)):
             now = time.perf_counter()
             ms, last = (now - last) * 1e3, now
             if isinstance(res, ErrorResult):  # res.ok is False exactly for these
@@ -216,7 +259,8 @@ def _write_outcomes(
                 tqdm.write(f"bgsdk: skipped {res.error}", file=sys.stderr)
                 writer.add(path, res, ms)
             else:
-                writer.add(path, res, ms, read_image(path) if png else None)
+                image = (combine(path, refs[k], str(path)) if refs else read_image(path)) if png else None
+                writer.add(path, res, ms, image)
                 ok += 1
                 flagged += int(res.verdict == "fail")
                 log.info("%s: %s, score %.4f, %d defect(s)", path, res.verdict, res.score, len(res.defects))
