@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from bgsdk.clikit import run_cli, setup_logging, verbosity_options
-from bgsdk.tiling import IMAGE_TYPES
+from bgsdk.tiling import CUSTOM, IMAGE_TYPES
 
 from .ema import DEFAULT_EMA_DECAY
 from .model import DEFAULT_STEM, STEMS
@@ -89,17 +89,25 @@ def _repeats(ctx: click.Context, param: click.Parameter, value: str) -> int | No
 )
 @_opt(
     "image_type",
-    default="strip",
-    show_default=True,
-    type=click.Choice(sorted(IMAGE_TYPES)),
-    help="Image geometry: strip 976x176 (128 px patches), square 256x256, mvtec 1024x1024 (256 px).",
+    default=None,
+    type=click.Choice(sorted(IMAGE_TYPES) + [CUSTOM]),
+    help="Image geometry [default: from the images' size]: strip 976x176 (128 px patches), square 256x256, "
+    "mvtec 1024x1024 (256 px); any other size is custom (128 px patches, 256 from 1024x1024 up).",
+)
+@_opt(
+    "image_size",
+    nargs=2,
+    type=click.IntRange(1),
+    default=None,
+    metavar="H W",
+    help="Image size every training image must have [default: the images' own size; they must share one].",
 )
 @_opt(
     "img_format",
-    default="tiff",
+    default="any",
     show_default=True,
     type=click.Choice(["tiff", "png", "jpg", "any"]),
-    help="Which training files to use.",
+    help="Which training files to use (any: every image file in train/good).",
 )
 @_opt("gamma_start", default=1.0, show_default=True, type=float, help="Focal-loss gamma at the first step.")
 @_opt(
@@ -172,6 +180,8 @@ def train_command(verbose: int, quiet: bool, **opts) -> None:
         lo, hi = opts["num_defects_range"]
         if lo > hi:
             raise click.BadParameter(f"min {lo} > max {hi}", param_hint="--num_defects_range")
+    if opts["image_size"] is not None:
+        opts["image_size"] = tuple(opts["image_size"])
     stop_after = opts.pop("stop_after")
     cfg = TrainConfig(**opts)
     train(cfg, progress=not quiet, echo=(lambda s: None) if quiet else click.echo, stop_after=stop_after)
