@@ -18,7 +18,9 @@ Every method (each model at its own operating point, and double detection
 ``min(|T-R1|,|T-R2|)/255`` at its best-F1 point on this data -- an oracle
 threshold, stated as such) gets the same numbers: pixel AP/AUROC, image AUROC,
 F1 at the operating point and best F1, per-defect recall by size and contrast,
-false alarms per image, verdict rates and latency.
+false alarms per image, verdict rates and latency -- and the FROC table
+(:mod:`bgsdk.froc`: recall at 0.5/1/2 false alarms per image, per class) on the
+data set's boxes (or its mask components' bounding boxes).
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .annotations import Box, mask_to_boxes
 from .errors import InputError
-from .io import list_images, read_image, read_mask
-from .layout import DEFECT, GOOD, GT_DIR, find_mask, labelled_split
+from .froc import FrocCurve, froc_curve
+from .io import list_images
+from .layout import DEFECT, GOOD, GT_DIR, find_mask, labelled_split, sample_image, sample_mask
 from .metrics import (
     GroundTruthDefect,
     SegMetrics,
@@ -73,6 +77,9 @@ class EvalSample:
     path: Path
     mask_path: Path | None
     defective: bool
+    boxes: tuple[Box, ...] | None = None  # box annotations (bgsdk.layout)
+    refs: tuple[Path, ...] = ()  # a test image's separate template(s)
+    kind: str = ""  # its folder: good or the defect kind
 
 
 @dataclass
@@ -86,6 +93,7 @@ class Dataset:
     baseline: list[np.ndarray]
     gt_contrast: list[list[float | None]]
     notes: list[str] = field(default_factory=list)
+    boxes: list[list[Box]] = field(default_factory=list)  # ground-truth boxes per image (FROC)
 
     @property
     def n_defect_images(self) -> int:
@@ -103,7 +111,7 @@ def discover(
         found = labelled_split(data_dir, split)
         if not found:
             raise InputError(data_dir / split, f"no images in {split}/{GOOD} or {split}/{DEFECT}")
-        samples = [EvalSample(s.path, s.mask_path, s.defective) for s in found]
+        samples = [EvalSample(s.path, s.mask_path, s.defective, s.boxes, s.refs, s.kind) for s in found]
         return f"SPEC layout, split {split!r}", samples, notes
     images = list_images(data_dir)
     if not images:
@@ -127,15 +135,11 @@ def load_dataset(data_dir: Path, split: str = "test", masks_dir: Path | None = N
     """Read every mask and image once (double detection, ground-truth contrast); images are not kept."""
     layout, samples, notes = discover(data_dir, split, masks_dir)
     masks: list[np.ndarray | None] = []
-    baseline, contrasts, checked = [], [], []
+    baseline, contrasts, checked, boxes = [], [], [], []
     for s in samples:
-        img = read_image(s.path)
-        mask = read_mask(s.mask_path) if s.mask_path is not None else None
-        if mask is not None and mask.shape != img.shape[1:]:
-            raise InputError(
-                s.mask_path,
-                f"mask is {mask.shape[0]}x{mask.shape[1]}, its image {s.path.name} is {img.shape[1]}x{img.shape[2]}",
-            )
+        img = sample_image(s)
+        mask = sample_mask(s, img.shape[1:])
+        boxes.append(list(s.boxes) if s.boxes is not None else mask_to_boxes(mask, s.kind) if mask is not None else [])
         defective = s.defective if "SPEC" in layout else bool(mask is not None and mask.any())
         if mask is not None and not mask.any():
             mask = None if not defective else mask
@@ -144,8 +148,8 @@ def load_dataset(data_dir: Path, split: str = "test", masks_dir: Path | None = N
         masks.append(mask)
         baseline.append(dd)
         contrasts.append([g.contrast for g in gt])
-        checked.append(EvalSample(s.path, s.mask_path, defective))
-    ds = Dataset(data_dir, layout, checked, masks, baseline, contrasts, notes)
+        checked.append(EvalSample(s.path, s.mask_path, defective, s.boxes, s.refs, s.kind))
+    ds = Dataset(data_dir, layout, checked, masks, baseline, contrasts, notes, boxes)
     if ds.n_defect_images == 0:
         ds.notes.append(
             "no defective images: pixel AP, pixel AUROC, image AUROC, F1, best F1 and per-defect recall "
@@ -170,6 +174,7 @@ class MethodResult:
     best: ThresholdPoint | None
     gt: list[GroundTruthDefect]
     card: dict[str, Any] = field(default_factory=dict)
+    froc: FrocCurve | None = None  # per-defect detection on the boxes (None: no boxes)
 
     def recall_bins(self, key: str) -> list[dict[str, Any]]:
         edges = AREA_BINS if key == "area" else CONTRAST_BINS
@@ -217,6 +222,7 @@ class MethodResult:
                 "per_image": [round(x, 3) for x in self.latencies_ms],
             },
             "model_card": self.card,
+            "froc": None if self.froc is None else self.froc.summary(),
         }
 
 
@@ -239,7 +245,8 @@ def _score(
         GroundTruthDefect(g.image_index, g.area, g.peak, g.detected, c, g.centroid, g.bbox)
         for g, c in zip(gt, flat_contrast)
     ]
-    return MethodResult(name, kind, heatmaps, lat, point, seg, at_point, best, gt, card)
+    froc = froc_curve(heatmaps, ds.boxes) if any(ds.boxes) else None
+    return MethodResult(name, kind, heatmaps, lat, point, seg, at_point, best, gt, card, froc)
 
 
 def _recipe(training: Any) -> str | None:
@@ -308,18 +315,19 @@ def evaluate_models(
     out = []
     for mp in models:
         seg = Segmenter(mp, providers=list(providers) if providers else None, threads=threads)
-        seg.run(ds.samples[0].path)  # warm-up: the first call pays ORT's lazy initialisation
+        first = ds.samples[0]
+        seg.run(first.path, refs=list(first.refs) or None)  # warm-up: the first call pays ORT's lazy initialisation
         heatmaps, lat = [], []
         for s in ds.samples:
             t0 = time.perf_counter()
-            r = seg.run(s.path)
+            r = seg.run(s.path, refs=list(s.refs) or None)
             lat.append((time.perf_counter() - t0) * 1e3)
             heatmaps.append(np.array(r.heatmap, copy=True))
         out.append(_score(mp.name, "model", ds, heatmaps, lat, seg.operating_point, model_card(mp, seg)))
     lat = []
     for s in ds.samples:  # the baseline's own cost, image read included like the models'
         t0 = time.perf_counter()
-        double_detection(read_image(s.path))
+        double_detection(sample_image(s))
         lat.append((time.perf_counter() - t0) * 1e3)
     point = calibrate(ds.baseline, ds.masks, data={"source": str(ds.root)})
     note = "calibrated on this data (oracle: optimistic for the baseline)"
@@ -402,6 +410,7 @@ def table_rows(methods: Sequence[MethodResult]) -> list[tuple[str, list[str]]]:
         ):
             per_bin.setdefault(label, []).append(cell)
     rows += [(k, v) for k, v in per_bin.items() if len(v) == len(sums)]
+    rows += _froc_rows(sums)
     rows += [
         ("false alarms per image", [_f(s["false_alarms_per_image"], ".3f") for s in sums]),
         ("defective images failed (image recall)", [_f(s["image_recall"], ".3f") for s in sums]),
@@ -411,6 +420,22 @@ def table_rows(methods: Sequence[MethodResult]) -> list[tuple[str, list[str]]]:
             [f"{_f(s['latency_ms']['median'], '.1f')} / {_f(s['latency_ms']['p95'], '.1f')}" for s in sums],
         ),
     ]
+    return rows
+
+
+def _froc_rows(sums: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """FROC recall at each false-alarm rate, overall then per class (absent without boxes)."""
+    frocs: list[dict[str, Any]] = [s["froc"] for s in sums if s.get("froc")]
+    if not frocs or len(frocs) != len(sums):
+        return []
+    first = frocs[0]
+    rows = []
+    for key in first["recall"]:
+        rows.append((f"FROC recall @ {key} FA/image", [_f(f["recall"][key], ".3f") for f in frocs]))
+    points = " / ".join(first["recall"])
+    for cls, entry in first["per_class"].items():
+        cells = [" / ".join(_f(v, ".3f") for v in f["per_class"][cls]["recall"].values()) for f in frocs]
+        rows.append((f"FROC recall @ {points} FA/image, {cls or 'no class'} ({entry['n_boxes']} boxes)", cells))
     return rows
 
 

@@ -22,7 +22,8 @@ import numpy as np
 
 from .defects import Defect, find_defects
 from .evaluation import Evaluation, MethodResult, table_rows
-from .io import atomic_write, read_image
+from .io import atomic_write
+from .layout import sample_image
 from .metrics import pixel_pr_curve
 from .panels import PANEL_TITLES, seven_panel
 from .png import encode_png
@@ -148,7 +149,7 @@ def _pictures(ev: Evaluation, max_images: int) -> str:
     ]
     for r in ranks:
         s = ds.samples[r.index]
-        img = read_image(s.path)
+        img = sample_image(s)  # with its template(s) when they are separate files
         heat = m.heatmaps[r.index]
         found = find_defects(heat, m.point.threshold, m.point.min_area, img)
         rgb = seven_panel(img, heat, found, _gt_boxes(m, r.index))
@@ -163,6 +164,19 @@ def _pictures(ev: Evaluation, max_images: int) -> str:
             f'width="{rgb.shape[1]}" height="{rgb.shape[0]}" src="{_png_uri(rgb)}"></figure>'
         )
     return "".join(out)
+
+
+def _froc_legend(ev: Evaluation) -> str:
+    """What the FROC rows mean (they are in the metrics table when the data set has boxes or masks)."""
+    froc = next((m.froc for m in ev.methods if m.froc is not None), None)
+    if froc is None:
+        return ""
+    rule = froc.summary()["rule"]
+    return (
+        f'<p class="legend" id="froc">FROC: recall of the {froc.n_boxes} annotated defect(s) at most 0.5 / 1 / 2 '
+        f"false alarms per image over a threshold sweep of each heatmap ({escape(rule)}); "
+        "double detection is min(|T-R1|,|T-R2|)/255.</p>"
+    )
 
 
 def render_html(ev: Evaluation, max_images: int = DEFAULT_MAX_IMAGES, title: str = "bgsdk evaluation") -> str:
@@ -184,6 +198,7 @@ def render_html(ev: Evaluation, max_images: int = DEFAULT_MAX_IMAGES, title: str
         notes,
         "<h2>Metrics</h2>",
         _table(ev),
+        _froc_legend(ev),
         "<h2>Curves</h2>",
         _curves(ev),
         "<h2>Latency</h2>",
