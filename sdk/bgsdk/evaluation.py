@@ -110,7 +110,9 @@ def discover(
     if (data_dir / split).is_dir() or (data_dir / GT_DIR).is_dir():
         found = labelled_split(data_dir, split)
         if not found:
-            raise InputError(data_dir / split, f"no images in {split}/{GOOD} or {split}/{DEFECT}")
+            raise InputError(
+                data_dir / split, f"no images in {split}/{GOOD} or a defect folder (e.g. {split}/{DEFECT})"
+            )
         samples = [EvalSample(s.path, s.mask_path, s.defective, s.boxes, s.refs, s.kind) for s in found]
         return f"SPEC layout, split {split!r}", samples, notes
     images = list_images(data_dir)
