@@ -14,7 +14,7 @@ cross-correlation within +-8 px and upsampled phase correlation for the sub-pixe
 (``scipy.ndimage.grey_opening``, 5x5 by default) that removes the thin residue registration leaves along
 edges (and defects smaller than the structuring element -- the classical trade-off). ``--block-rows``
 registers each band of that many rows on its own (misregistration drifts along a strip). Scored with the
-SDK's metrics (``bgsdk.metrics``): pixel AP and AUROC, image AUROC, best F1; other benchmark scripts can
+SDK's metrics (``bgsdk.evaluate.metrics``): pixel AP and AUROC, image AUROC, best F1; other benchmark scripts can
 import :func:`classical_aoi`.
 """
 
@@ -88,7 +88,7 @@ def classical_aoi(image: np.ndarray, opening: int = 5, block_rows: int | None = 
 
 def score(heatmaps: list[np.ndarray], masks: list, defective: list[bool]) -> dict[str, float | None]:
     """The SDK's numbers for one method (no second implementation of AP here)."""
-    from bgsdk.metrics import best_f1_threshold, evaluate
+    from bgsdk.evaluate.metrics import best_f1_threshold, evaluate
 
     m = evaluate(heatmaps, masks, defective)
     best = best_f1_threshold(heatmaps, masks) if any(defective) else None
@@ -105,7 +105,7 @@ def _fmt(v: float | None) -> str:
 
 
 def main() -> None:
-    from bgsdk.evaluation import load_dataset
+    from bgsdk.evaluate.evaluation import load_dataset
     from bgsdk.io import read_image
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

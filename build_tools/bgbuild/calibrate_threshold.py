@@ -8,8 +8,13 @@ default the ``valid`` split of the training data set named in the checkpoint.
 Without defective images it falls back to a false-alarm rule on the good ones
 (and says so in the metadata and the log); without any calibration image (no
 valid split, nothing given) the training images -- clean by definition -- are
-used the same way. Only when there is no image at all is the model written
+used the same way (seen in training, so said in the log; a single-die golden
+template gets the training recipe's imaging nuisances first, :func:`_clean_views`).
+Only when there is no image at all is the model written
 uncalibrated, with a warning and the reason in the metadata: never a silent 0.5.
+Clean-only calibration (rule ``fallback_false_alarms``) sets the lowest threshold
+with at most ``--max-false-alarms`` (default 0) false-alarm components per image.
+Box-annotated calibration images are scored against their filled boxes.
 """
 
 from __future__ import annotations
@@ -22,10 +27,10 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import onnx
 
-from bgsdk._dataset_layout import labelled_split, training_images
+from bgsdk._dataset_layout import Sample, labelled_split, sample_image, sample_mask, training_images
 from bgsdk._operating_point import OPERATING_POINT_KEY, RULES, OperatingPoint, calibrate
 from bgsdk.errors import InputError
-from bgsdk.io import read_image, read_mask
+from bgsdk.io import read_image
 
 from .errors import BuildError
 
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: Calibration images are capped (each costs one model run); the first ones by name are used.
 MAX_CALIBRATION_IMAGES = 200
+#: The ``kind`` of a calibration sample that is a clean training image.
+TRAIN_KIND = "train"
 
 
 @dataclass(frozen=True)
@@ -57,11 +64,9 @@ class OperatingPointOptions:
         }
 
 
-Sample = tuple[Path, Path | None]
-
-
-def calibration_samples(opts: OperatingPointOptions, train_config: Mapping[str, Any]) -> tuple[list[Sample], str]:
-    """``([(image, mask or None)], description)``; an explicit ``--calibrate-data`` that is unusable is an error."""
+def calibration_samples(opts: OperatingPointOptions, train_config: Mapping[str, Any]) -> tuple[list[Any], str]:
+    """``(samples, description)``: images with their annotations (:class:`bgsdk._dataset_layout.Sample`-like);
+    an explicit ``--calibrate-data`` that is unusable is an error."""
     if opts.data is not None:
         from bgsdk.evaluate.evaluation import discover
 
@@ -69,36 +74,85 @@ def calibration_samples(opts: OperatingPointOptions, train_config: Mapping[str, 
             layout, found, _ = discover(opts.data, split="valid")
         except InputError as exc:
             raise BuildError(f"--calibrate-data: {exc}") from None
-        return [(s.path, s.mask_path) for s in found][: opts.max_images], f"{opts.data} ({layout})"
+        return list(found[: opts.max_images]), f"{opts.data} ({layout})"
     root = train_config.get("training_dataset_path")
     if not root or not Path(root).is_dir():
         return [], "no calibration data (no --calibrate-data and the training data set is not available)"
-    valid = labelled_split(root, "valid")
+    try:
+        valid = labelled_split(root, "valid")
+    except InputError as exc:
+        raise BuildError(f"operating point: training data set {root}: {exc}") from None
     if valid:
-        return [(s.path, s.mask_path) for s in valid][: opts.max_images], f"{root}/valid (training data set)"
+        return valid[: opts.max_images], f"{root}/valid (training data set)"
     train = training_images(root)[: opts.max_images]
-    return [(p, None) for p in train], f"{root}/train/good (no valid split: clean training images only)"
+    note = "no valid split: clean training images only, seen in training (new images may give more false alarms)"
+    return [Sample(p, False, None, kind=TRAIN_KIND) for p in train], f"{root}/train/good ({note})"
 
 
-def _heatmaps(model_bytes: bytes, samples: list[Sample], threads: int | None) -> tuple[list[np.ndarray], list[Any]]:
+def _clean_views(img: np.ndarray, recipe: Mapping[str, Any] | None, index: int) -> np.ndarray | None:
+    """A single-die template (all three views equal) with the training recipe's imaging nuisances on each die.
+
+    Identical views give a near-zero heatmap, and a threshold calibrated on them would flag
+    every real image; with the nuisances the model was trained to ignore (misregistration,
+    gain, noise, ...) the views differ as in training. None: the recipe has none (seed).
+    """
+    try:
+        from bgtrain.recipe import Recipe, RecipeError
+        from bgtrain.synth import apply_nuisances
+
+        r = Recipe.from_dict({**dict(recipe or {}), "nuisance_prob": 1.0}, source="checkpoint recipe")
+    except (ImportError, RecipeError, TypeError, ValueError):
+        return None
+    out = apply_nuisances(img.copy(), np.random.default_rng([0, index]), r)
+    return None if np.array_equal(out[0], out[1]) and np.array_equal(out[0], out[2]) else out
+
+
+def _read_sample(s: Any, recipe: Mapping[str, Any] | None, index: int) -> tuple[np.ndarray, bool]:
+    """``(image, nuisances added)``; a clean training image may be a single-die template (see _clean_views)."""
+
+    if s.kind != TRAIN_KIND:
+        return sample_image(s), False
+    img = read_image(s.path, single="replicate")
+    if np.array_equal(img[0], img[1]) and np.array_equal(img[0], img[2]):
+        views = _clean_views(img, recipe, index)
+        if views is None:
+            raise BuildError(
+                f"{s.path}: a single-die template (target = both references) and a recipe without imaging "
+                "nuisances: no calibration possible; give --calibrate-data with (test, template) images"
+            )
+        return views, True
+    return img, False
+
+
+def _heatmaps(
+    model_bytes: bytes, samples: list[Any], threads: int | None, recipe: Mapping[str, Any] | None = None
+) -> tuple[list[np.ndarray], list[Any], int]:
+    """Each sample's heatmap from the model and its mask (None: no defect), sizes checked first; and how many
+    single-die templates got the recipe's nuisances."""
     from bgsdk._session import create_session
     from bgsdk.contract import INPUT_NAME, OUTPUT_NAME, scale_input
 
     sess = create_session(model_bytes, threads=threads or None)
+    size = tuple(sess.get_inputs()[0].shape[2:])
     maps: list[np.ndarray] = []
     masks: list[Any] = []
-    for img_path, mask_path in samples:
-        img = read_image(img_path)
+    n_views = 0
+    for k, s in enumerate(samples):
+        try:
+            img, added = _read_sample(s, recipe, k)
+            m = sample_mask(s, img.shape[1:])
+        except InputError as exc:
+            raise BuildError(f"operating point: {exc}") from None
+        n_views += added
+        if all(isinstance(v, int) for v in size) and img.shape[1:] != size:
+            raise BuildError(
+                f"{s.path}: calibration image is {img.shape[1]}x{img.shape[2]}, the model is {size[0]}x{size[1]} "
+                "(calibrate on images of the model's size, or build with --image-size)"
+            )
         out = sess.run([OUTPUT_NAME], {INPUT_NAME: scale_input(img[None])})[0]
         maps.append(np.array(out[0, 0], copy=True))
-        m = read_mask(mask_path) if mask_path is not None else None
-        if m is not None and m.shape != maps[-1].shape:
-            raise BuildError(
-                f"{mask_path}: mask is {m.shape[0]}x{m.shape[1]}, the model's output is "
-                f"{maps[-1].shape[0]}x{maps[-1].shape[1]}"
-            )
         masks.append(m if m is not None and m.any() else None)
-    return maps, masks
+    return maps, masks, n_views
 
 
 def calibrate_model(
@@ -123,7 +177,9 @@ def calibrate_model(
             note=note,
             data={"source": description, "n_images": 0, "n_defect_images": 0},
         )
-    maps, masks = _heatmaps(model_bytes, samples, threads)
+    maps, masks, n_views = _heatmaps(model_bytes, samples, threads, train_config.get("recipe"))
+    if n_views:
+        description += f"; {n_views} single-die template(s) given the training recipe's imaging nuisances"
     data = {"source": description, "n_images": len(samples), "n_defect_images": sum(m is not None for m in masks)}
     try:
         op = calibrate(maps, masks, rule=opts.rule, target=opts.target, min_area=opts.min_area, data=data)

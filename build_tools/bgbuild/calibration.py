@@ -43,12 +43,12 @@ class CalibrationSet:
     description: str
 
 
-def _calib_files(root: Path) -> list[Path]:
+def _calib_files(root: Path) -> list[Any]:
     """A data set root's ``train/good`` images, else the images directly in ``root``."""
     from bgsdk._dataset_layout import GOOD
 
     sub = root / "train" / GOOD
-    return list_images(sub) if sub.is_dir() else list_images(root)
+    return list(list_images(sub) if sub.is_dir() else list_images(root))
 
 
 def select_calibration_images(
@@ -79,7 +79,7 @@ def select_calibration_images(
         root, source, flag = Path(dataset), "training-dataset", f"training data set {dataset}"
     try:
         files = _calib_files(root)
-        images, used_paths, skipped = read_matching(files, tiling, count)
+        images, used_paths, skipped = read_matching(files, tiling, count, strict=source == "calib-data")
         used = [str(f) for f in used_paths]
     except InputError as exc:
         raise BuildError(f"{flag}: {exc}") from None

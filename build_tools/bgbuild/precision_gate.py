@@ -19,7 +19,6 @@ import numpy as np
 
 from bgsdk.contract import INPUT_NAME, OUTPUT_NAME, scale_input
 from bgsdk.errors import InputError
-from bgsdk.io import read_image
 from bgsdk.tiling import Tiling
 
 from .errors import BuildError, VerificationError
@@ -72,8 +71,7 @@ class EvalImages:
 
 
 def _labelled(root: Path, tiling: Tiling, count: int) -> EvalImages | None:
-    from bgsdk._dataset_layout import labelled_split
-    from bgsdk.io import read_mask
+    from bgsdk._dataset_layout import labelled_split, sample_image, sample_mask
 
     for split in ("valid", "test"):
         samples = [s for s in labelled_split(root, split)]
@@ -89,11 +87,11 @@ def _labelled(root: Path, tiling: Tiling, count: int) -> EvalImages | None:
                     picked.append(pool.pop(0))
         imgs, masks, labels = [], [], []
         for s in picked:
-            img = read_image(s.path)
+            img = sample_image(s)  # a test image with its template(s), if they are separate files
             if img.shape[1:] != (tiling.height, tiling.width):
                 continue
             imgs.append(img)
-            masks.append(read_mask(s.mask_path) if s.mask_path else None)
+            masks.append(sample_mask(s, img.shape[1:]))  # box-annotated: the filled boxes
             labels.append(s.defective)
         if imgs and any(labels):
             desc = f"{len(imgs)} labelled {split}/ image(s) ({sum(labels)} with defects) from {root}"

@@ -10,7 +10,8 @@ Which images (the first that applies, reported in the output):
 1. ``--verify-data DIR`` -- a data set root (its valid/, then train/ images) or a folder of images;
 2. the data set the checkpoint was trained on (``train_config["training_dataset_path"]``), if it still exists;
 3. synthetic strips from :func:`bgtrain.synth_dataset.make_image` (seeded), when no real images are at hand.
-Images of another size than the build's are skipped.
+Given images (``--verify-data``, ``--calib-data``) of another size than the build's are an error naming the
+file and both sizes; the training data set's are skipped (a build at another ``--image-size`` falls back).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from bgsdk._dataset_layout import GOOD, Sample, labelled_split, sample_image
 from bgsdk.contract import INPUT_NAME, OUTPUT_NAME, scale_input
 from bgsdk.errors import InputError
 from bgsdk.io import list_images, read_image
@@ -69,33 +71,51 @@ class VerificationResult:
         return d
 
 
-def _candidate_files(root: Path) -> list[Path]:
-    """Validation images first (they are what the model is judged on), then training images, then a flat folder."""
-    from bgsdk._dataset_layout import DEFECT, GOOD
-
-    files: list[Path] = []
-    for sub in ("valid/" + DEFECT, "valid/" + GOOD, "train/" + GOOD, "test/" + DEFECT, "test/" + GOOD):
-        if (root / sub).is_dir():
-            files += list_images(root / sub)
+def _candidate_files(root: Path) -> list[Path | Sample]:
+    """Validation images first (they are what the model is judged on), then training images, then test images,
+    then a flat folder. Samples carry their references (a test image beside its template)."""
+    files: list[Path | Sample] = []
+    files += labelled_split(root, "valid")
+    if (root / "train" / GOOD).is_dir():
+        files += list_images(root / "train" / GOOD)
+    files += labelled_split(root, "test")
     if not files and root.is_dir():
-        files = list_images(root)
+        files = list(list_images(root))
     return files
 
 
-def read_matching(files: list[Path], tiling: Tiling, count: int) -> tuple[list[np.ndarray], list[Path], int]:
-    """Up to ``count`` images of the tiling's size, the files they came from, and how many were skipped."""
+def read_item(item: Path | Sample) -> np.ndarray:
+    """``(3,H,W)``: a layout sample with its references, or a file (a single-die clean image as all three views)."""
+    return sample_image(item) if isinstance(item, Sample) else read_image(item, single="replicate")
+
+
+def read_matching(
+    files: list[Path | Sample], tiling: Tiling, count: int, strict: bool = False
+) -> tuple[list[np.ndarray], list[Path], int]:
+    """Up to ``count`` images of the tiling's size, the files they came from, and how many were skipped.
+
+    ``strict``: an image of another size is an :class:`InputError` naming it and both sizes (images
+    the user gave); else it is skipped (the training data set at another build size).
+    """
     images: list[np.ndarray] = []
     used: list[Path] = []
     skipped = 0
     for f in files:
         if len(images) == count:
             break
-        img = read_image(f)
+        img = read_item(f)
+        path = f.path if isinstance(f, Sample) else f
         if img.shape[1:] != (tiling.height, tiling.width):
+            if strict:
+                raise InputError(
+                    path,
+                    f"image is {img.shape[1]}x{img.shape[2]}, the model is {tiling.height}x{tiling.width} "
+                    "(give images of the model's size, or build with --image-size H W)",
+                )
             skipped += 1
             continue
         images.append(img)
-        used.append(f)
+        used.append(path)
     return images, used, skipped
 
 
@@ -123,7 +143,7 @@ def select_verification_images(
         if not root.is_dir():
             raise BuildError(f"--verify-data {root}: folder not found")
         try:
-            images, _, skipped = read_matching(_candidate_files(root), tiling, count)
+            images, _, skipped = read_matching(_candidate_files(root), tiling, count, strict=True)
         except InputError as exc:
             raise BuildError(f"--verify-data: {exc}") from None
         if not images:

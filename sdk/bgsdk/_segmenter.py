@@ -27,8 +27,8 @@ from ._result import ErrorResult, Outcome, Result
 from ._sanity import value_problems
 from ._session import ModelInfo, ProviderSpec, describe, open_session
 from .contract import Contract
-from .errors import BgsdkError, InputError, InputWarning, ModelError
-from .io import list_images, read_image, to_chw
+from .errors import BgsdkError, ChannelOrderWarning, InputError, InputWarning, ModelError
+from .io import CHANNEL_ORDERS, combine, is_ambiguous_colour, list_images, read_image, to_chw
 
 __all__ = ["Segmenter", "ImageLike", "ON_ERROR"]
 
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: A file path (TIFF/PNG/JPG/BMP/.npy) or an array in any accepted layout.
 ImageLike = Union[str, "os.PathLike[str]", np.ndarray, Any]
+#: The reference die(s) of a single-die target: one (used as both references) or two images.
+Refs = Sequence[ImageLike]
 
 #: ``"return"``: a bad image becomes an :class:`ErrorResult` and the run goes on;
 #: ``"raise"``: its :class:`InputError` is raised once the images before it are yielded.
@@ -103,6 +105,7 @@ class Segmenter:
         self._scale = np.float32(self._info.input_scale)
         self._shape = (3, self._info.height, self._info.width)
         self._op = _read_operating_point(self._info)
+        self._warned_colour = False  # the ambiguous-colour warning is given once per Segmenter
 
     # ------------------------------------------------------------------ facts
     @property
@@ -152,17 +155,23 @@ class Segmenter:
         return f"Segmenter({self.model_path!r}, {h}x{w}, providers={self.providers}, threads={self._threads})"
 
     # --------------------------------------------------------- preprocessing
-    def _load(self, x: ImageLike, label: str) -> tuple[str | None, np.ndarray]:
+    def _load(
+        self, x: ImageLike, label: str, refs: Refs | None = None, channel_order: str | None = None
+    ) -> tuple[str | None, np.ndarray]:
         """``(source, (3,H,W) float32 0..255)``; raises ``InputError``."""
-        if isinstance(x, (str, os.PathLike)):
-            source: str | None = os.fspath(x)
-            try:
-                img = read_image(x)
-            except OSError as exc:  # permissions, I/O errors: still this file's problem
-                raise InputError(x, f"cannot be read ({exc.strerror or exc})") from None
-        else:
-            source = None
-            img = to_chw(x, label)
+        source: str | None = os.fspath(x) if isinstance(x, (str, os.PathLike)) else None
+        try:
+            if refs is not None:
+                img = combine(x, refs, source or label)
+            elif source is not None:
+                img = read_image(source)
+            else:
+                if channel_order is None and is_ambiguous_colour(x):
+                    self._warn_colour(label)
+                img = to_chw(x, label, channel_order=channel_order)
+        except OSError as exc:  # permissions, I/O errors: still this file's problem
+            where = exc.filename if isinstance(exc.filename, str) else source or label
+            raise InputError(where, f"cannot be read ({exc.strerror or exc})") from None
         if img.shape != self._shape:
             h, w = self.image_size
             raise InputError(
@@ -176,9 +185,23 @@ class Segmenter:
             warnings.warn(InputWarning(f"{source or label}: {'; '.join(problems)}"), stacklevel=3)
         return source, img
 
-    def preprocess(self, x: ImageLike) -> np.ndarray:
+    def _warn_colour(self, label: str) -> None:
+        if self._warned_colour:
+            return
+        self._warned_colour = True
+        warnings.warn(
+            ChannelOrderWarning(
+                f"{label}: a channel-last uint8 3-channel array is ambiguous; taken as target, ref1, ref2 "
+                "(channel_order='trr', the same as OpenCV's 'bgr' of a data-set PNG). Pass channel_order='rgb' "
+                "for an array from PIL/imageio, or channel_order='trr'/'bgr' to silence this (warned once)"
+            ),
+            stacklevel=4,
+        )
+
+    def preprocess(self, x: ImageLike, *, refs: Refs | None = None, channel_order: str | None = None) -> np.ndarray:
         """Exactly what the model is fed for ``x``: ``(3,H,W)`` float32, ``pixels / input_scale``."""
-        _, img = self._load(x, "array")
+        _check_order(channel_order)
+        _, img = self._load(x, "array", refs, channel_order)
         scaled: np.ndarray = img / self._scale
         return scaled
 
@@ -214,14 +237,29 @@ class Segmenter:
     def _point(self, threshold: float | None, min_area: int | None) -> OperatingPoint:
         return with_override(self._op, threshold, min_area)
 
-    def run(self, x: ImageLike, *, threshold: float | None = None, min_area: int | None = None) -> Result:
+    def run(
+        self,
+        x: ImageLike,
+        *,
+        refs: Refs | None = None,
+        channel_order: str | None = None,
+        threshold: float | None = None,
+        min_area: int | None = None,
+    ) -> Result:
         """Segment one image (path or array); raises ``InputError`` for bad input.
 
+        ``refs``: ``x`` is one die (a single-channel image: path or array) and these are
+        its reference dies -- ``[template]`` (used as both references) or ``[ref1, ref2]``.
+        ``channel_order`` (a 3-channel array; :data:`bgsdk.io.CHANNEL_ORDERS`): ``"trr"``
+        / ``"bgr"`` take channel 0 as the target, ``"rgb"`` channel 2; files always read
+        B,G,R = target, ref1, ref2. A channel-last uint8 3-channel array without it is
+        read as ``"trr"`` with a :class:`~bgsdk.errors.ChannelOrderWarning` (once).
         ``threshold``/``min_area`` override the model's operating point for this
         call (defects, verdict and ``mask()``); ``None`` keeps the model's.
         """
         op = self._point(threshold, min_area)
-        source, img = self._load(x, "array")
+        _check_order(channel_order)
+        source, img = self._load(x, "array", refs, channel_order)
         return Result.from_raw(self._infer([img])[0], source, op.threshold, op.min_area, img)
 
     def _flush(self, pending: list[_Pending], op: OperatingPoint) -> Iterator[Outcome]:
@@ -242,6 +280,8 @@ class Segmenter:
         batch_size: int = DEFAULT_BATCH_SIZE,
         on_error: str = "return",
         *,
+        refs: Iterable[Refs | None] | None = None,
+        channel_order: str | None = None,
         threshold: float | None = None,
         min_area: int | None = None,
     ) -> Iterator[Outcome]:
@@ -250,9 +290,12 @@ class Segmenter:
         ``items`` is consumed lazily: at most one batch of images is in memory,
         so a generator over a huge folder is fine. A fixed-batch model caps the
         batch size at its own. See :data:`ON_ERROR` for ``on_error``;
+        ``refs``: one entry per item (``None``, or that item's references as in
+        :meth:`run`), consumed alongside ``items``; ``channel_order``,
         ``threshold``/``min_area`` as in :meth:`run`.
         """
         op = self._point(threshold, min_area)
+        _check_order(channel_order)
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -263,9 +306,11 @@ class Segmenter:
             batch_size = fixed
         pending: list[_Pending] = []
         n_images = 0
+        ref_iter = iter(refs) if refs is not None else None
         for i, item in enumerate(items):
+            item_refs = next(ref_iter, None) if ref_iter is not None else None
             try:
-                source, img = self._load(item, f"items[{i}]")
+                source, img = self._load(item, f"items[{i}]", item_refs, channel_order)
             except InputError as exc:
                 if on_error == "raise":
                     yield from self._flush(pending, op)
@@ -285,11 +330,23 @@ class Segmenter:
         batch_size: int = DEFAULT_BATCH_SIZE,
         on_error: str = "return",
         *,
+        refs: Iterable[Refs | None] | None = None,
+        channel_order: str | None = None,
         threshold: float | None = None,
         min_area: int | None = None,
     ) -> list[Outcome]:
         """:meth:`iter_batch` collected into a list (same order as ``items``)."""
-        return list(self.iter_batch(items, batch_size, on_error, threshold=threshold, min_area=min_area))
+        return list(
+            self.iter_batch(
+                items,
+                batch_size,
+                on_error,
+                refs=refs,
+                channel_order=channel_order,
+                threshold=threshold,
+                min_area=min_area,
+            )
+        )
 
     def iter_folder(
         self,
@@ -307,6 +364,11 @@ class Segmenter:
         """
         paths = list_images(folder)
         return self.iter_batch(paths, batch_size, on_error, threshold=threshold, min_area=min_area)
+
+
+def _check_order(channel_order: str | None) -> None:
+    if channel_order is not None and channel_order not in CHANNEL_ORDERS:
+        raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
 
 
 def _read_operating_point(info: ModelInfo) -> OperatingPoint:

@@ -24,6 +24,7 @@ __all__ = [
     "check_file",
     "BgsdkWarning",
     "InputWarning",
+    "ChannelOrderWarning",
 ]
 
 
@@ -81,4 +82,12 @@ class InputWarning(BgsdkWarning):
     """An image that can be run but whose values look wrong (out of range, blank, duplicated).
 
     ``Segmenter(..., strict=True)`` turns each of these into an :class:`InputError`.
+    """
+
+
+class ChannelOrderWarning(BgsdkWarning):
+    """A channel-last uint8 3-channel array passed without ``channel_order``: OpenCV (B,G,R) or PIL (R,G,B)?
+
+    It is read as target, ref1, ref2 (``channel_order="trr"``); the warning is given
+    once per ``Segmenter``. Not an :class:`InputWarning`: ``strict=True`` does not refuse it.
     """

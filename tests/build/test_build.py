@@ -23,7 +23,7 @@ from bgbuild.cli import main as cli_main
 from bgbuild.export import export_patch_model, op_counts
 from bgbuild.simplify import initializer_bytes
 from bgbuild.verify import select_verification_images
-from bgsdk import Segmenter, __version__
+from bgsdk import BgsdkError, Segmenter, __version__
 from bgsdk.contract import BUILD_KEY, CHECKPOINT_SHA_KEY, CONTRACT_KEY, PRODUCER_VERSION_KEY, TRAINING_KEY, Contract
 from bgsdk.tiling import tiling_for
 from bgtrain.checkpoint import file_sha256, save_checkpoint
@@ -66,7 +66,7 @@ def strip_build(checkpoint, demo_root, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def small_build(checkpoint, tmp_path_factory):
-    """480x200 (8 patches), chunks of 3 in a Loop, opset 18, onnxsim skipped."""
+    """480x200 (10 patches: 32 px minimum overlap), chunks of 3 in a Loop, opset 18, onnxsim skipped."""
     out = tmp_path_factory.mktemp("small") / "small.onnx"
     opts = BuildOptions(
         image_size=(480, 200), patch_batch=3, chunking="loop", opset=18, simplify=False, verify_images=3
@@ -113,11 +113,34 @@ def test_other_stems_build_with_parity(stem, tmp_path):
     assert np.abs(run_file(out, x)[:, 0] - ref).max() <= 1e-5
 
 
+@pytest.mark.parametrize("hw", [(130, 700), (700, 130)], ids=["very-wide", "very-tall"])
+def test_custom_size_builds_for_its_own_size_and_the_sdk_reads_it(hw, tmp_path):
+    """A size of no named type, no side a multiple of 32: the checkpoint's size is the build's, with the
+    32 px minimum overlap; the SDK takes the size from the model and matches the PyTorch reference."""
+    from bgsdk.tiling import tiling_for_size
+    from bgtrain.infer import heatmap_numpy
+
+    ckpt = save_checkpoint(tmp_path / "c.pt", tiny_unet(), image_type="custom", image_size=hw, epoch=0, seed=0)
+    out = tmp_path / "m.onnx"
+    report = build_model(ckpt, out, BuildOptions(patch_batch=None, verify_images=1))
+    t = tiling_for_size(*hw)
+    assert report.verification.passed and report.num_patches == t.num_patches
+    assert read_metadata(out)[CONTRACT_KEY].tiling() == t
+    seg = Segmenter(out)
+    assert seg.image_size == hw
+    x = strips(1, *hw, seed=3)[0] * np.float32(255)
+    ref = heatmap_numpy(tiny_unet(), x, t)
+    assert np.abs(seg.run(x).heatmap - ref).max() <= 1e-5
+    with pytest.raises(BgsdkError, match=rf"wrong image size: this model expects {hw[0]}x{hw[1]}"):
+        seg.run(x[:, :-1])
+
+
 @pytest.mark.parametrize("n", [1, 3])
 def test_other_size_parity_with_loop_and_opset18(small_build, n):
     report, out = small_build
     t = tiling_for("strip", 480, 200)
-    assert report.num_patches == 8 and report.patch_batch == 3 and not report.simplified
+    assert (t.row_positions, t.col_positions) == ([0, 88, 176, 264, 352], [0, 72])  # overlaps >= 32 px
+    assert report.num_patches == 10 and report.patch_batch == 3 and not report.simplified
     assert report.verification.max_abs_diff <= 1e-5
     model = onnx.load(str(out))
     assert op_counts(model)["Loop"] == 1
@@ -237,9 +260,14 @@ def test_verification_image_sources(demo_root, tmp_path):
     c = select_verification_images(t, train_config={"training_dataset_path": str(tmp_path / "gone")}, count=2)
     assert c.source == "synthetic" and c.images.shape == (2, 3, 976, 176)
     assert 0 <= c.images.min() and c.images.max() <= 255
-    # Images of another size are skipped; none left is an error for an explicit folder.
-    with pytest.raises(BuildError, match="no 480x200 images"):
+    # An explicit folder's image of another size is an error naming it and both sizes ...
+    with pytest.raises(BuildError, match=r"--verify-data: .*\.tiff: image is 976x176, the model is 480x200"):
         select_verification_images(tiling_for("strip", 480, 200), verify_data=demo_root)
+    # ... the training data set's are skipped (a build at another --image-size), synthetic images instead.
+    d = select_verification_images(
+        tiling_for("strip", 480, 200), train_config={"training_dataset_path": str(demo_root)}
+    )
+    assert d.source == "synthetic" and d.images.shape[2:] == (480, 200)
     with pytest.raises(BuildError, match="not found"):
         select_verification_images(t, verify_data=tmp_path / "missing")
 
@@ -326,7 +354,7 @@ def test_cli_success_prints_stages_and_summary(checkpoint, tmp_path, capsys):
         assert stage in err
     assert "max |ONNX - PyTorch|" in err and "synthetic" in err
     assert "built" in stdout and "verification max |diff|" in stdout and "build time" in stdout
-    assert "3 patches, patch batch 2" in stdout
+    assert "4 patches, patch batch 2" in stdout  # 384 rows: 4 patches overlapping >= 32 px
     assert out.is_file() and out.with_suffix(".json").is_file() and not out.with_suffix(".patch.onnx").exists()
 
 

@@ -58,3 +58,43 @@ def test_no_defective_images_falls_back_and_no_images_is_uncalibrated(model_path
     assert not none.calibrated and "no calibration data" in none.note
     with pytest.raises(BuildError, match="--calibrate-data"):
         calibrate_model(data, OperatingPointOptions(data=tmp_path / "missing"), {})
+
+
+def test_calibration_image_of_another_size_is_one_line(model_path: Path, demo_root: Path, tmp_path):
+    import numpy as np
+    import tifffile
+
+    root = tmp_path / "d"
+    (root / "valid" / "good").mkdir(parents=True)
+    tifffile.imwrite(root / "valid" / "good" / "wide.tiff", np.zeros((3, 976, 200), np.float32))
+    with pytest.raises(BuildError) as info:
+        calibrate_model(model_path.read_bytes(), OperatingPointOptions(data=root), {})
+    msg = str(info.value)
+    assert msg == (
+        f"{root / 'valid' / 'good' / 'wide.tiff'}: calibration image is 976x200, the model is 976x176 "
+        "(calibrate on images of the model's size, or build with --image-size)"
+    )
+
+
+def test_clean_single_die_templates_get_the_recipes_nuisances(model_path: Path, demo_root: Path, tmp_path):
+    """Golden templates alone (target = both references) would calibrate on identical views: the training
+    recipe's imaging nuisances make them differ first; a recipe without nuisances is a clear error."""
+    import numpy as np
+    from PIL import Image
+
+    from bgsdk.io import read_image
+    from bgtrain.recipe import get_recipe
+
+    root = tmp_path / "templates"
+    (root / "train" / "good").mkdir(parents=True)
+    for p in sorted((demo_root / "train" / "good").glob("*.tiff"))[:3]:
+        Image.fromarray(np.rint(read_image(p)[0]).astype(np.uint8), "L").save(root / "train" / "good" / f"{p.stem}.png")
+    cfg = {"training_dataset_path": str(root), "recipe": get_recipe("robust").to_dict()}
+    op = calibrate_model(model_path.read_bytes(), OperatingPointOptions(), cfg)
+    assert op.rule == "fallback_false_alarms" and op.metrics["false_alarms"] == 0
+    assert "3 single-die template(s) given the training recipe's imaging nuisances" in op.data["source"]
+    assert op.threshold > 0.0
+    with pytest.raises(BuildError, match="single-die template .* a recipe without imaging nuisances"):
+        calibrate_model(
+            model_path.read_bytes(), OperatingPointOptions(), {**cfg, "recipe": get_recipe("seed").to_dict()}
+        )

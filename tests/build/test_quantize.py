@@ -359,3 +359,17 @@ def test_inspect_shows_quantization(int8_build, capsys):
     code, text, _ = invoke(sdk_main, capsys, "inspect", out, "--json")
     report = json.loads(text)
     assert code == 0 and report["quantization"]["verification"]["passed"] is True
+
+
+def test_calibration_images_of_another_size(tmp_path, demo_root):
+    """Given calibration images (--calib-data) of another size are one line naming the file and both sizes; the
+    training data set's are skipped (a build at another --image-size), and none left is an error too."""
+    from bgbuild.calibration import select_calibration_images
+
+    t = tiling_for("strip", 480, 200)
+    with pytest.raises(BuildError, match=r"^--calib-data .*: .*\.tiff: image is 976x176, the model is 480x200"):
+        select_calibration_images(t, calib_data=demo_root, train_config=None, count=2)
+    with pytest.raises(BuildError, match=r"no 480x200 calibration images found .* \(4 of another size skipped\)"):
+        select_calibration_images(t, calib_data=None, train_config={"training_dataset_path": str(demo_root)}, count=2)
+    ok = select_calibration_images(tiling_for("strip"), calib_data=demo_root, train_config=None, count=2)
+    assert ok.images.shape == (2, 3, 976, 176) and ok.source == "calib-data"

@@ -58,7 +58,10 @@ def test_to_chw_any_dtype_shape_layout(arr: np.ndarray, how: int) -> None:
     except InputError:
         return
     assert img.dtype == np.float32 and img.shape[0] == 3 and img.flags.c_contiguous and np.isfinite(img).all()
-    src = arr[:3] if arr.shape[0] in (3, 4) else np.moveaxis(arr[..., :3], -1, 0)
+    # The documented rule: channel-first if the first axis is 1-4, else channel-last; 2 channels -> (t, r, r).
+    src = arr[:3] if 1 <= arr.shape[0] <= 4 else np.moveaxis(arr[..., :3], -1, 0)
+    src = src[[0, 1, 1]] if src.shape[0] == 2 else src
+    assert src.shape[0] == 3  # a single channel is refused without references
     np.testing.assert_array_equal(img, src.astype(np.float32) / (np.float32(257) if arr.dtype == np.uint16 else 1))
 
 

@@ -9,7 +9,18 @@ import tifffile
 from PIL import Image
 
 from bgsdk.errors import BgsdkError, InputError
-from bgsdk.io import atomic_write, list_images, read_image, read_mask, to_chw, write_tiff
+from bgsdk.io import (
+    atomic_write,
+    combine,
+    image_shape,
+    is_ambiguous_colour,
+    list_images,
+    read_image,
+    read_mask,
+    read_planes,
+    to_chw,
+    write_tiff,
+)
 
 H, W = 40, 24
 
@@ -154,9 +165,10 @@ def test_unsupported_suffix(tmp_path):
     "shape,match",
     [
         ((H * W,), "3-D image"),
-        ((H, W), "3-D image"),
-        ((2, H, W), "3 or 4 channels"),
-        ((5, H, W), "3 or 4 channels"),
+        ((H, W), "single-channel image: give its reference"),
+        ((1, H, W), "single-channel image: give its reference"),
+        ((5, H, W), "1 to 4 channels"),
+        ((H, 6, W), "1 to 4 channels"),
         ((1, 3, H, W), "3-D"),
     ],
 )
@@ -180,15 +192,82 @@ def test_unsupported_dtype(tmp_path):
     _expect(p, "unsupported pixel type")
 
 
-def test_grayscale_png(tmp_path):
+def test_grayscale_png_is_one_die(tmp_path):
+    grey = np.arange(H * W, dtype=np.int64).reshape(H, W).astype(np.uint8)
     p = tmp_path / "g.png"
-    Image.fromarray(np.zeros((H, W), np.uint8), "L").save(p)
-    _expect(p, "3-channel")
+    Image.fromarray(grey, "L").save(p)
+    _expect(p, "single-channel image")  # a die on its own has nothing to be compared with
+    np.testing.assert_array_equal(read_planes(p), grey[None].astype(np.float32))
+    np.testing.assert_array_equal(read_image(p, single="replicate"), np.stack([grey] * 3).astype(np.float32))
+    # 16-bit grey PNG: 0..65535 onto 0..255 like any uint16
+    g16 = (np.arange(H * W).reshape(H, W) * 60).astype(np.uint16)
+    q = tmp_path / "g16.png"
+    Image.fromarray(g16).save(q)
+    np.testing.assert_allclose(read_planes(q)[0], g16 / np.float32(257), rtol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["chw", "hwc"])
+def test_two_channels_are_a_test_template_pair(tmp_path, chw, layout):
+    pair = chw[:2] if layout == "chw" else np.moveaxis(chw[:2], 0, -1)
+    p = tmp_path / "pair.tiff"
+    tifffile.imwrite(p, pair)
+    out = read_image(p)
+    np.testing.assert_array_equal(out, chw[[0, 1, 1]])
+    np.testing.assert_array_equal(to_chw(pair), chw[[0, 1, 1]])
+
+
+def test_channel_order_of_arrays(chw):
+    hwc = np.moveaxis(chw, 0, -1).round().astype(np.uint8)
+    as_file = hwc.astype(np.float32)
+    np.testing.assert_array_equal(to_chw(hwc, channel_order="bgr"), np.moveaxis(as_file, -1, 0))
+    np.testing.assert_array_equal(to_chw(hwc, channel_order="trr"), to_chw(hwc, channel_order="bgr"))
+    np.testing.assert_array_equal(to_chw(hwc[..., ::-1], channel_order="rgb"), np.moveaxis(as_file, -1, 0))
+    assert is_ambiguous_colour(hwc) and not is_ambiguous_colour(np.moveaxis(hwc, -1, 0))
+    assert not is_ambiguous_colour(hwc.astype(np.float32)) and not is_ambiguous_colour(hwc[..., :2])
+    with pytest.raises(ValueError, match="channel_order must be one of"):
+        to_chw(hwc, channel_order="gbr")
+
+
+def test_combine_separate_dies(tmp_path, chw):
+    t, r1, r2 = chw
+    np.testing.assert_array_equal(combine(t, [r1, r2]), chw)
+    np.testing.assert_array_equal(combine(t, [r1]), chw[[0, 1, 1]])
+    paths = []
+    for name, die in zip(("t", "r1"), (t, r1)):
+        u8 = die.round().astype(np.uint8)
+        Image.fromarray(u8, "L").save(tmp_path / f"{name}.png")
+        paths.append(tmp_path / f"{name}.png")
+    # a grey image stored as colour (equal channels) is one die too
+    Image.fromarray(np.stack([r1.round().astype(np.uint8)] * 3, -1), "RGB").save(tmp_path / "r1rgb.png")
+    out = combine(paths[0], [paths[1]])
+    np.testing.assert_array_equal(out, np.stack([t, r1, r1]).round())
+    np.testing.assert_array_equal(combine(paths[0], [tmp_path / "r1rgb.png", paths[1]]), out)
+    with pytest.raises(InputError, match=r"refs\[0\]: reference is 40x23, its target .* is 40x24"):
+        combine(t, [r1[:, 1:]])
+    with pytest.raises(InputError, match=r"small.png: reference is 40x23, its target .*t.png is 40x24"):
+        Image.fromarray(r1[:, 1:].round().astype(np.uint8), "L").save(tmp_path / "small.png")
+        combine(paths[0], [tmp_path / "small.png"])
+    with pytest.raises(InputError, match="list of 1 or 2 reference images"):
+        combine(t, [r1, r1, r1])
+    with pytest.raises(InputError, match="list of 1 or 2 reference images, got a single path"):
+        combine(paths[0], paths[1])
+    with pytest.raises(InputError, match="expected a single-channel image .* got 3 different channels"):
+        combine(chw, [r1])
+
+
+def test_image_shape_reads_headers(tmp_path, chw):
+    tifffile.imwrite(tmp_path / "a.tiff", np.moveaxis(chw, 0, -1))
+    np.save(tmp_path / "b.npy", chw[:2])
+    Image.fromarray(np.zeros((H, W), np.uint8), "L").save(tmp_path / "c.png")
+    assert [image_shape(tmp_path / n) for n in ("a.tiff", "b.npy", "c.png")] == [(H, W)] * 3
+    with pytest.raises(InputError, match="1 to 4 channels"):
+        np.save(tmp_path / "d.npy", np.zeros((5, H, W), np.float32))
+        image_shape(tmp_path / "d.npy")
 
 
 def test_array_errors_name_array():
     with pytest.raises(InputError, match=r"^array: .*3-D"):
-        to_chw(np.zeros((H, W)))
+        to_chw(np.zeros((1, 1, H, W)))
     with pytest.raises(InputError, match="not a numeric array"):
         to_chw(np.array([object()] * 3).reshape(3, 1, 1))
 

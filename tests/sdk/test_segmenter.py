@@ -271,8 +271,8 @@ def _bad_inputs(tmp: Path, good: Path) -> dict[str, object]:
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     small = tmp / "small.tiff"
     tifffile.imwrite(small, random_strip(1, hw=(960, 176)))
-    two = tmp / "two.tiff"
-    tifffile.imwrite(two, random_strip(1, channels=2))
+    one = tmp / "one.tiff"
+    tifffile.imwrite(one, random_strip(1, channels=1))  # a single die without its references
     nan_file = tmp / "nan.tiff"
     arr = random_strip(2)
     arr[1, 5, 5] = np.nan
@@ -288,7 +288,7 @@ def _bad_inputs(tmp: Path, good: Path) -> dict[str, object]:
         "truncated": truncated,
         "wrong size file": small,
         "wrong size array": random_strip(1, channels=3, hw=(H, 170)),
-        "wrong channels file": two,
+        "single-channel file": one,
         "wrong channels array": np.zeros((5, H, W), np.float32),
         "NaN file": nan_file,
         "Inf array": inf,
@@ -315,13 +315,56 @@ def test_every_bad_input_raises_input_error(seg, sdk_env, tmp_path):
     assert all(isinstance(o, ErrorResult) and isinstance(o.error, InputError) for o in out[1:-1])
 
 
+def test_refs_run_separate_dies(seg, raw_session, tmp_path):
+    """A die plus its reference die(s), as arrays or grey files, is the stacked (t, r1, r2) image."""
+    dies = np.rint(random_strip(11, channels=3)).astype(np.uint8)
+    t, r1, r2 = dies
+    paths = []
+    for name, d in zip(("t", "r1", "r2"), dies):
+        Image.fromarray(d, "L").save(tmp_path / f"{name}.png")
+        paths.append(tmp_path / f"{name}.png")
+    two = seg.run(t, refs=[r1, r2])
+    np.testing.assert_array_equal(two.raw, raw_run(raw_session, dies.astype(np.float32)))
+    one = seg.run(paths[0], refs=[paths[1]])  # one template stands for both references
+    np.testing.assert_array_equal(one.raw, raw_run(raw_session, dies[[0, 1, 1]].astype(np.float32)))
+    assert one.source == str(paths[0])
+    batch = seg.run_batch([paths[0], t], refs=[[paths[1], paths[2]], None])
+    assert isinstance(batch[1], ErrorResult) and "single-channel image" in str(batch[1].error)
+    np.testing.assert_array_equal(batch[0].raw, two.raw)
+    with pytest.raises(InputError, match=r"r1.png: reference is 976x175, its target .*t.png is 976x176"):
+        Image.fromarray(r1[:, 1:], "L").save(paths[1])
+        seg.run(paths[0], refs=[paths[1]])
+
+
+def test_channel_order_of_colour_arrays(seg, raw_session):
+    dies = np.rint(random_strip(12, channels=3)).astype(np.uint8)
+    hwc = np.ascontiguousarray(np.moveaxis(dies, 0, -1))  # cv2.imread of a data-set PNG: B,G,R = t, r1, r2
+    expected = raw_run(raw_session, dies.astype(np.float32))
+    fresh = Segmenter(seg.model_path)
+    with pytest.warns(bgsdk.errors.ChannelOrderWarning, match="channel_order='rgb'") as rec:
+        first = fresh.run(hwc)
+        fresh.run(hwc)  # once per Segmenter
+    assert len(rec) == 1
+    np.testing.assert_array_equal(first.raw, expected)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(Segmenter(seg.model_path).run(hwc, channel_order="bgr").raw, expected)
+        rgb = np.ascontiguousarray(hwc[..., ::-1])  # PIL/imageio order: R,G,B = r2, r1, t
+        np.testing.assert_array_equal(Segmenter(seg.model_path).run(rgb, channel_order="rgb").raw, expected)
+        Segmenter(seg.model_path).run(dies)  # channel-first: not ambiguous
+    with pytest.raises(ValueError, match="channel_order must be one of"):
+        seg.run(hwc, channel_order="grb")
+
+
 def test_wrong_size_message_names_expected_and_got(seg, tmp_path):
     p = tmp_path / "small.tiff"
     tifffile.imwrite(p, random_strip(1, hw=(960, 128)))
     with pytest.raises(InputError, match=r"small\.tiff: wrong image size: this model expects 976x176 .*got 960x128"):
         seg.run(p)
     with pytest.raises(InputError, match=r"^array: wrong image size.*976x176.*got 976x170"):
-        seg.run(np.zeros((H, 170, 3), np.uint8))
+        seg.run(np.zeros((H, 170, 3), np.uint8), channel_order="trr")
 
 
 # ------------------------------------------------------------------ bad models

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from bgsdk.metrics import double_detection
+from bgsdk.evaluate.metrics import double_detection
 
 _PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "classical_aoi.py"
 _spec = importlib.util.spec_from_file_location("classical_aoi", _PATH)
@@ -80,7 +80,7 @@ def test_opening_removes_thin_residue_and_blocks_register_separately() -> None:
 
 
 def test_scores_with_the_sdk_metrics() -> None:
-    from bgsdk.metrics import evaluate
+    from bgsdk.evaluate.metrics import evaluate
 
     rng = np.random.default_rng(1)
     maps = [rng.random((8, 8)).astype(np.float32) for _ in range(3)]

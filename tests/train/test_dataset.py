@@ -234,3 +234,52 @@ def test_crop_size_centres_a_larger_crop_on_its_patch_inside_the_image(files):
     for bad in ([100, 160], [256, 176], [256, 0], [2048, 160], [256]):
         with pytest.raises(RecipeError, match="crop_size"):
             Recipe.from_dict({"crop_size": bad}, base=r)
+
+
+def _grey_png(path, arr):
+    from PIL import Image
+
+    Image.fromarray(arr.astype(np.uint8), "L").save(path)
+    return path
+
+
+def test_geometry_comes_from_the_data(tmp_path, files):
+    from bgtrain.dataset import resolve_geometry
+
+    assert resolve_geometry(files) == ("strip", (976, 176))
+    rng = np.random.default_rng(0)
+    pngs = [_grey_png(tmp_path / f"g{i}.png", rng.integers(0, 256, (300, 450))) for i in range(3)]
+    assert resolve_geometry(pngs) == ("custom", (300, 450))
+    assert resolve_geometry(pngs, image_size=(300, 450)) == ("custom", (300, 450))
+    assert resolve_geometry(pngs, image_type="strip") == ("strip", (300, 450))  # a named type's patch, another size
+    odd = _grey_png(tmp_path / "odd.png", rng.integers(0, 256, (300, 449)))
+    with pytest.raises(
+        InputError, match=r"odd.png: image is 300x449, but the first training image \(g0.png\) is 300x450"
+    ):
+        resolve_geometry(pngs + [odd])
+    with pytest.raises(InputError, match=r"g0.png: image is 300x450, but --image-size is 320x450"):
+        resolve_geometry(pngs, image_size=(320, 450))
+    tiny = _grey_png(tmp_path / "tiny.png", rng.integers(0, 256, (100, 450)))
+    with pytest.raises(InputError, match=r"tiny.png: cannot tile a 100x450 image with 128px patches: .*smaller"):
+        resolve_geometry([tiny])
+
+
+def test_single_channel_templates_and_pairs_train(tmp_path):
+    """A golden template is (img, img, img) and a (test, template) pair (t, r, r) before synthesis."""
+    from bgtrain.recipe import Recipe, get_recipe
+
+    rng = np.random.default_rng(1)
+    grey = rng.integers(20, 230, (320, 400)).astype(np.uint8)
+    one = _grey_png(tmp_path / "template.png", grey)
+    pair = tmp_path / "pair.tiff"
+    write_tiff(pair, np.stack([grey, 255 - grey]).astype(np.float32))
+    clean = Recipe.from_dict({"defect_prob": 0.0, "nuisance_prob": 0.0}, base=get_recipe("seed"))
+    ds = PatchDataset([one, pair], image_type="custom", image_size=(320, 400), recipe=clean, seed=0)
+    t = ds.tiling
+    assert t.patch == 128 and (t.row_positions, t.col_positions) == ([0, 96, 192], [0, 90, 181, 272])
+    p = ds.patches[5]
+    crop = grey[p.y : p.y + 128, p.x : p.x + 128].astype(np.float32)
+    x1 = ds.sample(5)[0]
+    np.testing.assert_array_equal(x1, np.stack([crop] * 3))
+    x2 = ds.sample(len(ds.patches) + 5)[0]
+    np.testing.assert_array_equal(x2, np.stack([crop, 255 - crop, 255 - crop]))

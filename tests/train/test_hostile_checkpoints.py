@@ -104,6 +104,16 @@ SAVED: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
     "another width": (lambda c: {**c, "width": 8}, "they are those of a width-4 UNet"),
     "absurd width": (lambda c: {**c, "width": 10**9}, "not a plausible UNet base width"),
     "unknown stem": (lambda c: {**c, "stem": "evil"}, "stem must be one of"),
+    "unknown image type": (_edit(image_type="hexagon"), "unknown image_type 'hexagon'"),
+    "custom without a size": (
+        lambda c: {**{k: v for k, v in c.items() if k != "image_size"}, "image_type": "custom"},
+        "a 'custom' image type needs its 'image_size'",
+    ),
+    "custom patch not a multiple of 32": (
+        _edit(image_type="custom", img_height=100, img_width=100, image_size=[640, 640]),
+        "patch size must be a positive multiple of 32",
+    ),
+    "image smaller than its patch": (_edit(image_type="custom", image_size=[100, 640]), "smaller than the patch"),
     "missing field": (lambda c: {k: v for k, v in c.items() if k != "width"}, "missing key(s) width"),
     "state dict not a dict": (_edit(model_state_dict=[1, 2]), "key 'model_state_dict' has type list"),
     "not a dict at all": (lambda c: [c["model_state_dict"]], "expected a dict checkpoint, got list"),
@@ -246,3 +256,23 @@ def test_resume_with_another_width_is_one_line(
     code, err = _resume(capsys, demo_root, tmp_path / "r", 8, good)
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and str(good) in lines[0] and "width" in lines[0], err
+
+
+def test_a_custom_size_round_trips(tmp_path: Path) -> None:
+    """Any image size: the checkpoint records size, patch and positions; another build size keeps the patch."""
+    from bgsdk.tiling import tiling_for_size
+    from bgtrain.checkpoint import load_checkpoint
+
+    torch.manual_seed(0)
+    p = save_checkpoint(
+        tmp_path / "c.pt", UNet(base_width=WIDTH), image_type="custom", image_size=(640, 480), epoch=0, seed=0
+    )
+    ckpt, info = load_checkpoint(p)
+    assert (info.image_type, info.image_size, info.patch) == ("custom", (640, 480), 128)
+    assert info.tiling() == tiling_for_size(640, 480)
+    assert ckpt["tiling"]["row_positions"] == [0, 85, 170, 256, 341, 426, 512]
+    assert info.tiling((300, 2000)).patch == 128 and info.tiling((2048, 2048)).patch == 128
+    big = save_checkpoint(
+        tmp_path / "b.pt", UNet(base_width=WIDTH), image_type="custom", image_size=(1024, 1536), epoch=0, seed=0
+    )
+    assert load_checkpoint(big)[1].patch == 256

@@ -177,6 +177,7 @@ def test_cli_help():
         "--epochs",
         "--num_defects_range",
         "--image_type",
+        "--image-size",
         "--img_format",
         "--gamma_start",
         "--gamma_end",

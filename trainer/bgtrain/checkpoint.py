@@ -23,7 +23,7 @@ import torch
 from bgsdk import __version__
 from bgsdk.errors import SourceError, check_file
 from bgsdk.io import atomic_write
-from bgsdk.tiling import IMAGE_TYPES, Tiling, tiling_for
+from bgsdk.tiling import CUSTOM, IMAGE_TYPES, Tiling, tiling_for
 
 from .model import UNet
 
@@ -81,8 +81,9 @@ class CheckpointInfo:
     ema_decay: float = 0.0
 
     def tiling(self, image_size: tuple[int, int] | None = None) -> Tiling:
+        """The deployed tiling at the training size, or at another ``image_size`` with the same patch."""
         h, w = image_size or self.image_size
-        return tiling_for(self.image_type, h, w)
+        return tiling_for(self.image_type, h, w, self.patch if self.image_type == CUSTOM else None)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -109,11 +110,16 @@ def save_checkpoint(
     metrics: Mapping[str, Any] | None = None,
     train_config: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    patch: int | None = None,
 ) -> Path:
-    """Atomically write a checkpoint. ``extra`` holds resume state (optimizer, scheduler, RNG)."""
+    """Atomically write a checkpoint. ``extra`` holds resume state (optimizer, scheduler, RNG).
+
+    ``image_type`` is a named type or ``custom`` (any other size: ``patch`` defaults to
+    :func:`bgsdk.tiling.default_patch`); the tiling of ``image_size`` is recorded with it.
+    """
     module: UNet = model.module if hasattr(model, "module") else model  # type: ignore[assignment]  # DDP wrapper
     width = module.base_width
-    tiling = tiling_for(image_type, *image_size)
+    tiling = tiling_for(image_type, *image_size, patch=patch)
     state = cpu_state_dict(module)
     ckpt: dict[str, Any] = {
         "format": FORMAT,
@@ -260,21 +266,13 @@ def load_checkpoint(
     ckpt = _read_archive(p, map_location)
     _check_contents(p, ckpt)
     image_type = ckpt["image_type"]
-    if image_type not in IMAGE_TYPES:
-        raise CheckpointError(p, f"unknown image_type {image_type!r}")
-    default = IMAGE_TYPES[image_type]
-    size = ckpt.get("image_size") or [default.height, default.width]
-    if ckpt["img_height"] != default.patch or ckpt["img_width"] != default.patch:
-        raise CheckpointError(
-            p,
-            f"patch size {ckpt['img_height']}x{ckpt['img_width']} does not match image type {image_type!r} ({default.patch})",
-        )
+    size = _image_size(p, ckpt)
     info = CheckpointInfo(
         path=p,
         width=int(ckpt["width"]),
         image_type=image_type,
         patch=int(ckpt["img_height"]),
-        image_size=(int(size[0]), int(size[1])),
+        image_size=size,
         epoch=int(ckpt["epoch"]),
         seed=int(ckpt["seed"]),
         version=str(ckpt.get("version", "unknown")),
@@ -287,6 +285,30 @@ def load_checkpoint(
         ema_decay=_ema_decay(ckpt.get("train_config")),
     )
     return ckpt, info
+
+
+def _image_size(p: Path, ckpt: Mapping[str, Any]) -> tuple[int, int]:
+    """The training image size, checked against the image type and its patch (the tiling must plan)."""
+    image_type, patch = ckpt["image_type"], ckpt["img_height"]
+    if image_type != CUSTOM and image_type not in IMAGE_TYPES:
+        raise CheckpointError(p, f"unknown image_type {image_type!r}")
+    size = ckpt.get("image_size")
+    if size is None and image_type == CUSTOM:
+        raise CheckpointError(p, "a 'custom' image type needs its 'image_size' [height, width]")
+    if size is None:
+        size = [IMAGE_TYPES[image_type].height, IMAGE_TYPES[image_type].width]
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) for v in size)):
+        raise CheckpointError(p, f"image_size {size!r} is not [height, width]")
+    expected = IMAGE_TYPES[image_type].patch if image_type != CUSTOM else patch
+    if patch != expected or ckpt["img_width"] != patch:
+        raise CheckpointError(
+            p, f"patch size {patch}x{ckpt['img_width']} does not match image type {image_type!r} ({expected})"
+        )
+    try:
+        tiling_for(image_type, int(size[0]), int(size[1]), patch if image_type == CUSTOM else None)
+    except ValueError as exc:
+        raise CheckpointError(p, f"image_size {list(size)} with patch {patch}: {exc}") from None
+    return int(size[0]), int(size[1])
 
 
 def _ema_decay(train_config: Any) -> float:

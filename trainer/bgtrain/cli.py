@@ -14,7 +14,7 @@ import click
 
 from bgsdk.cli._lazy import alias_command
 from bgsdk.cli._options import LegacyOption, UserError, command, common_options, run_cli, setup_logging, writable_dir
-from bgsdk.tiling import IMAGE_TYPES
+from bgsdk.tiling import CUSTOM, IMAGE_TYPES
 
 from .ema import DEFAULT_EMA_DECAY
 from .model import DEFAULT_STEM, STEMS
@@ -28,18 +28,6 @@ def _opt(name: str, *more: str, legacy: tuple[str, ...] = (), **kw):
     dashed = name.replace("_", "-")
     old = ([f"--{name}"] if dashed != name else []) + list(legacy)
     return click.option(f"--{dashed}", *more, name, cls=LegacyOption, legacy=old, **kw)
-
-
-def _image_type(ctx: click.Context, param: click.Parameter, value: tuple[int, int] | None) -> str | None:
-    """``--image-size H W`` as the image type whose tiling it names."""
-    if value is None:
-        return None
-    h, w = value
-    for name, t in IMAGE_TYPES.items():
-        if (t.height, t.width) == (h, w):
-            return name
-    known = ", ".join(f"{t.height} {t.width} ({n})" for n, t in IMAGE_TYPES.items())
-    raise click.BadParameter(f"no tiling for {h}x{w}; supported: {known}")
 
 
 def _recipe(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -144,27 +132,27 @@ def _repeats(ctx: click.Context, param: click.Parameter, value: str) -> int | No
     default=None,
     help="Min and max defects per defective patch (overrides the recipe; seed: 3 8, research run: 4 10).",
 )
-@click.option(
-    "--image-size",
+@_opt(
+    "image_type",
+    default=None,
+    type=click.Choice(sorted(IMAGE_TYPES) + [CUSTOM]),
+    help="Image geometry [default: from the images' size]: strip 976x176 (128 px patches), square 256x256, "
+    "mvtec 1024x1024 (256 px); any other size is custom (128 px patches, 256 from 1024x1024 up).",
+)
+@_opt(
+    "image_size",
     nargs=2,
     type=click.IntRange(1),
     default=None,
     metavar="H W",
-    callback=_image_type,
-    help="Image size: 976 176 (strips, 128 px patches; the default), 256 256, or 1024 1024 (256 px patches).",
-)
-@_opt(
-    "image_type",
-    default=None,
-    type=click.Choice(sorted(IMAGE_TYPES)),
-    help="Image geometry by name (strip, square, mvtec).",
+    help="Image size every training image must have [default: the images' own size; they must share one].",
 )
 @_opt(
     "img_format",
-    default="tiff",
+    default="any",
     show_default=True,
     type=click.Choice(["tiff", "png", "jpg", "any"]),
-    help="Which training files to use.",
+    help="Which training files to use (any: every image file in train/good).",
 )
 @_opt("gamma_start", default=1.0, show_default=True, type=float, help="Focal-loss gamma at the first step.")
 @_opt(
@@ -244,6 +232,8 @@ def train_command(verbose: int, quiet: bool, **opts) -> None:
     setup_logging(verbose, quiet)
     _settle(click.get_current_context(), opts)
     opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in opts.items()}
+    if opts["image_size"] is not None:
+        opts["image_size"] = tuple(opts["image_size"])
     stop_after = opts.pop("stop_after")
     cfg = TrainConfig(**opts)
     train(cfg, progress=not quiet, echo=(lambda s: None) if quiet else click.echo, stop_after=stop_after)
@@ -262,10 +252,6 @@ def _settle(ctx: click.Context, opts: dict) -> None:
             raise click.UsageError("missing -o/--out: the folder for best.pt, last.pt and the metrics")
         opts["checkpoint_path"] = Path("checkpoints")  # train-model's default, kept for old command lines
     writable_dir(Path(opts["checkpoint_path"]), "-o/--out", create=False)  # training creates it
-    by_size = opts.pop("image_size")
-    if by_size is not None and opts["image_type"] not in (None, by_size):
-        raise click.UsageError(f"--image-size names {by_size!r}, --image-type {opts['image_type']!r}: give one")
-    opts["image_type"] = by_size or opts["image_type"] or "strip"
     if opts["recipe"] not in PRESETS:  # a recipe file (the callback checked it exists)
         if opts["recipe_file"] is not None:
             raise click.UsageError("--recipe FILE and --recipe-file: give the file once")

@@ -4,6 +4,11 @@ No patch list is precomputed: ``index`` decomposes into an image number and a
 patch number of the shared tiling, so the data set costs O(images) memory and
 validation sees exactly the patches deployment will. Decoded images sit in a
 small LRU cache (per worker process).
+
+Training images are clean: 3 channels (target, ref1, ref2), a 2-channel (test,
+template) pair -> (t, r, r), or a single-channel golden template -> (img, img, img);
+the recipe's nuisances then make the three views differ (:func:`bgsdk.io.read_image`
+with ``single="replicate"``). Their size sets the geometry (:func:`resolve_geometry`).
 """
 
 from __future__ import annotations
@@ -18,13 +23,52 @@ from torch.utils.data import Dataset
 
 from bgsdk.contract import scale_input
 from bgsdk.errors import InputError
-from bgsdk.io import read_image
-from bgsdk.tiling import Patch, Tiling, tiling_for
+from bgsdk.io import image_shape, read_image
+from bgsdk.tiling import CUSTOM, IMAGE_TYPES, Patch, Tiling, image_type_for, tiling_for
 
 from .recipe import Recipe, RecipeError, get_recipe
 from .synth import SynthResult, sample_rng, synthesize
 
-__all__ = ["PatchDataset", "ImageCache"]
+__all__ = ["PatchDataset", "ImageCache", "resolve_geometry", "read_training_image"]
+
+
+def read_training_image(path: Path) -> np.ndarray:
+    """A clean training image as ``(3,H,W)``: a single-channel golden template stands for all three views."""
+    return read_image(path, single="replicate")
+
+
+def resolve_geometry(
+    files: Sequence[str | Path], image_type: str | None = None, image_size: tuple[int, int] | None = None
+) -> tuple[str, tuple[int, int]]:
+    """``(image type, (height, width))`` of a training run: from ``image_size``, else the images' own size.
+
+    Every training image must have that size (one image of another size is an
+    :class:`InputError` naming it and both sizes). ``image_type`` None: the named type
+    of that size (strip, square, mvtec), else ``custom``; a named type is tiled at the
+    data's size with its own patch.
+    """
+    if not files:
+        raise InputError("training data", "no training images")
+    first = Path(files[0])
+    size = tuple(image_size) if image_size is not None else image_shape(first)
+    for f in files:
+        hw = image_shape(f)
+        if hw != size:
+            where = "--image-size" if image_size is not None else f"the first training image ({first.name})"
+            raise InputError(
+                f, f"image is {hw[0]}x{hw[1]}, but {where} is {size[0]}x{size[1]}: all training images need one size"
+            )
+    h, w = int(size[0]), int(size[1])
+    kind = image_type_for(h, w) if image_type is None else image_type
+    if kind != CUSTOM and kind not in IMAGE_TYPES:
+        raise InputError(
+            "--image-type", f"unknown image type {kind!r}; choose one of {sorted(IMAGE_TYPES)} or {CUSTOM}"
+        )
+    try:
+        tiling_for(kind, h, w)
+    except ValueError as exc:
+        raise InputError(first, str(exc)) from None
+    return kind, (h, w)
 
 
 class ImageCache:
@@ -43,7 +87,7 @@ class ImageCache:
             self.hits += 1
             return img
         self.misses += 1
-        img = read_image(path)
+        img = read_training_image(path)
         if self.capacity:
             self._items[path] = img
             if len(self._items) > self.capacity:

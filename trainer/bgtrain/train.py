@@ -36,7 +36,7 @@ from bgsdk.errors import UserError
 from bgsdk.io import atomic_write
 
 from .checkpoint import cpu_state_dict, load_checkpoint, save_checkpoint
-from .dataset import PatchDataset
+from .dataset import PatchDataset, resolve_geometry
 from .ema import DEFAULT_EMA_DECAY, make_ema
 from .loss import FocalLoss, gamma_at, top_background_loss
 from .model import DEFAULT_STEM, UNet
@@ -61,8 +61,9 @@ class TrainConfig:
     recipe: str = DEFAULT_RECIPE
     recipe_file: str | None = None
     stem: str = DEFAULT_STEM
-    image_type: str = "strip"
-    img_format: str = "tiff"
+    image_type: str | None = None  # None: the named type of the images' size (strip, square, mvtec) or custom
+    image_size: tuple[int, int] | None = None  # None: the training images' own size (all must share it)
+    img_format: str = "any"  # every image file of train/good (tiff, png, jpg: only those)
     gamma_start: float = 1.0
     gamma_end: float = 3.0
     cache_size: int = 64
@@ -243,7 +244,9 @@ def setup(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Run:
     if not files:
         raise UserError(f"{cfg.training_dataset_path}: no training images of format {cfg.img_format!r}")
     recipe = resolve_recipe(cfg)
-    dataset = PatchDataset(files, cfg.image_type, cfg.cache_size, recipe, cfg.seed)
+    image_type, image_size = resolve_geometry(files, cfg.image_type, cfg.image_size)
+    cfg = replace(cfg, image_type=image_type, image_size=image_size)  # checkpoints record the resolved geometry
+    dataset = PatchDataset(files, image_type, cfg.cache_size, recipe, cfg.seed, image_size=image_size)
     dataset.repeats = resolve_repeats(cfg.repeats, len(dataset))
     cfg = replace(cfg, repeats=dataset.repeats)  # summary.json and checkpoints record the number used
     core, optimizer, scheduler, start_epoch, ema = _build_model(cfg, device)
@@ -304,7 +307,8 @@ def _setup_outputs(run: Run, echo: Callable[[str], None]) -> None:
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
     run.train_config = {k: v for k, v in config.items() if v is not None}
     run.train_config["recipe"] = run.recipe.to_dict()
-    run.eval_set = load_eval_set(cfg.training_dataset_path)
+    tiling = run.dataset.tiling
+    run.eval_set = load_eval_set(cfg.training_dataset_path, image_size=(tiling.height, tiling.width))
     if run.eval_set is None:
         log.warning(
             "no valid/ or test/ images under %s: no validation, best.pt = last epoch", cfg.training_dataset_path

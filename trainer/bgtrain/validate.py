@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from bgsdk._dataset_layout import Sample, labelled_split, load_annotations
+from bgsdk._dataset_layout import Sample, labelled_split, load_annotations, sample_image, sample_mask
 from bgsdk.contract import scale_input
+from bgsdk.errors import InputError
 from bgsdk.evaluate import defect_kinds
 from bgsdk.evaluate.defect_kinds import FAINT_AMPLITUDE, RATE_GROUPS, WEAK_AMPLITUDE
 from bgsdk.evaluate.metrics import SegMetrics, best_f1_threshold, double_detection, evaluate
-from bgsdk.io import read_image, read_mask
 from bgsdk.tiling import Tiling
 
 from .infer import sliding_window, whole_image
@@ -60,21 +60,30 @@ class EvalSet:
         return len(self.images)
 
 
-def load_eval_set(root: str | Path, split: str | None = None) -> EvalSet | None:
-    """``valid`` if present, else ``test``; None if neither has images."""
+def load_eval_set(
+    root: str | Path, split: str | None = None, image_size: tuple[int, int] | None = None
+) -> EvalSet | None:
+    """``valid`` if present, else ``test``; None if neither has images.
+
+    ``image_size``: the size validation tiles for; an image of another size is an
+    :class:`InputError` naming it and both sizes (validation runs on full images).
+    Box-annotated images are scored against their filled boxes.
+    """
     for name in [split] if split else ["valid", "test"]:
         samples = labelled_split(root, name)
         if samples:
             ann = load_annotations(root, name)
-            imgs = [
-                EvalImage(
-                    s,
-                    read_image(s.path),
-                    read_mask(s.mask_path) if s.mask_path else None,
-                    None if ann is None else ann.get(s.path.stem, []),
-                )
-                for s in samples
-            ]
+            imgs = []
+            for s in samples:
+                img = sample_image(s)
+                if image_size is not None and img.shape[1:] != tuple(image_size):
+                    raise InputError(
+                        s.path,
+                        f"validation image is {img.shape[1]}x{img.shape[2]}, the training images are "
+                        f"{image_size[0]}x{image_size[1]}: validation runs on full images of the training size",
+                    )
+                mask = sample_mask(s, img.shape[1:])
+                imgs.append(EvalImage(s, img, mask, None if ann is None else ann.get(s.path.stem, [])))
             return EvalSet(name, imgs, annotated=ann is not None)
     return None
 

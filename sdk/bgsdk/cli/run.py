@@ -152,6 +152,15 @@ def _prepare_out_dir(out_dir: Path, exist_ok: bool) -> None:
 @batch_size_option("Images per model call (1 is fastest on CPU, measured; try more on a GPU).")
 @device_option()
 @threads_option()
+@click.option(
+    "--refs",
+    "refs_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Folder of reference images (golden templates) for single-die INPUTS, matched by file name: the "
+    "same stem, else <key>_test -> <key>_temp/_template/_ref/_golden. Once: the template is both references; "
+    "twice: ref1 and ref2.",
+)
 @click.option("--fail-fast", is_flag=True, help="Stop at the first unreadable image (exit 2) instead of skipping it.")
 @click.option(
     "--strict",
@@ -180,6 +189,7 @@ def run_cmd(
     batch_size: int,
     device: str,
     threads: int | None,
+    refs_dirs: tuple[Path, ...],
     fail_fast: bool,
     strict: bool,
     verify: bool,
@@ -205,6 +215,7 @@ def run_cmd(
         model = model_or_default(model)
     assert model is not None
     paths = collect_inputs(inputs)
+    refs = match_ref_dirs(paths, refs_dirs) if refs_dirs else None
     _prepare_out_dir(out_dir, exist_ok)
     seg = open_segmenter(model, device, providers, threads, server, strict=strict, verify=verify)
     op = seg.operating_point
@@ -215,10 +226,11 @@ def run_cmd(
         paths,
         batch_size=batch_size,
         on_error="raise" if fail_fast else "return",
+        refs=refs,
         threshold=threshold,
         min_area=min_area,
     )
-    ok, failed, flagged = _write_outcomes(paths, outcomes, out_dir, png, quiet, prog)
+    ok, failed, flagged = _write_outcomes(paths, outcomes, out_dir, png, quiet, prog, refs)
     elapsed = time.perf_counter() - t0
     if not quiet:
         rate = f"{elapsed / max(ok, 1):.3f} s/image" if ok else "no image run"
@@ -232,15 +244,47 @@ def run_cmd(
         sys.exit(1)
 
 
+def match_ref_dirs(paths: list[Path], refs_dirs: tuple[Path, ...]) -> list[list[Path]]:
+    """Each input's reference file(s) from the ``--refs`` folders (the data set layout's ``match_refs`` rule).
+
+    An input without a match in a folder is a usage error: how many, and one example.
+    """
+    from .._dataset_layout import TEMPLATE_SUFFIXES, match_refs
+
+    if len(refs_dirs) > 2:
+        raise UserError(f"--refs given {len(refs_dirs)} times: one folder (the template) or two (ref1, ref2)")
+    per_input: list[list[Path]] = [[] for _ in paths]
+    for folder in refs_dirs:
+        if not folder.is_dir():
+            raise UserError(f"--refs {folder}: folder not found")
+        matched, _ = match_refs(paths, list_images(folder))
+        missing = [p for p, r in zip(paths, matched) if r is None]
+        if missing:
+            raise UserError(
+                f"--refs {folder}: {len(missing)} of {len(paths)} input(s) have no reference image there (e.g. "
+                f"{missing[0].name}: looked for {missing[0].stem}.* or <key>{'/'.join(TEMPLATE_SUFFIXES)}.*)"
+            )
+        for lst, r in zip(per_input, matched):
+            if r is not None:  # always, after the check above
+                lst.append(r)
+    return per_input
+
+
 def _write_outcomes(
-    paths: list[Path], outcomes: Iterator[Outcome], out_dir: Path, png: bool, quiet: bool, prog: str
+    paths: list[Path],
+    outcomes: Iterator[Outcome],
+    out_dir: Path,
+    png: bool,
+    quiet: bool,
+    prog: str,
+    refs: list[list[Path]] | None = None,
 ) -> tuple[int, int, int]:
     """Write each image's outputs as its result arrives (progress bar on a terminal); ``(ok, failed, flagged)``."""
     from tqdm import tqdm
 
     from .._result import ErrorResult
     from .._run_outputs import RunWriter
-    from ..io import read_image
+    from ..io import combine, read_image
 
     ok = failed = flagged = 0
     last = time.perf_counter()
@@ -250,7 +294,7 @@ def _write_outcomes(
             total=len(paths), unit="img", disable=not progress_enabled(quiet), file=sys.stderr, dynamic_ncols=True
         ) as bar,
     ):
-        for path, res in zip(paths, outcomes):
+        for k, (path, res) in enumerate(zip(paths, outcomes)):
             now = time.perf_counter()
             ms, last = (now - last) * 1e3, now
             if isinstance(res, ErrorResult):  # res.ok is False exactly for these
@@ -258,7 +302,8 @@ def _write_outcomes(
                 tqdm.write(f"{prog}: skipped {res.error}", file=sys.stderr)
                 writer.add(path, res, ms)
             else:
-                writer.add(path, res, ms, read_image(path) if png else None)
+                image = (combine(path, refs[k], str(path)) if refs else read_image(path)) if png else None
+                writer.add(path, res, ms, image)
                 ok += 1
                 flagged += int(res.verdict == "fail")
                 log.info("%s: %s, score %.4f, %d defect(s)", path, res.verdict, res.score, len(res.defects))

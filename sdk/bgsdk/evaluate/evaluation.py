@@ -22,7 +22,9 @@ false alarms per image, verdict rates and latency; and each model's pixel AP as 
 multiple of double detection's. On a synthetic data set (``bgsdk synth``: with
 ``annotations/<split>.json``) also recall of weak, strong and missing defects and
 the share of reference-only defects flagged, at each method's best-F1 threshold
-(:mod:`bgsdk.evaluate.defect_kinds`).
+(:mod:`bgsdk.evaluate.defect_kinds`); and the FROC table
+(:mod:`bgsdk.evaluate.froc`: recall at 0.5/1/2 false alarms per image, per class) on the
+data set's boxes (or its mask components' bounding boxes).
 """
 
 from __future__ import annotations
@@ -35,11 +37,22 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._dataset_layout import DEFECT, GOOD, GT_DIR, find_mask, labelled_split, load_annotations
+from .._dataset_layout import (
+    DEFECT,
+    GOOD,
+    GT_DIR,
+    find_mask,
+    labelled_split,
+    load_annotations,
+    sample_image,
+    sample_mask,
+)
 from .._operating_point import OperatingPoint, PointMetrics, calibrate, point_metrics
+from ..annotations import Box, mask_to_boxes
 from ..errors import InputError
-from ..io import list_images, read_image, read_mask
+from ..io import list_images
 from .defect_kinds import defect_rates, image_auroc_without_faint
+from .froc import FrocCurve, froc_curve
 from .metrics import (
     GroundTruthDefect,
     SegMetrics,
@@ -79,6 +92,9 @@ class EvalSample:
     path: Path
     mask_path: Path | None
     defective: bool
+    boxes: tuple[Box, ...] | None = None  # box annotations (bgsdk._dataset_layout)
+    refs: tuple[Path, ...] = ()  # a test image's separate template(s)
+    kind: str = ""  # its folder: good or the defect kind
 
 
 @dataclass
@@ -92,6 +108,7 @@ class Dataset:
     baseline: list[np.ndarray]
     gt_contrast: list[list[float | None]]
     notes: list[str] = field(default_factory=list)
+    boxes: list[list[Box]] = field(default_factory=list)  # ground-truth boxes per image (FROC)
     #: Per image, the synthesised defects of ``annotations/<split>.json`` (``None``: no annotations).
     defects: list[list[dict[str, Any]]] | None = None
 
@@ -110,8 +127,10 @@ def discover(
     if (data_dir / split).is_dir() or (data_dir / GT_DIR).is_dir():
         found = labelled_split(data_dir, split)
         if not found:
-            raise InputError(data_dir / split, f"no images in {split}/{GOOD} or {split}/{DEFECT}")
-        samples = [EvalSample(s.path, s.mask_path, s.defective) for s in found]
+            raise InputError(
+                data_dir / split, f"no images in {split}/{GOOD} or a defect folder (e.g. {split}/{DEFECT})"
+            )
+        samples = [EvalSample(s.path, s.mask_path, s.defective, s.boxes, s.refs, s.kind) for s in found]
         return f"data set layout, split {split!r}", samples, notes
     images = list_images(data_dir)
     if not images:
@@ -135,15 +154,11 @@ def load_dataset(data_dir: Path, split: str = "test", masks_dir: Path | None = N
     """Read every mask and image once (double detection, ground-truth contrast); images are not kept."""
     layout, samples, notes = discover(data_dir, split, masks_dir)
     masks: list[np.ndarray | None] = []
-    baseline, contrasts, checked = [], [], []
+    baseline, contrasts, checked, boxes = [], [], [], []
     for s in samples:
-        img = read_image(s.path)
-        mask = read_mask(s.mask_path) if s.mask_path is not None else None
-        if mask is not None and mask.shape != img.shape[1:]:
-            raise InputError(
-                s.mask_path,
-                f"mask is {mask.shape[0]}x{mask.shape[1]}, its image {s.path.name} is {img.shape[1]}x{img.shape[2]}",
-            )
+        img = sample_image(s)
+        mask = sample_mask(s, img.shape[1:])
+        boxes.append(list(s.boxes) if s.boxes is not None else mask_to_boxes(mask, s.kind) if mask is not None else [])
         defective = s.defective if "data set layout" in layout else bool(mask is not None and mask.any())
         if mask is not None and not mask.any():
             mask = None if not defective else mask
@@ -152,8 +167,8 @@ def load_dataset(data_dir: Path, split: str = "test", masks_dir: Path | None = N
         masks.append(mask)
         baseline.append(dd)
         contrasts.append([g.contrast for g in gt])
-        checked.append(EvalSample(s.path, s.mask_path, defective))
-    ds = Dataset(data_dir, layout, checked, masks, baseline, contrasts, notes)
+        checked.append(EvalSample(s.path, s.mask_path, defective, s.boxes, s.refs, s.kind))
+    ds = Dataset(data_dir, layout, checked, masks, baseline, contrasts, notes, boxes)
     ann = load_annotations(data_dir, split) if layout.startswith("data set layout") else None
     if ann is not None:
         ds.defects = [list(ann.get(s.path.stem, [])) for s in checked]
@@ -183,6 +198,7 @@ class MethodResult:
     card: dict[str, Any] = field(default_factory=dict)
     #: Per-kind rates of synthesised defects at the best-F1 threshold (``None``: no annotations).
     by_kind: dict[str, Any] | None = None
+    froc: FrocCurve | None = None  # per-defect detection on the boxes (None: no boxes)
 
     def recall_bins(self, key: str) -> list[dict[str, Any]]:
         edges = AREA_BINS if key == "area" else CONTRAST_BINS
@@ -231,6 +247,7 @@ class MethodResult:
             },
             "model_card": self.card,
             "synthetic_defects": self.by_kind,
+            "froc": None if self.froc is None else self.froc.summary(),
         }
 
 
@@ -253,8 +270,9 @@ def _score(
         GroundTruthDefect(g.image_index, g.area, g.peak, g.detected, c, g.centroid, g.bbox)
         for g, c in zip(gt, flat_contrast)
     ]
+    froc = froc_curve(heatmaps, ds.boxes) if any(ds.boxes) else None
     return MethodResult(
-        name, kind, heatmaps, lat, point, seg, at_point, best, gt, card, _kind_rates(ds, heatmaps, best)
+        name, kind, heatmaps, lat, point, seg, at_point, best, gt, card, _kind_rates(ds, heatmaps, best), froc
     )
 
 
@@ -339,18 +357,19 @@ def evaluate_models(
     out = []
     for mp in models:
         seg = Segmenter(mp, providers=list(providers) if providers else None, threads=threads, fallback=fallback)
-        seg.run(ds.samples[0].path)  # warm-up: the first call pays ORT's lazy initialisation
+        first = ds.samples[0]
+        seg.run(first.path, refs=list(first.refs) or None)  # warm-up: the first call pays ORT's lazy initialisation
         heatmaps, lat = [], []
         for s in ds.samples:
             t0 = time.perf_counter()
-            r = seg.run(s.path)
+            r = seg.run(s.path, refs=list(s.refs) or None)
             lat.append((time.perf_counter() - t0) * 1e3)
             heatmaps.append(np.array(r.heatmap, copy=True))
         out.append(_score(mp.name, "model", ds, heatmaps, lat, seg.operating_point, model_card(mp, seg)))
     lat = []
     for s in ds.samples:  # the baseline's own cost, image read included like the models'
         t0 = time.perf_counter()
-        double_detection(read_image(s.path))
+        double_detection(sample_image(s))
         lat.append((time.perf_counter() - t0) * 1e3)
     point = calibrate(ds.baseline, ds.masks, data={"source": str(ds.root)})
     note = "calibrated on this data (oracle: optimistic for the baseline)"
@@ -434,6 +453,7 @@ def table_rows(methods: Sequence[MethodResult]) -> list[tuple[str, list[str]]]:
         ):
             per_bin.setdefault(label, []).append(cell)
     rows += [(k, v) for k, v in per_bin.items() if len(v) == len(sums)]
+    rows += _froc_rows(sums)
     rows += [
         ("false alarms per image", [_f(s["false_alarms_per_image"], ".3f") for s in sums]),
         ("defective images failed (image recall)", [_f(s["image_recall"], ".3f") for s in sums]),
@@ -500,6 +520,22 @@ def verdict_lines(evaluation: Evaluation) -> list[str]:
                 f"pixel AP: {s['name']} {m:.4f} vs double detection {base:.4f} -> {m / base:.2f}x ({verdict} the baseline)"
             )
     return out
+
+
+def _froc_rows(sums: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """FROC recall at each false-alarm rate, overall then per class (absent without boxes)."""
+    frocs: list[dict[str, Any]] = [s["froc"] for s in sums if s.get("froc")]
+    if not frocs or len(frocs) != len(sums):
+        return []
+    first = frocs[0]
+    rows = []
+    for key in first["recall"]:
+        rows.append((f"FROC recall @ {key} FA/image", [_f(f["recall"][key], ".3f") for f in frocs]))
+    points = " / ".join(first["recall"])
+    for cls, entry in first["per_class"].items():
+        cells = [" / ".join(_f(v, ".3f") for v in f["per_class"][cls]["recall"].values()) for f in frocs]
+        rows.append((f"FROC recall @ {points} FA/image, {cls or 'no class'} ({entry['n_boxes']} boxes)", cells))
+    return rows
 
 
 def format_table(evaluation: Evaluation) -> str:

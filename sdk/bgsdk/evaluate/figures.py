@@ -9,12 +9,13 @@ green, on the target and heatmap panels.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .._dataset_layout import sample_image
 from .._defects import Defect, find_defects
 from .._png import write_png
-from ..io import read_image
 from .evaluation import Evaluation, MethodResult
 from .panels import seven_panel
 
@@ -31,9 +32,10 @@ def _gt_boxes(m: MethodResult, index: int) -> list[Defect]:
     ]
 
 
-def method_panel(m: MethodResult, path: Path, index: int, step: int = 2) -> tuple[np.ndarray, tuple[Defect, ...]]:
-    """``(7-panel RGB, defects found)`` of image ``index`` (file ``path``) under method ``m``'s operating point."""
-    img = read_image(path)
+def method_panel(m: MethodResult, sample: Any, index: int, step: int = 2) -> tuple[np.ndarray, tuple[Defect, ...]]:
+    """``(7-panel RGB, defects found)`` of image ``index`` (``sample``: an evaluation sample, with its template(s)
+    when they are separate files) under method ``m``'s operating point."""
+    img = sample_image(sample)
     heat = m.heatmaps[index]
     found = find_defects(heat, m.point.threshold, m.point.min_area, img)
     return seven_panel(img, heat, found, _gt_boxes(m, index), step=step), found
@@ -48,6 +50,6 @@ def write_figures(ev: Evaluation, folder: Path) -> list[Path]:
         where = folder if len(models) == 1 else folder / Path(m.name).stem
         where.mkdir(parents=True, exist_ok=True)
         for i, s in enumerate(ev.dataset.samples):
-            rgb, _ = method_panel(m, s.path, i, step=1)
+            rgb, _ = method_panel(m, s, i, step=1)
             written.append(write_png(where / f"{s.path.stem}{FIGURE_SUFFIX}", rgb))
     return written

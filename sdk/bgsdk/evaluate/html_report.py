@@ -141,7 +141,7 @@ def _pictures(ev: Evaluation, max_images: int) -> str:
     ]
     for r in ranks:
         s = ds.samples[r.index]
-        rgb, found = method_panel(m, s.path, r.index)
+        rgb, found = method_panel(m, s, r.index)
         verdict = "fail" if found else "pass"
         label = "defective" if s.defective else "good"
         cap = (
@@ -153,6 +153,19 @@ def _pictures(ev: Evaluation, max_images: int) -> str:
             f'width="{rgb.shape[1]}" height="{rgb.shape[0]}" src="{_png_uri(rgb)}"></figure>'
         )
     return "".join(out)
+
+
+def _froc_legend(ev: Evaluation) -> str:
+    """What the FROC rows mean (they are in the metrics table when the data set has boxes or masks)."""
+    froc = next((m.froc for m in ev.methods if m.froc is not None), None)
+    if froc is None:
+        return ""
+    rule = froc.summary()["rule"]
+    return (
+        f'<p class="legend" id="froc">FROC: recall of the {froc.n_boxes} annotated defect(s) at most 0.5 / 1 / 2 '
+        f"false alarms per image over a threshold sweep of each heatmap ({escape(rule)}); "
+        "double detection is min(|T-R1|,|T-R2|)/255.</p>"
+    )
 
 
 def render_html(ev: Evaluation, max_images: int = DEFAULT_MAX_IMAGES, title: str = "bgsdk evaluation") -> str:
@@ -174,6 +187,7 @@ def render_html(ev: Evaluation, max_images: int = DEFAULT_MAX_IMAGES, title: str
         notes,
         "<h2>Metrics</h2>",
         _table(ev),
+        _froc_legend(ev),
         "<h2>Curves</h2>",
         _curves(ev),
         "<h2>Latency</h2>",

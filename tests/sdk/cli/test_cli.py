@@ -82,6 +82,40 @@ def test_run_writes_heatmaps_masks_overlays_and_tables(sdk_env: SdkEnv, tmp_path
     assert "100%" not in err and "\r" not in err  # stderr is not a terminal here: no progress bar
 
 
+def _grey_dies(folder, names, seed):
+    folder.mkdir(parents=True, exist_ok=True)
+    dies = np.rint(random_strip(seed, channels=len(names))).astype(np.uint8)
+    for name, die in zip(names, dies):
+        Image.fromarray(die, "L").save(folder / name)
+    return dies
+
+
+def test_run_with_refs_matches_templates_by_name(sdk_env, tmp_path, capsys):
+    tests, temps, out = tmp_path / "tests", tmp_path / "temps", tmp_path / "out"
+    t1 = _grey_dies(tests, ["00041000_test.png"], 1)
+    r1 = _grey_dies(temps, ["00041000_temp.png"], 2)
+    t2 = _grey_dies(tests, ["b.png"], 3)
+    r2 = _grey_dies(temps, ["b.png"], 4)
+    code, stdout, err = invoke(capsys, "run", sdk_env.strip_model, tests, "--refs", temps, "--out", out, "--png")
+    assert code == 0, err
+    seg = Segmenter(sdk_env.strip_model)
+    for stem, t, r in (("00041000_test", t1, r1), ("b", t2, r2)):
+        expected = seg.run(t[0], refs=[r[0]])
+        np.testing.assert_array_equal(tifffile.imread(out / f"{stem}.heatmap.tiff"), expected.heatmap)
+        png = np.asarray(Image.open(out / f"{stem}.overlay.png"))
+        img = np.stack([t[0], r[0], r[0]]).astype(np.float32)
+        np.testing.assert_array_equal(png, overlay_rgb(img, expected.heatmap, expected.threshold, expected.defects))
+    assert "2 of 2 image(s) written" in stdout
+    _grey_dies(tests, ["c_test.png"], 5)
+    code, _, err = invoke(capsys, "run", sdk_env.strip_model, tests, "--refs", temps, "--out", out)
+    assert code == 2 and error_lines(err) == [
+        f"bgsdk: error: --refs {temps}: 1 of 3 input(s) have no reference image there (e.g. c_test.png: "
+        "looked for c_test.* or <key>_temp/_template/_ref/_golden.*)"
+    ]
+    code, _, err = invoke(capsys, "run", sdk_env.strip_model, tests / "b.png", "--out", out)
+    assert code == 1 and "b.png: is a single-channel image: give its reference image(s) too" in err
+
+
 def test_run_skips_a_bad_file_and_exits_1(sdk_env, tmp_path, capsys):
     bad = tmp_path / "bad.tiff"
     bad.write_bytes(b"II*\x00 not really a tiff")
