@@ -13,7 +13,7 @@ reference's defect or one shared by the target), and the rest of the background 
 and the recall of labelled defects by |amplitude| band. A large gain from leaving a kind out says that
 kind of pixel outranks real defect pixels.
 
-Last, *what limits image AUROC* (image score = the heatmap's maximum, as bgsdk.metrics scores it): the
+Last, *what limits image AUROC* (image score = the heatmap's maximum, as bgsdk.evaluate.metrics scores it): the
 AUROC with the defective strips whose strongest labelled defect is faint or weak left out; per background
 kind (``dataset.json`` of synth-dataset records each strip's kind and misregistration) the strips' pixel
 AP and image AUROC, and the good strips' highest scores; the same by band of the background's

@@ -5,7 +5,7 @@ detects defects, and training one takes minutes. This UNet's weights compute
 ``sigmoid(gain * min(|T-R1|, |T-R2|) - offset)`` (inputs in 0..1): encoder
 block 0 computes |T-R1| and |T-R2|, the last decoder stage their minimum, the
 head a logit that grows with it; everything else is zero. Its fp32 pixel AP
-therefore equals the numpy double-detection baseline (bgsdk.metrics), an
+therefore equals the numpy double-detection baseline (bgsdk.evaluate.metrics), an
 independent reference, and its activations grow with the defect amplitude, so a
 badly calibrated quantization range visibly clips defects. Used by the build
 tests and benchmarks/bench_int8.py.

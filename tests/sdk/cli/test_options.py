@@ -1,4 +1,4 @@
-"""bgsdk.clikit conventions: progress bars only on a terminal."""
+"""bgsdk.cli._options conventions: progress bars only on a terminal."""
 
 from __future__ import annotations
 
