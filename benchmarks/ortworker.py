@@ -77,7 +77,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def session_options(args: argparse.Namespace) -> ort.SessionOptions:
-    """Its own options, not bgsdk.session's: the memory switches and the profile are what is being measured."""
+    """Its own options, not bgsdk._session's: the memory switches and the profile are what is being measured."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = args.threads
     so.inter_op_num_threads = 1

@@ -307,7 +307,7 @@ def test_defect_json_equals_sdk_defects(
     assert got["verdict"] == sdk.verdict and f"defects: {len(expected)}" in r.stdout
     assert len(got["defects"]) == len(expected)
     for g, e in zip(got["defects"], expected):
-        assert list(g) == list(e)  # same keys, same order (bgsdk.defects.DEFECT_FIELDS)
+        assert list(g) == list(e)  # same keys, same order (bgsdk._defects.DEFECT_FIELDS)
         for k in ("id", "x0", "y0", "x1", "y1", "area", "polarity"):
             assert g[k] == e[k], (k, g, e)
         for k in ("x", "y", "mean"):

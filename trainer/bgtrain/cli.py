@@ -123,7 +123,9 @@ def _repeats(ctx: click.Context, param: click.Parameter, value: str) -> int | No
     "the same differences against each reference's 3x3 range (ignores <= 1 px misregistration); "
     "smooth = tolerant plus the same on 3x3-averaged dies (weak defects at the noise level); "
     "aligned = tolerant plus the target against each reference shifted onto it (per-patch translation "
-    "estimate, up to 2 px); plain = the 3 dies (DRAEM).",
+    "estimate, up to 2 px); registered = tolerant on the references registered onto the target (whole-pixel "
+    "search up to 7 px, then sub-pixel Lucas-Kanade) plus how far to trust each registration; plain = the 3 "
+    "dies (DRAEM).",
 )
 @_opt(
     "num_defects_range",
