@@ -52,6 +52,8 @@ def export_patch_model(model: torch.nn.Module, patch: int | tuple[int, int], ops
         warnings.simplefilter("ignore", FutureWarning)
         # The aligned stem's whole-pixel shifts are Slices the exporter cannot constant-fold (they stay ops).
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
+        # The registered stem's shift candidates are constants by design: the tracer's note about them is noise.
+        warnings.filterwarnings("ignore", message="torch.tensor results are registered as constants")
         with torch.no_grad():
             torch.onnx.export(
                 model,
