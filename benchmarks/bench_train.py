@@ -4,7 +4,7 @@ Part 1 (always): the real training step (``bgtrain.train.forward_loss``: forward
 precision, focal loss in float32, backward, Adam, the weight average) on a few fixed batches
 from the real dataset (crop -> synthesise), so only compute is timed. Per width and variant:
 steps/s after warm-up and the ratio to fp32 NCHW. ``--compile`` adds torch.compile of the
-fastest eager variant; its compile time (the first steps) is printed separately.
+bf16 channels-last variant; its compile time (the first steps) is printed separately.
 
 Part 2 (``--loader``): data loading vs compute with the DataLoader in the main process
 (workers=0, so the split is exact) and with 2 worker processes.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -53,61 +54,66 @@ def fixed_batches(files: list[Path], bs: int, n: int) -> list[dict[str, torch.Te
     return [next(it) for _ in range(n)]
 
 
-def step_speed(
-    batches: list[dict[str, torch.Tensor]],
-    width: int,
-    precision: Precision,
-    channels_last: bool,
-    steps: int,
-    compile_: bool = False,
-) -> dict[str, float]:
-    """Steps/s of the training step after ``warm`` untimed steps (compile: the first steps compile)."""
-    torch.manual_seed(0)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    core = UNet(base_width=width).to(memory_format=fmt)
-    model = torch.compile(core) if compile_ else core
-    opt = torch.optim.Adam(core.parameters(), lr=1e-3)
-    ema = make_ema(core, DEFAULT_EMA_DECAY)
-    loss_fn = FocalLoss()
+class Variant:
+    """One training setup (precision, memory format, optionally compiled) with its own model and optimiser."""
 
-    def step(i: int) -> None:
-        loss = forward_loss(model, batches[i % len(batches)], 2.0, loss_fn, precision, 0.0, fmt)
-        opt.zero_grad(set_to_none=True)
+    def __init__(self, width: int, precision: Precision, channels_last: bool, compile_: bool = False) -> None:
+        torch.manual_seed(0)
+        self.fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.core = UNet(base_width=width).to(memory_format=self.fmt)
+        self.model = torch.compile(self.core) if compile_ else self.core
+        self.opt = torch.optim.Adam(self.core.parameters(), lr=1e-3)
+        self.ema = make_ema(self.core, DEFAULT_EMA_DECAY)
+        self.precision = precision
+        self.loss_fn = FocalLoss()
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def step(self, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
+        loss = forward_loss(self.model, batch, 2.0, self.loss_fn, self.precision, 0.0, self.fmt)
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        ema.update_parameters(core)
-
-    t0 = time.perf_counter()
-    warm = 2 if compile_ else 1
-    for i in range(warm):
-        step(i)
-    t1 = time.perf_counter()
-    for i in range(steps):
-        step(warm + i)
-    t2 = time.perf_counter()
-    return {"steps_per_s": steps / (t2 - t1), "warmup_s": t1 - t0}
+        self.opt.step()
+        self.ema.update_parameters(self.core)
+        return time.perf_counter() - t0, time.process_time() - c0
 
 
 def precision_table(files: list[Path], args: argparse.Namespace) -> None:
+    """All variants of a width built first, then timed in interleaved rounds (one step each per round), so load
+    from other jobs hits them alike; median wall and CPU seconds per step."""
     batches = fixed_batches(files, args.bs, 3)
-    print(f"\n## training step, batch {args.bs}, {args.steps} timed steps after warm-up (steps/s; ratio vs fp32 NCHW)")
-    print("| width | variant | steps/s | patches/s | vs fp32 NCHW | warm-up s |")
-    print("|---|---|---|---|---|---|")
+    print(
+        f"\n## training step, batch {args.bs}: median of {args.steps} interleaved rounds after warm-up; "
+        "ratios vs fp32 NCHW (wall time, and CPU time of all threads)"
+    )
+    print("| width | variant | s/step | patches/s | vs fp32 NCHW | CPU s/step | vs fp32 NCHW (CPU) | warm-up s |")
+    print("|---|---|---|---|---|---|---|---|")
     for w in args.widths:
-        res: dict[str, dict[str, float]] = {}
-        for name, (prec, cl) in VARIANTS.items():
-            res[name] = step_speed(batches, w, prec, cl, args.steps)
+        variants = {name: Variant(w, prec, cl) for name, (prec, cl) in VARIANTS.items()}
         if args.compile:
-            best = max(res, key=lambda k: res[k]["steps_per_s"])
-            prec, cl = VARIANTS[best]
-            res[f"{best} + compile"] = step_speed(batches, w, prec, cl, args.steps, compile_=True)
-        base = res["fp32 NCHW"]["steps_per_s"]
-        for name, r in res.items():
+            variants["bf16 channels-last + compile"] = Variant(w, BF16, True, compile_=True)
+        warm: dict[str, float] = {}
+        for name, v in variants.items():
+            t0 = time.perf_counter()
+            for i in range(2 if name.endswith("compile") else 1):  # compile: the first steps compile
+                v.step(batches[i])
+            warm[name] = time.perf_counter() - t0
+        for r in range(args.steps):
+            for name in list(variants) if r % 2 == 0 else list(reversed(variants)):
+                wall, cpu = variants[name].step(batches[r % len(batches)])
+                variants[name].wall.append(wall)
+                variants[name].cpu.append(cpu)
+        base_w = statistics.median(variants["fp32 NCHW"].wall)
+        base_c = statistics.median(variants["fp32 NCHW"].cpu)
+        for name, v in variants.items():
+            mw, mc = statistics.median(v.wall), statistics.median(v.cpu)
             print(
-                f"| {w} | {name} | {r['steps_per_s']:.3f} | {r['steps_per_s'] * args.bs:.1f} | "
-                f"{r['steps_per_s'] / base:.2f}x | {r['warmup_s']:.1f} |",
+                f"| {w} | {name} | {mw:.3f} | {args.bs / mw:.1f} | {base_w / mw:.2f}x | {mc:.3f} | "
+                f"{base_c / mc:.2f}x | {warm[name]:.1f} |",
                 flush=True,
             )
+        del variants
 
 
 def loader_run(files, width: int, bs: int, steps: int, workers: int) -> dict[str, float]:
@@ -148,7 +154,7 @@ def main() -> None:
     ap.add_argument("--widths", type=int, nargs="+", default=[16, 64])
     ap.add_argument("--bs", type=int, default=16)
     ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--compile", action="store_true", help="also torch.compile of the fastest eager variant")
+    ap.add_argument("--compile", action="store_true", help="also torch.compile of bf16 channels-last")
     ap.add_argument("--loader", action="store_true", help="also data loading: workers 0 vs 2")
     args = ap.parse_args()
     print(f"# {cpu_info()}")
