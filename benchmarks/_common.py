@@ -6,6 +6,7 @@ Imported as ``from _common import ...``: a benchmark runs as a script, so this f
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,24 @@ from bgsdk.tiling import tiling_for
 REPO = Path(__file__).resolve().parent.parent
 STRIP = (976, 176)
 OPSET = 17
+# The ISA flags that decide INT8 and bf16 speed (VNNI: int8 dot products; AMX: int8/bf16 tiles).
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def cpu_info() -> str:
+    """``CPU: <model>, <n> logical cores; avx2=yes ...`` from /proc/cpuinfo, for every benchmark's header."""
+    model, flags = "?", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model == "?":
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    have = " ".join(f"{fl}={'yes' if fl in flags else 'no'}" for fl in CPU_FLAGS)
+    return f"CPU: {model}, {os.cpu_count()} logical cores; {have}"
 
 
 def run_ortworker(model: Path, inp: Path, batch: int, threads: int, repeat: int, extra: Sequence[str] = ()) -> Any:

@@ -1,20 +1,26 @@
-"""Tiled vs whole-strip, fp32 vs INT8, in one interleaved run: speed, memory, size and accuracy.
+"""Tiled vs whole-strip, fp32 vs INT8, in one interleaved run: speed, memory, size (and accuracy), kernels.
 
 Command (docs/performance.md)::
 
-    .venv/bin/python benchmarks/bench_modes.py --data DEMO_DATA --checkpoint16 CKPT16 [--widths 64 16]
+    .venv/bin/python benchmarks/bench_modes.py [--data DEMO_DATA] [--checkpoint16 CKPT16] [--widths 16 64]
+        [--profile] [--kernels]
 
 For each width it builds, with ``bgbuild.build_model`` (the same code as ``build-model``), the default tiled
 fp32 model, ``--quantize``, ``--mode whole`` and ``--mode whole --quantize``; at width 64 also the bare patch
-model (the yardstick of the tiled graph: one call on the 18 patches of a strip). Width 16 uses the trained
-checkpoint given (its AP is real); width 64 uses random weights unless ``--checkpoint64`` is given (speed
-and memory do not depend on the weights; AP does, so it is not reported for random weights).
+model (the yardstick of the tiled graph: one call on the 18 patches of a strip). Without ``--checkpoint16`` /
+``--checkpoint64`` a width gets a randomly initialised checkpoint with the default input stem (speed and
+memory do not depend on the weights; AP does, so it is not reported for random weights). Without ``--data``
+a small demo data set is synthesised (calibration and timing inputs).
 
-Every timing runs in a fresh process (benchmarks/ortworker.py: peak RSS = VmHWM of that process, imports
-included), rounds interleaved over the models so load from other jobs hits all of them alike. Reported per
-model: ms per strip and strips/s at batch 1 and 8, at 1 and 2 threads; peak RSS (batch 1, 2 threads); file
-size; pixel AP / image AUROC on the data set's test split (all its strips). The CPU model and its SIMD flags
-are printed with the table: INT8 gains depend on AVX-512 VNNI / AMX.
+Every timing runs in a fresh process (benchmarks/ortworker.py), rounds interleaved over the models so load
+from other jobs hits all of them alike. Reported per model: ms per strip and strips/s at each batch and
+thread count; peak RSS (VmHWM, batch 1, most threads) and its delta over the process before the session
+(what the model costs); file size; pixel AP / image AUROC on the data set's test split (trained weights
+only). ``--profile``: ONNX Runtime's per-op profile of every INT8 model and the whole fp32 model (time by op
+type and input type: what still runs in float). ``--kernels``: whether MLAS enabled AMX in the process, and
+one QLinearConv with symmetric int8 weights (ONNX Runtime's ConvSym kernel) against the same layer with a
+non-zero weight zero point (im2col + the quantized GEMM, which MLAS dispatches to AMX). The CPU model and its
+SIMD flags are printed with the tables: INT8 gains depend on AVX-512 VNNI / AMX.
 """
 
 from __future__ import annotations
@@ -27,22 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import random_strip_checkpoint, run_ortworker
+from _common import cpu_info, random_strip_checkpoint, run_ortworker
 
 HERE = Path(__file__).resolve().parent
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8")
-
-
-def cpu_info() -> str:
-    model, flags = "?", set()
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name") and model == "?":
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    have = " ".join(f"{fl}={'yes' if fl in flags else 'no'}" for fl in FLAGS)
-    return f"CPU: {model}, {os.cpu_count()} logical cores; {have}"
 
 
 def quantize_options(random_weights: bool, data: Path, calib_count: int, verify_count: int) -> Any:
@@ -90,8 +83,10 @@ def build_models(
     from bgbuild.build import export_stage, load_stage
 
     if ckpt is None:
-        ckpt = random_strip_checkpoint(out / f"random_w{width}.pt", width, seed=0, data=data)
-        weights = "random-initialised weights (seed 0)"
+        from bgtrain.model import DEFAULT_STEM
+
+        ckpt = random_strip_checkpoint(out / f"random_w{width}.pt", width, seed=0, data=data, stem=DEFAULT_STEM)
+        weights = f"random-initialised weights (seed 0), default stem ({DEFAULT_STEM})"
     else:
         from bgtrain.checkpoint import model_from_checkpoint
 
@@ -101,15 +96,16 @@ def build_models(
             f"valid pixel AP {info.metrics.get('pixel_ap', float('nan')):.4f}"
         )
     q = quantize_options(weights.startswith("random"), data, calib_count, verify_count)
+    v = dict(verify_data=data, verify_images=1)
     specs = {
-        "tiled fp32": BuildOptions(verify_data=data),
-        "tiled int8": BuildOptions(verify_data=data, quantize=q),
-        "whole fp32": BuildOptions(verify_data=data, mode="whole"),
-        "whole int8": BuildOptions(verify_data=data, mode="whole", quantize=q),
+        "tiled fp32": BuildOptions(**v),
+        "tiled int8": BuildOptions(**v, quantize=q),
+        "whole fp32": BuildOptions(**v, mode="whole"),
+        "whole int8": BuildOptions(**v, mode="whole", quantize=q),
     }
     if hybrid:  # --chunking hybrid: the full-resolution layers in chunks of 3, the rest once on all patches
-        specs["tiled fp32 hybrid"] = BuildOptions(verify_data=data, chunking="hybrid")
-        specs["tiled int8 hybrid"] = BuildOptions(verify_data=data, quantize=q, chunking="hybrid")
+        specs["tiled fp32 hybrid"] = BuildOptions(**v, chunking="hybrid")
+        specs["tiled int8 hybrid"] = BuildOptions(**v, quantize=q, chunking="hybrid")
     paths: dict[str, Path] = {}
     for name, opts in specs.items():
         path = out / f"w{width}_{name.replace(' ', '_')}.onnx"
@@ -156,9 +152,14 @@ def accuracy(model: Path, strips: Path, masks: list, defective: list[bool]) -> t
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
-        "--data", type=Path, required=True, help="demo data set root (train/ for calibration, test/ for AP)"
+        "--data",
+        type=Path,
+        default=None,
+        help="demo data set root (train/ for calibration, test/ for timing and AP) [default: synthesised]",
     )
-    ap.add_argument("--checkpoint16", type=Path, required=True, help="trained width-16 checkpoint")
+    ap.add_argument(
+        "--checkpoint16", type=Path, default=None, help="trained width-16 checkpoint [default: random weights]"
+    )
     ap.add_argument(
         "--checkpoint64", type=Path, default=None, help="trained width-64 checkpoint [default: random weights]"
     )
@@ -184,6 +185,8 @@ def parse_args() -> argparse.Namespace:
         "build while the machine is busy, time when it is idle",
     )
     ap.add_argument("--build-only", action="store_true", help="build (or reuse) the models and stop")
+    ap.add_argument("--profile", action="store_true", help="ONNX Runtime's per-op profile of the INT8 models")
+    ap.add_argument("--kernels", action="store_true", help="AMX in MLAS; QLinearConv's ConvSym vs GEMM path")
     return ap.parse_args()
 
 
@@ -215,6 +218,8 @@ def measure(
                     results.setdefault((name, threads, batch), []).extend(t / batch for t in res["times"])
                     if threads == max(threads_list) and batch == 1:
                         rss[name] = max(rss.get(name, 0.0), res["peak_rss_mb"])
+                        delta = res["peak_rss_mb"] - res["rss_before_session_mb"]
+                        rss[f"{name} delta"] = max(rss.get(f"{name} delta", 0.0), delta)
         print(f"# w{width} round {r + 1}/{args.rounds} done, load average {os.getloadavg()}", flush=True)
     return results, rss
 
@@ -236,7 +241,8 @@ def print_width_table(
         f"speed-up vs tiled fp32 at the same threads/batch"
     )
     print(
-        "| model | threads | batch | ms/strip | min-max | strips/s | vs tiled fp32 | peak RSS MB | file MB | pixel AP | image AUROC |"
+        "| model | threads | batch | ms/strip | min-max | strips/s | vs tiled fp32 | peak RSS MB (delta) | file MB "
+        "| pixel AP | image AUROC |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for threads in threads_list:
@@ -247,7 +253,11 @@ def print_width_table(
                     continue
                 t = results[key]
                 med = statistics.median(t)
-                rss_txt = f"{rss[name]:.0f}" if batch == 1 and threads == max(threads_list) else ""
+                rss_txt = (
+                    f"{rss[name]:.0f} ({rss[name + ' delta']:.0f})"
+                    if batch == 1 and threads == max(threads_list)
+                    else ""
+                )
                 print(
                     f"| {name} | {threads} | {batch if not name.startswith('bare') else '18 patches'} | "
                     f"{med * 1e3:.0f} | {min(t) * 1e3:.0f}-{max(t) * 1e3:.0f} | {1 / med:.2f} | "
@@ -257,17 +267,119 @@ def print_width_table(
     print(flush=True)
 
 
+def profile_models(paths: dict[str, Path], strips: Path, work: Path, threads: int) -> None:
+    """ONNX Runtime's profile of each INT8 model and the whole fp32 one: time by op type and input type."""
+    for name in [n for n in paths if "int8" in n or n == "whole fp32"]:
+        prefix = str(work / f"profile_{paths[name].stem}")
+        extra = ["--profile", prefix, "--optimized", str(work / f"{paths[name].stem}.optimized.onnx")]
+        prof = run_ortworker(paths[name], strips, 1, threads, 2, extra)["profile"]
+        total = prof["total_us"]
+        print(f"\n### ONNX Runtime profile: {paths[name].name}, {threads} threads, 3 calls of 1 strip")
+        print("| op (first input's type) | ms per call | share |")
+        print("|---|---|---|")
+        for op, us in prof["by_type_dtype"].items():
+            if us / total >= 0.005:
+                print(f"| {op} | {us / 3e3:.1f} | {us / total:.1%} |")
+        float_ops = {op: us for op, us in prof["by_type_dtype"].items() if "(float)" in op}
+        print(f"float ops: {sum(float_ops.values()) / total:.1%} of the kernel time: " + ", ".join(float_ops))
+    print(flush=True)
+
+
+def amx_permission() -> bool | None:
+    """Whether this process may use AMX tile data (Linux ARCH_GET_XCOMP_PERM): MLAS asks for it at import
+    when the CPU has AMX-INT8, and installs its AMX GEMM only if the kernel grants it."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    mask = ctypes.c_ulong(0)
+    if libc.syscall(158, 0x1022, ctypes.byref(mask)) != 0:  # SYS_arch_prctl, ARCH_GET_XCOMP_PERM
+        return None
+    return bool(mask.value & (1 << 18))  # XFEATURE_XTILEDATA
+
+
+def _qlinearconv(cin: int, cout: int, h: int, w: int, weight_zero_point: int) -> bytes:
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = {
+        "w": rng.integers(-100, 100, size=(cout, cin, 3, 3), dtype=np.int8),
+        "ws": np.full(cout, 0.01, np.float32),
+        "wz": np.full(cout, weight_zero_point, np.int8),
+        "xs": np.array(0.02, np.float32),
+        "xz": np.array(128, np.uint8),
+        "ys": np.array(0.05, np.float32),
+        "yz": np.array(0, np.uint8),
+        "b": np.zeros(cout, np.int32),
+    }
+    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["y"], pads=[1] * 4)
+    graph = helper.make_graph(
+        [node],
+        "qconv",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, cin, h, w])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, cout, h, w])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def kernel_paths(threads: int, repeat: int = 5) -> None:
+    """One QLinearConv of the w16/w64 whole-strip shapes: symmetric weights (ConvSym, AVX-512 VNNI) vs a weight
+    zero point of 1 (im2col + quantized GEMM: the AMX kernel where MLAS has it)."""
+    import time
+
+    import onnxruntime as ort
+
+    print(f"\n### kernels: onnxruntime {ort.__version__}; AMX tile data permitted in this process: {amx_permission()}")
+    print(
+        "| QLinearConv 3x3 | ConvSym (zero point 0) ms | GOPS | GEMM (zero point 1) ms | GOPS | ConvSym / GEMM time |"
+    )
+    print("|---|---|---|---|---|---|")
+    for cin, cout, h, w in [(16, 16, 992, 192), (64, 64, 992, 192), (128, 128, 496, 96), (512, 512, 62, 12)]:
+        x = np.random.default_rng(1).integers(0, 255, size=(1, cin, h, w), dtype=np.uint8)
+        best = {}
+        for zp in (0, 1):
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = threads
+            sess = ort.InferenceSession(_qlinearconv(cin, cout, h, w, zp), so, providers=["CPUExecutionProvider"])
+            sess.run(None, {"x": x})
+            times = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                sess.run(None, {"x": x})
+                times.append(time.perf_counter() - t0)
+            best[zp] = min(times)
+        gop = 2 * cin * cout * 9 * h * w / 1e9
+        print(
+            f"| {cin}->{cout} at {h}x{w} | {best[0] * 1e3:.1f} | {gop / best[0]:.0f} | {best[1] * 1e3:.1f} | "
+            f"{gop / best[1]:.0f} | {best[0] / best[1]:.2f} |",
+            flush=True,
+        )
+
+
+def demo_data(work: Path) -> Path:
+    from bgtrain.synth_dataset import make_dataset
+
+    data = work / "data"
+    if not (data / "test").is_dir():
+        make_dataset(data, n_train=8, n_valid=4, n_test=4, seed=0, progress=False)
+    return data
+
+
 def main() -> None:
     args = parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_modes-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"# {cpu_info()}")
     print(f"# load average at start {os.getloadavg()}; workdir {work}", flush=True)
-    strips, patches, masks, defective = test_inputs(args.data, work)
+    if args.kernels:
+        kernel_paths(max(args.threads))
+    data = args.data or demo_data(work)
+    strips, patches, masks, defective = test_inputs(data, work)
     for width in args.widths:
         ckpt = args.checkpoint16 if width == 16 else (args.checkpoint64 if width == 64 else None)
         paths, weights = build_models(
-            width, ckpt, args.data, work, args.calib_count, args.verify_count, args.hybrid, args.reuse
+            width, ckpt, data, work, args.calib_count, args.verify_count, args.hybrid, args.reuse
         )
         if args.build_only:
             continue
@@ -284,6 +396,8 @@ def main() -> None:
                 pa, au = accuracy(paths[name], strips, masks, defective)
                 acc[name] = (f"{pa:.4f}", f"{au:.4f}")
         print_width_table(width, weights, paths, results, rss, acc, threads_list, batch_list)
+        if args.profile:
+            profile_models(paths, strips, work, max(threads_list))
     print(f"# load average at end {os.getloadavg()}")
 
 

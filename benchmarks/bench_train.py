@@ -1,21 +1,31 @@
-"""Training throughput and where the time goes: data loading vs compute, in one run.
+"""Training step speed: fp32 vs bf16 autocast vs channels-last vs both (vs torch.compile), in one run.
 
-For each UNet width, runs the real training step (focal loss, Adam) on real
-dataset batches (crop -> synthesise) and times the two parts separately, with the
-DataLoader in the main process (workers=0, so the split is exact) and with
-2 worker processes (data prepared in parallel with compute). Prints patches/s,
-the data share and the share of the weight-average update (train-model's default
---ema-decay, timed on its own after each optimiser step). Run:  .venv/bin/python benchmarks/bench_train.py [--widths 16 64] [--steps 6]
+Part 1 (always): the real training step (``bgtrain.train.forward_loss``: forward under the
+precision, focal loss in float32, backward, Adam, the weight average) on a few fixed batches
+from the real dataset (crop -> synthesise), so only compute is timed. Per width and variant:
+steps/s after warm-up and the ratio to fp32 NCHW. ``--compile`` adds torch.compile of the
+bf16 channels-last variant; its compile time (the first steps) is printed separately.
+
+Part 2 (``--loader``): data loading vs compute with the DataLoader in the main process
+(workers=0, so the split is exact) and with 2 worker processes.
+
+The CPU model and its ISA flags are printed with the table (bf16 autocast pays only with
+AMX / AVX-512 BF16). Run::
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_train.py [--widths 16 64] [--steps 4] [--compile] [--loader]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _common import cpu_info
 from torch.utils.data import DataLoader
 
 from bgsdk._dataset_layout import training_images
@@ -23,64 +33,143 @@ from bgtrain.dataset import PatchDataset
 from bgtrain.ema import DEFAULT_EMA_DECAY, make_ema
 from bgtrain.loss import FocalLoss
 from bgtrain.model import UNet
+from bgtrain.precision import Precision
 from bgtrain.synth_dataset import make_dataset
+from bgtrain.train import forward_loss
+
+FP32 = Precision("fp32", "fp32")
+BF16 = Precision("bf16", "bf16 autocast")
+# name -> (precision, channels_last)
+VARIANTS = {
+    "fp32 NCHW": (FP32, False),
+    "bf16 NCHW": (BF16, False),
+    "fp32 channels-last": (FP32, True),
+    "bf16 channels-last": (BF16, True),
+}
 
 
-def run(files, width: int, bs: int, steps: int, workers: int) -> dict[str, float]:
+def fixed_batches(files: list[Path], bs: int, n: int) -> list[dict[str, torch.Tensor]]:
+    ds = PatchDataset(files, cache_size=len(files), seed=0)
+    it = iter(DataLoader(ds, batch_size=bs, shuffle=True, generator=torch.Generator().manual_seed(0)))
+    return [next(it) for _ in range(n)]
+
+
+class Variant:
+    """One training setup (precision, memory format, optionally compiled) with its own model and optimiser."""
+
+    def __init__(self, width: int, precision: Precision, channels_last: bool, compile_: bool = False) -> None:
+        torch.manual_seed(0)
+        self.fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.core = UNet(base_width=width).to(memory_format=self.fmt)
+        self.model = torch.compile(self.core) if compile_ else self.core
+        self.opt = torch.optim.Adam(self.core.parameters(), lr=1e-3)
+        self.ema = make_ema(self.core, DEFAULT_EMA_DECAY)
+        self.precision = precision
+        self.loss_fn = FocalLoss()
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def step(self, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
+        loss = forward_loss(self.model, batch, 2.0, self.loss_fn, self.precision, 0.0, self.fmt)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.ema.update_parameters(self.core)
+        return time.perf_counter() - t0, time.process_time() - c0
+
+
+def precision_table(files: list[Path], args: argparse.Namespace) -> None:
+    """All variants of a width built first, then timed in interleaved rounds (one step each per round), so load
+    from other jobs hits them alike; median wall and CPU seconds per step."""
+    batches = fixed_batches(files, args.bs, 3)
+    print(
+        f"\n## training step, batch {args.bs}: median of {args.steps} interleaved rounds after warm-up; "
+        "ratios vs fp32 NCHW (wall time, and CPU time of all threads)"
+    )
+    print("| width | variant | s/step | patches/s | vs fp32 NCHW | CPU s/step | vs fp32 NCHW (CPU) | warm-up s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for w in args.widths:
+        variants = {name: Variant(w, prec, cl) for name, (prec, cl) in VARIANTS.items()}
+        if args.compile:
+            variants["bf16 channels-last + compile"] = Variant(w, BF16, True, compile_=True)
+        warm: dict[str, float] = {}
+        for name, v in variants.items():
+            t0 = time.perf_counter()
+            for i in range(2 if name.endswith("compile") else 1):  # compile: the first steps compile
+                v.step(batches[i])
+            warm[name] = time.perf_counter() - t0
+        for r in range(args.steps):
+            for name in list(variants) if r % 2 == 0 else list(reversed(variants)):
+                wall, cpu = variants[name].step(batches[r % len(batches)])
+                variants[name].wall.append(wall)
+                variants[name].cpu.append(cpu)
+        base_w = statistics.median(variants["fp32 NCHW"].wall)
+        base_c = statistics.median(variants["fp32 NCHW"].cpu)
+        for name, v in variants.items():
+            mw, mc = statistics.median(v.wall), statistics.median(v.cpu)
+            print(
+                f"| {w} | {name} | {mw:.3f} | {args.bs / mw:.1f} | {base_w / mw:.2f}x | {mc:.3f} | "
+                f"{base_c / mc:.2f}x | {warm[name]:.1f} |",
+                flush=True,
+            )
+        del variants
+
+
+def loader_run(files, width: int, bs: int, steps: int, workers: int) -> dict[str, float]:
     torch.manual_seed(0)
     ds = PatchDataset(files, cache_size=len(files), seed=0)
     loader = DataLoader(ds, batch_size=bs, shuffle=True, num_workers=workers, drop_last=True)
     model = UNet(base_width=width)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    ema = make_ema(model, DEFAULT_EMA_DECAY)
     loss_fn = FocalLoss()
     it = iter(loader)
-    batch = next(it)  # warm-up step (allocations, worker start)
-    loss_fn(model(batch["input"]), batch["mask"], 1.0).backward()
-    opt.step()
-    ema.update_parameters(model)
-    t_data = t_comp = t_ema = 0.0
+    next(it)  # worker start-up
+    t_data = t_comp = 0.0
     for _ in range(steps):
         t0 = time.perf_counter()
         batch = next(it)
         t1 = time.perf_counter()
-        loss = loss_fn(model(batch["input"]), batch["mask"], 2.0)
+        loss = forward_loss(model, batch, 2.0, loss_fn, FP32)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        t2 = time.perf_counter()
-        ema.update_parameters(model)
-        t3 = time.perf_counter()
         t_data += t1 - t0
-        t_comp += t2 - t1
-        t_ema += t3 - t2
-    total = t_data + t_comp + t_ema
-    return {
-        "patches_per_s": steps * bs / total,
-        "data_share": t_data / total,
-        "ema_share": t_ema / total,
-        "step_s": total / steps,
-    }
+        t_comp += time.perf_counter() - t1
+    return {"patches_per_s": steps * bs / (t_data + t_comp), "data_share": t_data / (t_data + t_comp)}
+
+
+def loader_table(files: list[Path], args: argparse.Namespace) -> None:
+    print(f"\n## data loading (fp32 NCHW step), batch {args.bs}, {args.steps} steps")
+    print("| width | workers | patches/s | data share of the step |")
+    print("|---|---|---|---|")
+    for w in args.widths:
+        for workers in (0, 2):
+            r = loader_run(files, w, args.bs, args.steps, workers)
+            print(f"| {w} | {workers} | {r['patches_per_s']:.1f} | {r['data_share']:.1%} |", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--widths", type=int, nargs="+", default=[16, 64])
     ap.add_argument("--bs", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--compile", action="store_true", help="also torch.compile of bf16 channels-last")
+    ap.add_argument("--loader", action="store_true", help="also data loading: workers 0 vs 2")
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.bs}, {args.steps} timed steps")
+    print(f"# {cpu_info()}")
+    print(
+        f"# torch {torch.__version__} (capability {torch.backends.cpu.get_cpu_capability()}), "
+        f"{torch.get_num_threads()} threads; load average at start {os.getloadavg()}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         make_dataset(tmp, n_train=8, n_valid=0, n_test=0, seed=0, progress=False)
         files = training_images(Path(tmp))
-        print(f"{'width':>5} {'workers':>7} {'patches/s':>10} {'s/step':>8} {'data share':>10} {'EMA share':>9}")
-        for w in args.widths:
-            for workers in (0, 2):
-                r = run(files, w, args.bs, args.steps, workers)
-                print(
-                    f"{w:>5} {workers:>7} {r['patches_per_s']:>10.1f} {r['step_s']:>8.3f} "
-                    f"{r['data_share']:>10.1%} {r['ema_share']:>9.1%}"
-                )
+        precision_table(files, args)
+        if args.loader:
+            loader_table(files, args)
+    print(f"# load average at end {os.getloadavg()}")
 
 
 if __name__ == "__main__":

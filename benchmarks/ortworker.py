@@ -2,7 +2,8 @@
 
 Run as ``python benchmarks/ortworker.py MODEL --threads 2 --batch 1 --repeat 3``; prints one JSON
 line: per-call seconds (after one warm-up call) and CPU seconds (user + system, all threads), the process's peak RSS (VmHWM, imports included, so
-every variant pays the same fixed cost) and optionally an ONNX Runtime per-op profile summary.
+every variant pays the same fixed cost; ``rss_before_session_mb`` is that cost, so the difference is the model's)
+and optionally an ONNX Runtime per-op profile summary.
 Only numpy and onnxruntime are imported, so the RSS is the model's, not torch's.
 """
 
@@ -32,6 +33,7 @@ def summarize_profile(path: str, top: int = 12) -> dict:
     with open(path) as f:
         events = json.load(f)
     by_type: dict[str, float] = defaultdict(float)
+    by_type_dtype: dict[str, float] = defaultdict(float)  # "QLinearConv (uint8)", "Resize (float)", ...
     by_node: dict[str, float] = defaultdict(float)
     provider_types: dict[str, str] = {}
     for e in events:
@@ -40,12 +42,15 @@ def summarize_profile(path: str, top: int = 12) -> dict:
         args = e.get("args", {})
         op = args.get("op_name", "?")
         by_type[op] += e["dur"]
+        first_input = (args.get("input_type_shape") or [{}])[0]
+        by_type_dtype[f"{op} ({next(iter(first_input), '?')})"] += e["dur"]
         by_node[e["name"][: -len("_kernel_time")]] += e["dur"]
         provider_types[op] = args.get("provider", "")
     total = sum(by_type.values())
     return {
         "total_us": total,
         "by_type": dict(sorted(by_type.items(), key=lambda kv: -kv[1])),
+        "by_type_dtype": dict(sorted(by_type_dtype.items(), key=lambda kv: -kv[1])),
         "top_nodes": dict(sorted(by_node.items(), key=lambda kv: -kv[1])[:top]),
     }
 
@@ -105,6 +110,7 @@ def batch_input(args: argparse.Namespace, inp) -> np.ndarray:
 
 def main() -> None:
     args = parse_args()
+    rss_base = vmhwm_mb()  # imports only: peak_rss_mb - this is what the model itself costs
     t0 = time.perf_counter()
     sess = ort.InferenceSession(args.model, session_options(args), providers=["CPUExecutionProvider"])
     t_load = time.perf_counter() - t0
@@ -126,6 +132,7 @@ def main() -> None:
         "cpu_times": cpu,
         "load_s": t_load,
         "peak_rss_mb": vmhwm_mb(),
+        "rss_before_session_mb": rss_base,
         "rss_after_warmup_mb": rss_warm,
     }
     if args.profile:

@@ -44,7 +44,7 @@ from .precision_gate import GateOptions, PrecisionVerification, compare_models, 
 from .quantize import AUTO_CALIBRATION_ORDER, QuantizeOptions, quantize_patch_model, quantized_scope
 from .simplify import check_graph, constants_to_initializers, hoist_subgraph_initializers, simplify
 from .verify import (
-    DEFAULT_TOLERANCE,
+    FloatGate,
     VerificationImages,
     VerificationResult,
     select_verification_images,
@@ -93,7 +93,7 @@ class BuildOptions:
     keep_patch_model: bool = False
     verify_data: Path | None = None
     verify_images: int = 2
-    tolerance: float = DEFAULT_TOLERANCE
+    gate: FloatGate = field(default_factory=FloatGate)  # fp32 ONNX vs the PyTorch float32/float64 references
     threads: int | None = None  # ONNX Runtime threads during verification (None: all cores)
     seed: int = 0  # synthetic verification images
     quantize: QuantizeOptions | None = None  # INT8 release model (build-model --quantize)
@@ -289,6 +289,7 @@ def _check_options(options: BuildOptions) -> None:
         raise BuildError(f"--chunking {options.chunking!r}: choose one of {', '.join(CHUNKINGS)}")
     if options.verify_images < 1:
         raise BuildError("need at least one verification image")
+    options.gate.check()
     if options.quantize is not None:
         options.quantize.check()
     if options.fp16 is not None:
@@ -438,14 +439,10 @@ def _verify(state: BuildState) -> None:
     state.verification = result = state.timed(
         "verify",
         lambda: verify_model(
-            state.fp32_bytes, loaded.model, loaded.tiling, vimgs, options.tolerance, options.threads, mode=options.mode
+            state.fp32_bytes, loaded.model, loaded.tiling, vimgs, options.gate, options.threads, mode=options.mode
         ),
     )
-    state.say(
-        "verify",
-        f"max |ONNX - PyTorch| = {result.max_abs_diff:.3g} (tolerance {result.tolerance:g}) on {result.description}; "
-        f"channels 1-2 exactly zero ({state.seconds['verify']:.1f}s)",
-    )
+    state.say("verify", f"{result.summary()}; channels 1-2 exactly zero ({state.seconds['verify']:.1f}s)")
 
 
 @dataclass(frozen=True)

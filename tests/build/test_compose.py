@@ -22,42 +22,9 @@ from bgbuild.errors import BuildError
 from bgbuild.export import op_counts
 from bgbuild.simplify import check_graph, constants_to_initializers, simplify
 from bgsdk.tiling import tiling_for
-from tests.helpers.build import SPEC_COL_KEEP, SPEC_COLS, SPEC_ROW_KEEP, SPEC_ROWS
+from tests.helpers.build import SPEC_COL_KEEP, SPEC_COLS, SPEC_ROW_KEEP, SPEC_ROWS, index_patch_model
 
 P = 128
-
-
-def _i64(name: str, values: list[int]) -> onnx.TensorProto:
-    return helper.make_tensor(name, TensorProto.INT64, [len(values)], values)
-
-
-def index_patch_model(opset: int = 17) -> onnx.ModelProto:
-    """``logits = [0, x[:,0] + x[:,1,0,0]]``: the defect logit carries the patch origin's code."""
-    nodes = [
-        helper.make_node("Slice", ["input", "c0s", "c0e", "ax1"], ["local"]),  # (B,1,P,P)
-        helper.make_node("Slice", ["input", "c1s", "c1e", "ax123"], ["corner"]),  # (B,1,1,1)
-        helper.make_node("Add", ["local", "corner"], ["defect"]),
-        helper.make_node("Sub", ["defect", "defect"], ["background"]),  # exact zeros
-        helper.make_node("Concat", ["background", "defect"], ["logits"], axis=1),
-    ]
-    inits = [
-        _i64("c0s", [0]),
-        _i64("c0e", [1]),
-        _i64("ax1", [1]),
-        _i64("c1s", [1, 0, 0]),
-        _i64("c1e", [2, 1, 1]),
-        _i64("ax123", [1, 2, 3]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "index_patch_model",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["B", 3, P, P])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["B", 2, P, P])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    onnx.checker.check_model(model, full_check=True)
-    return model
 
 
 def coded_images(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:

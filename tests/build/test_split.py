@@ -20,8 +20,7 @@ from bgbuild.export import export_patch_model, op_counts
 from bgbuild.simplify import check_graph, constants_to_initializers
 from bgbuild.split import split_by_resolution
 from bgsdk.tiling import tiling_for
-from tests.build.test_compose import index_patch_model
-from tests.helpers.build import tiny_unet
+from tests.helpers.build import index_patch_model, tiny_unet
 
 
 def _sess(model: onnx.ModelProto) -> ort.InferenceSession:

@@ -2,7 +2,7 @@
 
 - :mod:`tests.helpers.cli`: run a CLI's ``main(argv)`` in-process.
 - :mod:`tests.helpers.models`: small contract-conforming (and broken) ONNX models, test strips.
-- :mod:`tests.helpers.build`: a tiny UNet and the independent stitching reference.
+- :mod:`tests.helpers.build`: a tiny UNet, the index patch model and the independent stitching reference.
 - :mod:`tests.helpers.heatmaps`: comparing heatmaps of two implementations (thresholds with a margin).
 """
 

@@ -1,4 +1,4 @@
-"""Builders for the bgbuild tests: a tiny UNet and an independent stitching reference.
+"""Builders for the bgbuild tests: a tiny UNet, a hand-written index patch model, an independent stitching reference.
 
 The SPEC_* numbers below are the research code's given strip numbers, written
 out by hand rather than computed with bgsdk.tiling, so they are an independent check.
@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import onnx
 import torch
+from onnx import TensorProto, helper
 
 from bgtrain.checkpoint import save_checkpoint
 from bgtrain.model import DEFAULT_STEM, UNet
@@ -21,6 +23,43 @@ SPEC_ROWS = [0, 106, 212, 318, 424, 530, 636, 742, 848]
 SPEC_COLS = [0, 48]
 SPEC_ROW_KEEP = [(0, 117)] + [(11, 117)] * 7 + [(11, 128)]
 SPEC_COL_KEEP = [(0, 88), (40, 128)]
+
+
+def _i64(name: str, values: list[int]) -> onnx.TensorProto:
+    return helper.make_tensor(name, TensorProto.INT64, [len(values)], values)
+
+
+def index_patch_model(opset: int = 17, patch: int = 128) -> onnx.ModelProto:
+    """A hand-written patch model (onnx.helper, not spox, not torch): ``logits = [0, x[:,0] + x[:,1,0,0]]``.
+
+    The defect logit carries the patch origin's code (channel 1 at the patch's top-left corner), so an output
+    pixel taken from the wrong patch, the wrong place in it or the wrong image gets a different value.
+    """
+    nodes = [
+        helper.make_node("Slice", ["input", "c0s", "c0e", "ax1"], ["local"]),  # (B,1,P,P)
+        helper.make_node("Slice", ["input", "c1s", "c1e", "ax123"], ["corner"]),  # (B,1,1,1)
+        helper.make_node("Add", ["local", "corner"], ["defect"]),
+        helper.make_node("Sub", ["defect", "defect"], ["background"]),  # exact zeros
+        helper.make_node("Concat", ["background", "defect"], ["logits"], axis=1),
+    ]
+    inits = [
+        _i64("c0s", [0]),
+        _i64("c0e", [1]),
+        _i64("ax1", [1]),
+        _i64("c1s", [1, 0, 0]),
+        _i64("c1e", [2, 1, 1]),
+        _i64("ax123", [1, 2, 3]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "index_patch_model",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["B", 3, patch, patch])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["B", 2, patch, patch])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
 
 
 def tiny_unet(seed: int = 0, stem: str = DEFAULT_STEM) -> UNet:

@@ -166,6 +166,13 @@ def test_cli_user_errors(tmp_path):
         env=_env(),
     )
     assert r.returncode == 2 and "training folder not found" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "bgtrain", "--training_dataset_path", str(tmp_path), "--precision", "fp16"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
+    assert r.returncode == 2 and "--precision" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_cli_help():
@@ -190,6 +197,7 @@ def test_cli_help():
         "--device",
         "--resume",
         "--val-every",
+        "--precision",
     ):
         assert opt in r.stdout, opt
 
@@ -357,3 +365,37 @@ def test_the_built_model_is_the_weight_average(straight_run, tmp_path):
     training = read_metadata(out)[TRAINING_KEY]
     assert training["ema_decay"] == 0.998
     assert training_summary(training).endswith("weight average (EMA decay 0.998)")
+
+
+def test_bf16_training_is_logged_recorded_and_validated_in_float32(demo_root, tmp_path, monkeypatch):
+    """--precision bf16: the choice is logged and stored as a plain string; validation (what best.pt is chosen
+    by, and what the deployed model computes) runs in float32, outside autocast."""
+    import bgtrain.train
+
+    real_validate = bgtrain.train.validate
+    seen: list[tuple[bool, torch.dtype, torch.dtype]] = []
+
+    def checked_validate(model, *args, **kwargs):
+        with torch.no_grad():
+            logits = model(torch.rand(1, 3, 128, 128))
+        weights = {p.dtype for p in model.parameters()}
+        seen.append((torch.is_autocast_enabled("cpu"), logits.dtype, weights.pop() if len(weights) == 1 else None))
+        return real_validate(model, *args, **kwargs)
+
+    monkeypatch.setattr(bgtrain.train, "validate", checked_validate)
+    lines: list[str] = []
+    res = train(_cfg(demo_root, tmp_path, precision="bf16", epochs=1), progress=False, echo=lines.append)
+    assert any(line.startswith("precision: bf16 autocast") for line in lines), lines
+    assert seen == [(False, torch.float32, torch.float32)]
+    for path in (res.last_checkpoint, res.best_checkpoint):
+        ckpt = torch.load(path, weights_only=True)
+        assert ckpt["training_precision"] == "bf16" and ckpt["train_config"]["precision"] == "bf16"
+        assert all(t.dtype == torch.float32 for t in ckpt["model_state_dict"].values() if t.is_floating_point())
+    assert "bf16 autocast" in json.loads((tmp_path / "summary.json").read_text())["precision"]
+
+
+def test_fp32_training_is_recorded(demo_root, tmp_path):
+    res = train(
+        _cfg(demo_root, tmp_path, precision="fp32", channels_last=False, epochs=1), progress=False, echo=lambda s: None
+    )
+    assert torch.load(res.last_checkpoint, weights_only=True)["training_precision"] == "fp32"

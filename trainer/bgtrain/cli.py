@@ -18,6 +18,7 @@ from bgsdk.tiling import CUSTOM, IMAGE_TYPES
 
 from .ema import DEFAULT_EMA_DECAY
 from .model import DEFAULT_STEM, STEMS
+from .precision import PRECISIONS
 from .recipe import AUTO_PATCHES_PER_EPOCH, DEFAULT_RECIPE, PRESETS
 
 __all__ = ["train_command", "train_model_command", "main"]
@@ -215,6 +216,14 @@ def _repeats(ctx: click.Context, param: click.Parameter, value: str) -> int | No
     "per step (0.998: about the last 500 steps); 0 = the raw weights. The optimiser's trajectory is the same.",
 )
 @_opt("threads", default=None, type=click.IntRange(1), help="torch CPU threads per process.")
+@_opt(
+    "precision",
+    default="auto",
+    show_default=True,
+    type=click.Choice(list(PRECISIONS)),
+    help="Training arithmetic: auto = bf16 autocast on CPUs with AMX or AVX-512 BF16, float32 elsewhere (and on "
+    "CUDA); fp32; bf16. Loss, BatchNorm, weights and validation stay float32.",
+)
 @common_options
 def train_command(verbose: int, quiet: bool, **opts) -> None:
     """Train the defect-segmentation UNet on the clean images of DATA with synthetic defects.

@@ -40,6 +40,7 @@ from .dataset import PatchDataset, resolve_geometry
 from .ema import DEFAULT_EMA_DECAY, make_ema
 from .loss import FocalLoss, gamma_at, top_background_loss
 from .model import DEFAULT_STEM, UNet
+from .precision import Precision, resolve_precision
 from .recipe import AUTO_PATCHES_PER_EPOCH, DEFAULT_RECIPE, Recipe, load_recipe
 from .validate import EvalSet, baseline, load_eval_set, metrics_dict, validate
 
@@ -81,6 +82,14 @@ class TrainConfig:
     threads: int | None = None
     # Decay of the weight average that is validated and saved (0: the raw weights); see ema.py.
     ema_decay: float = DEFAULT_EMA_DECAY
+    # Training arithmetic (bgtrain.precision): auto = bf16 autocast on CPUs with AMX / AVX-512 BF16, else fp32.
+    precision: str = "auto"
+    # NHWC activations and weights in the training step (oneDNN's native layout; benchmarks/bench_train.py).
+    channels_last: bool = True
+    # torch.compile the training model: pays only on long runs (minutes of compilation on 2 cores).
+    compile: bool = False
+    # DataLoader batches prepared ahead per worker (workers > 0 only).
+    prefetch_factor: int = 4
 
 
 @dataclass
@@ -157,6 +166,7 @@ class Run:
     steps_per_epoch: int
     out_dir: Path
     ema: AveragedModel | None
+    precision: Precision = field(default_factory=lambda: Precision("fp32", "fp32"))
     eval_set: EvalSet | None = None
     base_metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -204,6 +214,7 @@ def _build_model(
     """Seeded model, Adam, MultiStepLR (x0.2 at 80% and 90%), weight average; restored from ``--resume``."""
     _seed_everything(cfg.seed)
     model = UNet(base_width=cfg.width, stem=cfg.stem).to(device)
+    model = model.to(memory_format=_memory_format(cfg))  # type: ignore[call-overload]  # accepted, not in the stubs
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     milestones = sorted({max(1, int(round(0.8 * cfg.epochs))), max(1, int(round(0.9 * cfg.epochs)))})
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.2)
@@ -228,6 +239,31 @@ def _build_model(
     return model, optimizer, scheduler, info.epoch + 1, ema
 
 
+def _memory_format(cfg: TrainConfig) -> torch.memory_format:
+    return torch.channels_last if cfg.channels_last else torch.contiguous_format
+
+
+def forward_loss(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    gamma: float,
+    loss_fn: FocalLoss,
+    precision: Precision,
+    top_weight: float = 0.0,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
+    """One batch's training loss: the forward pass under ``precision`` (bf16 autocast or float32), the focal loss
+    (plus the top-background term) in float32 outside autocast. ``batch`` is already on the model's device."""
+    x = batch["input"].contiguous(memory_format=memory_format)
+    with precision.autocast():
+        logits = model(x)
+    logits = logits.float()  # bf16 under autocast: the softmax and the loss in float32
+    loss = loss_fn(logits, batch["mask"], gamma, batch["weight"])
+    if top_weight > 0:
+        loss = loss + top_weight * top_background_loss(logits, batch["mask"], batch["hard"])
+    return loss
+
+
 def resolve_repeats(repeats: int | None, patches_per_pass: int) -> int:
     """Passes over the patch positions per epoch: as given, or (auto) enough for AUTO_PATCHES_PER_EPOCH."""
     if repeats is not None:
@@ -249,10 +285,13 @@ def setup(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Run:
     dataset = PatchDataset(files, image_type, cfg.cache_size, recipe, cfg.seed, image_size=image_size)
     dataset.repeats = resolve_repeats(cfg.repeats, len(dataset))
     cfg = replace(cfg, repeats=dataset.repeats)  # summary.json and checkpoints record the number used
+    precision = resolve_precision(cfg.precision, device)
     core, optimizer, scheduler, start_epoch, ema = _build_model(cfg, device)
     model: torch.nn.Module = core
     if world > 1:
         model = DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        model = torch.compile(model)  # type: ignore[assignment]  # shares core's parameters
     sampler: DistributedSampler[int] = DistributedSampler(
         dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True
     )
@@ -263,6 +302,9 @@ def setup(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Run:
         num_workers=cfg.workers,
         drop_last=True,
         pin_memory=device.type == "cuda",
+        # workers keep their image cache between epochs and prepare batches while the step runs
+        persistent_workers=cfg.workers > 0,
+        prefetch_factor=cfg.prefetch_factor if cfg.workers > 0 else None,
     )
     steps = min(len(loader), cfg.max_steps_per_epoch or len(loader))
     if steps == 0:
@@ -285,8 +327,13 @@ def setup(cfg: TrainConfig, echo: Callable[[str], None] = print) -> Run:
         steps,
         Path(cfg.checkpoint_path),
         ema,
+        precision,
     )
     if run.main:
+        echo(
+            f"precision: {precision.reason}; memory format: {'channels-last' if cfg.channels_last else 'NCHW'}"
+            + ("; torch.compile" if cfg.compile else "")
+        )
         echo(
             f"training data: {len(files)} images x {len(dataset.patches)} patches x {dataset.repeats} pass(es) = "
             f"{len(dataset)} patches per epoch, {steps} steps of batch {cfg.bs}"
@@ -346,15 +393,9 @@ def train_epoch(run: Run, epoch: int, progress: bool) -> dict[str, Any]:
             break
         t1 = time.perf_counter()
         t_data += t1 - t0
-        x = batch["input"].to(run.device, non_blocking=True)
-        y = batch["mask"].to(run.device, non_blocking=True)
-        wt = batch["weight"].to(run.device, non_blocking=True)
+        batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
         gamma = gamma_at(epoch * run.steps_per_epoch + step, run.total_steps, run.cfg.gamma_start, run.cfg.gamma_end)
-        logits = run.model(x)
-        loss = loss_fn(logits, y, gamma, wt)
-        if top_weight > 0:
-            hard = batch["hard"].to(run.device, non_blocking=True)
-            loss = loss + top_weight * top_background_loss(logits, y, hard)
+        loss = forward_loss(run.model, batch, gamma, loss_fn, run.precision, top_weight, _memory_format(run.cfg))
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
@@ -403,7 +444,10 @@ def save_epoch(run: Run, record: dict[str, Any], last: bool) -> None:
         metrics=metrics,
         train_config=run.train_config,
     )
+    # What the weights were trained in ("fp32", "bf16"): a plain string, so weights_only loading still works.
+    trained = {"training_precision": run.precision.name}
     extra: dict[str, Any] = {
+        **trained,
         "optimizer_state_dict": run.optimizer.state_dict(),
         "scheduler_state_dict": run.scheduler.state_dict(),
     }
@@ -414,7 +458,7 @@ def save_epoch(run: Run, record: dict[str, Any], last: bool) -> None:
     ap = record.get("pixel_ap")
     if (ap is not None and ap > run.best_ap) or (run.eval_set is None and last):
         run.best_ap = ap if ap is not None else run.best_ap
-        save_checkpoint(run.out_dir / "best.pt", run.eval_model, **common)
+        save_checkpoint(run.out_dir / "best.pt", run.eval_model, extra=trained, **common)
 
 
 def train(
@@ -473,6 +517,7 @@ def finish(run: Run, end_epoch: int, seconds: float, echo: Callable[[str], None]
             "rank_weight_max_diff": rank_diff,
             "recipe": run.recipe.to_dict(),
             "stem": run.cfg.stem,
+            "precision": run.precision.reason,
             "repeats": run.dataset.repeats,
         }
         atomic_write(run.out_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
