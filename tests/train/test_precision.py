@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bgsdk.clikit import UserError
+from bgsdk.errors import UserError
 from bgtrain.loss import FocalLoss
 from bgtrain.model import UNet
 from bgtrain.precision import Precision, cpu_flags, resolve_precision
