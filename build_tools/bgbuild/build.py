@@ -32,6 +32,7 @@ from bgsdk import __version__
 from bgsdk._operating_point import OperatingPoint
 from bgsdk.contract import Contract
 from bgsdk.tiling import Tiling
+from bgtrain.train import provenance, source_commit
 
 from .artifact import ArtifactPaths, set_metadata, set_precision_metadata, set_quantization_metadata, write_artifacts
 from .calibrate_threshold import OperatingPointOptions, calibrate_model, set_operating_point_metadata
@@ -242,6 +243,11 @@ def finalize_stage(
     return model, simplified, notes
 
 
+def _data_record(root: Any) -> Any:
+    """The training data set's record (seed, levels, counts) when the checkpoint predates provenance."""
+    return provenance(root).get("data") if isinstance(root, str) else None
+
+
 def metadata_stage(
     model: onnx.ModelProto, loaded: LoadedCheckpoint, options: BuildOptions, patch_batch: int, simplified: bool
 ) -> Contract:
@@ -261,6 +267,10 @@ def metadata_stage(
         "stem": info.stem,
         "recipe": dict(info.recipe),
         "ema_decay": info.ema_decay,  # > 0: train-model's weight average; 0: raw weights
+        # provenance (bgtrain.train.provenance): the source commit and the data set's seed, when recorded
+        "source_commit": info.train_config.get("source_commit"),
+        "data": info.train_config.get("data") or _data_record(info.train_config.get("training_dataset_path")),
+        "precision": info.train_config.get("precision"),
     }
     build = {
         "exporter": f"torch.onnx.export(dynamo=False) torch {torch.__version__}",
@@ -273,6 +283,7 @@ def metadata_stage(
         "onnx": onnx.__version__,
         "python": platform.python_version(),
         "bgsdk": __version__,
+        "source_commit": source_commit(),
     }
     set_metadata(model, contract, checkpoint_sha256=loaded.sha256, training=training, build=build)
     return contract

@@ -399,3 +399,19 @@ def test_fp32_training_is_recorded(demo_root, tmp_path):
         _cfg(demo_root, tmp_path, precision="fp32", channels_last=False, epochs=1), progress=False, echo=lambda s: None
     )
     assert torch.load(res.last_checkpoint, weights_only=True)["training_precision"] == "fp32"
+
+
+def test_provenance_records_the_source_commit_and_the_data_sets_record(tmp_path) -> None:
+    import json
+    import re
+
+    from bgtrain.train import provenance
+
+    (tmp_path / "dataset.json").write_text(
+        json.dumps({"seed": 7, "eval_level": "hard", "root": "x", "counts": {"a": 1}})
+    )
+    out = provenance(tmp_path)
+    assert out["data"] == {"seed": 7, "eval_level": "hard", "counts": {"a": 1}}
+    # the tests run from a git checkout of the project: the commit is its HEAD (+dirty with local changes)
+    assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", out["source_commit"] or "")
+    assert "data" not in provenance(tmp_path / "missing")

@@ -264,6 +264,40 @@ def forward_loss(
     return loss
 
 
+def provenance(data_root: str | Path) -> dict[str, Any]:
+    """Where a model came from, for its metadata: the source commit (``git describe``-like, ``+dirty`` with local
+    changes; None outside a checkout) and the data set's recipe record (``dataset.json`` of ``bgsdk synth``:
+    its seed and levels), so a shipped model names the command inputs that rebuild it."""
+    out: dict[str, Any] = {"source_commit": source_commit()}
+    record = Path(data_root) / "dataset.json"
+    try:
+        info = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return out
+    if isinstance(info, dict):
+        out["data"] = {k: info[k] for k in ("seed", "eval_level", "counts", "image_size") if k in info}
+    return out
+
+
+def source_commit() -> str | None:
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def resolve_repeats(repeats: int | None, patches_per_pass: int) -> int:
     """Passes over the patch positions per epoch: as given, or (auto) enough for AUTO_PATCHES_PER_EPOCH."""
     if repeats is not None:
@@ -354,6 +388,7 @@ def _setup_outputs(run: Run, echo: Callable[[str], None]) -> None:
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
     run.train_config = {k: v for k, v in config.items() if v is not None}
     run.train_config["recipe"] = run.recipe.to_dict()
+    run.train_config.update(provenance(cfg.training_dataset_path))
     tiling = run.dataset.tiling
     run.eval_set = load_eval_set(cfg.training_dataset_path, image_size=(tiling.height, tiling.width))
     if run.eval_set is None:
