@@ -109,10 +109,10 @@ def test_run_with_refs_matches_templates_by_name(sdk_env, tmp_path, capsys):
     _grey_dies(tests, ["c_test.png"], 5)
     code, _, err = invoke(capsys, "run", sdk_env.strip_model, tests, "--refs", temps, "--out", out)
     assert code == 2 and error_lines(err) == [
-        f"bgsdk: error: --refs {temps}: 1 of 3 input(s) have no reference image there (e.g. c_test.png: "
+        f"bgsdk run: error: --refs {temps}: 1 of 3 input(s) have no reference image there (e.g. c_test.png: "
         "looked for c_test.* or <key>_temp/_template/_ref/_golden.*)"
     ]
-    code, _, err = invoke(capsys, "run", sdk_env.strip_model, tests / "b.png", "--out", out)
+    code, _, err = invoke(capsys, "run", sdk_env.strip_model, tests / "b.png", "--out", out, "--exist-ok")
     assert code == 1 and "b.png: is a single-channel image: give its reference image(s) too" in err
 
 
