@@ -15,7 +15,8 @@ import pytest
 
 from bgbuild.build import BuildOptions, build_model
 from bgsdk import Segmenter
-from bgsdk.evaluate.evaluation import DOUBLE_DETECTION, run_evaluation
+from bgsdk.cli.evaluate import run_evaluation
+from bgsdk.evaluate.evaluation import DOUBLE_DETECTION
 from bgsdk.tiling import tiling_for_size
 from bgtrain.checkpoint import load_checkpoint
 from bgtrain.cli import main as train_main
