@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import onnx
 
-from bgsdk._dataset_layout import Sample, labelled_split, sample_image, sample_mask, training_images
+from bgsdk._dataset_layout import GOOD, Sample, labelled_split, sample_image, sample_mask, training_images
 from bgsdk._operating_point import OPERATING_POINT_KEY, RULES, OperatingPoint, calibrate
 from bgsdk.errors import InputError
 from bgsdk.io import read_image
@@ -66,8 +66,13 @@ class OperatingPointOptions:
 
 def calibration_samples(opts: OperatingPointOptions, train_config: Mapping[str, Any]) -> tuple[list[Any], str]:
     """``(samples, description)``: images with their annotations (:class:`bgsdk._dataset_layout.Sample`-like);
-    an explicit ``--calibrate-data`` that is unusable is an error."""
+    an explicit ``--calibrate-data`` that is unusable is an error. A data set root without a valid split
+    (only clean images, e.g. golden templates) calibrates on its clean training images, as the training
+    data set does."""
     if opts.data is not None:
+        root = Path(opts.data)
+        if not (root / "valid").is_dir() and (root / "train" / GOOD).is_dir():
+            return _root_samples(root, opts.max_images, "data set")
         from bgsdk.evaluate.evaluation import discover
 
         try:
@@ -78,14 +83,21 @@ def calibration_samples(opts: OperatingPointOptions, train_config: Mapping[str, 
     root = train_config.get("training_dataset_path")
     if not root or not Path(root).is_dir():
         return [], "no calibration data (no --calibrate-data and the training data set is not available)"
+    return _root_samples(Path(root), opts.max_images, "training data set")
+
+
+def _root_samples(root: Path, max_images: int, what: str) -> tuple[list[Any], str]:
+    """A data set root's valid split, else its clean training images (said in the description)."""
     try:
         valid = labelled_split(root, "valid")
     except InputError as exc:
-        raise BuildError(f"operating point: training data set {root}: {exc}") from None
+        raise BuildError(f"operating point: {what} {root}: {exc}") from None
     if valid:
-        return valid[: opts.max_images], f"{root}/valid (training data set)"
-    train = training_images(root)[: opts.max_images]
-    note = "no valid split: clean training images only, seen in training (new images may give more false alarms)"
+        return valid[:max_images], f"{root}/valid ({what})"
+    train = training_images(root)[:max_images]
+    note = "no valid split: clean images only"
+    if what == "training data set":
+        note += ", seen in training (new images may give more false alarms)"
     return [Sample(p, False, None, kind=TRAIN_KIND) for p in train], f"{root}/train/good ({note})"
 
 

@@ -70,8 +70,10 @@ class FloatGate:
     """The fp32 build gate's constants (module docstring; measurements in docs/design.md, "Verification")."""
 
     # Allowed multiple of the float32 reference's own logit error. Measured ratios (ONNX Runtime vs float64
-    # over the float32 reference vs float64) were 0.4-3 on demo-style and random checkpoints in both modes.
-    noise_factor: float = 8.0
+    # over the float32 reference vs float64) were 0.4-3 on demo-style and random checkpoints in both modes,
+    # and up to 20 (score 2.45 at 8x) for a trained registered-stem checkpoint built at 640x640, whose
+    # shift search divides sums of squares; the deliberately broken graphs score >= 45 at 8x (>= 11 here).
+    noise_factor: float = 32.0
     # Absolute floor on |p_onnx - p_64|: ONNX Runtime's Sigmoid errs by up to 1.7e-7, float32 output rounding
     # by up to 6e-8 (x2 margin).
     resolution: float = 5e-7

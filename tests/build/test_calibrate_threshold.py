@@ -98,3 +98,25 @@ def test_clean_single_die_templates_get_the_recipes_nuisances(model_path: Path, 
         calibrate_model(
             model_path.read_bytes(), OperatingPointOptions(), {**cfg, "recipe": get_recipe("seed").to_dict()}
         )
+
+
+def test_a_data_root_without_a_valid_split_calibrates_on_its_clean_training_images(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from bgbuild.calibrate_threshold import TRAIN_KIND, calibration_samples
+
+    good = tmp_path / "train" / "good"
+    good.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((64, 64), 40 * i, np.uint8), "L").save(good / f"t{i}.png")
+    samples, said = calibration_samples(OperatingPointOptions(data=tmp_path), {})
+    assert [s.path.name for s in samples] == ["t0.png", "t1.png", "t2.png"]
+    assert all(s.kind == TRAIN_KIND and not s.defective for s in samples)
+    assert "train/good" in said and "seen in training" not in said  # not the model's own training data
+    # the training data set's own clean images are said to have been seen in training
+    _, said_train = calibration_samples(OperatingPointOptions(), {"training_dataset_path": str(tmp_path)})
+    assert "seen in training" in said_train
+    (tmp_path / "valid").mkdir()  # a valid folder is used (and must hold images): an error, not a fallback
+    with pytest.raises(BuildError, match="--calibrate-data"):
+        calibration_samples(OperatingPointOptions(data=tmp_path), {})
