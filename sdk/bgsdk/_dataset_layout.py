@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 GOOD = "good"
-DEFECT = "bright_spots"  # the synthetic data sets' defect kind (SPEC section 1)
+DEFECT = "bright_spots"  # the synthetic data sets' defect kind (docs/data.md)
 GT_DIR = "ground_truth"
 # Optional per-defect lists: ROOT/annotations/<split>.json = {stem: [defect, ...]}.
 ANNOTATIONS_DIR = "annotations"
