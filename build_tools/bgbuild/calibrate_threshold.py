@@ -80,10 +80,10 @@ def calibration_samples(opts: OperatingPointOptions, train_config: Mapping[str, 
         except InputError as exc:
             raise BuildError(f"--calibrate-data: {exc}") from None
         return list(found[: opts.max_images]), f"{opts.data} ({layout})"
-    root = train_config.get("training_dataset_path")
-    if not root or not Path(root).is_dir():
+    trained_on = train_config.get("training_dataset_path")
+    if not trained_on or not Path(trained_on).is_dir():
         return [], "no calibration data (no --calibrate-data and the training data set is not available)"
-    return _root_samples(Path(root), opts.max_images, "training data set")
+    return _root_samples(Path(trained_on), opts.max_images, "training data set")
 
 
 def _root_samples(root: Path, max_images: int, what: str) -> tuple[list[Any], str]:
