@@ -55,12 +55,17 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix --select I .
 	$(VENV)/bin/ruff format .
 
-# End to end on built-in demo data: data -> train (width 16, short budget) -> build model.onnx
-# (verified against PyTorch, operating point calibrated on the valid split) -> SDK on the test strips ->
-# metrics vs the double-detection baseline (evaluation.json, report.html, 7-panel figures).
+# The demo's training, also the shipped model's (release-model): 64 synthetic strips (seed 0), width 16,
+# 6 epochs (default options otherwise; about 40 minutes on 2 CPU cores).
+DEMO_SYNTH := --n-train 64 --n-valid 24 --n-test 24 --seed 0
+DEMO_TRAIN := --width 16 --epochs 6 --seed 0
+
+# End to end on built-in demo data: data -> train -> build model.onnx (verified against PyTorch, operating
+# point calibrated on the valid split) -> SDK on the test strips -> metrics vs the double-detection baseline
+# (evaluation.json, report.html, 7-panel figures).
 demo-train: $(STAMP)
-	$(VENV)/bin/bgsdk synth $(DEMO_DATA) --n-train 64 --n-valid 24 --n-test 24 --seed 0
-	$(VENV)/bin/bgsdk train $(DEMO_DATA) -o $(DEMO_OUT)/checkpoints --width 16 --epochs 10 --seed 0
+	$(VENV)/bin/bgsdk synth $(DEMO_DATA) $(DEMO_SYNTH)
+	$(VENV)/bin/bgsdk train $(DEMO_DATA) -o $(DEMO_OUT)/checkpoints $(DEMO_TRAIN)
 	$(VENV)/bin/bgsdk build $(DEMO_OUT)/checkpoints/best.pt -o $(DEMO_OUT)/model.onnx --data $(DEMO_DATA)
 	$(VENV)/bin/bgsdk inspect $(DEMO_OUT)/model.onnx
 	$(VENV)/bin/bgsdk run $(DEMO_OUT)/model.onnx $(DEMO_DATA)/test/good $(DEMO_DATA)/test/bright_spots \
@@ -68,23 +73,24 @@ demo-train: $(STAMP)
 	$(VENV)/bin/bgsdk evaluate $(DEMO_DATA) -m $(DEMO_OUT)/model.onnx -o $(DEMO_OUT)/evaluation --figures
 	@echo "report: $(abspath $(DEMO_OUT))/evaluation/report.html"
 
-# The shipped model on built-in demo data, no training: demo strips (the release data set's held-out test
-# split, seed 0) -> the model in sdk/bgsdk/models/ -> run -> evaluate next to double detection -> HTML report.
+# The shipped model on built-in demo data, no training: demo strips (the held-out test split of the data the
+# shipped model was trained on) -> the model in sdk/bgsdk/models/ -> run -> evaluate next to double detection
+# -> HTML report.
 demo: $(STAMP)
-	$(VENV)/bin/bgsdk synth $(DEMO_DATA) --n-train 1 --n-valid 0 --n-test 24 --seed 0
+	$(VENV)/bin/bgsdk synth $(DEMO_DATA) $(DEMO_SYNTH)
 	$(VENV)/bin/bgsdk inspect
 	$(VENV)/bin/bgsdk run $(DEMO_DATA)/test/good $(DEMO_DATA)/test/bright_spots -o $(DEMO_OUT)/run --png --exist-ok
 	$(VENV)/bin/bgsdk evaluate $(DEMO_DATA) -o $(DEMO_OUT)/evaluation --figures
 	@echo "report: $(abspath $(DEMO_OUT))/evaluation/report.html"
 
-# The shipped default model (sdk/bgsdk/models/default.onnx + its model.json), reproducibly: the demo recipe
-# (64 synthetic strips, seed 0, width 16, default options but 6 epochs instead of 10: about 45 minutes on 2 cores), built INT8 and verified; its metadata
-# records the recipe, the source commit and the data set's seed. docs/model-card.md has its numbers.
+# The shipped default model (sdk/bgsdk/models/default.onnx + its model.json), reproducibly: demo-train's data
+# and training, built INT8 and verified; its metadata records the recipe, the source commit and the data
+# set's seed. docs/model-card.md has its numbers.
 RELEASE_DATA ?= release_data
 RELEASE_OUT  ?= release_out
 release-model: $(STAMP)
-	$(VENV)/bin/bgsdk synth $(RELEASE_DATA) --n-train 64 --n-valid 24 --n-test 24 --seed 0
-	$(VENV)/bin/bgsdk train $(RELEASE_DATA) -o $(RELEASE_OUT) --width 16 --epochs 6 --seed 0
+	$(VENV)/bin/bgsdk synth $(RELEASE_DATA) $(DEMO_SYNTH)
+	$(VENV)/bin/bgsdk train $(RELEASE_DATA) -o $(RELEASE_OUT) $(DEMO_TRAIN)
 	$(VENV)/bin/bgsdk build $(RELEASE_OUT)/best.pt -o sdk/bgsdk/models/default.onnx --data $(RELEASE_DATA) --quantize
 	$(VENV)/bin/bgsdk inspect sdk/bgsdk/models/default.onnx
 

@@ -1,4 +1,4 @@
-"""Tiled vs whole-strip, fp32 vs INT8, in one interleaved run: speed, memory, size (and accuracy), kernels.
+"""Tiled vs whole-strip, fp32 vs INT8 vs fp16, in one interleaved run: speed, memory, size (and accuracy), kernels.
 
 Command (docs/performance.md)::
 
@@ -6,7 +6,7 @@ Command (docs/performance.md)::
         [--profile] [--kernels]
 
 For each width it builds, with ``bgbuild.build_model`` (the same code as ``build-model``), the default tiled
-fp32 model, ``--quantize``, ``--mode whole`` and ``--mode whole --quantize``; at width 64 also the bare patch
+fp32 model, ``--quantize``, ``--fp16``, and the same three with ``--mode whole``; at width 64 also the bare patch
 model (the yardstick of the tiled graph: one call on the 18 patches of a strip). Without ``--checkpoint16`` /
 ``--checkpoint64`` a width gets a randomly initialised checkpoint with the default input stem (speed and
 memory do not depend on the weights; AP does, so it is not reported for random weights). Without ``--data``
@@ -56,6 +56,15 @@ def quantize_options(random_weights: bool, data: Path, calib_count: int, verify_
     return QuantizeOptions(calib_data=data, calib_count=calib_count, verify_count=verify_count)
 
 
+def fp16_options(random_weights: bool, verify_count: int) -> Any:
+    """``--fp16`` options: the build's own gate on trained weights; open on random ones (speed only)."""
+    from bgbuild.fp16 import Fp16Options
+
+    if random_weights:
+        return Fp16Options(verify_count=min(verify_count, 4), max_ap_drop=1.0, max_mean_diff=1.0)
+    return Fp16Options(verify_count=verify_count)
+
+
 def built_summary(report: Any) -> str:
     """One line per build: size, fp32 parity, and for INT8 the calibration chosen and the gate's numbers."""
     line = f"{report.size_bytes / 1e6:.1f} MB, fp32 parity {report.verification.max_abs_diff:.2g}"
@@ -96,12 +105,15 @@ def build_models(
             f"valid pixel AP {info.metrics.get('pixel_ap', float('nan')):.4f}"
         )
     q = quantize_options(weights.startswith("random"), data, calib_count, verify_count)
+    h = fp16_options(weights.startswith("random"), verify_count)
     v = dict(verify_data=data, verify_images=1)
     specs = {
         "tiled fp32": BuildOptions(**v),
         "tiled int8": BuildOptions(**v, quantize=q),
+        "tiled fp16": BuildOptions(**v, fp16=h),
         "whole fp32": BuildOptions(**v, mode="whole"),
         "whole int8": BuildOptions(**v, mode="whole", quantize=q),
+        "whole fp16": BuildOptions(**v, mode="whole", fp16=h),
     }
     if hybrid:  # --chunking hybrid: the full-resolution layers in chunks of 3, the rest once on all patches
         specs["tiled fp32 hybrid"] = BuildOptions(**v, chunking="hybrid")
@@ -280,9 +292,24 @@ def profile_models(paths: dict[str, Path], strips: Path, work: Path, threads: in
         for op, us in prof["by_type_dtype"].items():
             if us / total >= 0.005:
                 print(f"| {op} | {us / 3e3:.1f} | {us / total:.1%} |")
-        float_ops = {op: us for op, us in prof["by_type_dtype"].items() if "(float)" in op}
-        print(f"float ops: {sum(float_ops.values()) / total:.1%} of the kernel time: " + ", ".join(float_ops))
+        kinds: dict[str, dict[str, float]] = {"float": {}, "Q/DQ": {}, "int8": {}}
+        for op, us in prof["by_type_dtype"].items():
+            kinds[_kind(op)][op.split(" (")[0]] = us
+        for kind, ops in kinds.items():
+            listed = ", ".join(f"{op} {us / total:.1%}" for op, us in ops.items() if us / total >= 0.003)
+            print(f"{kind} ops: {sum(ops.values()) / total:.1%} of the kernel time ({listed})")
     print(flush=True)
+
+
+def _kind(op_and_type: str) -> str:
+    """``"QLinearConv (uint8)"`` -> int8, ``"QuantizeLinear (float)"`` -> Q/DQ, ``"Resize (float)"`` -> float: the
+    quantized ops by name (their first input may be a float scale), the rest by the first input's type."""
+    op, dtype = op_and_type.rsplit(" (", 1)
+    if op in ("QuantizeLinear", "DequantizeLinear"):
+        return "Q/DQ"
+    if op.startswith("QLinear") or not dtype.startswith("float"):
+        return "int8"
+    return "float"
 
 
 def amx_permission() -> bool | None:

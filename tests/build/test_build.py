@@ -101,6 +101,7 @@ def test_strip_parity_with_independent_reference(strip_build, n):
 
 
 @pytest.mark.parametrize("stem", ["compare", "smooth", "tolerant", "aligned"])
+@pytest.mark.slow
 def test_other_stems_build_with_parity(stem, tmp_path):
     """Every input stem train-model offers exports to native ops and stitches like the default one."""
     ckpt = tmp_path / f"{stem}.pt"
@@ -114,6 +115,7 @@ def test_other_stems_build_with_parity(stem, tmp_path):
 
 
 @pytest.mark.parametrize("hw", [(130, 700), (700, 130)], ids=["very-wide", "very-tall"])
+@pytest.mark.slow
 def test_custom_size_builds_for_its_own_size_and_the_sdk_reads_it(hw, tmp_path):
     """A size of no named type, no side a multiple of 32: the checkpoint's size is the build's, with the
     32 px minimum overlap; the SDK takes the size from the model and matches the PyTorch reference."""
@@ -332,6 +334,7 @@ def test_bad_options_exit_2(checkpoint, tmp_path, capsys):
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_failed_verification_leaves_no_file(checkpoint, tmp_path, monkeypatch):
     import bgtrain.infer
 
@@ -343,6 +346,7 @@ def test_failed_verification_leaves_no_file(checkpoint, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_cli_success_prints_stages_and_summary(checkpoint, tmp_path, capsys):
     out = tmp_path / "cli.onnx"
     code, stdout, err = _run_cli(
@@ -358,6 +362,7 @@ def test_cli_success_prints_stages_and_summary(checkpoint, tmp_path, capsys):
     assert out.is_file() and out.with_suffix(".json").is_file() and not out.with_suffix(".patch.onnx").exists()
 
 
+@pytest.mark.slow
 def test_cli_hybrid_chunking_build(checkpoint, tmp_path, capsys):
     """--chunking hybrid: verified, recorded, and the same heatmap as the independent per-patch reference."""
     out = tmp_path / "hybrid.onnx"

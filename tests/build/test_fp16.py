@@ -205,6 +205,7 @@ def test_fp16_and_quantize_are_mutually_exclusive(fp16_checkpoint, tmp_path, cap
     assert list(out_dir.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_aligned_stem_builds_in_fp16(tmp_path):
     """The aligned stem's shift estimate is scaled for float16 (tests/train/test_model_align.py checks its
     arithmetic in half precision); its fp16 build passes the gate and tracks the fp32 build."""

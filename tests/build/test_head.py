@@ -55,6 +55,7 @@ def test_folded_unet_head_is_the_logit_difference(patch_model):
     assert patch_model.graph.output[0].name == "logits"  # the input model is left alone
 
 
+@pytest.mark.slow
 def test_folded_int8_head_reads_the_dequantized_weights(patch_model):
     """The head's int8 weights (DequantizeLinear, per-channel) are folded in float; activations stay as they are."""
     rng = np.random.default_rng(1)

@@ -174,6 +174,7 @@ def test_sdk_runs_the_int8_model_unchanged(int8_build, demo_root):
     assert np.all(direct[:, 1:] == 0.0)
 
 
+@pytest.mark.slow
 def test_all_zero_calibration_is_caught_and_nothing_is_written(dd_checkpoint, tmp_path, capsys):
     zeros = tmp_path / "zeros"
     zeros.mkdir()
@@ -201,6 +202,7 @@ def test_all_zero_calibration_is_caught_and_nothing_is_written(dd_checkpoint, tm
     assert list(out_dir.iterdir()) == []  # no model, no manifest, no temp file
 
 
+@pytest.mark.slow
 def test_unlabelled_verification_gates_on_the_heatmap_difference(dd_checkpoint, demo_root, tmp_path):
     flat = tmp_path / "flat"
     flat.mkdir()
@@ -295,6 +297,7 @@ def test_int8_bilinear_resize_is_right(tmp_path):
 
 @pytest.mark.parametrize("stem", ["tolerant", "aligned", "registered"])
 @pytest.mark.parametrize("float_first_conv", [True, False])
+@pytest.mark.slow
 def test_input_stem_stays_float(stem, float_first_conv):
     """The stem's comparisons (and the aligned stem's shift estimate) run in float, and by default so
     does the first Conv that reads them; --quantize-first-conv quantizes the map that Conv reads."""

@@ -75,6 +75,7 @@ def test_a_model_without_low_resolution_layers_is_not_split():
 
 
 @pytest.mark.parametrize(("k", "levels", "n"), [(3, 1, 1), (3, 1, 2), (5, 1, 2), (4, 2, 3), (1, 1, 1)])
+@pytest.mark.slow
 def test_hybrid_equals_one_call(patch_model, k, levels, n):
     tiling = tiling_for("strip")
     hybrid = compose_full_model(
@@ -123,6 +124,7 @@ def test_hybrid_on_a_model_whose_middle_reads_the_input():
     )
 
 
+@pytest.mark.slow
 def test_quantized_patch_model_is_cut_on_uint8_tensors(patch_model):
     """INT8: the tensors that cross the cut are the quantized ones, every DequantizeLinear goes with its
     consumer, and in ONNX Runtime's optimized graph every Conv but the first and the 2-logit heads is a QLinearConv."""

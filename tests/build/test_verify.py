@@ -123,6 +123,7 @@ def test_softmax_instead_of_the_folded_head_passes(unet, tiled_patch_model, monk
     assert _verify(model, unet).passed
 
 
+@pytest.mark.slow
 def test_a_reference_noisier_than_1e5_passes(tiled_patch_model):
     """Adding 4000 to both logits changes nothing mathematically (softmax is shift-invariant, the folded head
     subtracts it exactly), but the float32 reference rounds logits near 4000 to 2.4e-4: it is off by more than
@@ -178,6 +179,7 @@ def test_softmax_on_the_wrong_axis_fails(unet, tiled_patch_model, monkeypatch):
 
 
 @pytest.mark.parametrize("order", [[1, 0, 2], [0, 2, 1]])
+@pytest.mark.slow
 def test_swapped_input_channels_fail(unet, tiled_patch_model, order):
     """Target and ref1 swapped, or the two references swapped."""
     model = compose_full_model(tiled_patch_model, tiling_for("strip"))

@@ -48,6 +48,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("size", [None, (250, 140)])
+@pytest.mark.slow
 def test_whole_build_matches_an_independent_reference(checkpoint, tmp_path, size):
     out = tmp_path / "whole.onnx"
     report = build_model(checkpoint, out, BuildOptions(mode="whole", image_size=size, verify_images=2))
@@ -70,6 +71,7 @@ def test_whole_build_matches_an_independent_reference(checkpoint, tmp_path, size
     )
 
 
+@pytest.mark.slow
 def test_the_sdk_runs_a_whole_model_unchanged(checkpoint, demo_root, tmp_path):
     out = tmp_path / "whole.onnx"
     build_model(checkpoint, out, BuildOptions(mode="whole", verify_data=demo_root))

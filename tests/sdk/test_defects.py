@@ -57,6 +57,7 @@ def _assert_same(got, expected):
 
 @pytest.mark.parametrize("few", [0, 10**9], ids=["whole-image-stats", "per-box-stats"])
 @pytest.mark.parametrize("threshold,min_area", [(0.4, 1), (0.3, 3), (0.45, 2)])
+@pytest.mark.slow
 def test_defects_match_independent_scipy_label(sdk_env: SdkEnv, threshold, min_area, few, monkeypatch):
     import bgsdk._defects
 

@@ -137,6 +137,7 @@ def _synthetic_batch(n: int = 4, size: int = 64, seed: int = 0) -> tuple[torch.T
     return torch.from_numpy(np.stack(images)).float(), torch.from_numpy(np.stack(masks))
 
 
+@pytest.mark.slow
 def test_tiny_unet_overfits_one_batch(one_thread: None) -> None:
     """The loss must be trainable: a w=4 UNet learns one fixed batch, defects included.
 

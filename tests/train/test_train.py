@@ -92,6 +92,7 @@ def test_outputs_and_checkpoint_fields(straight_run):
     assert info.width == 4 and not model.training
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights(demo_root, tmp_path, straight_run):
     out, res = straight_run
     again = train(_cfg(demo_root, tmp_path), progress=False, echo=lambda s: None)
@@ -100,6 +101,7 @@ def test_same_seed_same_weights(demo_root, tmp_path, straight_run):
     assert not _same(_weights(res.last_checkpoint), _weights(other.last_checkpoint))
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(demo_root, tmp_path, straight_run):
     _, res = straight_run
     first = train(_cfg(demo_root, tmp_path), progress=False, echo=lambda s: None, stop_after=1)
@@ -151,6 +153,7 @@ def _env() -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_cli_user_errors(tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "bgtrain", "--training_dataset_path", str(tmp_path / "nope")],
@@ -252,6 +255,7 @@ def test_recipe_and_stem_are_recorded(straight_run):
     assert 0 <= hist[-1]["whole_pixel_ap"] <= 1 and hist[-1]["whole_pixel_ap"] != hist[-1]["pixel_ap"]
 
 
+@pytest.mark.slow
 def test_recipe_file_and_log_lines(demo_root, tmp_path):
     """A --recipe-file knob reaches the checkpoint; a redirected log gets plain lines, no bar redraws.
 
@@ -295,6 +299,7 @@ def test_recipe_file_and_log_lines(demo_root, tmp_path):
         assert r.returncode == 2 and key in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+@pytest.mark.slow
 def test_repeats_auto_fills_the_epoch_budget_and_is_recorded(demo_root, tmp_path):
     from bgtrain.recipe import AUTO_PATCHES_PER_EPOCH
     from bgtrain.train import resolve_repeats
@@ -316,6 +321,7 @@ def test_repeats_option_rejects_nonsense(demo_root, tmp_path):
     assert r.returncode == 2 and "--repeats" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_weight_average_leaves_training_alone(demo_root, tmp_path, straight_run):
     """The default weight average changes what is validated and saved, not the optimiser's trajectory."""
     _, res = straight_run
@@ -352,6 +358,7 @@ def test_bad_raw_weights_are_named(demo_root, tmp_path):
         load_checkpoint(p)
 
 
+@pytest.mark.slow
 def test_the_built_model_is_the_weight_average(straight_run, tmp_path):
     """train-model -> build-model: the ONNX model is verified against the averaged weights and says so."""
     from bgbuild import BuildOptions, build_model, read_metadata

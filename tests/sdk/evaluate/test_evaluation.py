@@ -26,6 +26,7 @@ def errors(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("bgsdk evaluate: error:")]
 
 
+@pytest.mark.slow
 def test_evaluate_spec_layout_matches_independent_metrics(demo_root: Path, sdk_env: SdkEnv, tmp_path, capsys):
     second = make_strip_model(tmp_path / "second.onnx", seed=3)
     code, out, err = invoke(capsys, "evaluate", sdk_env.strip_model, second, demo_root, "--json", tmp_path / "e.json")
@@ -147,6 +148,7 @@ def _png_size(path: Path) -> tuple[int, int]:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
+@pytest.mark.slow
 def test_a_double_detection_model_scores_exactly_as_the_baseline(demo_root: Path, tmp_path, capsys):
     """The model-side numbers (ONNX through the SDK) against the baseline's (numpy): the same heatmaps up to
     float rounding must give the same table, per-kind rates of the synthesised defects included."""

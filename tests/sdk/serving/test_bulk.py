@@ -70,6 +70,7 @@ def check_against_segmenter(out: Path, env: ScaleEnv) -> None:
         assert row["error"] == str(exc.value).replace(str(p), str(p.resolve()))
 
 
+@pytest.mark.slow
 def test_ray_batch_matches_segmenter_and_restarts(ray_local, scale_env: ScaleEnv, tmp_path: Path, capsys):  # noqa: F811
     from bgsdk.cli import main
 
@@ -100,6 +101,7 @@ def test_ray_batch_matches_segmenter_and_restarts(ray_local, scale_env: ScaleEnv
     check_against_segmenter(out, scale_env)
 
 
+@pytest.mark.slow
 def test_local_batch_gives_the_same_rows(ray_local, scale_env: ScaleEnv, tmp_path: Path):  # noqa: F811
     paths = [p.resolve() for p in list_images(scale_env.folder)]
     a = run_bulk(scale_env.model, paths, tmp_path / "ray", BulkOptions(actors=2, files_per_task=3), use_ray=True)
