@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -37,10 +39,23 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import cpu_info  # noqa: E402
+from _common import REPO, cpu_info  # noqa: E402
+
+
+def _make_var(name: str) -> list[str]:
+    """A ``NAME := ...`` line of the Makefile: the demo's synth and train options have one source."""
+    m = re.search(rf"^{name}\s*:=\s*(.+)$", (REPO / "Makefile").read_text(), re.M)
+    assert m is not None, f"Makefile: no {name} := line"
+    return shlex.split(m.group(1))
+
+
+def _without_seed(opts: list[str]) -> list[str]:
+    i = opts.index("--seed")
+    return opts[:i] + opts[i + 2 :]
+
 
 SETS = {
-    "demo": ["--n-train", "64", "--n-valid", "24", "--n-test", "24", "--seed", "0"],
+    "demo": _make_var("DEMO_SYNTH"),
     "imaging": ["--n-train", "1", "--n-valid", "0", "--n-test", "96", "--eval-level", "imaging", "--seed", "9006"],
     "nominal": [
         *("--n-train", "1", "--n-valid", "0", "--n-test", "96"),
@@ -52,7 +67,7 @@ LABELS = {
     "imaging": "imaging level (96 strips)",
     "nominal": "nominal, unseen backgrounds (96 strips)",
 }
-TRAIN = ["--width", "16", "--epochs", "6"]  # make demo-train / make release-model (Makefile DEMO_TRAIN)
+TRAIN = _without_seed(_make_var("DEMO_TRAIN"))  # make demo-train / make release-model, each seed in turn
 VARIANTS = {"tiled_fp32": [], "tiled_int8": ["--quantize"], "whole_fp32": ["--mode", "whole"]}
 
 

@@ -50,13 +50,16 @@ def images(n: int, seed: int = 0) -> list[np.ndarray]:
     return [rng.uniform(0, 255, (3, SIZE, SIZE)).astype(np.float32) for _ in range(n)]
 
 
+_LIBC_NAME = ctypes.util.find_library("c")
+_MALLOC_TRIM = getattr(ctypes.CDLL(_LIBC_NAME), "malloc_trim", None) if _LIBC_NAME else None  # glibc only
+
+
 def _rss() -> int:
     """RSS after a GC and, on glibc, ``malloc_trim(0)``: heap pages the allocator kept after ``free`` (which a
     long test run leaves in varying amounts) go back to the OS, so only memory still in use -- a leak -- counts."""
     gc.collect()
-    libc = ctypes.util.find_library("c")
-    if libc is not None and hasattr(ctypes.CDLL(libc), "malloc_trim"):
-        ctypes.CDLL(libc).malloc_trim(0)
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
     return int(psutil.Process().memory_info().rss)
 
 
