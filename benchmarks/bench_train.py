@@ -1,10 +1,13 @@
 """Training step speed: fp32 vs bf16 autocast vs channels-last vs both (vs torch.compile), in one run.
 
 Part 1 (always): the real training step (``bgtrain.train.forward_loss``: forward under the
-precision, focal loss in float32, backward, Adam, the weight average) on a few fixed batches
-from the real dataset (crop -> synthesise), so only compute is timed. Per width and variant:
-steps/s after warm-up and the ratio to fp32 NCHW. ``--compile`` adds torch.compile of the
-bf16 channels-last variant; its compile time (the first steps) is printed separately.
+precision, focal loss in float32, backward, Adam, the weight average) of the default model (its
+``registered`` input stem included) on a few fixed batches from the real dataset (crop -> synthesise),
+so only compute is timed. Per width and variant: steps/s after warm-up and the ratio to fp32 NCHW.
+Two more rows time the stem as it ran before its eager kernels (``bgtrain.kernels``): in its export
+form (MaxPool, every tap of the shift sums) on NCHW input, and that form on channels-last input (the
+step up to 2026-12-07). ``--compile`` adds torch.compile of the bf16 channels-last variant; its compile
+time (the first steps) is printed separately.
 
 Part 2 (``--loader``): data loading vs compute with the DataLoader in the main process
 (workers=0, so the split is exact) and with 2 worker processes.
@@ -23,28 +26,33 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 from _common import cpu_info
 from torch.utils.data import DataLoader
 
 from bgsdk._dataset_layout import training_images
+from bgtrain import model as model_module
 from bgtrain.dataset import PatchDataset
 from bgtrain.ema import DEFAULT_EMA_DECAY, make_ema
 from bgtrain.loss import FocalLoss
-from bgtrain.model import UNet
+from bgtrain.model import DEFAULT_STEM, UNet
 from bgtrain.precision import Precision
 from bgtrain.synth_dataset import make_dataset
 from bgtrain.train import forward_loss
 
 FP32 = Precision("fp32", "fp32")
 BF16 = Precision("bf16", "bf16 autocast")
-# name -> (precision, channels_last)
+# name -> (precision, channels_last, stem form: "eager" = bgtrain.kernels, "export" = the graph's ops on NCHW,
+# "export, channels-last input" = the graph's ops on the channels-last input, as before the kernels)
 VARIANTS = {
-    "fp32 NCHW": (FP32, False),
-    "bf16 NCHW": (BF16, False),
-    "fp32 channels-last": (FP32, True),
-    "bf16 channels-last": (BF16, True),
+    "fp32 NCHW": (FP32, False, "eager"),
+    "bf16 NCHW": (BF16, False, "eager"),
+    "fp32 channels-last": (FP32, True, "eager"),
+    "bf16 channels-last": (BF16, True, "eager"),
+    "bf16 channels-last, export-form stem": (BF16, True, "export"),
+    "bf16 channels-last, export-form stem on channels-last input": (BF16, True, "export, channels-last input"),
 }
 
 
@@ -57,10 +65,13 @@ def fixed_batches(files: list[Path], bs: int, n: int) -> list[dict[str, torch.Te
 class Variant:
     """One training setup (precision, memory format, optionally compiled) with its own model and optimiser."""
 
-    def __init__(self, width: int, precision: Precision, channels_last: bool, compile_: bool = False) -> None:
+    def __init__(
+        self, width: int, precision: Precision, channels_last: bool, stem_form: str = "eager", compile_: bool = False
+    ) -> None:
         torch.manual_seed(0)
         self.fmt = torch.channels_last if channels_last else torch.contiguous_format
-        self.core = UNet(base_width=width).to(memory_format=self.fmt)
+        self.stem_form = stem_form
+        self.core = UNet(base_width=width, stem=DEFAULT_STEM).to(memory_format=self.fmt)
         self.model = torch.compile(self.core) if compile_ else self.core
         self.opt = torch.optim.Adam(self.core.parameters(), lr=1e-3)
         self.ema = make_ema(self.core, DEFAULT_EMA_DECAY)
@@ -69,9 +80,20 @@ class Variant:
         self.wall: list[float] = []
         self.cpu: list[float] = []
 
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.stem_form == "eager":
+            return forward_loss(self.model, batch, 2.0, self.loss_fn, self.precision)
+        with mock.patch.object(model_module, "exporting", lambda: True):
+            if self.stem_form == "export":
+                return forward_loss(self.model, batch, 2.0, self.loss_fn, self.precision)
+            x = batch["input"].contiguous(memory_format=torch.channels_last)  # the stem on channels-last input
+            with self.precision.autocast():
+                logits = self.core.decoder(self.core.encoder(self.core.stem(x)))
+            return self.loss_fn(logits.float(), batch["mask"], 2.0, batch["weight"])
+
     def step(self, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
         t0, c0 = time.perf_counter(), time.process_time()
-        loss = forward_loss(self.model, batch, 2.0, self.loss_fn, self.precision, 0.0, self.fmt)
+        loss = self.loss(batch)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -90,7 +112,7 @@ def precision_table(files: list[Path], args: argparse.Namespace) -> None:
     print("| width | variant | s/step | patches/s | vs fp32 NCHW | CPU s/step | vs fp32 NCHW (CPU) | warm-up s |")
     print("|---|---|---|---|---|---|---|---|")
     for w in args.widths:
-        variants = {name: Variant(w, prec, cl) for name, (prec, cl) in VARIANTS.items()}
+        variants = {name: Variant(w, prec, cl, form) for name, (prec, cl, form) in VARIANTS.items()}
         if args.compile:
             variants["bf16 channels-last + compile"] = Variant(w, BF16, True, compile_=True)
         warm: dict[str, float] = {}
@@ -120,7 +142,7 @@ def loader_run(files, width: int, bs: int, steps: int, workers: int) -> dict[str
     torch.manual_seed(0)
     ds = PatchDataset(files, cache_size=len(files), seed=0)
     loader = DataLoader(ds, batch_size=bs, shuffle=True, num_workers=workers, drop_last=True)
-    model = UNet(base_width=width)
+    model = UNet(base_width=width, stem=DEFAULT_STEM)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = FocalLoss()
     it = iter(loader)

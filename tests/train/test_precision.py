@@ -65,9 +65,11 @@ def test_bf16_step_keeps_weights_batchnorm_and_loss_in_float32(channels_last):
 
     first_conv, first_bn = model.encoder.blocks[0][0], model.encoder.blocks[0][1]
     first_conv.register_forward_hook(record("conv_out"))
+    layouts: list[bool] = []
+    first_conv.register_forward_hook(lambda m, i, o: layouts.append(i[0].is_contiguous(memory_format=fmt)))
     first_bn.register_forward_hook(record("bn_in", use_input=True))
     model.decoder.head.register_forward_hook(record("logits"))
-    loss = forward_loss(model, _batch(), 2.0, FocalLoss(), Precision("bf16", "test"), memory_format=fmt)
+    loss = forward_loss(model, _batch(), 2.0, FocalLoss(), Precision("bf16", "test"))
     loss.backward()
     assert seen == {"conv_out": torch.bfloat16, "bn_in": torch.bfloat16, "logits": torch.bfloat16}
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
@@ -76,6 +78,7 @@ def test_bf16_step_keeps_weights_batchnorm_and_loss_in_float32(channels_last):
         p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters()
     )
     assert first_bn.running_mean.dtype == torch.float32 and first_bn.running_var.dtype == torch.float32
+    assert layouts == [True]  # the convolutions see the model's memory format (the stem ran on NCHW)
     if channels_last:
         assert first_conv.weight.is_contiguous(memory_format=torch.channels_last)
 

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .kernels import exporting, interpolate_taps, max3x3
+
 __all__ = [
     "UNet",
     "CompareStem",
@@ -143,8 +145,9 @@ class TolerantStem(nn.Module):
         self.pool = nn.MaxPool2d(3, stride=1, padding=1)
 
     def _tolerant(self, t: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        above = torch.relu(t - self.pool(r))
-        below = torch.relu(-self.pool(-r) - t)
+        pool = self.pool if exporting() else max3x3  # the same maximum; MaxPool in the graph
+        above = torch.relu(t - pool(r))
+        below = torch.relu(-pool(-r) - t)
         return above - below
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -194,6 +197,8 @@ def shift_bilinear(r: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, radius: 
 
 def _interpolate(padded: torch.Tensor, d: torch.Tensor, radius: int, dim: int, step: int = 1) -> torch.Tensor:
     """Linear interpolation at offset ``d`` along ``dim`` of a tensor padded by ``radius`` on both sides."""
+    if d.shape[-2:] == (1, 1) and not exporting():  # one shift per image: the same sum, only its non-zero taps
+        return interpolate_taps(padded, d, radius, dim, step)
     size = padded.shape[dim] - 2 * radius
     out = torch.relu(1 - (d + radius).abs()) * padded.narrow(dim, 0, size)
     for j in range(-radius + step, radius + 1, step):
@@ -472,9 +477,18 @@ class UNet(nn.Module):
         self.decoder = Decoder(base_width, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export():
+        if not exporting():
             check_input_size(int(x.shape[-2]), int(x.shape[-1]))
-        return self.decoder(self.encoder(self.stem(x)))
+        s = self.stem(x.contiguous())
+        if self.channels_last():  # the stem's many small ops run fastest on NCHW, the convolutions on NHWC
+            s = s.contiguous(memory_format=torch.channels_last)
+        return self.decoder(self.encoder(s))
+
+    def channels_last(self) -> bool:
+        """Whether the convolutions' weights are channels-last (``model.to(memory_format=torch.channels_last)``)."""
+        conv = next(m for m in self.encoder.modules() if isinstance(m, nn.Conv2d))
+        w = conv.weight
+        return bool(w.ndim == 4 and w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous())
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -250,13 +250,12 @@ def forward_loss(
     loss_fn: FocalLoss,
     precision: Precision,
     top_weight: float = 0.0,
-    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> torch.Tensor:
     """One batch's training loss: the forward pass under ``precision`` (bf16 autocast or float32), the focal loss
-    (plus the top-background term) in float32 outside autocast. ``batch`` is already on the model's device."""
-    x = batch["input"].contiguous(memory_format=memory_format)
+    (plus the top-background term) in float32 outside autocast. ``batch`` is already on the model's device. The
+    input stays NCHW: a channels-last model converts the stem's maps for its convolutions (``UNet.forward``)."""
     with precision.autocast():
-        logits = model(x)
+        logits = model(batch["input"])
     logits = logits.float()  # bf16 under autocast: the softmax and the loss in float32
     loss = loss_fn(logits, batch["mask"], gamma, batch["weight"])
     if top_weight > 0:
@@ -430,7 +429,7 @@ def train_epoch(run: Run, epoch: int, progress: bool) -> dict[str, Any]:
         t_data += t1 - t0
         batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
         gamma = gamma_at(epoch * run.steps_per_epoch + step, run.total_steps, run.cfg.gamma_start, run.cfg.gamma_end)
-        loss = forward_loss(run.model, batch, gamma, loss_fn, run.precision, top_weight, _memory_format(run.cfg))
+        loss = forward_loss(run.model, batch, gamma, loss_fn, run.precision, top_weight)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
