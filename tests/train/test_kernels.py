@@ -69,7 +69,7 @@ def test_stems_compute_the_exported_numbers_in_eager_mode(stem: type[torch.nn.Mo
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.trace announces its deprecation
-def test_exporting_is_true_only_while_tracing() -> None:
+def test_exporting_is_true_only_while_tracing_or_compiling() -> None:
     seen: list[bool] = []
 
     def f(x: torch.Tensor) -> torch.Tensor:
@@ -78,7 +78,8 @@ def test_exporting_is_true_only_while_tracing() -> None:
 
     f(torch.zeros(1))
     torch.jit.trace(f, torch.zeros(1), check_trace=False)
-    assert seen == [False, True]
+    torch.compile(f, backend="eager")(torch.zeros(2))  # dynamo traces f: the graph forms, which it can fuse
+    assert seen == [False, True, True]
 
 
 def test_a_channels_last_unet_gives_the_nchw_logits_and_its_convolutions_see_channels_last() -> None:

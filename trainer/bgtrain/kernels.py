@@ -13,8 +13,8 @@ eagerly these kernels compute the same function another way:
   is not zero, added in the order the weighted sum adds them. The terms left out are exact zeros, so the
   result is bit for bit the weighted sum's (up to the sign of a zero).
 
-While tracing or exporting, callers take the export forms (:func:`exporting`); tests hold both to
-``torch.equal``.
+While tracing, exporting or compiling, callers take the export forms (:func:`exporting`); tests hold
+both to ``torch.equal``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ __all__ = ["exporting", "max3x3", "interpolate_taps"]
 
 
 def exporting() -> bool:
-    """True while torch traces or exports the model: the graph must use the export forms."""
-    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
+    """True while torch traces, exports or compiles the model: a graph wants the export forms (no Python
+    loops over values; ``torch.compile`` fuses their element-wise ops instead)."""
+    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling())
 
 
 def max3x3(x: torch.Tensor) -> torch.Tensor:
