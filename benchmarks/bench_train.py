@@ -9,8 +9,9 @@ form (MaxPool, every tap of the shift sums) on NCHW input, and that form on chan
 step up to 2026-12-07). ``--compile`` adds torch.compile of the bf16 channels-last variant; its compile
 time (the first steps) is printed separately.
 
-Part 2 (``--loader``): data loading vs compute with the DataLoader in the main process
-(workers=0, so the split is exact) and with 2 worker processes.
+Part 2 (``--loader``): the default training step fed by the DataLoader in the main process (workers=0,
+as ``bgsdk train`` does by default) and by 1 and 2 worker processes: patches/s and the time spent waiting
+for a batch.
 
 The CPU model and its ISA flags are printed with the table (bf16 autocast pays only with
 AMX / AVX-512 BF16). Run::
@@ -38,7 +39,8 @@ from bgtrain.dataset import PatchDataset
 from bgtrain.ema import DEFAULT_EMA_DECAY, make_ema
 from bgtrain.loss import FocalLoss
 from bgtrain.model import DEFAULT_STEM, UNet
-from bgtrain.precision import Precision
+from bgtrain.precision import Precision, resolve_precision
+from bgtrain.recipe import get_recipe
 from bgtrain.synth_dataset import make_dataset
 from bgtrain.train import forward_loss
 
@@ -139,10 +141,21 @@ def precision_table(files: list[Path], args: argparse.Namespace) -> None:
 
 
 def loader_run(files, width: int, bs: int, steps: int, workers: int) -> dict[str, float]:
+    """The training loop's data and compute time with ``workers`` DataLoader processes: the default step
+    (``registered`` stem, the precision ``bgsdk train`` picks here, channels-last) on the robust recipe."""
     torch.manual_seed(0)
-    ds = PatchDataset(files, cache_size=len(files), seed=0)
-    loader = DataLoader(ds, batch_size=bs, shuffle=True, num_workers=workers, drop_last=True)
-    model = UNet(base_width=width, stem=DEFAULT_STEM)
+    ds = PatchDataset(files, cache_size=len(files), seed=0, recipe=get_recipe("robust"), repeats=8)
+    loader = DataLoader(
+        ds,
+        batch_size=bs,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+    model = UNet(base_width=width, stem=DEFAULT_STEM).to(memory_format=torch.channels_last)
+    precision = resolve_precision("auto", torch.device("cpu"))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = FocalLoss()
     it = iter(loader)
@@ -152,7 +165,7 @@ def loader_run(files, width: int, bs: int, steps: int, workers: int) -> dict[str
         t0 = time.perf_counter()
         batch = next(it)
         t1 = time.perf_counter()
-        loss = forward_loss(model, batch, 2.0, loss_fn, FP32)
+        loss = forward_loss(model, batch, 2.0, loss_fn, precision)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -162,13 +175,19 @@ def loader_run(files, width: int, bs: int, steps: int, workers: int) -> dict[str
 
 
 def loader_table(files: list[Path], args: argparse.Namespace) -> None:
-    print(f"\n## data loading (fp32 NCHW step), batch {args.bs}, {args.steps} steps")
-    print("| width | workers | patches/s | data share of the step |")
-    print("|---|---|---|---|")
+    print(f"\n## data loading next to the default training step, batch {args.bs}, {args.loader_steps} steps")
+    print("| width | workers | patches/s | vs 0 workers | time waiting for data |")
+    print("|---|---|---|---|---|")
     for w in args.widths:
-        for workers in (0, 2):
-            r = loader_run(files, w, args.bs, args.steps, workers)
-            print(f"| {w} | {workers} | {r['patches_per_s']:.1f} | {r['data_share']:.1%} |", flush=True)
+        base = None
+        for workers in (0, 1, 2):
+            r = loader_run(files, w, args.bs, args.loader_steps, workers)
+            base = base or r["patches_per_s"]
+            print(
+                f"| {w} | {workers} | {r['patches_per_s']:.1f} | {r['patches_per_s'] / base:.2f}x | "
+                f"{r['data_share']:.1%} |",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -177,7 +196,9 @@ def main() -> None:
     ap.add_argument("--bs", type=int, default=16)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--compile", action="store_true", help="also torch.compile of bf16 channels-last")
-    ap.add_argument("--loader", action="store_true", help="also data loading: workers 0 vs 2")
+    ap.add_argument("--loader", action="store_true", help="also data loading: workers 0 vs 1 vs 2")
+    ap.add_argument("--loader-steps", type=int, default=30, help="training steps per --loader row")
+    ap.add_argument("--no-precision-table", action="store_true", help="only the --loader table")
     args = ap.parse_args()
     print(f"# {cpu_info()}")
     print(
@@ -188,7 +209,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         make_dataset(tmp, n_train=8, n_valid=0, n_test=0, seed=0, progress=False)
         files = training_images(Path(tmp))
-        precision_table(files, args)
+        if not args.no_precision_table:
+            precision_table(files, args)
         if args.loader:
             loader_table(files, args)
     print(f"# load average at end {os.getloadavg()}")
