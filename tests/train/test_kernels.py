@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from unittest import mock
 
 import pytest
@@ -97,3 +98,13 @@ def test_a_channels_last_unet_gives_the_nchw_logits_and_its_convolutions_see_cha
         torch.testing.assert_close(cl(x), nchw(x), rtol=1e-5, atol=1e-5)
         cl(x.contiguous(memory_format=torch.channels_last))
     assert seen == [True, True] and cl.channels_last() and not nchw.channels_last()
+
+
+def test_tracing_a_registered_unet_raises_no_tracer_warning() -> None:
+    """The eager paths' conditions must not touch traced shapes (a TracerWarning in every build's log; the
+    shift candidates' constants are the exporter's known, filtered note)."""
+    model = UNet(base_width=4, stem="registered").eval()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Converting a tensor to a Python", category=torch.jit.TracerWarning)
+        with torch.no_grad():
+            torch.jit.trace(model, torch.rand(1, 3, 64, 64), check_trace=False)

@@ -197,7 +197,8 @@ def shift_bilinear(r: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, radius: 
 
 def _interpolate(padded: torch.Tensor, d: torch.Tensor, radius: int, dim: int, step: int = 1) -> torch.Tensor:
     """Linear interpolation at offset ``d`` along ``dim`` of a tensor padded by ``radius`` on both sides."""
-    if d.shape[-2:] == (1, 1) and not exporting():  # one shift per image: the same sum, only its non-zero taps
+    if not exporting() and d.shape[-2:] == (1, 1):  # one shift per image: the same sum, only its non-zero taps
+        # (exporting() first: while tracing, shapes are traced values and comparing them warns)
         return interpolate_taps(padded, d, radius, dim, step)
     size = padded.shape[dim] - 2 * radius
     out = torch.relu(1 - (d + radius).abs()) * padded.narrow(dim, 0, size)
