@@ -56,7 +56,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 # The demo's training, also the shipped model's (release-model): 64 synthetic strips (seed 0), width 16,
-# 6 epochs (default options otherwise; about 20 minutes of training alone on 2 CPU cores with AMX).
+# 6 epochs (default options otherwise; 14-20 minutes of training alone on 2 CPU cores with AMX).
 # benchmarks/model_card.py reads these two lines.
 DEMO_SYNTH := --n-train 64 --n-valid 24 --n-test 24 --seed 0
 DEMO_TRAIN := --width 16 --epochs 6 --seed 0
