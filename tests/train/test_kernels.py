@@ -15,12 +15,9 @@ from bgtrain.model import AlignedStem, RegisteredStem, UNet
 
 
 def _tap_sum(padded: torch.Tensor, d: torch.Tensor, radius: int, dim: int, step: int = 1) -> torch.Tensor:
-    """The export form, written out here: every tap's weight times its whole-pixel shift, summed in order."""
-    size = padded.shape[dim] - 2 * radius
-    out = torch.relu(1 - (d + radius).abs()) * padded.narrow(dim, 0, size)
-    for j in range(-radius + step, radius + 1, step):
-        out = out + torch.relu(1 - (d - j).abs()) * padded.narrow(dim, radius + j, size)
-    return out
+    """The export form: the model's own weighted sum over every tap, as tracing and export run it."""
+    with mock.patch.object(model_module, "exporting", lambda: True):
+        return model_module._interpolate(padded, d, radius, dim, step)
 
 
 @pytest.mark.parametrize("shape", [(2, 1, 17, 9), (3, 2, 8, 31), (1, 1, 1, 5)])
