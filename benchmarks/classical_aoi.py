@@ -86,17 +86,25 @@ def classical_aoi(image: np.ndarray, opening: int = 5, block_rows: int | None = 
     return out.astype(np.float32)
 
 
-def score(heatmaps: list[np.ndarray], masks: list, defective: list[bool]) -> dict[str, float | None]:
-    """The SDK's numbers for one method (no second implementation of AP here)."""
+def score(
+    heatmaps: list[np.ndarray], masks: list, defective: list[bool], boxes: list | None = None
+) -> dict[str, float | None]:
+    """The SDK's numbers for one method (no second implementation of AP or FROC here).
+
+    With ``boxes`` (one list per image, as ``bgsdk evaluate`` reads them) also the FROC recall at 1 false
+    alarm per image, the model card's third cell."""
+    from bgsdk.evaluate.froc import froc_curve
     from bgsdk.evaluate.metrics import best_f1_threshold, evaluate
 
     m = evaluate(heatmaps, masks, defective)
     best = best_f1_threshold(heatmaps, masks) if any(defective) else None
+    froc = froc_curve(heatmaps, boxes) if boxes is not None and any(boxes) else None
     return {
         "pixel_ap": m.pixel_ap,
         "pixel_auroc": m.pixel_auroc,
         "image_auroc": m.image_auroc,
         "best_f1": None if best is None else best.f1,
+        "froc_recall_1": None if froc is None else froc.recall_at(1.0),
     }
 
 
@@ -132,15 +140,19 @@ def main() -> None:
         t0 = time.perf_counter()
         maps[path.name] = [seg.run(im).heatmap for im in images]
         seconds[path.name] = (time.perf_counter() - t0) / len(images)
-    rows = {name: score(m, ds.masks, defective) for name, m in maps.items()}
+    rows = {name: score(m, ds.masks, defective, list(ds.boxes)) for name, m in maps.items()}
     dd = rows["double detection"]
     print(f"{a.data} split {a.split}: {len(images)} strips, {ds.n_defect_images} with defects")
     print(f"classical AOI: opening {a.opening}x{a.opening}, registration per {a.block_rows or 'image'} rows")
-    print("| method | pixel AP | vs double detection | pixel AUROC | image AUROC | best F1 | s per strip |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| method | pixel AP | vs double detection | pixel AUROC | image AUROC | best F1 "
+        "| FROC recall at 1 FA/image | s per strip |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         ratio = f"{r['pixel_ap'] / dd['pixel_ap']:.2f}x" if r["pixel_ap"] and dd["pixel_ap"] else "-"
         cells = [_fmt(r["pixel_ap"]), ratio, _fmt(r["pixel_auroc"]), _fmt(r["image_auroc"]), _fmt(r["best_f1"])]
+        cells.append(_fmt(r["froc_recall_1"]))
         print(f"| {name} | " + " | ".join(cells) + f" | {seconds[name]:.3f} |")
 
 

@@ -1,21 +1,28 @@
-"""Where the whole-strip mode loses AP against the tiled mode: the input stem, or the network body?
+"""Where the whole-strip mode loses AP against the tiled mode: the input stem, the padding, or the body?
 
-Command (docs/model-card.md)::
+Command (docs/model-card.md, docs/experiments/)::
 
-    .venv/bin/python benchmarks/whole_gap.py CHECKPOINT DATA_ROOT [--splits valid test]
+    .venv/bin/python benchmarks/whole_gap.py CHECKPOINT DATA_ROOT [--splits valid test] [--variants ...] [--edges]
 
-Why: ``build-model --mode whole`` runs the UNet once over the reflect-padded strip instead of on 128-px
-patches. Two things change at once. The aligned stem estimates one shift over the whole strip (and over
-the mirrored padding, which moves the opposite way), and every layer sees context beyond 128 px and no
-zero padding at patch borders, which training never showed it. Scored with PyTorch on the same strips
-(``bgtrain.validate.score_maps``):
+Why: ``build-model --mode whole`` runs the UNet once over the strip, reflect-padded to multiples of 32
+(:func:`bgtrain.infer.whole_padding`), instead of on 128-px patches that need no padding. Three things
+change at once: the stem estimates one registration over the whole (padded) strip, where the mirrored
+padding moves the opposite way; the strip's edges meet mirrored content instead of the convolutions' zero
+padding that every training patch had at its border; and every layer sees context beyond 128 px. Scored
+with PyTorch on the same strips (``bgtrain.validate.score_maps``):
 
 * ``tiled``          -- the deployed tiled computation (``bgtrain.infer.sliding_window``);
-* ``whole``          -- the whole-strip computation (``bgtrain.infer.whole_image``);
+* ``whole``          -- the deployed whole-strip computation (``bgtrain.infer.whole_image``);
 * ``whole, tiled stem`` -- the stem's maps computed tile by tile exactly as in the tiled mode and stitched
-  by the tiling's centre crops, then the UNet body over the whole strip: what is left of the gap is the
-  body's;
-* ``whole, interior shift`` -- the stem over the whole strip, its shift estimated without the padding.
+  by the tiling's centre crops, then the UNet body over the whole strip;
+* ``whole, interior shift`` -- the stem over the whole strip, its shift estimated without the padding;
+* ``whole, input zero-padded`` / ``whole, input edge-replicated`` -- the strip padded with zeros / its
+  edge pixels instead of its mirror image before the stem;
+* ``whole, stem maps reflect-padded`` / ``whole, stem maps zero-padded`` -- the stem on the strip as it
+  is (no padding, as every tile), its maps padded for the body.
+
+``--edges`` adds where each computation's false alarms are: pixels above 0.5 outside the defect masks,
+summed per band of 16 columns (strips are 176 px wide: the first and last bands are the strip's long edges).
 """
 
 from __future__ import annotations
@@ -34,7 +41,19 @@ from bgtrain import model as model_module
 from bgtrain.checkpoint import model_from_checkpoint
 from bgtrain.infer import whole_padding
 from bgtrain.model import UNet
-from bgtrain.validate import heatmaps, load_eval_set, score_maps
+from bgtrain.validate import EvalSet, heatmaps, load_eval_set, score_maps
+
+VARIANTS = (
+    "whole",
+    "whole, tiled stem",
+    "whole, interior shift",
+    "whole, input zero-padded",
+    "whole, input edge-replicated",
+    "whole, stem maps reflect-padded",
+    "whole, stem maps zero-padded",
+)
+DEFAULT_VARIANTS = VARIANTS[:3]
+EDGE_BAND = 16
 
 
 def _stem_tiled(model: UNet, x: torch.Tensor, tiling: Tiling) -> torch.Tensor:
@@ -51,15 +70,16 @@ def _stem_tiled(model: UNet, x: torch.Tensor, tiling: Tiling) -> torch.Tensor:
     return out
 
 
-def _whole(model: UNet, x: torch.Tensor, tiling: Tiling, variant: str) -> np.ndarray:
-    """Defect probability ``(H,W)`` of the whole-strip computation, with the stem as ``variant`` says."""
-    _, _, h, w = x.shape
-    top, bottom, left, right = whole_padding(h, w)
-    xp = F.pad(x, (left, right, top, bottom), mode="reflect")
+def _stem_maps(model: UNet, x: torch.Tensor, tiling: Tiling, variant: str, pads: tuple[int, ...]) -> torch.Tensor:
+    """The stem's maps at the padded size, computed as ``variant`` says."""
+    top, bottom, left, right = pads
+    h, w = x.shape[2:]
+    lrtb = (left, right, top, bottom)
     if variant == "whole, tiled stem":
-        s = model.stem(xp)
+        s = model.stem(F.pad(x, lrtb, mode="reflect"))
         s[:, :, top : top + h, left : left + w] = _stem_tiled(model, x, tiling)
-    elif variant == "whole, interior shift":
+        return s
+    if variant == "whole, interior shift":
         estimate: Callable[..., tuple[torch.Tensor, torch.Tensor]] = model_module.estimate_shift
 
         def interior(t: torch.Tensor, r: torch.Tensor, **kw: object) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,13 +87,41 @@ def _whole(model: UNet, x: torch.Tensor, tiling: Tiling, variant: str) -> np.nda
 
         model_module.estimate_shift = interior  # type: ignore[assignment]
         try:
-            s = model.stem(xp)
+            return model.stem(F.pad(x, lrtb, mode="reflect"))
         finally:
             model_module.estimate_shift = estimate  # type: ignore[assignment]
-    else:
-        s = model.stem(xp)
+    if variant == "whole, input zero-padded":
+        return model.stem(F.pad(x, lrtb))
+    if variant == "whole, input edge-replicated":
+        return model.stem(F.pad(x, lrtb, mode="replicate"))
+    if variant == "whole, stem maps reflect-padded":
+        return F.pad(model.stem(x), lrtb, mode="reflect")
+    if variant == "whole, stem maps zero-padded":
+        return F.pad(model.stem(x), lrtb)
+    return model.stem(F.pad(x, lrtb, mode="reflect"))  # "whole": what the build runs
+
+
+def _whole(model: UNet, x: torch.Tensor, tiling: Tiling, variant: str) -> np.ndarray:
+    """Defect probability ``(H,W)`` of the whole-strip computation, with stem and padding as ``variant`` says."""
+    _, _, h, w = x.shape
+    pads = whole_padding(h, w)
+    top, _, left, _ = pads
+    s = _stem_maps(model, x, tiling, variant, pads)
     prob = torch.softmax(model.decoder(model.encoder(s)), 1)[:, 1, top : top + h, left : left + w]
     return prob[0].numpy()
+
+
+def _edge_profile(maps: list[np.ndarray], es: EvalSet) -> list[int]:
+    """False-alarm pixels (> 0.5, outside the defect masks) per band of ``EDGE_BAND`` columns."""
+    w = maps[0].shape[1]
+    cols = np.zeros(w)
+    for hm, e in zip(maps, es.images):
+        fa = hm > 0.5
+        if e.mask is not None:
+            fa &= ~e.mask
+        cols += fa.sum(0)
+    edges = list(range(0, w, EDGE_BAND)) + [w]
+    return [int(cols[a:b].sum()) for a, b in zip(edges, edges[1:])]
 
 
 def main() -> None:
@@ -81,13 +129,16 @@ def main() -> None:
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("data", type=Path, help="a synth-dataset root (data set layout)")
     ap.add_argument("--splits", nargs="+", default=["valid", "test"])
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(DEFAULT_VARIANTS), metavar="VARIANT")
+    ap.add_argument("--edges", action="store_true", help="false-alarm pixels per band of 16 columns")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model, _ = model_from_checkpoint(args.checkpoint)
     model.eval()
     print(f"{args.checkpoint} (stem {model.stem_name}) on {args.data}")
-    print("| split | computation | pixel AP | image AUROC |\n|---|---|---|---|")
+    print("| split | computation | pixel AP | image AUROC |" + (" false alarms per 16 columns |" if args.edges else ""))
+    print("|---|---|---|---|" + ("---|" if args.edges else ""))
     for split in args.splits:
         es = load_eval_set(args.data, split)
         if es is None:
@@ -96,12 +147,13 @@ def main() -> None:
         tiling = tiling_for("strip", h, w)
         with torch.no_grad():
             rows = {"tiled": heatmaps(model, es, tiling, torch.device("cpu"))}
-            for variant in ("whole", "whole, tiled stem", "whole, interior shift"):
-                xs = [torch.from_numpy(scale_input(e.image[None])) for e in es.images]
+            xs = [torch.from_numpy(scale_input(e.image[None])) for e in es.images]
+            for variant in args.variants:
                 rows[variant] = [_whole(model, x, tiling, variant) for x in xs]
         for name, maps in rows.items():
             r = score_maps(maps, es)
-            print(f"| {split} ({len(es)}) | {name} | {r['pixel_ap']:.4f} | {r['image_auroc']:.4f} |", flush=True)
+            edges = f" {' '.join(str(v) for v in _edge_profile(maps, es))} |" if args.edges else ""
+            print(f"| {split} ({len(es)}) | {name} | {r['pixel_ap']:.4f} | {r['image_auroc']:.4f} |{edges}", flush=True)
 
 
 if __name__ == "__main__":

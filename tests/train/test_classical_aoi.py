@@ -91,3 +91,21 @@ def test_scores_with_the_sdk_metrics() -> None:
     want = evaluate(maps, masks, [False, True, True])
     assert got["pixel_ap"] == want.pixel_ap and got["image_auroc"] == want.image_auroc
     assert 0.0 < got["best_f1"] <= 1.0
+    assert got["froc_recall_1"] is None  # no boxes given
+
+
+def test_froc_recall_counts_a_component_inside_its_box() -> None:
+    """One bright 3x3 component per defective map: inside its box it is found (recall 1 with no false
+    alarm), placed beside the box it is a false alarm and the box is missed."""
+    from bgsdk.annotations import Box
+
+    good, hit, miss = (np.zeros((32, 32), np.float32) for _ in range(3))
+    hit[10:13, 10:13] = 1.0
+    miss[25:28, 25:28] = 1.0
+    box = [Box(9, 9, 13, 13, "blob")]
+    masks = [None, np.zeros((32, 32), bool), np.zeros((32, 32), bool)]
+    masks[1][10:13, 10:13] = True
+    masks[2][10:13, 10:13] = True
+    found = aoi.score([good, hit], masks[:2], [False, True], [[], box])
+    missed = aoi.score([good, miss], [masks[0], masks[2]], [False, True], [[], box])
+    assert found["froc_recall_1"] == 1.0 and missed["froc_recall_1"] == 0.0
