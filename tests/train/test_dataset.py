@@ -236,6 +236,50 @@ def test_crop_size_centres_a_larger_crop_on_its_patch_inside_the_image(files):
             Recipe.from_dict({"crop_size": bad}, base=r)
 
 
+def test_a_larger_crop_keeps_the_patch_recipes_defect_density(files):
+    """The recipe's defect counts are per 128 px patch: a crop of 2.5 patch areas gets them x2.5 (rounded),
+    a patch crop the recipe itself; the counts a crop gets follow from the scaled range."""
+    from bgtrain.recipe import Recipe, get_recipe
+
+    base = Recipe.from_dict({"num_defects_range": [4, 10], "target_range": [1, 2]}, base=get_recipe("robust"))
+    patch = PatchDataset(files, recipe=base)
+    assert patch.crop_recipe is base
+    big = PatchDataset(files, recipe=Recipe.from_dict({"crop_size": [256, 160]}, base=base))
+    assert big.crop_recipe.num_defects_range == (10, 25) and big.crop_recipe.target_range == (2, 5)
+    assert big.crop_recipe.crop_size == (256, 160) and big.recipe.num_defects_range == (4, 10)
+    counts = [len(big.synthesize(i).defects) for i in range(0, 18 * 4, 5)]
+    assert max(counts) > 10  # more than a patch recipe allows
+
+
+def test_crop_padding_reflect_pads_like_the_whole_strip_build(files):
+    """crop_padding 'reflect': a whole-image crop (976x176, not a multiple of 32) comes out reflect-padded to
+    992x192 by whole_padding's split, the interior the synthesised crop; mask, weight and hard-negative maps
+    are zero in the padding (no loss there). Without it such a crop size is refused."""
+    from bgtrain.infer import whole_padding
+    from bgtrain.recipe import Recipe, RecipeError, get_recipe
+
+    img = read_image(files[0]).astype(np.float32)
+    h, w = img.shape[1:]
+    r = Recipe.from_dict({"crop_size": [h, w], "crop_padding": "reflect"}, base=get_recipe("robust"))
+    ds = PatchDataset(files, seed=2, recipe=r)
+    top, bottom, left, right = whole_padding(h, w)
+    item, synth = ds[3], ds.synthesize(3)
+    x, mask, weight = item["input"].numpy(), item["mask"].numpy()[0], item["weight"].numpy()[0]
+    assert x.shape == (3, h + top + bottom, w + left + right) == (3, 992, 192)
+    np.testing.assert_array_equal(x[:, top : top + h, left : left + w], synth.image / np.float32(255.0))
+    np.testing.assert_array_equal(x[:, top - 1], x[:, top + 1])  # mirrored about the first row
+    np.testing.assert_array_equal(x[:, :, left + w], x[:, :, left + w - 2])  # and about the last column
+    np.testing.assert_array_equal(mask[top : top + h, left : left + w], synth.mask)
+    border = np.ones(mask.shape, bool)
+    border[top : top + h, left : left + w] = False
+    assert synth.mask.any() and not mask[border].any() and not weight[border].any()
+    assert weight[~border].min() >= 1.0 and not item["hard"].numpy()[0][border].any()
+    with pytest.raises(RecipeError, match="crop_size"):
+        Recipe.from_dict({"crop_size": [h, w]}, base=get_recipe("robust"))
+    with pytest.raises(RecipeError, match="crop_padding"):
+        Recipe.from_dict({"crop_padding": "zeros"}, base=get_recipe("robust"))
+
+
 def _grey_png(path, arr):
     from PIL import Image
 

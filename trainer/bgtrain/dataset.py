@@ -98,6 +98,23 @@ class ImageCache:
         return len(self._items)
 
 
+def _pad_like_whole_build(
+    image: np.ndarray, mask: np.ndarray, weight: np.ndarray, hard: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A crop reflect-padded as the whole-strip build pads a strip; mask, weight and hard-negative maps
+    zero-padded, so the mirrored border carries no loss (the build crops it away)."""
+    from .infer import whole_padding
+
+    top, bottom, left, right = whole_padding(*image.shape[1:])
+    pads = ((0, 0), (top, bottom), (left, right))
+    return (
+        np.pad(image, pads, mode="reflect"),
+        np.pad(mask, pads),
+        np.pad(weight, pads),
+        np.pad(hard, pads),
+    )
+
+
 class PatchDataset(Dataset):
     """Synthetic-defect training patches from clean images.
 
@@ -136,6 +153,7 @@ class PatchDataset(Dataset):
         # Each patch position is visited `repeats` times an epoch, each time with other defects:
         # more optimiser steps per epoch without more images (the index still seeds the defects).
         self.repeats = int(repeats)
+        self._crop_recipe: tuple[Recipe, Recipe] | None = None
         ch, cw = self.crop_shape
         if ch > self.tiling.height or cw > self.tiling.width:
             raise RecipeError(
@@ -185,7 +203,28 @@ class PatchDataset(Dataset):
         y = int(np.clip(y, 0, img.shape[1] - ch))
         x = int(np.clip(x, 0, img.shape[2] - cw))
         crop = img[:, y : y + ch, x : x + cw]
-        return synthesize(crop, rng, self.recipe)
+        return synthesize(crop, rng, self.crop_recipe)
+
+    @property
+    def crop_recipe(self) -> Recipe:
+        """The recipe a crop is synthesised with: its defect counts scaled from the patch to the crop's area,
+        so that a larger crop carries the patch recipe's defect density (the same recipe for patch crops)."""
+        if self._crop_recipe is None or self._crop_recipe[0] is not self.recipe:
+            self._crop_recipe = (self.recipe, self._scaled_recipe())
+        return self._crop_recipe[1]
+
+    def _scaled_recipe(self) -> Recipe:
+        ch, cw = self.crop_shape
+        scale = ch * cw / float(self.tiling.patch**2)
+        if scale <= 1.0:
+            return self.recipe
+
+        def scaled(lo_hi: tuple[int, int]) -> list[int]:
+            return [int(round(v * scale)) for v in lo_hi]
+
+        knobs = {"num_defects_range": scaled(self.recipe.num_defects_range)}
+        knobs["target_range"] = scaled(self.recipe.target_range)
+        return Recipe.from_dict(knobs, base=self.recipe)
 
     @property
     def crop_shape(self) -> tuple[int, int]:
@@ -207,9 +246,13 @@ class PatchDataset(Dataset):
             weight[0][hard] = np.float32(self.recipe.hard_negative_weight)
         if r.weak is not None and self.recipe.weak_defect_weight != 1.0:
             weight[0][r.weak & r.mask] = np.float32(self.recipe.weak_defect_weight)
+        mask = r.mask[None].astype(np.float32)
+        hard_f = hard[None].astype(np.float32)
+        if self.recipe.crop_padding == "reflect":
+            crop, mask, weight, hard_f = _pad_like_whole_build(crop, mask, weight, hard_f)
         return {
-            "input": torch.from_numpy(crop),
-            "mask": torch.from_numpy(r.mask[None].astype(np.float32)),
+            "input": torch.from_numpy(np.ascontiguousarray(crop)),
+            "mask": torch.from_numpy(mask),
             "weight": torch.from_numpy(weight),
-            "hard": torch.from_numpy(hard[None].astype(np.float32)),
+            "hard": torch.from_numpy(hard_f),
         }

@@ -61,6 +61,11 @@ DIE_KINDS: dict[str, tuple[bool, bool, bool]] = {
 DISTRACTOR_KINDS = ("ref1", "ref2", "target_ref1", "target_ref2", "all")
 
 
+# defects in one crop: a patch's recipe has at most a few dozen; a whole-strip crop gets the patch counts
+# scaled by its area (PatchDataset.crop_recipe), 10-60x for the shipped image types
+MAX_DEFECTS = 4096
+
+
 class RecipeError(BgsdkError):
     """A recipe file or override that is not valid."""
 
@@ -90,8 +95,13 @@ class Recipe:
     # more background contexts from the same strips (0 = the tiling's positions exactly)
     crop_jitter: int = 0
     # (height, width) of a training crop, centred on its patch position and kept inside the image;
-    # (0, 0) = the tiling's patch. Larger crops show the network the context a whole-strip build gives it
+    # (0, 0) = the tiling's patch. Larger crops show the network the context a whole-strip build gives it.
+    # The defect counts above are per patch: a larger crop gets them per patch area (same density)
     crop_size: tuple[int, int] = (0, 0)
+    # "reflect": each crop is reflect-padded to multiples of 32 exactly as the whole-strip build pads a strip
+    # (bgtrain.infer.whole_padding), the padding without loss -- so that a whole-image crop trains the
+    # network on what the whole-strip build shows it at the image's edges; "none": crops are multiples of 32
+    crop_padding: str = "none"
     # --- amplitude ----------------------------------------------------------------------------
     amplitudes: tuple[float, ...] = (-80.0, -60.0, 60.0, 80.0)  # discrete set; () = continuous
     amplitude_range: tuple[float, float] = (20.0, 100.0)  # |a|, log-uniform (weak ones common)
@@ -202,10 +212,10 @@ def _validate(r: Recipe) -> None:
     _check(r.line_prob + r.cluster_prob <= 1.0, "line_prob", r.line_prob, "line_prob + cluster_prob must be <= 1")
     lo, hi = r.num_defects_range
     _check(
-        len(r.num_defects_range) == 2 and 1 <= lo <= hi <= 64,
+        len(r.num_defects_range) == 2 and 1 <= lo <= hi <= MAX_DEFECTS,
         "num_defects_range",
         r.num_defects_range,
-        "1 <= lo <= hi <= 64",
+        f"1 <= lo <= hi <= {MAX_DEFECTS}",
     )
     tlo, thi = r.target_range
     _check(len(r.target_range) == 2 and 0 <= tlo <= thi, "target_range", r.target_range, "0 <= lo <= hi")
@@ -234,12 +244,15 @@ def _validate(r: Recipe) -> None:
     _check(r.hard_negative_weight >= 1.0, "hard_negative_weight", r.hard_negative_weight, "must be >= 1")
     _check(r.weak_defect_weight >= 1.0, "weak_defect_weight", r.weak_defect_weight, "must be >= 1")
     _check(0 <= r.crop_jitter <= 64 and int(r.crop_jitter) == r.crop_jitter, "crop_jitter", r.crop_jitter, "0..64 px")
+    _check(r.crop_padding in ("none", "reflect"), "crop_padding", r.crop_padding, "'none' or 'reflect'")
     size = tuple(r.crop_size)
+    step = 32 if r.crop_padding == "none" else 1
     _check(
-        len(size) == 2 and (size == (0, 0) or all(32 <= v <= 1024 and v % 32 == 0 for v in size)),
+        len(size) == 2 and (size == (0, 0) or all(32 <= v <= 1024 and v % step == 0 for v in size)),
         "crop_size",
         r.crop_size,
-        "[0, 0] (the patch) or [height, width], multiples of 32 (the UNet's downsampling) in 32..1024",
+        "[0, 0] (the patch) or [height, width] in 32..1024, multiples of 32 (the UNet's downsampling) "
+        "unless crop_padding is 'reflect'",
     )
     limits = {
         "copy_jitter": 0.9,
