@@ -19,7 +19,10 @@ with PyTorch on the same strips (``bgtrain.validate.score_maps``):
 * ``whole, input zero-padded`` / ``whole, input edge-replicated`` -- the strip padded with zeros / its
   edge pixels instead of its mirror image before the stem;
 * ``whole, stem maps reflect-padded`` / ``whole, stem maps zero-padded`` -- the stem on the strip as it
-  is (no padding, as every tile), its maps padded for the body.
+  is (no padding, as every tile), its maps padded for the body;
+* ``whole, 128-row bands`` -- the whole-strip computation on overlapping bands of 128 rows and the strip's
+  full width, stitched by the centre crops of ``bgsdk.tiling.plan_axis``: a tile's height of context, the
+  whole strip's width and padding.
 
 ``--edges`` adds where each computation's false alarms are: pixels above 0.5 outside the defect masks,
 summed per band of 16 columns (strips are 176 px wide: the first and last bands are the strip's long edges).
@@ -36,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from bgsdk.contract import scale_input
-from bgsdk.tiling import Tiling, tiling_for
+from bgsdk.tiling import Tiling, plan_axis, tiling_for
 from bgtrain import model as model_module
 from bgtrain.checkpoint import model_from_checkpoint
 from bgtrain.infer import whole_padding
@@ -51,6 +54,7 @@ VARIANTS = (
     "whole, input edge-replicated",
     "whole, stem maps reflect-padded",
     "whole, stem maps zero-padded",
+    "whole, 128-row bands",
 )
 DEFAULT_VARIANTS = VARIANTS[:3]
 EDGE_BAND = 16
@@ -111,6 +115,16 @@ def _whole(model: UNet, x: torch.Tensor, tiling: Tiling, variant: str) -> np.nda
     return prob[0].numpy()
 
 
+def _bands(model: UNet, x: torch.Tensor, tiling: Tiling, rows: int = 128) -> np.ndarray:
+    """The deployed whole-strip computation on bands of ``rows`` rows, stitched by their centre crops."""
+    h, w = x.shape[2:]
+    out = np.zeros((h, w), np.float32)
+    for span in plan_axis(h, rows, min_overlap=32):
+        band = _whole(model, x[:, :, span.start : span.stop], tiling, "whole")
+        out[span.out_start : span.out_stop] = band[span.keep_start : span.keep_stop]
+    return out
+
+
 def _edge_profile(maps: list[np.ndarray], es: EvalSet) -> list[int]:
     """False-alarm pixels (> 0.5, outside the defect masks) per band of ``EDGE_BAND`` columns."""
     w = maps[0].shape[1]
@@ -149,7 +163,10 @@ def main() -> None:
             rows = {"tiled": heatmaps(model, es, tiling, torch.device("cpu"))}
             xs = [torch.from_numpy(scale_input(e.image[None])) for e in es.images]
             for variant in args.variants:
-                rows[variant] = [_whole(model, x, tiling, variant) for x in xs]
+                if variant == "whole, 128-row bands":
+                    rows[variant] = [_bands(model, x, tiling) for x in xs]
+                else:
+                    rows[variant] = [_whole(model, x, tiling, variant) for x in xs]
         for name, maps in rows.items():
             r = score_maps(maps, es)
             edges = f" {' '.join(str(v) for v in _edge_profile(maps, es))} |" if args.edges else ""
