@@ -24,6 +24,7 @@ with PyTorch on the same strips (``bgtrain.validate.score_maps``):
   full width, stitched by the centre crops of ``bgsdk.tiling.plan_axis``: a tile's height of context, the
   whole strip's width and padding.
 
+``--skip`` leaves images out by their index in the split (e.g. the few that dominate a set's false alarms).
 ``--edges`` adds where each computation's false alarms are: pixels above 0.5 outside the defect masks,
 summed per band of 16 columns (strips are 176 px wide: the first and last bands are the strip's long edges).
 """
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +147,9 @@ def main() -> None:
     ap.add_argument("--splits", nargs="+", default=["valid", "test"])
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(DEFAULT_VARIANTS), metavar="VARIANT")
     ap.add_argument("--edges", action="store_true", help="false-alarm pixels per band of 16 columns")
+    ap.add_argument(
+        "--skip", nargs="+", type=int, default=[], metavar="I", help="leave out the split's images with these indices"
+    )
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -157,6 +162,8 @@ def main() -> None:
         es = load_eval_set(args.data, split)
         if es is None:
             raise SystemExit(f"whole_gap: no labelled '{split}' images in {args.data}")
+        if args.skip:
+            es = replace(es, images=[e for i, e in enumerate(es.images) if i not in set(args.skip)])
         h, w = es.images[0].image.shape[1:]
         tiling = tiling_for("strip", h, w)
         with torch.no_grad():
