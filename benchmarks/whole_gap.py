@@ -22,7 +22,11 @@ with PyTorch on the same strips (``bgtrain.validate.score_maps``):
   is (no padding, as every tile), its maps padded for the body;
 * ``whole, 128-row bands`` -- the whole-strip computation on overlapping bands of 128 rows and the strip's
   full width, stitched by the centre crops of ``bgsdk.tiling.plan_axis``: a tile's height of context, the
-  whole strip's width and padding.
+  whole strip's width and padding;
+* ``whole, stem per 128-row band`` -- the stem on overlapping 128-row bands of the padded strip (one
+  registration per band), its maps blended across the overlaps with weights that fall towards each band's
+  ends, then the body over the whole strip: a registration that follows a drift along the strip, with the
+  whole strip's edges and context.
 
 ``--skip`` leaves images out by their index in the split (e.g. the few that dominate a set's false alarms).
 ``--edges`` adds where each computation's false alarms are: pixels above 0.5 outside the defect masks,
@@ -57,6 +61,7 @@ VARIANTS = (
     "whole, stem maps reflect-padded",
     "whole, stem maps zero-padded",
     "whole, 128-row bands",
+    "whole, stem per 128-row band",
 )
 DEFAULT_VARIANTS = VARIANTS[:3]
 EDGE_BAND = 16
@@ -74,6 +79,22 @@ def _stem_tiled(model: UNet, x: torch.Tensor, tiling: Tiling) -> torch.Tensor:
         ]
     assert out is not None
     return out
+
+
+def _stem_bands(model: UNet, xp: torch.Tensor, rows: int = 128) -> torch.Tensor:
+    """The stem's maps of overlapping row bands of ``xp``, blended: weight 1 + distance to the band's end."""
+    acc: torch.Tensor | None = None
+    total = torch.zeros((1, 1, xp.shape[2], 1))
+    for span in plan_axis(xp.shape[2], rows, min_overlap=32):
+        s = model.stem(xp[:, :, span.start : span.stop])
+        y = torch.arange(span.stop - span.start, dtype=s.dtype)
+        w = (1.0 + torch.minimum(y, y.flip(0))).view(1, 1, -1, 1)
+        if acc is None:
+            acc = torch.zeros((xp.shape[0], s.shape[1], *xp.shape[2:]))
+        acc[:, :, span.start : span.stop] += w * s
+        total[:, :, span.start : span.stop] += w
+    assert acc is not None
+    return acc / total
 
 
 def _stem_maps(model: UNet, x: torch.Tensor, tiling: Tiling, variant: str, pads: tuple[int, ...]) -> torch.Tensor:
@@ -104,6 +125,8 @@ def _stem_maps(model: UNet, x: torch.Tensor, tiling: Tiling, variant: str, pads:
         return F.pad(model.stem(x), lrtb, mode="reflect")
     if variant == "whole, stem maps zero-padded":
         return F.pad(model.stem(x), lrtb)
+    if variant == "whole, stem per 128-row band":
+        return _stem_bands(model, F.pad(x, lrtb, mode="reflect"))
     return model.stem(F.pad(x, lrtb, mode="reflect"))  # "whole": what the build runs
 
 
