@@ -26,7 +26,8 @@ with PyTorch on the same strips (``bgtrain.validate.score_maps``):
 * ``whole, stem per 128-row band`` -- the stem on overlapping 128-row bands of the padded strip (one
   registration per band), its maps blended across the overlaps with weights that fall towards each band's
   ends, then the body over the whole strip: a registration that follows a drift along the strip, with the
-  whole strip's edges and context.
+  whole strip's edges and context; ``..., unpadded``: the bands cut from the strip itself (no mirrored
+  columns in the stem's input), the blended maps then reflect-padded.
 
 ``--skip`` leaves images out by their index in the split (e.g. the few that dominate a set's false alarms).
 ``--edges`` adds where each computation's false alarms are: pixels above 0.5 outside the defect masks,
@@ -62,6 +63,7 @@ VARIANTS = (
     "whole, stem maps zero-padded",
     "whole, 128-row bands",
     "whole, stem per 128-row band",
+    "whole, stem per 128-row band, unpadded",
 )
 DEFAULT_VARIANTS = VARIANTS[:3]
 EDGE_BAND = 16
@@ -127,6 +129,8 @@ def _stem_maps(model: UNet, x: torch.Tensor, tiling: Tiling, variant: str, pads:
         return F.pad(model.stem(x), lrtb)
     if variant == "whole, stem per 128-row band":
         return _stem_bands(model, F.pad(x, lrtb, mode="reflect"))
+    if variant == "whole, stem per 128-row band, unpadded":
+        return F.pad(_stem_bands(model, x), lrtb, mode="reflect")
     return model.stem(F.pad(x, lrtb, mode="reflect"))  # "whole": what the build runs
 
 
