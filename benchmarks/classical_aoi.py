@@ -140,7 +140,7 @@ def main() -> None:
         t0 = time.perf_counter()
         maps[path.name] = [seg.run(im).heatmap for im in images]
         seconds[path.name] = (time.perf_counter() - t0) / len(images)
-    rows = {name: score(m, ds.masks, defective, list(ds.boxes)) for name, m in maps.items()}
+    rows = {name: score(m, ds.masks, defective, ds.boxes) for name, m in maps.items()}
     dd = rows["double detection"]
     print(f"{a.data} split {a.split}: {len(images)} strips, {ds.n_defect_images} with defects")
     print(f"classical AOI: opening {a.opening}x{a.opening}, registration per {a.block_rows or 'image'} rows")

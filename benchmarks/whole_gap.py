@@ -190,7 +190,8 @@ def main() -> None:
         if es is None:
             raise SystemExit(f"whole_gap: no labelled '{split}' images in {args.data}")
         if args.skip:
-            es = replace(es, images=[e for i, e in enumerate(es.images) if i not in set(args.skip)])
+            skip = set(args.skip)
+            es = replace(es, images=[e for i, e in enumerate(es.images) if i not in skip])
         h, w = es.images[0].image.shape[1:]
         tiling = tiling_for("strip", h, w)
         with torch.no_grad():

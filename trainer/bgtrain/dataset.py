@@ -26,6 +26,7 @@ from bgsdk.errors import InputError
 from bgsdk.io import image_shape, read_image
 from bgsdk.tiling import CUSTOM, IMAGE_TYPES, Patch, Tiling, image_type_for, tiling_for
 
+from .infer import whole_padding
 from .recipe import Recipe, RecipeError, get_recipe
 from .synth import SynthResult, sample_rng, synthesize
 
@@ -103,8 +104,6 @@ def _pad_like_whole_build(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A crop reflect-padded as the whole-strip build pads a strip; mask, weight and hard-negative maps
     zero-padded, so the mirrored border carries no loss (the build crops it away)."""
-    from .infer import whole_padding
-
     top, bottom, left, right = whole_padding(*image.shape[1:])
     pads = ((0, 0), (top, bottom), (left, right))
     return (
@@ -153,13 +152,13 @@ class PatchDataset(Dataset):
         # Each patch position is visited `repeats` times an epoch, each time with other defects:
         # more optimiser steps per epoch without more images (the index still seeds the defects).
         self.repeats = int(repeats)
-        self._crop_recipe: tuple[Recipe, Recipe] | None = None
         ch, cw = self.crop_shape
         if ch > self.tiling.height or cw > self.tiling.width:
             raise RecipeError(
                 f"recipe key 'crop_size' = {list(self.recipe.crop_size)} does not fit the {image_type!r} "
                 f"images ({self.tiling.height}x{self.tiling.width})"
             )
+        self.crop_recipe = self._scaled_recipe()
 
     @property
     def patch_size(self) -> int:
@@ -205,15 +204,9 @@ class PatchDataset(Dataset):
         crop = img[:, y : y + ch, x : x + cw]
         return synthesize(crop, rng, self.crop_recipe)
 
-    @property
-    def crop_recipe(self) -> Recipe:
+    def _scaled_recipe(self) -> Recipe:
         """The recipe a crop is synthesised with: its defect counts scaled from the patch to the crop's area,
         so that a larger crop carries the patch recipe's defect density (the same recipe for patch crops)."""
-        if self._crop_recipe is None or self._crop_recipe[0] is not self.recipe:
-            self._crop_recipe = (self.recipe, self._scaled_recipe())
-        return self._crop_recipe[1]
-
-    def _scaled_recipe(self) -> Recipe:
         ch, cw = self.crop_shape
         scale = ch * cw / float(self.tiling.patch**2)
         if scale <= 1.0:
@@ -251,7 +244,7 @@ class PatchDataset(Dataset):
         if self.recipe.crop_padding == "reflect":
             crop, mask, weight, hard_f = _pad_like_whole_build(crop, mask, weight, hard_f)
         return {
-            "input": torch.from_numpy(np.ascontiguousarray(crop)),
+            "input": torch.from_numpy(crop),
             "mask": torch.from_numpy(mask),
             "weight": torch.from_numpy(weight),
             "hard": torch.from_numpy(hard_f),

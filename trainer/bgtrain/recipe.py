@@ -61,8 +61,8 @@ DIE_KINDS: dict[str, tuple[bool, bool, bool]] = {
 DISTRACTOR_KINDS = ("ref1", "ref2", "target_ref1", "target_ref2", "all")
 
 
-# defects in one crop: a patch's recipe has at most a few dozen; a whole-strip crop gets the patch counts
-# scaled by its area (PatchDataset.crop_recipe), 10-60x for the shipped image types
+# defects in one crop: a patch's recipe has at most a few dozen; a larger crop gets the patch counts scaled
+# by its area (PatchDataset.crop_recipe), about 10x for a whole 976x176 strip
 MAX_DEFECTS = 4096
 
 
