@@ -54,7 +54,7 @@ def inference_rows(width: int, batch: int, repeat: int) -> list[tuple[str, float
         with torch.inference_mode():
             for mode, fn in (
                 ("tiled", partial(sliding_window, m, xi, t)),
-                ("whole", partial(whole_image, m, xi, batch)),
+                ("whole", partial(whole_image, m, xi, t, batch)),
             ):
                 ms = _cuda_ms(fn, repeat) / batch
                 rows.append((f"w{width} {mode} {str(dtype).removeprefix('torch.')} batch {batch}", ms))

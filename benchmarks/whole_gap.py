@@ -1,18 +1,22 @@
-"""Where the whole-strip mode loses AP against the tiled mode: the input stem, the padding, or the body?
+"""Where a whole-strip computation loses AP against the tiled mode: the input stem, the padding, or the body?
 
 Command (docs/model-card.md, docs/experiments/)::
 
     .venv/bin/python benchmarks/whole_gap.py CHECKPOINT DATA_ROOT [--splits valid test] [--variants ...] [--edges]
 
-Why: ``build-model --mode whole`` runs the UNet once over the strip, reflect-padded to multiples of 32
-(:func:`bgtrain.infer.whole_padding`), instead of on 128-px patches that need no padding. Three things
-change at once: the stem estimates one registration over the whole (padded) strip, where the mirrored
+Why: the whole-strip build first ran the UNet once over the strip reflect-padded to multiples of 32
+(:func:`bgtrain.dataset.reflect_padding`), instead of on 128-px patches that need no padding. Three things
+changed at once: the stem estimates one registration over the whole (padded) strip, where the mirrored
 padding moves the opposite way; the strip's edges meet mirrored content instead of the convolutions' zero
 padding that every training patch had at its border; and every layer sees context beyond 128 px. Scored
 with PyTorch on the same strips (``bgtrain.validate.score_maps``):
 
 * ``tiled``          -- the deployed tiled computation (``bgtrain.infer.sliding_window``);
-* ``whole``          -- the deployed whole-strip computation (``bgtrain.infer.whole_image``);
+* ``whole``          -- the deployed whole-strip computation (``bgtrain.infer.whole_image``): the stem per
+  tile as in the tiled mode, the body once over the strip as it is (its pools round up);
+* ``whole, reflect-padded`` -- the first whole-strip build: the strip reflect-padded, the UNet once, cropped;
+The remaining variants change one thing of ``whole, reflect-padded``, except the ``unpadded`` ones:
+
 * ``whole, tiled stem`` -- the stem's maps computed tile by tile exactly as in the tiled mode and stitched
   by the tiling's centre crops, then the UNet body over the whole strip;
 * ``whole, interior shift`` -- the stem over the whole strip, its shift estimated without the padding;
@@ -28,6 +32,9 @@ with PyTorch on the same strips (``bgtrain.validate.score_maps``):
   ends, then the body over the whole strip: a registration that follows a drift along the strip, with the
   whole strip's edges and context; ``..., unpadded``: the bands cut from the strip itself (no mirrored
   columns in the stem's input), the blended maps then reflect-padded.
+* ``whole, unpadded`` -- the stem once over the strip as it is, the body on it without padding;
+  ``..., stem per 128-row band``: the stem as in ``whole, stem per 128-row band, unpadded`` instead
+  (``whole`` has the stem per tile).
 
 ``--skip`` leaves images out by their index in the split (e.g. the few that dominate a set's false alarms).
 ``--edges`` adds where each computation's false alarms are: pixels above 0.5 outside the defect masks,
@@ -49,12 +56,14 @@ from bgsdk.contract import scale_input
 from bgsdk.tiling import Tiling, plan_axis, tiling_for
 from bgtrain import model as model_module
 from bgtrain.checkpoint import model_from_checkpoint
-from bgtrain.infer import whole_padding
+from bgtrain.dataset import reflect_padding as whole_padding
+from bgtrain.infer import whole_image
 from bgtrain.model import UNet
 from bgtrain.validate import EvalSet, heatmaps, load_eval_set, score_maps
 
 VARIANTS = (
     "whole",
+    "whole, reflect-padded",
     "whole, tiled stem",
     "whole, interior shift",
     "whole, input zero-padded",
@@ -64,6 +73,8 @@ VARIANTS = (
     "whole, 128-row bands",
     "whole, stem per 128-row band",
     "whole, stem per 128-row band, unpadded",
+    "whole, unpadded",
+    "whole, unpadded, stem per 128-row band",
 )
 DEFAULT_VARIANTS = VARIANTS[:3]
 EDGE_BAND = 16
@@ -131,7 +142,7 @@ def _stem_maps(model: UNet, x: torch.Tensor, tiling: Tiling, variant: str, pads:
         return _stem_bands(model, F.pad(x, lrtb, mode="reflect"))
     if variant == "whole, stem per 128-row band, unpadded":
         return F.pad(_stem_bands(model, x), lrtb, mode="reflect")
-    return model.stem(F.pad(x, lrtb, mode="reflect"))  # "whole": what the build runs
+    return model.stem(F.pad(x, lrtb, mode="reflect"))  # "whole, reflect-padded": the first whole-strip build
 
 
 def _whole(model: UNet, x: torch.Tensor, tiling: Tiling, variant: str) -> np.ndarray:
@@ -144,12 +155,18 @@ def _whole(model: UNet, x: torch.Tensor, tiling: Tiling, variant: str) -> np.nda
     return prob[0].numpy()
 
 
+def _unpadded(model: UNet, x: torch.Tensor, tiling: Tiling, variant: str) -> np.ndarray:
+    """The UNet's body on the strip as it is (its pools round up), after the stem once or per row band."""
+    s = _stem_bands(model, x) if variant.endswith("band") else model.stem(x)
+    return torch.softmax(model.body(s), 1)[0, 1].numpy()
+
+
 def _bands(model: UNet, x: torch.Tensor, tiling: Tiling, rows: int = 128) -> np.ndarray:
     """The deployed whole-strip computation on bands of ``rows`` rows, stitched by their centre crops."""
     h, w = x.shape[2:]
     out = np.zeros((h, w), np.float32)
     for span in plan_axis(h, rows, min_overlap=32):
-        band = _whole(model, x[:, :, span.start : span.stop], tiling, "whole")
+        band = _whole(model, x[:, :, span.start : span.stop], tiling, "whole, reflect-padded")
         out[span.out_start : span.out_stop] = band[span.keep_start : span.keep_stop]
     return out
 
@@ -198,7 +215,11 @@ def main() -> None:
             rows = {"tiled": heatmaps(model, es, tiling, torch.device("cpu"))}
             xs = [torch.from_numpy(scale_input(e.image[None])) for e in es.images]
             for variant in args.variants:
-                if variant == "whole, 128-row bands":
+                if variant == "whole":
+                    rows[variant] = [whole_image(model, x, tiling)[0].numpy() for x in xs]
+                elif variant.startswith("whole, unpadded"):
+                    rows[variant] = [_unpadded(model, x, tiling, variant) for x in xs]
+                elif variant == "whole, 128-row bands":
                     rows[variant] = [_bands(model, x, tiling) for x in xs]
                 else:
                     rows[variant] = [_whole(model, x, tiling, variant) for x in xs]

@@ -12,7 +12,7 @@ from .artifact import read_metadata, write_artifacts
 from .build import DEFAULT_PATCH_BATCH, BuildOptions, BuildReport, build_model
 from .compose import ComposeOptions, compose_full_model
 from .errors import BuildError, VerificationError
-from .export import export_patch_model
+from .export import export_patch_model, export_whole_model
 from .fp16 import Fp16Options
 from .precision_gate import GateOptions
 from .quantize import QuantizeOptions
@@ -32,6 +32,7 @@ __all__ = [
     "build_model",
     "compose_full_model",
     "export_patch_model",
+    "export_whole_model",
     "read_metadata",
     "verify_model",
     "write_artifacts",

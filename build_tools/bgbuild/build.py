@@ -39,7 +39,7 @@ from .calibrate_threshold import OperatingPointOptions, calibrate_model, set_ope
 from .calibration import CalibrationSet, calibration_patches, calibration_strips, select_calibration_images
 from .compose import CHUNKINGS, SUPPORTED_OPSETS, ComposeOptions, compose_full_model, compose_whole_model
 from .errors import BuildError, VerificationError
-from .export import export_patch_model, op_counts
+from .export import export_patch_model, export_whole_model, op_counts
 from .fp16 import Fp16Options, convert_patch_model
 from .precision_gate import GateOptions, PrecisionVerification, compare_models, select_eval_images
 from .quantize import AUTO_CALIBRATION_ORDER, QuantizeOptions, quantize_patch_model, quantized_scope
@@ -88,7 +88,7 @@ class BuildOptions:
     image_size: tuple[int, int] | None = None  # None: the checkpoint's image size
     patch_batch: int | None = DEFAULT_PATCH_BATCH  # None: all patches in one call
     chunking: str = "unrolled"  # patch_batch < patches: "unrolled" chunks, "hybrid" or a "loop" (docs/design.md)
-    mode: str = "tiled"  # "whole": one UNet pass on the reflect-padded strip (build-model --mode whole)
+    mode: str = "tiled"  # "whole": stem per patch, the UNet's body once over the strip (build-model --mode whole)
     opset: int = 17
     simplify: bool = True
     keep_patch_model: bool = False
@@ -198,13 +198,9 @@ def load_stage(checkpoint: str | Path, image_size: tuple[int, int] | None = None
 
 
 def export_stage(loaded: LoadedCheckpoint, opset: int, mode: str = "tiled") -> onnx.ModelProto:
-    """The network as the graph will run it: at the patch size, or (whole mode) at the padded strip size."""
+    """The network as the graph will run it: at the patch size, or (whole mode) over the whole strip."""
     if mode == "whole":
-        from bgtrain.infer import whole_padding
-
-        t = loaded.tiling
-        top, bottom, left, right = whole_padding(t.height, t.width)
-        return export_patch_model(loaded.model, (t.height + top + bottom, t.width + left + right), opset)
+        return export_whole_model(loaded.model, loaded.tiling, opset)
     return export_patch_model(loaded.model, loaded.tiling.patch, opset)
 
 
@@ -387,7 +383,11 @@ def _load(state: BuildState) -> None:
     if options.quantize is not None:  # find the calibration images before any real work
         q = options.quantize
         state.calibration = select_calibration_images(
-            tiling, calib_data=q.calib_data, train_config=info.train_config, count=q.calib_count
+            tiling,
+            calib_data=q.calib_data,
+            train_config=info.train_config,
+            count=q.calib_count,
+            whole=options.mode == "whole",
         )
 
 
@@ -677,7 +677,7 @@ def _report(state: BuildState) -> BuildReport:
 
 def _layout(options: BuildOptions, k: int, T: int) -> str:
     if options.mode == "whole":
-        return "whole strip: reflect pad to multiples of 32, one network pass, crop"
+        return "whole strip: input stem per patch, stitched; the network's body once over the strip"
     if k >= T:
         return "patch model inlined once, one call"
     if options.chunking == "loop":

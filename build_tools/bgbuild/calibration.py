@@ -57,8 +57,10 @@ def select_calibration_images(
     calib_data: str | Path | None,
     train_config: Mapping[str, Any] | None,
     count: int,
+    whole: bool = False,
 ) -> CalibrationSet:
-    """The first ``count`` images of the build's size from ``calib_data`` or the training set.
+    """The first ``count`` images of the build's size from ``calib_data`` or the training set (each cut
+    into the tiling's patches, or, ``whole``, used as whole strips).
 
     Real images only: a synthetic stand-in would calibrate the ranges to the
     wrong statistics without anybody noticing, so no images is an error.
@@ -87,7 +89,8 @@ def select_calibration_images(
         raise BuildError(f"{flag}: no {size} calibration images found in {root} ({skipped} of another size skipped)")
     if len(images) < count:
         log.warning("only %d calibration image(s) of %s in %s (asked for %d)", len(images), size, root, count)
-    desc = f"{len(images)} image(s) x {tiling.num_patches} patches from {flag}"
+    unit = "whole strip(s)" if whole else f"image(s) x {tiling.num_patches} patches"
+    desc = f"{len(images)} {unit} from {flag}"
     return CalibrationSet(np.stack(images).astype(np.float32), used, source, desc)
 
 
@@ -116,20 +119,16 @@ def calibration_patches(images: np.ndarray, tiling: Tiling, synth_seed: int | No
 
 
 def calibration_strips(images: np.ndarray, tiling: Tiling, synth_seed: int | None = 0) -> np.ndarray:
-    """``(N,3,H',W')`` float32 = pixels/255, reflect-padded: what the whole-strip network sees.
+    """``(N,3,H,W)`` float32 = pixels/255: what the whole-strip network sees.
 
     The whole-mode counterpart of :func:`calibration_patches`. The training
     synthesiser plans its defects per patch, so it is applied block by block
     (a grid of ``tiling.patch`` blocks, seeded per block): the strip then carries
     the training defect density. Synthesising once over the whole strip gave a
     handful of defects per strip, MinMax ranges that clipped the defect responses,
-    and a 0.08 pixel AP drop on the test model. Then the reflect padding of
-    :func:`bgtrain.infer.whole_padding`.
+    and a 0.08 pixel AP drop on the test model.
     """
-    from bgtrain.infer import whole_padding
-
     _, _, h, w = images.shape
-    top, bottom, left, right = whole_padding(h, w)
     P = tiling.patch
     strips = []
     for n in range(images.shape[0]):
@@ -141,7 +140,7 @@ def calibration_strips(images: np.ndarray, tiling: Tiling, synth_seed: int | Non
                 for bx, x in enumerate(range(0, w, P)):
                     rng = np.random.default_rng([synth_seed, n, by, bx])
                     img[:, y : y + P, x : x + P] = synthesize(img[:, y : y + P, x : x + P].copy(), rng).image
-        strips.append(np.pad(img, ((0, 0), (top, bottom), (left, right)), mode="reflect"))
+        strips.append(img)
     return np.ascontiguousarray(scale_input(np.stack(strips)), dtype=np.float32)
 
 

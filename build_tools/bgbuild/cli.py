@@ -75,8 +75,8 @@ def _data_option(flag: str, help: str):
     type=click.Choice(["tiled", "whole"]),
     default="tiled",
     show_default=True,
-    help="tiled: 18 overlapping patches, exactly as trained (the default). whole: one network pass on the "
-    "strip reflect-padded to multiples of 32, cropped back (faster; pick it with numbers, see "
+    help="tiled: 18 overlapping patches, exactly as trained (the default). whole: the input stem per patch, "
+    "the rest of the network once over the strip as it is (faster; pick it with numbers, see "
     "docs/design.md).",
 )
 @click.option(
@@ -375,7 +375,8 @@ def _print_summary(report: BuildReport, total: float, quiet: bool, mode: str) ->
             q = report.quantization
             click.echo(
                 f"INT8: {q.settings['activations']} activations / int8 per-channel weights, "
-                f"{q.settings['calibration_method']} calibration on {q.settings['calibration_patches']} patches; "
+                f"{q.settings['calibration_method']} calibration on {q.settings['calibration_patches']} "
+                f"{'strips' if mode == 'whole' else 'patches'}; "
                 f"{q.verification.summary()}; {q.fp32_size_bytes / 1e6:.1f} MB fp32 -> {report.size_bytes / 1e6:.1f} MB"
             )
         if report.precision is not None:

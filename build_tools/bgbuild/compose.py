@@ -226,31 +226,23 @@ def _looped(op: ModuleType, run_patch_model: Any, batch: Var, K: int, P: int, _i
 
 
 def compose_whole_model(core_model: onnx.ModelProto, height: int, width: int, opset: int = 17) -> onnx.ModelProto:
-    """Whole-strip model ``input (N,3,H,W) -> output (N,3,H,W)``: one UNet pass, no tiles.
+    """Whole-strip model ``input (N,3,H,W) -> output (N,3,H,W)``: one network pass, no padding.
 
-    ``core_model`` is the UNet exported at the padded size (``input (B,3,H',W') ->
-    logits (B,2,H',W')``, :func:`bgtrain.infer.whole_padding`). Data flow::
+    ``core_model`` is the whole-strip network exported at the strip's size (``input (B,3,H,W) -> logits
+    (B,2,H,W)``, :func:`bgbuild.export.export_whole_model`: the stem per tile, the body once). Data flow::
 
-        Pad(mode=reflect) to multiples of 32 -> UNet (head folded) -> Sigmoid = Softmax[:, 1]
-        -> Slice back to H x W -> Pad two zero channels
+        whole-strip network (head folded) -> Sigmoid = Softmax[:, 1] -> Pad two zero channels
 
-    The reference is :func:`bgtrain.infer.whole_image` (same padding rule, same crop).
+    The reference is :func:`bgtrain.infer.whole_image`.
     """
-    from bgtrain.infer import whole_padding
-
     op = opset_module(opset)
-    top, bottom, left, right = whole_padding(height, width)
-    _check_patch_model(core_model, (height + top + bottom, width + left + right))
+    _check_patch_model(core_model, (height, width))
 
     def _i64(values: list[int]) -> Var:
         return op.constant(value=np.asarray(values, dtype=np.int64))
 
     x = argument(Tensor(np.float32, ("N", 3, height, width)))
-    padded = (
-        op.pad(x, _i64([0, 0, top, left, 0, 0, bottom, right]), mode="reflect") if top + bottom + left + right else x
-    )
-    prob = _defect_probability(op, inline(_with_folded_head(core_model)), padded, _i64)
-    heat = op.slice(prob, _i64([top, left]), _i64([top + height, left + width]), _i64([2, 3]))  # (N,1,H,W)
+    heat = _defect_probability(op, inline(_with_folded_head(core_model)), x, _i64)  # (N,1,H,W)
     out = op.pad(heat, _i64([0, 0, 0, 0, 0, 2, 0, 0]), op.constant(value=np.float32(0.0)))
     model = build({INPUT_NAME: x}, {OUTPUT_NAME: out})
     _set_output_shape(model, height, width)

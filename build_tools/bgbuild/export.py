@@ -19,11 +19,13 @@ from collections import Counter
 import onnx
 import torch
 
+from bgsdk.tiling import Tiling
+
 from .compose import PATCH_INPUT, PATCH_OUTPUT, SUPPORTED_OPSETS
 from .errors import BuildError
 from .graphs import all_graphs
 
-__all__ = ["export_patch_model", "op_counts"]
+__all__ = ["export_patch_model", "export_whole_model", "op_counts"]
 
 
 def op_counts(model: onnx.ModelProto) -> Counter[str]:
@@ -34,16 +36,32 @@ def op_counts(model: onnx.ModelProto) -> Counter[str]:
     return counts
 
 
-def export_patch_model(model: torch.nn.Module, patch: int | tuple[int, int], opset: int = 17) -> onnx.ModelProto:
-    """``input (B,3,P,P)`` float32 -> ``logits (B,2,P,P)``, B dynamic.
+def export_patch_model(model: torch.nn.Module, patch: int, opset: int = 17) -> onnx.ModelProto:
+    """``input (B,3,P,P)`` float32 -> ``logits (B,2,P,P)``, B dynamic; P static."""
+    exported = _export(model.eval(), (patch, patch), opset)
+    exported.doc_string = "bgsdk patch model: input (B,3,P,P) = pixels/255 -> logits (B,2,P,P) (background, defect)"
+    return exported
 
-    ``patch`` may be ``(H, W)``: the whole-strip build exports the same network at
-    the padded strip size (e.g. 992x192); height and width stay static either way.
-    """
-    ph, pw = (patch, patch) if isinstance(patch, int) else patch
+
+def export_whole_model(model: torch.nn.Module, tiling: Tiling, opset: int = 17) -> onnx.ModelProto:
+    """The whole-strip network (:class:`bgtrain.infer.WholeStrip`: the stem per tile of ``tiling``, the body
+    once over the strip): ``input (B,3,H,W)`` -> ``logits (B,2,H,W)`` at the tiling's image size."""
+    from bgtrain.infer import WholeStrip
+
+    exported = _export(WholeStrip(model.eval(), tiling).eval(), (tiling.height, tiling.width), opset)
+    # An upsampling to an odd skip's size is a Resize whose sizes input concatenates the (dynamic) batch, so
+    # the exporter leaves the output's sides symbolic; they are the strip's (the head folding needs them).
+    dims = exported.graph.output[0].type.tensor_type.shape.dim
+    dims[2].dim_value, dims[3].dim_value = tiling.height, tiling.width
+    exported.doc_string = "bgsdk whole-strip network: input (B,3,H,W) = pixels/255 -> logits (B,2,H,W)"
+    return exported
+
+
+def _export(model: torch.nn.Module, size: tuple[int, int], opset: int) -> onnx.ModelProto:
+    """TorchScript export at ``(B,3,*size)``, B dynamic, BatchNorm folded (checked)."""
+    ph, pw = size
     if opset not in SUPPORTED_OPSETS:
         raise BuildError(f"opset {opset} is not supported; choose one of {list(SUPPORTED_OPSETS)}")
-    model = model.eval()
     dummy = torch.zeros(2, 3, ph, pw)
     buf = io.BytesIO()
     with warnings.catch_warnings():
@@ -54,6 +72,8 @@ def export_patch_model(model: torch.nn.Module, patch: int | tuple[int, int], ops
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
         # The registered stem's shift candidates are constants by design: the tracer's note about them is noise.
         warnings.filterwarnings("ignore", message="torch.tensor results are registered as constants")
+        # Sides are static by design (the batch alone is dynamic): sizes read as Python ints are constants.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         with torch.no_grad():
             torch.onnx.export(
                 model,
@@ -74,5 +94,4 @@ def export_patch_model(model: torch.nn.Module, patch: int | tuple[int, int], ops
             f"the exporter left {ops['BatchNormalization']} BatchNormalization node(s) unfolded; "
             "the patch model must be exported in eval mode with BatchNorm folded into the convolutions"
         )
-    exported.doc_string = "bgsdk patch model: input (B,3,P,P) = pixels/255 -> logits (B,2,P,P) (background, defect)"
     return exported

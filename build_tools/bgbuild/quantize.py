@@ -192,7 +192,9 @@ def quantized_scope(options: QuantizeOptions, whole: bool = False) -> str:
     """What is quantized and what stays float, in words (the settings' scope, shown by ``bgsdk inspect``)."""
     stem = "the input stem, the first Conv" if options.float_first_conv else "the input stem"
     if whole:
-        return f"whole-strip network only; {stem}, reflect Pad, Softmax, crop and zero-channel Pad stay float"
+        return (
+            f"whole-strip network only; {stem} (per patch, with its stitching), Softmax and zero-channel Pad stay float"
+        )
     return f"patch model only; {stem}, Softmax, crops, stitching and padding stay float"
 
 

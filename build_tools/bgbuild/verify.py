@@ -264,13 +264,15 @@ def references(
     torch_model: torch.nn.Module, x: np.ndarray, tiling: Tiling, mode: str = "tiled"
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(p_32, p_64)``, (N,H,W) float64: the PyTorch reference with the network in float32 and in float64."""
-    from bgtrain.infer import sliding_window, whole_image
+    from bgtrain.infer import WholeStrip, full_image, sliding_window
 
     x64 = torch.from_numpy(x).double()
     out = []
     for dtype in (torch.float32, torch.float64):
-        net = _Float64Logits(torch_model, dtype)
-        ref = whole_image(net, x64) if mode == "whole" else sliding_window(net, x64, tiling)
+        if mode == "whole":
+            ref = full_image(_Float64Logits(WholeStrip(torch_model, tiling), dtype), x64)
+        else:
+            ref = sliding_window(_Float64Logits(torch_model, dtype), x64, tiling)
         out.append(ref.numpy())
     return out[0], out[1]
 
@@ -310,7 +312,7 @@ def verify_model(
     """Compare ONNX Runtime with the model's PyTorch reference on ``images`` (module docstring).
 
     ``mode="tiled"``: :func:`bgtrain.infer.sliding_window`; ``mode="whole"``:
-    :func:`bgtrain.infer.whole_image` (reflect pad, one pass, crop). Same gate for both.
+    :func:`bgtrain.infer.whole_image` (stem per tile, body once over the strip). Same gate for both.
     """
     gate = gate or FloatGate()
     gate.check()

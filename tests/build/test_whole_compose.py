@@ -1,9 +1,8 @@
-"""Whole-strip mode: the padding rule, the PyTorch reference and the composed ONNX graph.
+"""Whole-strip mode: the stem per tile, the network's body on any size, the PyTorch reference, the graph.
 
-The references here are independent of the code under test: numpy's ``np.pad(mode="reflect")``
-for the padding, and a hand-written ONNX core model (onnx.helper) that flips the padded image
-vertically, so the crop the graph takes back contains mirrored rows whenever the padding is
-uneven -- a wrong pad size, a wrong split or edge-repeating ("symmetric") padding changes pixels.
+The references here are independent of the code under test: the research strip's patch positions and
+keep regions written out by hand (``tests.helpers.build.SPEC_*``), numpy placement of each patch's keep
+region, numpy bilinear interpolation, and a hand-written ONNX core model (onnx.helper).
 """
 
 from __future__ import annotations
@@ -14,116 +13,151 @@ import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper
+from torch import nn
 
 from bgbuild.compose import compose_whole_model
 from bgbuild.export import op_counts
 from bgbuild.simplify import check_graph, constants_to_initializers, simplify
-from bgtrain.infer import whole_image, whole_padding
-from bgtrain.model import UNet
+from bgsdk.tiling import Tiling, tiling_for
+from bgtrain.infer import TiledStem, sliding_window, whole_image
+from bgtrain.model import UNet, _upsample_to
+from tests.helpers.build import SPEC_COL_KEEP, SPEC_COLS, SPEC_ROW_KEEP, SPEC_ROWS
 
 
-@pytest.mark.parametrize(
-    ("h", "w", "pads"),
-    [
-        (976, 176, (8, 8, 8, 8)),  # the strip: 992x192
-        (480, 200, (0, 0, 12, 12)),
-        (129, 130, (15, 16, 15, 15)),  # odd totals: the extra pixel goes bottom/right
-        (250, 140, (3, 3, 10, 10)),
-        (64, 96, (0, 0, 0, 0)),
-    ],
-)
-def test_whole_padding_reaches_the_next_multiple_of_32(h, w, pads):
-    top, bottom, left, right = whole_padding(h, w)
-    assert (top, bottom, left, right) == pads
-    assert (h + top + bottom) % 32 == 0 and (w + left + right) % 32 == 0
-    assert max(pads) < 32
+class _PatchMeanStem(nn.Module):
+    """A stem whose output depends on the whole patch it sees: ``x - mean(patch)`` and the mean itself."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean((2, 3), keepdim=True)
+        return torch.cat([x - mean, mean[:, :1].expand_as(x[:, :1])], dim=1)
 
 
-def test_whole_padding_refuses_sides_too_small_to_mirror():
-    with pytest.raises(ValueError, match="too small"):
-        whole_padding(10, 128)  # needs 22 rows of padding from a 10-row image
-    with pytest.raises(ValueError):
-        whole_padding(0, 128)
+def test_tiled_stem_stitches_the_research_layout_as_given():
+    x = torch.from_numpy(np.random.default_rng(0).random((2, 3, 976, 176), dtype=np.float32))
+    got = TiledStem(_PatchMeanStem(), tiling_for("strip")).forward(x).numpy()
+    expected = np.zeros((2, 4, 976, 176), np.float32)
+    for r, (k0, k1) in zip(SPEC_ROWS, SPEC_ROW_KEEP):
+        for c, (j0, j1) in zip(SPEC_COLS, SPEC_COL_KEEP):
+            patch = x[:, :, r : r + 128, c : c + 128]
+            maps = _PatchMeanStem()(patch).numpy()
+            expected[:, :, r + k0 : r + k1, c + j0 : c + j1] = maps[:, :, k0:k1, j0:j1]
+    np.testing.assert_allclose(got, expected, atol=1e-6)  # a tile's mean in another batch: float rounding only
 
 
-def _numpy_reference(model: UNet, x: np.ndarray) -> np.ndarray:
-    n, _, h, w = x.shape
-    top, bottom, left, right = whole_padding(h, w)
-    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), mode="reflect")
+def _whole_reference(model: UNet, x: np.ndarray, tiling: Tiling) -> np.ndarray:
+    """The stem on each tile, each tile's keep region placed by numpy, the body on the stitched maps."""
+    maps = None
     with torch.no_grad():
-        logits = model(torch.from_numpy(xp)).numpy().astype(np.float64)
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    prob = e[:, 1] / e.sum(axis=1)
-    return prob[:, top : top + h, left : left + w]
+        for p in tiling.patches():
+            s = model.stem(torch.from_numpy(x[:, :, p.row.start : p.row.stop, p.col.start : p.col.stop])).numpy()
+            if maps is None:
+                maps = np.zeros((x.shape[0], s.shape[1], *x.shape[2:]), np.float32)
+            maps[:, :, p.row.out_start : p.row.out_stop, p.col.out_start : p.col.out_stop] = s[
+                :, :, p.row.keep_start : p.row.keep_stop, p.col.keep_start : p.col.keep_stop
+            ]
+        logits = model.body(torch.from_numpy(maps)).numpy().astype(np.float64)
+    return 1.0 / (1.0 + np.exp(logits[:, 0] - logits[:, 1]))
 
 
-@pytest.mark.parametrize("hw", [(976, 176), (129, 150)])
-def test_whole_image_is_pad_unet_softmax_crop(hw):
+@pytest.mark.parametrize("hw", [(976, 176), (250, 140)])
+def test_whole_image_is_the_tiled_stem_then_the_body(hw):
+    torch.manual_seed(0)
+    model = UNet(base_width=2, stem="registered").eval()
+    tiling = tiling_for("strip", *hw)
+    x = np.random.default_rng(1).random((3, 3, *hw), dtype=np.float32)
+    got = whole_image(model, torch.from_numpy(x), tiling, batch=2).numpy()
+    assert got.shape == (3, *hw)
+    np.testing.assert_allclose(got, _whole_reference(model, x, tiling), atol=2e-6)
+    model.train()
+    whole_image(model, torch.from_numpy(x[:1]), tiling)
+    assert model.training  # mode restored
+    with pytest.raises(ValueError, match="tiling is for"):
+        whole_image(model, torch.from_numpy(x[:, :, :128]), tiling)
+
+
+def test_on_one_tile_the_whole_mode_is_the_tiled_mode():
+    torch.manual_seed(0)
+    model = UNet(base_width=2, stem="registered").eval()
+    tiling = tiling_for("strip", 128, 128)
+    assert tiling.num_patches == 1
+    x = torch.from_numpy(np.random.default_rng(2).random((2, 3, 128, 128), dtype=np.float32))
+    np.testing.assert_allclose(whole_image(model, x, tiling), sliding_window(model, x, tiling), atol=1e-6)
+
+
+def _bilinear_align_corners(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Output pixel (i, j) samples the input at (i (H-1)/(h-1), j (W-1)/(w-1)), linearly."""
+
+    def axis(a: np.ndarray, n: int, ax: int) -> np.ndarray:
+        pos = np.arange(n) * (a.shape[ax] - 1) / (n - 1)
+        lo = np.floor(pos).astype(int)
+        hi = np.minimum(lo + 1, a.shape[ax] - 1)
+        f = (pos - lo).reshape([-1 if d == ax else 1 for d in range(a.ndim)])
+        return np.take(a, lo, ax) * (1 - f) + np.take(a, hi, ax) * f
+
+    return axis(axis(x, h, 2), w, 3)
+
+
+def test_an_odd_side_is_upsampled_to_its_skip_and_an_even_one_doubled():
+    up = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True))
+    x = torch.from_numpy(np.random.default_rng(3).random((1, 2, 31, 6), dtype=np.float32))
+    odd = _upsample_to(up, x, torch.zeros(1, 1, 61, 11))  # 61 -> 31 and 11 -> 6 by ceil-mode pools
+    np.testing.assert_allclose(odd.numpy(), _bilinear_align_corners(x.numpy().astype(np.float64), 61, 11), atol=1e-6)
+    even = _upsample_to(up, x, torch.zeros(1, 1, 62, 12))
+    np.testing.assert_array_equal(even.numpy(), up(x).numpy())
+
+
+def test_the_unet_takes_any_size_and_keeps_the_research_network_on_multiples_of_32():
     torch.manual_seed(0)
     model = UNet(base_width=2).eval()
-    x = np.random.default_rng(1).random((3, 3, *hw), dtype=np.float32)
-    got = whole_image(model, torch.from_numpy(x), batch=2).numpy()
-    assert got.shape == (3, *hw)
-    np.testing.assert_allclose(got, _numpy_reference(model, x), atol=2e-6)
-    model.train()
-    whole_image(model, torch.from_numpy(x[:1]))
-    assert model.training  # mode restored
+    with torch.no_grad():
+        assert model.body(torch.rand(1, 3, 250, 140)).shape == (1, 2, 250, 140)
+        x = torch.rand(1, 3, 128, 96)
+        floor_pools = [nn.MaxPool2d(2)]  # the research network's pool
+        feats, s = [], x
+        for i, block in enumerate(model.encoder.blocks):
+            s = block(s if i == 0 else floor_pools[0](s))
+            feats.append(s)
+        y = feats[-1]
+        for up, block, skip in zip(model.decoder.ups, model.decoder.blocks, reversed(feats[:-1])):
+            y = block(torch.cat([up(y), skip], dim=1))
+        np.testing.assert_array_equal(model(x).numpy(), model.decoder.head(y).numpy())
 
 
-def flip_core_model(hp: int, wp: int) -> onnx.ModelProto:
-    """``logits = [0, flip_rows(x[:,0]) + 2 * x[:,1]]`` at the padded size ``hp x wp``."""
-    big = 2**62
+def _core_model(h: int, w: int) -> onnx.ModelProto:
+    """``logits = [x[:,0], x[:,0] + 2 * x[:,1]]`` at ``h x w``."""
     nodes = [
         helper.make_node("Slice", ["input", "c0s", "c0e", "ax1"], ["x0"]),
-        helper.make_node("Slice", ["x0", "fs", "fe", "ax2", "step"], ["flipped"]),
         helper.make_node("Slice", ["input", "c1s", "c1e", "ax1"], ["x1"]),
         helper.make_node("Add", ["x1", "x1"], ["x1x2"]),
-        helper.make_node("Add", ["flipped", "x1x2"], ["defect"]),
-        helper.make_node("Sub", ["defect", "defect"], ["background"]),
-        helper.make_node("Concat", ["background", "defect"], ["logits"], axis=1),
+        helper.make_node("Add", ["x0", "x1x2"], ["defect"]),
+        helper.make_node("Concat", ["x0", "defect"], ["logits"], axis=1),
     ]
     i64 = lambda n, v: helper.make_tensor(n, TensorProto.INT64, [len(v)], v)  # noqa: E731
-    inits = [
-        i64("c0s", [0]),
-        i64("c0e", [1]),
-        i64("c1s", [1]),
-        i64("c1e", [2]),
-        i64("ax1", [1]),
-        i64("fs", [-1]),
-        i64("fe", [-big]),
-        i64("ax2", [2]),
-        i64("step", [-1]),
-    ]
+    inits = [i64("c0s", [0]), i64("c0e", [1]), i64("c1s", [1]), i64("c1e", [2]), i64("ax1", [1])]
     graph = helper.make_graph(
         nodes,
-        "flip_core",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["B", 3, hp, wp])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["B", 2, hp, wp])],
+        "core",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["B", 3, h, w])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["B", 2, h, w])],
         inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-@pytest.mark.parametrize("hw", [(976, 176), (129, 130), (250, 140)])
-def test_composed_whole_graph_pads_by_reflection_and_crops_back(hw):
+@pytest.mark.parametrize("hw", [(976, 176), (129, 130)])
+def test_composed_whole_graph_is_the_core_softmax_and_zero_channels(hw):
     h, w = hw
-    top, bottom, left, right = whole_padding(h, w)
-    core = flip_core_model(h + top + bottom, w + left + right)
-    model = compose_whole_model(core, h, w)
-    res = simplify(model)
-    model = constants_to_initializers(res.model)
+    model = compose_whole_model(_core_model(h, w), h, w)
+    model = constants_to_initializers(simplify(model).model)
     check_graph(model, allow_loop=False)
-    assert op_counts(model)["Pad"] == 2  # the reflect pad in front, the zero channels behind
+    assert op_counts(model)["Pad"] == 1  # the zero channels only: the strip is not padded
     x = np.random.default_rng(2).random((2, 3, h, w), dtype=np.float32)
     out = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-    assert out.shape == (2, 3, h, w)
-    assert np.all(out[:, 1:] == 0.0)
-    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), mode="reflect").astype(np.float64)
-    logit = xp[:, 0, ::-1, :] + 2 * xp[:, 1]
-    expected = (1 / (1 + np.exp(-logit)))[:, top : top + h, left : left + w]
+    assert out.shape == (2, 3, h, w) and np.all(out[:, 1:] == 0.0)
+    expected = 1 / (1 + np.exp(-2.0 * x[:, 1].astype(np.float64)))  # softmax of [x0, x0 + 2 x1], channel 1
     np.testing.assert_allclose(out[:, 0], expected, atol=1e-6)
 
 
 def test_whole_graph_rejects_a_core_of_the_wrong_size():
-    with pytest.raises(ValueError, match=r"\(B,3,992,192\)"):
-        compose_whole_model(flip_core_model(976, 176), 976, 176)
+    with pytest.raises(ValueError, match=r"\(B,3,976,176\)"):
+        compose_whole_model(_core_model(992, 192), 976, 176)

@@ -251,11 +251,37 @@ def test_a_larger_crop_keeps_the_patch_recipes_defect_density(files):
     assert max(counts) > 10  # more than a patch recipe allows
 
 
-def test_crop_padding_reflect_pads_like_the_whole_strip_build(files):
+@pytest.mark.parametrize(
+    ("h", "w", "pads"),
+    [
+        (976, 176, (8, 8, 8, 8)),  # the strip: 992x192
+        (480, 200, (0, 0, 12, 12)),
+        (129, 130, (15, 16, 15, 15)),  # odd totals: the extra pixel goes bottom/right
+        (64, 96, (0, 0, 0, 0)),
+    ],
+)
+def test_reflect_padding_reaches_the_next_multiple_of_32(h, w, pads):
+    from bgtrain.dataset import reflect_padding
+
+    top, bottom, left, right = reflect_padding(h, w)
+    assert (top, bottom, left, right) == pads
+    assert (h + top + bottom) % 32 == 0 and (w + left + right) % 32 == 0
+
+
+def test_reflect_padding_refuses_sides_too_small_to_mirror():
+    from bgtrain.dataset import reflect_padding
+
+    with pytest.raises(ValueError, match="too small"):
+        reflect_padding(10, 128)  # needs 22 rows of padding from a 10-row image
+    with pytest.raises(ValueError):
+        reflect_padding(0, 128)
+
+
+def test_crop_padding_reflect_pads_to_multiples_of_32(files):
     """crop_padding 'reflect': a whole-image crop (976x176, not a multiple of 32) comes out reflect-padded to
-    992x192 by whole_padding's split, the interior the synthesised crop; mask, weight and hard-negative maps
+    992x192 by reflect_padding's split, the interior the synthesised crop; mask, weight and hard-negative maps
     are zero in the padding (no loss there). Without it such a crop size is refused."""
-    from bgtrain.infer import whole_padding
+    from bgtrain.dataset import reflect_padding as whole_padding
     from bgtrain.recipe import Recipe, RecipeError, get_recipe
 
     img = read_image(files[0]).astype(np.float32)

@@ -26,7 +26,6 @@ from bgsdk.errors import InputError
 from bgsdk.io import image_shape, read_image
 from bgsdk.tiling import CUSTOM, IMAGE_TYPES, Patch, Tiling, image_type_for, tiling_for
 
-from .infer import whole_padding
 from .recipe import Recipe, RecipeError, get_recipe
 from .synth import SynthResult, sample_rng, synthesize
 
@@ -99,12 +98,33 @@ class ImageCache:
         return len(self._items)
 
 
-def _pad_like_whole_build(
+PAD_MULTIPLE = 32  # the UNet halves its input 5 times (bgtrain.model)
+
+
+def reflect_padding(height: int, width: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` reflect padding that brings ``height x width`` to multiples of ``multiple``.
+
+    Split as evenly as possible (the extra pixel of an odd total goes to the bottom/right), so neither
+    border sees much more mirrored context than the other: 976x176 -> 992x192 is (8, 8, 8, 8). Reflect
+    padding needs each pad to be smaller than the side it mirrors; every pad is < ``multiple``.
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"image sides must be positive, got {height}x{width}")
+    pads = []
+    for side in (height, width):
+        total = -side % multiple
+        if total and total >= side:
+            raise ValueError(f"a {side} px side is too small to reflect-pad by {total} px (needs a side > the pad)")
+        pads += [total // 2, total - total // 2]
+    return pads[0], pads[1], pads[2], pads[3]
+
+
+def _pad_reflect(
     image: np.ndarray, mask: np.ndarray, weight: np.ndarray, hard: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A crop reflect-padded as the whole-strip build pads a strip; mask, weight and hard-negative maps
-    zero-padded, so the mirrored border carries no loss (the build crops it away)."""
-    top, bottom, left, right = whole_padding(*image.shape[1:])
+    """A crop reflect-padded to multiples of 32 (:func:`reflect_padding`); mask, weight and hard-negative
+    maps zero-padded, so the mirrored border carries no loss."""
+    top, bottom, left, right = reflect_padding(*image.shape[1:])
     pads = ((0, 0), (top, bottom), (left, right))
     return (
         np.pad(image, pads, mode="reflect"),
@@ -242,7 +262,7 @@ class PatchDataset(Dataset):
         mask = r.mask[None].astype(np.float32)
         hard_f = hard[None].astype(np.float32)
         if self.recipe.crop_padding == "reflect":
-            crop, mask, weight, hard_f = _pad_like_whole_build(crop, mask, weight, hard_f)
+            crop, mask, weight, hard_f = _pad_reflect(crop, mask, weight, hard_f)
         return {
             "input": torch.from_numpy(crop),
             "mask": torch.from_numpy(mask),

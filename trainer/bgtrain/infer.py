@@ -8,12 +8,15 @@ the numbers of the deployed model. So it stays deliberately plain: every patch o
 channel, and only the patch's keep region is written, at its ``out`` position.
 Patch layout and crops come from :mod:`bgsdk.tiling` and nowhere else.
 
-:func:`whole_image` is the reference of the opt-in whole-strip build
-(``build-model --mode whole``): the image is reflect-padded to the next
-multiple of 32 (the UNet's downsampling factor), the UNet runs once on it, and
-the defect probability is cropped back -- no overlaps recomputed. The padding
-rule lives in :func:`whole_padding` only; the ONNX builder bakes the same
-numbers into a ``Pad(mode="reflect")``.
+:func:`whole_image` is the reference of the whole-strip build
+(``build-model --mode whole``): the stem's maps are computed tile by tile exactly
+as the tiled mode computes them (:class:`TiledStem`, the same tiling), then the
+network's body runs once over the whole strip as it is -- no padding (its pools
+round up, :mod:`bgtrain.model`), no overlaps recomputed. The export traces the
+same module (:class:`WholeStrip`), so graph and reference share one definition.
+Why tiles for the stem only: one registration over the whole strip, or one over a
+reflect-padded strip, drew false alarms over the strip's interior and along its
+edges that no tile shows (docs/experiments/2026-12-07-whole-strip-edges.md).
 """
 
 from __future__ import annotations
@@ -27,10 +30,7 @@ from torch import nn
 from bgsdk.contract import scale_input
 from bgsdk.tiling import Patch, Tiling
 
-__all__ = ["sliding_window", "heatmap_numpy", "whole_padding", "whole_image"]
-
-# The UNet halves its input 5 times (bgtrain.model.DOWNSAMPLE).
-WHOLE_MULTIPLE = 32
+__all__ = ["sliding_window", "heatmap_numpy", "TiledStem", "WholeStrip", "whole_image", "full_image"]
 
 
 def _chunks(items: list[tuple[int, Patch]], size: int) -> Iterator[list[tuple[int, Patch]]]:
@@ -101,56 +101,85 @@ def heatmap_numpy(model: nn.Module, image: np.ndarray, tiling: Tiling, patch_bat
     return sliding_window(model, x, tiling, patch_batch)[0].cpu().numpy().astype(np.float32, copy=False)
 
 
-def whole_padding(height: int, width: int, multiple: int = WHOLE_MULTIPLE) -> tuple[int, int, int, int]:
-    """``(top, bottom, left, right)`` reflect padding that brings ``height x width`` to multiples of ``multiple``.
+class TiledStem(nn.Module):
+    """``(N,3,H,W)`` -> the stem's maps ``(N,C,H,W)``, computed per tile of ``tiling`` and stitched by its
+    centre crops: pixel for pixel what the tiled mode's stem computes (one registration per tile)."""
 
-    Split as evenly as possible (the extra pixel of an odd total goes to the
-    bottom/right), so neither border sees much more mirrored context than the
-    other: 976x176 -> 992x192 is (8, 8, 8, 8). Reflect padding needs each pad to
-    be smaller than the side it mirrors; every pad is < ``multiple`` (32), so any
-    side >= 32 works (the tiled mode's minimum, one 128 px patch, is far above).
+    def __init__(self, stem: nn.Module, tiling: Tiling) -> None:
+        super().__init__()
+        self.stem = stem
+        self.tiling = tiling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.tiling
+        patches = list(t.patches())
+        # patch-major (patch 0 of every image, then patch 1, ...): one stem call on all tiles of all images
+        maps = self.stem(torch.cat([x[:, :, p.row.start : p.row.stop, p.col.start : p.col.stop] for p in patches]))
+        grid = maps.reshape(len(patches), -1, int(maps.shape[1]), t.patch, t.patch)
+        rows = []
+        for r, row in enumerate(t.rows):
+            cols = [
+                grid[r * len(t.cols) + c, :, :, row.keep_start : row.keep_stop, col.keep_start : col.keep_stop]
+                for c, col in enumerate(t.cols)
+            ]
+            rows.append(torch.cat(cols, dim=3))
+        return torch.cat(rows, dim=2)
+
+
+class WholeStrip(nn.Module):
+    """``(N,3,H,W)`` -> logits ``(N,2,H,W)``: :class:`TiledStem`, then the UNet's body once over the strip.
+
+    Shares the UNet's modules (no copy); its submodules are named ``stem``, ``encoder`` and ``decoder`` like
+    the UNet's, so an exported graph's node names (``/stem/...``) mean the same in both modes.
     """
-    if height < 1 or width < 1:
-        raise ValueError(f"image sides must be positive, got {height}x{width}")
-    pads = []
-    for side in (height, width):
-        total = -side % multiple
-        if total and total >= side:
-            raise ValueError(f"a {side} px side is too small to reflect-pad by {total} px (needs a side > the pad)")
-        pads += [total // 2, total - total // 2]
-    return pads[0], pads[1], pads[2], pads[3]
+
+    def __init__(self, model: nn.Module, tiling: Tiling) -> None:
+        super().__init__()
+        stem, encoder, decoder = model.stem, model.encoder, model.decoder
+        assert isinstance(stem, nn.Module) and isinstance(encoder, nn.Module) and isinstance(decoder, nn.Module)
+        self.stem = TiledStem(stem, tiling)
+        self.encoder = encoder
+        self.decoder = decoder
+        self._channels_last = bool(getattr(model, "channels_last", lambda: False)())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.stem(x.contiguous())
+        if self._channels_last:
+            s = s.contiguous(memory_format=torch.channels_last)
+        return self.decoder(self.encoder(s))
 
 
-def whole_image(model: nn.Module, images: torch.Tensor, batch: int = 1) -> torch.Tensor:
-    """``(N,3,H,W)`` already divided by 255 -> ``(N,H,W)`` defect probability, one UNet pass per image.
+def whole_image(model: nn.Module, images: torch.Tensor, tiling: Tiling, batch: int = 1) -> torch.Tensor:
+    """``(N,3,H,W)`` already divided by 255 -> ``(N,H,W)`` defect probability, one body pass per image:
+    :class:`WholeStrip` (the stem per tile of ``tiling``, the body over the strip as it is)."""
+    h, w = images.shape[-2], images.shape[-1]
+    if (h, w) != (tiling.height, tiling.width):
+        raise ValueError(f"images are {h}x{w} but the tiling is for {tiling.height}x{tiling.width}")
+    net = WholeStrip(model, tiling).train(model.training)  # shares the model's modules: restore its mode
+    return full_image(net, images, batch)
 
-    Reflect-pad to the next multiple of 32 (:func:`whole_padding`), run the
-    model, softmax over the 2 logits, defect channel, crop back to ``H x W``.
-    ``batch`` images per model call (a memory knob only). Eval mode, no
-    gradients; the model's previous train/eval mode is restored afterwards.
+
+def full_image(net: nn.Module, images: torch.Tensor, batch: int = 1) -> torch.Tensor:
+    """``(N,3,H,W)`` -> ``(N,H,W)`` defect probability of a network that maps whole images to 2 logits.
+
+    Softmax over the 2 logits, defect channel. ``batch`` images per call (a memory knob only). Eval mode,
+    no gradients; the network's previous train/eval mode is restored afterwards.
     """
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (N,3,H,W), got {tuple(images.shape)}")
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     n, _, h, w = images.shape
-    top, bottom, left, right = whole_padding(h, w)
     out = torch.zeros((n, h, w), dtype=images.dtype, device=images.device)
-    was_training = model.training
-    model.eval()
+    was_training = net.training
+    net.eval()
     try:
         with torch.no_grad():
             for i in range(0, n, batch):
-                x = images[i : i + batch]
-                if top or bottom or left or right:
-                    x = torch.nn.functional.pad(x, (left, right, top, bottom), mode="reflect")
-                logits = model(x)
-                if logits.ndim != 4 or logits.shape[1] != 2 or tuple(logits.shape[2:]) != tuple(x.shape[2:]):
-                    raise ValueError(
-                        f"model must map (B,3,H,W) to (B,2,H,W) logits, got {tuple(logits.shape)} for input {tuple(x.shape)}"
-                    )
-                prob = torch.softmax(logits, dim=1)[:, 1]
-                out[i : i + batch] = prob[:, top : top + h, left : left + w].to(out.dtype)
+                logits = net(images[i : i + batch])
+                if logits.ndim != 4 or logits.shape[1] != 2 or tuple(logits.shape[2:]) != (h, w):
+                    raise ValueError(f"model must map (B,3,H,W) to (B,2,H,W) logits, got {tuple(logits.shape)}")
+                out[i : i + batch] = torch.softmax(logits, dim=1)[:, 1].to(out.dtype)
     finally:
-        model.train(was_training)
+        net.train(was_training)
     return out

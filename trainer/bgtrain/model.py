@@ -5,6 +5,11 @@ A plain UNet: 6 encoder blocks of (Conv3x3-BN-ReLU)x2 with widths
 with align_corners=True, Conv-BN-ReLU, skip concat, (Conv-BN-ReLU)x2) and a final
 Conv3x3 to 2 logits (background, defect). ``base_width`` is a parameter so tests
 and demos can use tiny models; 64 is the production width (28.4 M parameters).
+
+Pools round up (ceil mode) and each upsampling goes to its skip's size, so the
+network also runs on sides that are not multiples of 32 -- the whole-strip build
+runs it on the strip as it is (:mod:`bgtrain.infer`). On multiples of 32 both are
+exactly the research network's max-pool and 2x upsampling.
 """
 
 from __future__ import annotations
@@ -68,7 +73,7 @@ class Encoder(nn.Module):
         widths = [w, 2 * w, 4 * w, 8 * w, 8 * w, 8 * w]
         chans = [in_channels] + widths
         self.blocks = nn.ModuleList(_double(chans[i], chans[i + 1]) for i in range(6))
-        self.pool = nn.MaxPool2d(2)
+        self.pool = nn.MaxPool2d(2, ceil_mode=True)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = []
@@ -96,8 +101,18 @@ class Decoder(nn.Module):
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         x = feats[-1]
         for up, block, skip in zip(self.ups, self.blocks, reversed(feats[:-1])):
-            x = block(torch.cat([up(x), skip], dim=1))
+            x = block(torch.cat([_upsample_to(up, x, skip), skip], dim=1))
         return self.head(x)
+
+
+def _upsample_to(up: nn.Module, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """``up(x)`` at ``skip``'s size: 2x, or, where a ceil-mode pool rounded an odd side up, that side's size
+    (bilinear with align_corners maps output pixel ``i`` to input ``i/2`` exactly then)."""
+    h, w = int(skip.shape[-2]), int(skip.shape[-1])  # static sizes: constants in an exported graph
+    if (h, w) == (2 * int(x.shape[-2]), 2 * int(x.shape[-1])):
+        return up(x)
+    assert isinstance(up, nn.Sequential)  # Upsample, then Conv-BN-ReLU (_up)
+    return up[1:](F.interpolate(x, size=(h, w), mode="bilinear", align_corners=True))
 
 
 def _odd_die_out(d1: torch.Tensor, d2: torch.Tensor) -> torch.Tensor:
@@ -480,7 +495,10 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not exporting():
             check_input_size(int(x.shape[-2]), int(x.shape[-1]))
-        s = self.stem(x.contiguous())
+        return self.body(self.stem(x.contiguous()))
+
+    def body(self, s: torch.Tensor) -> torch.Tensor:
+        """The stem's maps ``(B,C,H,W)`` -> logits: everything after the stem, any ``H x W``."""
         if self.channels_last():  # the stem's many small ops run fastest on NCHW, the convolutions on NHWC
             s = s.contiguous(memory_format=torch.channels_last)
         return self.decoder(self.encoder(s))

@@ -98,9 +98,9 @@ class Recipe:
     # (0, 0) = the tiling's patch. Larger crops show the network the context a whole-strip build gives it.
     # The defect counts above are per patch: a larger crop gets them per patch area (same density)
     crop_size: tuple[int, int] = (0, 0)
-    # "reflect": each crop is reflect-padded to multiples of 32 exactly as the whole-strip build pads a strip
-    # (bgtrain.infer.whole_padding), the padding without loss -- so that a whole-image crop trains the
-    # network on what the whole-strip build shows it at the image's edges; "none": crops are multiples of 32
+    # "reflect": each crop is reflect-padded to multiples of 32 (bgtrain.dataset.reflect_padding), the
+    # padding without loss -- what the whole-strip build showed the network at a strip's edges until it ran
+    # the strip unpadded (kept to reproduce docs/experiments/); "none": crops are multiples of 32
     crop_padding: str = "none"
     # --- amplitude ----------------------------------------------------------------------------
     amplitudes: tuple[float, ...] = (-80.0, -60.0, 60.0, 80.0)  # discrete set; () = continuous

@@ -98,7 +98,7 @@ def heatmaps(
     for i in range(0, len(eval_set), batch):
         chunk = eval_set.images[i : i + batch]
         x = torch.from_numpy(scale_input(np.stack([e.image for e in chunk]))).to(device)
-        hm = sliding_window(model, x, tiling) if mode == "tiled" else whole_image(model, x)
+        hm = sliding_window(model, x, tiling) if mode == "tiled" else whole_image(model, x, tiling)
         out += list(hm.cpu().numpy())
     return out
 
