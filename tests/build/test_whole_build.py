@@ -26,24 +26,13 @@ from bgsdk.io import list_images, read_image
 from bgsdk.tiling import tiling_for
 from bgtrain.checkpoint import save_checkpoint
 from bgtrain.validate import baseline, load_eval_set
-from tests.helpers.build import tiny_unet
+from tests.helpers.build import tiny_unet, whole_reference
 from tests.helpers.cli import invoke
 
 
 def numpy_whole_reference(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     """The stem per tile of the strip's tiling, keep regions placed by numpy, the body once, softmax."""
-    tiling = tiling_for("strip", *x.shape[2:])
-    maps = None
-    with torch.no_grad():
-        for p in tiling.patches():
-            s = model.stem(torch.from_numpy(x[:, :, p.row.start : p.row.stop, p.col.start : p.col.stop])).numpy()
-            if maps is None:
-                maps = np.zeros((x.shape[0], s.shape[1], *x.shape[2:]), np.float32)
-            maps[:, :, p.row.out_start : p.row.out_stop, p.col.out_start : p.col.out_stop] = s[
-                :, :, p.row.keep_start : p.row.keep_stop, p.col.keep_start : p.col.keep_stop
-            ]
-        logits = model.body(torch.from_numpy(maps)).double().numpy()
-    return 1.0 / (1.0 + np.exp(logits[:, 0] - logits[:, 1]))
+    return whole_reference(model, x, tiling_for("strip", *x.shape[2:]))
 
 
 @pytest.fixture(scope="module")

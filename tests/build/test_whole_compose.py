@@ -18,10 +18,10 @@ from torch import nn
 from bgbuild.compose import compose_whole_model
 from bgbuild.export import op_counts
 from bgbuild.simplify import check_graph, constants_to_initializers, simplify
-from bgsdk.tiling import Tiling, tiling_for
+from bgsdk.tiling import tiling_for
 from bgtrain.infer import TiledStem, sliding_window, whole_image
 from bgtrain.model import UNet, _upsample_to
-from tests.helpers.build import SPEC_COL_KEEP, SPEC_COLS, SPEC_ROW_KEEP, SPEC_ROWS
+from tests.helpers.build import SPEC_COL_KEEP, SPEC_COLS, SPEC_ROW_KEEP, SPEC_ROWS, whole_reference
 
 
 class _PatchMeanStem(nn.Module):
@@ -44,21 +44,6 @@ def test_tiled_stem_stitches_the_research_layout_as_given():
     np.testing.assert_allclose(got, expected, atol=1e-6)  # a tile's mean in another batch: float rounding only
 
 
-def _whole_reference(model: UNet, x: np.ndarray, tiling: Tiling) -> np.ndarray:
-    """The stem on each tile, each tile's keep region placed by numpy, the body on the stitched maps."""
-    maps = None
-    with torch.no_grad():
-        for p in tiling.patches():
-            s = model.stem(torch.from_numpy(x[:, :, p.row.start : p.row.stop, p.col.start : p.col.stop])).numpy()
-            if maps is None:
-                maps = np.zeros((x.shape[0], s.shape[1], *x.shape[2:]), np.float32)
-            maps[:, :, p.row.out_start : p.row.out_stop, p.col.out_start : p.col.out_stop] = s[
-                :, :, p.row.keep_start : p.row.keep_stop, p.col.keep_start : p.col.keep_stop
-            ]
-        logits = model.body(torch.from_numpy(maps)).numpy().astype(np.float64)
-    return 1.0 / (1.0 + np.exp(logits[:, 0] - logits[:, 1]))
-
-
 @pytest.mark.parametrize("hw", [(976, 176), (250, 140)])
 def test_whole_image_is_the_tiled_stem_then_the_body(hw):
     torch.manual_seed(0)
@@ -67,7 +52,7 @@ def test_whole_image_is_the_tiled_stem_then_the_body(hw):
     x = np.random.default_rng(1).random((3, 3, *hw), dtype=np.float32)
     got = whole_image(model, torch.from_numpy(x), tiling, batch=2).numpy()
     assert got.shape == (3, *hw)
-    np.testing.assert_allclose(got, _whole_reference(model, x, tiling), atol=2e-6)
+    np.testing.assert_allclose(got, whole_reference(model, x, tiling), atol=2e-6)
     model.train()
     whole_image(model, torch.from_numpy(x[:1]), tiling)
     assert model.training  # mode restored

@@ -14,6 +14,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper
 
+from bgsdk.tiling import Tiling
 from bgtrain.checkpoint import save_checkpoint
 from bgtrain.model import DEFAULT_STEM, UNet
 
@@ -112,3 +113,19 @@ def spec_reference(
                 out[:, y + r0 : y + r1, xx + c0 : xx + c1] = prob[:, r0:r1, c0:c1]
     assert not np.isnan(out).any()
     return out
+
+
+def whole_reference(model: UNet, x: np.ndarray, tiling: Tiling) -> np.ndarray:
+    """The whole-strip computation written independently of ``bgtrain.infer``: the stem on each tile, each
+    tile's keep region placed by numpy, the body once on the stitched maps, softmax in float64."""
+    maps = None
+    with torch.no_grad():
+        for p in tiling.patches():
+            s = model.stem(torch.from_numpy(x[:, :, p.row.start : p.row.stop, p.col.start : p.col.stop])).numpy()
+            if maps is None:
+                maps = np.zeros((x.shape[0], s.shape[1], *x.shape[2:]), np.float32)
+            maps[:, :, p.row.out_start : p.row.out_stop, p.col.out_start : p.col.out_stop] = s[
+                :, :, p.row.keep_start : p.row.keep_stop, p.col.keep_start : p.col.keep_stop
+            ]
+        logits = model.body(torch.from_numpy(maps)).numpy().astype(np.float64)
+    return 1.0 / (1.0 + np.exp(logits[:, 0] - logits[:, 1]))
