@@ -72,8 +72,6 @@ def _export(model: torch.nn.Module, size: tuple[int, int], opset: int) -> onnx.M
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
         # The registered stem's shift candidates are constants by design: the tracer's note about them is noise.
         warnings.filterwarnings("ignore", message="torch.tensor results are registered as constants")
-        # Sides are static by design (the batch alone is dynamic): sizes read as Python ints are constants.
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         with torch.no_grad():
             torch.onnx.export(
                 model,

@@ -20,12 +20,14 @@ from bgbuild.export import op_counts
 from bgbuild.simplify import check_graph, constants_to_initializers, simplify
 from bgsdk.tiling import tiling_for
 from bgtrain.infer import TiledStem, sliding_window, whole_image
-from bgtrain.model import UNet, _upsample_to
+from bgtrain.model import UNet, _upsample_to, level_sizes
 from tests.helpers.build import SPEC_COL_KEEP, SPEC_COLS, SPEC_ROW_KEEP, SPEC_ROWS, whole_reference
 
 
 class _PatchMeanStem(nn.Module):
     """A stem whose output depends on the whole patch it sees: ``x - mean(patch)`` and the mean itself."""
+
+    out_channels = 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean = x.mean((2, 3), keepdim=True)
@@ -85,10 +87,14 @@ def _bilinear_align_corners(x: np.ndarray, h: int, w: int) -> np.ndarray:
 def test_an_odd_side_is_upsampled_to_its_skip_and_an_even_one_doubled():
     up = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True))
     x = torch.from_numpy(np.random.default_rng(3).random((1, 2, 31, 6), dtype=np.float32))
-    odd = _upsample_to(up, x, torch.zeros(1, 1, 61, 11))  # 61 -> 31 and 11 -> 6 by ceil-mode pools
+    odd = _upsample_to(up, x, ((31, 6), (61, 11)))  # 61 -> 31 and 11 -> 6 by ceil-mode pools
     np.testing.assert_allclose(odd.numpy(), _bilinear_align_corners(x.numpy().astype(np.float64), 61, 11), atol=1e-6)
-    even = _upsample_to(up, x, torch.zeros(1, 1, 62, 12))
+    even = _upsample_to(up, x, ((31, 6), (62, 12)))
     np.testing.assert_array_equal(even.numpy(), up(x).numpy())
+
+
+def test_level_sizes_round_up():
+    assert level_sizes(976, 176) == [(976, 176), (488, 88), (244, 44), (122, 22), (61, 11), (31, 6)]
 
 
 def test_the_unet_takes_any_size_and_keeps_the_research_network_on_multiples_of_32():

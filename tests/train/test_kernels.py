@@ -97,6 +97,18 @@ def test_a_channels_last_unet_gives_the_nchw_logits_and_its_convolutions_see_cha
     assert seen == [True, True] and cl.channels_last() and not nchw.channels_last()
 
 
+def test_tracing_a_whole_strip_network_raises_no_tracer_warning() -> None:
+    """The whole-strip module reads its sizes from the tiling, never from traced shapes."""
+    from bgsdk.tiling import tiling_for
+    from bgtrain.infer import WholeStrip
+
+    net = WholeStrip(UNet(base_width=2, stem="registered").eval(), tiling_for("strip", 250, 140)).eval()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Converting a tensor to a Python", category=torch.jit.TracerWarning)
+        with torch.no_grad():
+            torch.jit.trace(net, torch.rand(1, 3, 250, 140), check_trace=False)
+
+
 def test_tracing_a_registered_unet_raises_no_tracer_warning() -> None:
     """The eager paths' conditions must not touch traced shapes (a TracerWarning in every build's log; the
     shift candidates' constants are the exporter's known, filtered note)."""

@@ -30,6 +30,8 @@ from torch import nn
 from bgsdk.contract import scale_input
 from bgsdk.tiling import Patch, Tiling
 
+from .model import level_sizes
+
 __all__ = ["sliding_window", "heatmap_numpy", "TiledStem", "WholeStrip", "whole_image", "full_image"]
 
 
@@ -103,19 +105,21 @@ def heatmap_numpy(model: nn.Module, image: np.ndarray, tiling: Tiling, patch_bat
 
 class TiledStem(nn.Module):
     """``(N,3,H,W)`` -> the stem's maps ``(N,C,H,W)``, computed per tile of ``tiling`` and stitched by its
-    centre crops: pixel for pixel what the tiled mode's stem computes (one registration per tile)."""
+    centre crops: pixel for pixel what the tiled mode's stem computes (one registration per tile). ``C`` is
+    the stem's ``out_channels`` (3 for a stem without one: the plain network's identity)."""
 
     def __init__(self, stem: nn.Module, tiling: Tiling) -> None:
         super().__init__()
         self.stem = stem
         self.tiling = tiling
+        self.channels = int(getattr(stem, "out_channels", 3))  # a static count: an export reads no traced shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = self.tiling
         patches = list(t.patches())
         # patch-major (patch 0 of every image, then patch 1, ...): one stem call on all tiles of all images
         maps = self.stem(torch.cat([x[:, :, p.row.start : p.row.stop, p.col.start : p.col.stop] for p in patches]))
-        grid = maps.reshape(len(patches), -1, int(maps.shape[1]), t.patch, t.patch)
+        grid = maps.reshape(len(patches), -1, self.channels, t.patch, t.patch)
         rows = []
         for r, row in enumerate(t.rows):
             cols = [
@@ -141,12 +145,14 @@ class WholeStrip(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
         self._channels_last = bool(getattr(model, "channels_last", lambda: False)())
+        # every level's size as Python ints: an export then reads no traced shape
+        self._sizes = level_sizes(tiling.height, tiling.width, len(getattr(encoder, "blocks", range(6))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.stem(x.contiguous())
         if self._channels_last:
             s = s.contiguous(memory_format=torch.channels_last)
-        return self.decoder(self.encoder(s))
+        return self.decoder(self.encoder(s), self._sizes)
 
 
 def whole_image(model: nn.Module, images: torch.Tensor, tiling: Tiling, batch: int = 1) -> torch.Tensor:

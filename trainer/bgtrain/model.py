@@ -39,6 +39,7 @@ __all__ = [
     "check_input_size",
     "count_parameters",
     "DOWNSAMPLE",
+    "level_sizes",
 ]
 
 
@@ -98,21 +99,36 @@ class Decoder(nn.Module):
         self.blocks = nn.ModuleList(_double(cup + skip, cout) for _, cup, skip, cout in stages)
         self.head = nn.Conv2d(w, out_channels, 3, padding=1)
 
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, feats: list[torch.Tensor], sizes: list[tuple[int, int]] | None = None) -> torch.Tensor:
+        """``sizes``: each level's ``(H, W)``, finest first, as Python ints (:func:`level_sizes`; an export
+        passes them, so no traced shape is read). ``None``: read from the tensors in eager mode; while
+        exporting, plain 2x upsampling (sides that are multiples of 32, as every patch)."""
+        if sizes is None and not exporting():
+            sizes = [(int(f.shape[-2]), int(f.shape[-1])) for f in feats]
         x = feats[-1]
-        for up, block, skip in zip(self.ups, self.blocks, reversed(feats[:-1])):
-            x = block(torch.cat([_upsample_to(up, x, skip), skip], dim=1))
+        for level, (up, block, skip) in enumerate(zip(self.ups, self.blocks, reversed(feats[:-1]))):
+            size = None if sizes is None else (sizes[-1 - level], sizes[-2 - level])
+            x = block(torch.cat([_upsample_to(up, x, size), skip], dim=1))
         return self.head(x)
 
 
-def _upsample_to(up: nn.Module, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-    """``up(x)`` at ``skip``'s size: 2x, or, where a ceil-mode pool rounded an odd side up, that side's size
-    (bilinear with align_corners maps output pixel ``i`` to input ``i/2`` exactly then)."""
-    h, w = int(skip.shape[-2]), int(skip.shape[-1])  # static sizes: constants in an exported graph
-    if (h, w) == (2 * int(x.shape[-2]), 2 * int(x.shape[-1])):
+def level_sizes(height: int, width: int, levels: int = 6) -> list[tuple[int, int]]:
+    """Each encoder level's ``(H, W)`` for an ``height x width`` input, finest first (pools round up)."""
+    sizes = [(height, width)]
+    for _ in range(levels - 1):
+        h, w = sizes[-1]
+        sizes.append(((h + 1) // 2, (w + 1) // 2))
+    return sizes
+
+
+def _upsample_to(up: nn.Module, x: torch.Tensor, size: tuple[tuple[int, int], tuple[int, int]] | None) -> torch.Tensor:
+    """``up(x)`` at the skip's size: 2x, or, where a ceil-mode pool rounded an odd side up, that side's size
+    (bilinear with align_corners maps output pixel ``i`` to input ``i/2`` exactly then). ``size`` = (x's,
+    the skip's) ``(H, W)``; ``None``: 2x."""
+    if size is None or size[1] == (2 * size[0][0], 2 * size[0][1]):
         return up(x)
     assert isinstance(up, nn.Sequential)  # Upsample, then Conv-BN-ReLU (_up)
-    return up[1:](F.interpolate(x, size=(h, w), mode="bilinear", align_corners=True))
+    return up[1:](F.interpolate(x, size=size[1], mode="bilinear", align_corners=True))
 
 
 def _odd_die_out(d1: torch.Tensor, d2: torch.Tensor) -> torch.Tensor:
@@ -497,11 +513,12 @@ class UNet(nn.Module):
             check_input_size(int(x.shape[-2]), int(x.shape[-1]))
         return self.body(self.stem(x.contiguous()))
 
-    def body(self, s: torch.Tensor) -> torch.Tensor:
-        """The stem's maps ``(B,C,H,W)`` -> logits: everything after the stem, any ``H x W``."""
+    def body(self, s: torch.Tensor, sizes: list[tuple[int, int]] | None = None) -> torch.Tensor:
+        """The stem's maps ``(B,C,H,W)`` -> logits: everything after the stem, any ``H x W`` (``sizes``:
+        :class:`Decoder`)."""
         if self.channels_last():  # the stem's many small ops run fastest on NCHW, the convolutions on NHWC
             s = s.contiguous(memory_format=torch.channels_last)
-        return self.decoder(self.encoder(s))
+        return self.decoder(self.encoder(s), sizes)
 
     def channels_last(self) -> bool:
         """Whether the convolutions' weights are channels-last (``model.to(memory_format=torch.channels_last)``)."""
