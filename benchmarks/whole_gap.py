@@ -57,7 +57,7 @@ from bgsdk.tiling import Tiling, plan_axis, tiling_for
 from bgtrain import model as model_module
 from bgtrain.checkpoint import model_from_checkpoint
 from bgtrain.dataset import reflect_padding as whole_padding
-from bgtrain.infer import whole_image
+from bgtrain.infer import TiledStem, whole_image
 from bgtrain.model import UNet
 from bgtrain.validate import EvalSet, heatmaps, load_eval_set, score_maps
 
@@ -78,20 +78,6 @@ VARIANTS = (
 )
 DEFAULT_VARIANTS = VARIANTS[:3]
 EDGE_BAND = 16
-
-
-def _stem_tiled(model: UNet, x: torch.Tensor, tiling: Tiling) -> torch.Tensor:
-    """The stem's maps of every tile, stitched by the tiling's centre crops (what the tiled mode computes)."""
-    out: torch.Tensor | None = None
-    for p in tiling.patches():
-        s = model.stem(x[:, :, p.row.start : p.row.stop, p.col.start : p.col.stop])
-        if out is None:
-            out = torch.zeros((x.shape[0], s.shape[1], *x.shape[2:]))
-        out[:, :, p.row.out_start : p.row.out_stop, p.col.out_start : p.col.out_stop] = s[
-            :, :, p.row.keep_start : p.row.keep_stop, p.col.keep_start : p.col.keep_stop
-        ]
-    assert out is not None
-    return out
 
 
 def _stem_bands(model: UNet, xp: torch.Tensor, rows: int = 128) -> torch.Tensor:
@@ -117,7 +103,7 @@ def _stem_maps(model: UNet, x: torch.Tensor, tiling: Tiling, variant: str, pads:
     lrtb = (left, right, top, bottom)
     if variant == "whole, tiled stem":
         s = model.stem(F.pad(x, lrtb, mode="reflect"))
-        s[:, :, top : top + h, left : left + w] = _stem_tiled(model, x, tiling)
+        s[:, :, top : top + h, left : left + w] = TiledStem(model.stem, tiling)(x)
         return s
     if variant == "whole, interior shift":
         estimate: Callable[..., tuple[torch.Tensor, torch.Tensor]] = model_module.estimate_shift

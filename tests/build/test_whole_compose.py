@@ -103,10 +103,10 @@ def test_the_unet_takes_any_size_and_keeps_the_research_network_on_multiples_of_
     with torch.no_grad():
         assert model.body(torch.rand(1, 3, 250, 140)).shape == (1, 2, 250, 140)
         x = torch.rand(1, 3, 128, 96)
-        floor_pools = [nn.MaxPool2d(2)]  # the research network's pool
+        pool = nn.MaxPool2d(2)  # the research network's pool (rounds down)
         feats, s = [], x
         for i, block in enumerate(model.encoder.blocks):
-            s = block(s if i == 0 else floor_pools[0](s))
+            s = block(s if i == 0 else pool(s))
             feats.append(s)
         y = feats[-1]
         for up, block, skip in zip(model.decoder.ups, model.decoder.blocks, reversed(feats[:-1])):

@@ -26,6 +26,7 @@ from bgsdk.errors import InputError
 from bgsdk.io import image_shape, read_image
 from bgsdk.tiling import CUSTOM, IMAGE_TYPES, Patch, Tiling, image_type_for, tiling_for
 
+from .model import DOWNSAMPLE
 from .recipe import Recipe, RecipeError, get_recipe
 from .synth import SynthResult, sample_rng, synthesize
 
@@ -98,10 +99,7 @@ class ImageCache:
         return len(self._items)
 
 
-PAD_MULTIPLE = 32  # the UNet halves its input 5 times (bgtrain.model)
-
-
-def reflect_padding(height: int, width: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int, int, int]:
+def reflect_padding(height: int, width: int, multiple: int = DOWNSAMPLE) -> tuple[int, int, int, int]:
     """``(top, bottom, left, right)`` reflect padding that brings ``height x width`` to multiples of ``multiple``.
 
     Split as evenly as possible (the extra pixel of an odd total goes to the bottom/right), so neither

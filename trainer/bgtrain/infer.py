@@ -145,8 +145,7 @@ class WholeStrip(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
         self._channels_last = bool(getattr(model, "channels_last", lambda: False)())
-        # every level's size as Python ints: an export then reads no traced shape
-        self._sizes = level_sizes(tiling.height, tiling.width, len(getattr(encoder, "blocks", range(6))))
+        self._sizes = level_sizes(tiling.height, tiling.width)  # Python ints: an export reads no traced shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.stem(x.contiguous())
